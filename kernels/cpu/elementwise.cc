@@ -1,0 +1,46 @@
+// Residual adds, scaling and norms over whole tensors.
+#include "kernels/elementwise.h"
+
+#include "kernels/cpu/dispatch.h"
+
+namespace tandem::kernels {
+
+void axpy(double alpha, const Tensor& x, Tensor& y) {
+  TANDEM_CHECK(x.numel() == y.numel(), "axpy: ", shape_string(x.shape()), " vs ",
+               shape_string(y.shape()));
+  check_same_dtype({&x, &y}, "axpy");
+  dispatch_float(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* xs = x.data<T>();
+    T* ys = y.data<T>();
+    const T a = static_cast<T>(alpha);
+    const int64_t n = x.numel();
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) ys[i] += a * xs[i];
+  });
+}
+
+void scale(Tensor& x, double alpha) {
+  dispatch_float(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    T* xs = x.data<T>();
+    const T a = static_cast<T>(alpha);
+    const int64_t n = x.numel();
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) xs[i] *= a;
+  });
+}
+
+double sum_of_squares(const Tensor& x) {
+  double total = 0;
+  dispatch_float(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* xs = x.data<T>();
+    const int64_t n = x.numel();
+#pragma omp parallel for simd schedule(static) reduction(+ : total)
+    for (int64_t i = 0; i < n; ++i) total += static_cast<double>(xs[i]) * xs[i];
+  });
+  return total;
+}
+
+}  // namespace tandem::kernels

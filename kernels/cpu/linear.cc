@@ -1,0 +1,48 @@
+// Linear forward, dgrad and wgrad as OpenBLAS GEMMs.
+#include "kernels/linear.h"
+
+#include "kernels/cpu/blas.h"
+#include "kernels/cpu/dispatch.h"
+
+namespace tandem::kernels {
+
+void linear_forward(const Tensor& x, const Tensor& w, Tensor& y, bool accumulate) {
+  const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0);
+  check_shape(w, {out, in}, "linear_forward weight");
+  check_shape(y, {n, out}, "linear_forward output");
+  check_same_dtype({&x, &w, &y}, "linear_forward");
+  if (n == 0) return;
+  dispatch_float(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    gemm(false, true, n, out, in, T(1), x.data<T>(), in, w.data<T>(), in, T(accumulate ? 1 : 0),
+         y.data<T>(), out);
+  });
+}
+
+void linear_dgrad(const Tensor& dy, const Tensor& w, Tensor& dx, bool accumulate) {
+  const int64_t n = dy.dim(0), out = w.dim(0), in = w.dim(1);
+  check_shape(dy, {n, out}, "linear_dgrad output gradient");
+  check_shape(dx, {n, in}, "linear_dgrad input gradient");
+  check_same_dtype({&dy, &w, &dx}, "linear_dgrad");
+  if (n == 0) return;
+  dispatch_float(dy.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    gemm(false, false, n, in, out, T(1), dy.data<T>(), out, w.data<T>(), in,
+         T(accumulate ? 1 : 0), dx.data<T>(), in);
+  });
+}
+
+void linear_wgrad(const Tensor& dy, const Tensor& x, Tensor& dw) {
+  const int64_t n = x.dim(0), in = x.dim(1), out = dy.dim(1);
+  check_shape(dy, {n, out}, "linear_wgrad output gradient");
+  check_shape(dw, {out, in}, "linear_wgrad weight gradient");
+  check_same_dtype({&dy, &x, &dw}, "linear_wgrad");
+  if (n == 0) return;
+  dispatch_float(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    gemm(true, false, out, in, n, T(1), dy.data<T>(), out, x.data<T>(), in, T(1), dw.data<T>(),
+         in);
+  });
+}
+
+}  // namespace tandem::kernels

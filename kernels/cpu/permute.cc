@@ -1,0 +1,128 @@
+// Grouping routed token copies by expert and scattering expert outputs back.
+#include "kernels/permute.h"
+
+#include <cstring>
+
+#include "kernels/cpu/dispatch.h"
+
+namespace tandem::kernels {
+
+PermutePlan make_permute_plan(const Tensor& expert_ids, int64_t n_experts) {
+  check_dtype(expert_ids, DType::kI32, "permute expert ids");
+  PermutePlan plan;
+  plan.n_tokens = expert_ids.dim(0);
+  plan.top_k = expert_ids.dim(1);
+  const int64_t slots = plan.n_tokens * plan.top_k;
+  const int32_t* ids = expert_ids.data<int32_t>();
+  plan.expert_offsets.assign(n_experts + 1, 0);
+  for (int64_t s = 0; s < slots; ++s) {
+    TANDEM_CHECK(ids[s] >= 0 && ids[s] < n_experts, "expert id ", ids[s], " of slot ", s,
+                 " is outside [0, ", n_experts, ")");
+    ++plan.expert_offsets[ids[s] + 1];
+  }
+  for (int64_t e = 0; e < n_experts; ++e) plan.expert_offsets[e + 1] += plan.expert_offsets[e];
+  std::vector<int64_t> next(plan.expert_offsets.begin(), plan.expert_offsets.end() - 1);
+  plan.row_of_slot.resize(slots);
+  plan.token_of_row.resize(slots);
+  for (int64_t s = 0; s < slots; ++s) {
+    const int64_t row = next[ids[s]]++;
+    plan.row_of_slot[s] = row;
+    plan.token_of_row[row] = s / plan.top_k;
+  }
+  return plan;
+}
+
+void permute_rows(const Tensor& x, const PermutePlan& plan, Tensor& xp) {
+  const int64_t d = x.dim(1), rows = plan.n_tokens * plan.top_k;
+  check_shape(x, {plan.n_tokens, d}, "permute input");
+  check_shape(xp, {rows, d}, "permute output");
+  check_same_dtype({&x, &xp}, "permute_rows");
+  const size_t row_bytes = d * dtype_size(x.dtype());
+  const char* src = static_cast<const char*>(x.raw_data());
+  char* dst = static_cast<char*>(xp.raw_data());
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(dst + r * row_bytes, src + plan.token_of_row[r] * row_bytes, row_bytes);
+}
+
+void permute_rows_backward(const Tensor& dxp, const PermutePlan& plan, Tensor& dx) {
+  const int64_t d = dx.dim(1), k = plan.top_k;
+  check_shape(dxp, {plan.n_tokens * k, d}, "permute output gradient");
+  check_shape(dx, {plan.n_tokens, d}, "permute input gradient");
+  check_same_dtype({&dx, &dxp}, "permute_rows_backward");
+  dispatch_float(dx.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* g = dxp.data<T>();
+    T* out = dx.data<T>();
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < plan.n_tokens; ++t) {
+      T* o = out + t * d;
+      std::memset(o, 0, d * sizeof(T));
+      for (int64_t j = 0; j < k; ++j) {
+        const T* row = g + plan.row_of_slot[t * k + j] * d;
+#pragma omp simd
+        for (int64_t c = 0; c < d; ++c) o[c] += row[c];
+      }
+    }
+  });
+}
+
+void unpermute_weighted(const Tensor& yp, const Tensor& gate_weights, const PermutePlan& plan,
+                        Tensor& y) {
+  const int64_t d = y.dim(1), k = plan.top_k;
+  check_shape(yp, {plan.n_tokens * k, d}, "unpermute input");
+  check_shape(gate_weights, {plan.n_tokens, k}, "unpermute gate weights");
+  check_shape(y, {plan.n_tokens, d}, "unpermute output");
+  check_same_dtype({&yp, &gate_weights, &y}, "unpermute_weighted");
+  dispatch_float(y.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* src = yp.data<T>();
+    const T* w = gate_weights.data<T>();
+    T* out = y.data<T>();
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < plan.n_tokens; ++t) {
+      T* o = out + t * d;
+      std::memset(o, 0, d * sizeof(T));
+      for (int64_t j = 0; j < k; ++j) {
+        const T* row = src + plan.row_of_slot[t * k + j] * d;
+        const T wj = w[t * k + j];
+#pragma omp simd
+        for (int64_t c = 0; c < d; ++c) o[c] += wj * row[c];
+      }
+    }
+  });
+}
+
+void unpermute_weighted_backward(const Tensor& dy, const Tensor& yp, const Tensor& gate_weights,
+                                 const PermutePlan& plan, Tensor& dyp, Tensor& dgate_weights) {
+  const int64_t d = dy.dim(1), k = plan.top_k;
+  check_shape(dy, {plan.n_tokens, d}, "unpermute output gradient");
+  check_shape(dyp, {plan.n_tokens * k, d}, "unpermute input gradient");
+  check_shape(dgate_weights, {plan.n_tokens, k}, "unpermute gate-weight gradient");
+  check_same_dtype({&dy, &yp, &gate_weights, &dyp, &dgate_weights}, "unpermute_backward");
+  dispatch_float(dy.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* g = dy.data<T>();
+    const T* src = yp.data<T>();
+    const T* w = gate_weights.data<T>();
+    T* dsrc = dyp.data<T>();
+    T* dw = dgate_weights.data<T>();
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < plan.n_tokens; ++t) {
+      const T* gt = g + t * d;
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t row = plan.row_of_slot[t * k + j];
+        const T wj = w[t * k + j];
+        T dot = 0;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t c = 0; c < d; ++c) {
+          dsrc[row * d + c] = wj * gt[c];
+          dot += gt[c] * src[row * d + c];
+        }
+        dw[t * k + j] = dot;
+      }
+    }
+  });
+}
+
+}  // namespace tandem::kernels

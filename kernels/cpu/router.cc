@@ -1,0 +1,108 @@
+// Sigmoid top-k routing with selection bias, its backward, and the balancing bias update.
+#include "kernels/router.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/dispatch.h"
+
+namespace tandem::kernels {
+
+void router_forward(const Tensor& logits, const Tensor& bias, int64_t top_k, Tensor& affinity,
+                    Tensor& expert_ids, Tensor& gate_weights) {
+  const int64_t n = logits.dim(0), e = logits.dim(1);
+  TANDEM_CHECK(top_k >= 1 && top_k <= e, "router: top_k ", top_k, " with ", e, " experts");
+  check_shape(bias, {e}, "router bias");
+  check_shape(affinity, {n, e}, "router affinity");
+  check_shape(expert_ids, {n, top_k}, "router expert ids");
+  check_dtype(expert_ids, DType::kI32, "router expert ids");
+  check_shape(gate_weights, {n, top_k}, "router gate weights");
+  check_same_dtype({&logits, &bias, &affinity, &gate_weights}, "router_forward");
+  dispatch_float(logits.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* z = logits.data<T>();
+    const T* bs = bias.data<T>();
+    T* a = affinity.data<T>();
+    int32_t* ids = expert_ids.data<int32_t>();
+    T* w = gate_weights.data<T>();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      T* ai = a + i * e;
+      for (int64_t x = 0; x < e; ++x) ai[x] = T(1) / (T(1) + std::exp(-z[i * e + x]));
+      // Selection by partial insertion sort on biased scores; k is small (DeepSeek-V3: 8 of 256).
+      int32_t* sel = ids + i * top_k;
+      int64_t chosen = 0;
+      for (int64_t x = 0; x < e; ++x) {
+        const T score = ai[x] + bs[x];
+        int64_t pos = chosen;
+        while (pos > 0 && ai[sel[pos - 1]] + bs[sel[pos - 1]] < score) {
+          if (pos < top_k) sel[pos] = sel[pos - 1];
+          --pos;
+        }
+        if (pos < top_k) {
+          sel[pos] = static_cast<int32_t>(x);
+          chosen = std::min(chosen + 1, top_k);
+        }
+      }
+      T total = 0;
+      for (int64_t j = 0; j < top_k; ++j) total += ai[sel[j]];
+      for (int64_t j = 0; j < top_k; ++j) w[i * top_k + j] = ai[sel[j]] / total;
+    }
+  });
+}
+
+void router_backward(const Tensor& dgate_weights, const Tensor& affinity, const Tensor& expert_ids,
+                     Tensor& dlogits) {
+  const int64_t n = affinity.dim(0), e = affinity.dim(1), top_k = expert_ids.dim(1);
+  check_shape(dgate_weights, {n, top_k}, "router gate-weight gradient");
+  check_shape(dlogits, {n, e}, "router logit gradient");
+  check_same_dtype({&dgate_weights, &affinity, &dlogits}, "router_backward");
+  dispatch_float(affinity.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* dw = dgate_weights.data<T>();
+    const T* a = affinity.data<T>();
+    const int32_t* ids = expert_ids.data<int32_t>();
+    T* dz = dlogits.data<T>();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      const T* ai = a + i * e;
+      const int32_t* sel = ids + i * top_k;
+      std::fill(dz + i * e, dz + (i + 1) * e, T(0));
+      // w_j = a_j / S with S = Σ selected a: dw_j/da_m = (δ_jm − w_j)/S.
+      T total = 0, weighted = 0;
+      for (int64_t j = 0; j < top_k; ++j) total += ai[sel[j]];
+      for (int64_t j = 0; j < top_k; ++j) weighted += dw[i * top_k + j] * ai[sel[j]] / total;
+      for (int64_t j = 0; j < top_k; ++j) {
+        const T am = ai[sel[j]];
+        const T da = (dw[i * top_k + j] - weighted) / total;
+        dz[i * e + sel[j]] = da * am * (T(1) - am);
+      }
+    }
+  });
+}
+
+void count_expert_load(const Tensor& expert_ids, std::vector<int64_t>& load) {
+  const int32_t* ids = expert_ids.data<int32_t>();
+  for (int64_t i = 0; i < expert_ids.numel(); ++i) {
+    TANDEM_CHECK(ids[i] >= 0 && static_cast<size_t>(ids[i]) < load.size(), "expert id ", ids[i],
+                 " out of range");
+    ++load[ids[i]];
+  }
+}
+
+void update_router_bias(const std::vector<int64_t>& load, double rate, Tensor& bias) {
+  const int64_t e = static_cast<int64_t>(load.size());
+  check_shape(bias, {e}, "router bias");
+  double mean = 0;
+  for (int64_t count : load) mean += static_cast<double>(count) / e;
+  dispatch_float(bias.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    T* b = bias.data<T>();
+    for (int64_t x = 0; x < e; ++x) {
+      const double diff = mean - static_cast<double>(load[x]);
+      b[x] += static_cast<T>(rate * ((diff > 0) - (diff < 0)));
+    }
+  });
+}
+
+}  // namespace tandem::kernels

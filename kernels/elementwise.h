@@ -1,0 +1,15 @@
+// Elementwise helpers used between layers: residual adds and scaling.
+#pragma once
+
+#include "runtime/core/tensor.h"
+
+namespace tandem::kernels {
+
+// y += alpha * x (same shape and dtype).
+void axpy(double alpha, const Tensor& x, Tensor& y);
+// x *= alpha.
+void scale(Tensor& x, double alpha);
+// Sum of squares of all elements, accumulated in double.
+double sum_of_squares(const Tensor& x);
+
+}  // namespace tandem::kernels

@@ -1,0 +1,36 @@
+// Token permutation for MoE: group the (token, slot) pairs by expert so each expert sees a
+// contiguous block of rows, and scatter expert outputs back, weighted by the gates. No token is
+// dropped: every expert takes all the rows routed to it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/core/tensor.h"
+
+namespace tandem::kernels {
+
+struct PermutePlan {
+  int64_t n_tokens = 0;
+  int64_t top_k = 0;
+  std::vector<int64_t> expert_offsets;  // E + 1 entries; expert e owns rows [off[e], off[e+1])
+  std::vector<int64_t> row_of_slot;     // [N·k]: permuted row of (token t, slot j) at t·k + j
+  std::vector<int64_t> token_of_row;    // [N·k]: source token of each permuted row
+  int64_t rows_for_expert(int64_t e) const { return expert_offsets[e + 1] - expert_offsets[e]; }
+};
+
+// Stable counting sort of (token, slot) by expert id: within an expert, tokens keep their order.
+PermutePlan make_permute_plan(const Tensor& expert_ids, int64_t n_experts);
+
+// xp[r] = x[token_of_row[r]]; x [N, d], xp [N·k, d].
+void permute_rows(const Tensor& x, const PermutePlan& plan, Tensor& xp);
+// dx[t] = Σ_j dxp[row_of_slot[t·k+j]] (overwrites dx).
+void permute_rows_backward(const Tensor& dxp, const PermutePlan& plan, Tensor& dx);
+// y[t] = Σ_j w[t, j] · yp[row_of_slot[t·k+j]] (overwrites y).
+void unpermute_weighted(const Tensor& yp, const Tensor& gate_weights, const PermutePlan& plan,
+                        Tensor& y);
+// dyp[row(t,j)] = w[t,j]·dy[t]; dgate_weights[t,j] = dy[t]·yp[row(t,j)] (both overwritten).
+void unpermute_weighted_backward(const Tensor& dy, const Tensor& yp, const Tensor& gate_weights,
+                                 const PermutePlan& plan, Tensor& dyp, Tensor& dgate_weights);
+
+}  // namespace tandem::kernels

@@ -1,0 +1,90 @@
+// The job configuration: typed structs filled from a TOML file and `--set section.key=value`
+// overrides. Every key, its type, default and meaning is listed once, in config_keys.cc.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace tandem {
+
+struct ModelConfig {
+  int64_t vocab_size = 256;
+  int64_t seq_len = 128;
+  int64_t d_model = 128;
+  int64_t n_layers = 4;
+  int64_t n_dense_layers = 1;
+  int64_t n_heads = 4;
+  int64_t d_ff = 512;
+  int64_t n_routed_experts = 8;
+  int64_t n_shared_experts = 1;
+  int64_t top_k = 2;
+  int64_t d_expert = 128;
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-6;
+  double init_std = 0.02;
+  double router_bias_update_rate = 1e-3;
+  std::string dtype = "fp32";
+};
+
+struct TrainConfig {
+  int64_t steps = 200;
+  int64_t batch_size = 16;
+  int64_t seed = 1234;
+  int64_t eval_interval = 50;
+  int64_t eval_batches = 8;
+  int64_t threads = 0;
+  int64_t warmup_steps = 20;
+  double lr = 3e-3;
+  double min_lr = 3e-4;
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double adam_eps = 1e-8;
+  double grad_clip = 1.0;
+};
+
+struct DataConfig {
+  std::string format = "text";
+  std::string path = "data/kjv.txt";
+  std::string val_path;
+  double val_fraction = 0.05;
+};
+
+struct Config {
+  ModelConfig model;
+  TrainConfig train;
+  DataConfig data;
+};
+
+using ConfigValueRef = std::variant<int64_t*, double*, bool*, std::string*>;
+
+struct ConfigKey {
+  std::string_view name;  // "section.key"
+  std::string_view doc;
+  std::function<ConfigValueRef(Config&)> bind;
+};
+
+// Every key tandem understands, in documentation order.
+const std::vector<ConfigKey>& config_keys();
+
+// Parses a TOML file; rejects unknown keys (suggesting the nearest known one) and wrong types.
+Config load_config_file(const std::string& path);
+Config parse_config_string(std::string_view toml_text, std::string_view source_name);
+// Applies one "section.key=value" override; the value is parsed according to the key's type.
+void apply_override(Config& config, std::string_view assignment);
+// Refuses impossible combinations with a message naming the numbers.
+void validate_config(const Config& config);
+
+// "section.key = value" lines in documentation order, and the same as nested JSON.
+std::string config_to_string(const Config& config);
+nlohmann::json config_to_json(const Config& config);
+// The reference of all keys as Markdown (docs/configuration.md is this output).
+std::string config_reference_markdown();
+
+}  // namespace tandem

@@ -1,0 +1,58 @@
+// The one place where every configuration key is named and documented. Defaults are the member
+// initialisers in config.h; `tandem-train --config-reference` prints this table as Markdown.
+#include "runtime/core/config.h"
+
+namespace tandem {
+
+#define TANDEM_KEY(section, key, doc) \
+  ConfigKey { #section "." #key, doc, [](Config& c) -> ConfigValueRef { return &c.section.key; } }
+
+const std::vector<ConfigKey>& config_keys() {
+  static const std::vector<ConfigKey> keys = {
+      TANDEM_KEY(model, vocab_size, "Vocabulary size; 256 for the byte-level tokenizer."),
+      TANDEM_KEY(model, seq_len, "Tokens per training sequence (context length)."),
+      TANDEM_KEY(model, d_model, "Hidden size of the residual stream."),
+      TANDEM_KEY(model, n_layers, "Transformer layers in total (dense + MoE)."),
+      TANDEM_KEY(model, n_dense_layers, "Leading layers with a dense SwiGLU FFN; the rest are MoE."),
+      TANDEM_KEY(model, n_heads, "Attention heads; must divide d_model, head size must be even."),
+      TANDEM_KEY(model, d_ff, "Hidden size of the dense layers' SwiGLU FFN."),
+      TANDEM_KEY(model, n_routed_experts, "Routed experts per MoE layer."),
+      TANDEM_KEY(model, n_shared_experts, "Shared experts per MoE layer (every token uses them)."),
+      TANDEM_KEY(model, top_k, "Routed experts chosen per token (no capacity limit, no drops)."),
+      TANDEM_KEY(model, d_expert, "Hidden size of each expert's SwiGLU FFN (shared and routed)."),
+      TANDEM_KEY(model, rope_theta, "Base of the rotary position embedding frequencies."),
+      TANDEM_KEY(model, norm_eps, "Epsilon inside RMSNorm's square root."),
+      TANDEM_KEY(model, init_std, "Standard deviation of the normal weight initialisation."),
+      TANDEM_KEY(model, router_bias_update_rate,
+                 "Aux-loss-free balancing: step of the per-expert selection bias (gamma)."),
+      TANDEM_KEY(model, dtype, "Parameter and activation dtype on the CPU path: fp32 or fp64."),
+      TANDEM_KEY(train, steps, "Optimizer steps to run."),
+      TANDEM_KEY(train, batch_size, "Global batch in sequences per step."),
+      TANDEM_KEY(train, seed, "Seed of initialisation and data sampling."),
+      TANDEM_KEY(train, eval_interval, "Steps between held-out evaluations (0: only at the end)."),
+      TANDEM_KEY(train, eval_batches, "Batches of batch_size sequences per held-out evaluation."),
+      TANDEM_KEY(train, threads,
+                 "CPU threads per rank; 0 = cores available divided by ranks on this node."),
+      TANDEM_KEY(train, warmup_steps, "Linear learning-rate warmup steps."),
+      TANDEM_KEY(train, lr, "Peak learning rate (after warmup)."),
+      TANDEM_KEY(train, min_lr, "Learning rate at the end of the cosine decay."),
+      TANDEM_KEY(train, weight_decay, "AdamW decoupled weight decay (matrices only)."),
+      TANDEM_KEY(train, beta1, "AdamW first-moment decay."),
+      TANDEM_KEY(train, beta2, "AdamW second-moment decay."),
+      TANDEM_KEY(train, adam_eps, "AdamW epsilon."),
+      TANDEM_KEY(train, grad_clip, "Clip the global gradient norm to this value (0: off)."),
+      TANDEM_KEY(data, format,
+                 "\"text\": bytes of a text file are the tokens; \"uint16\": nanoGPT token files."),
+      TANDEM_KEY(data, path,
+                 "Text corpus (format text) or training token file (format uint16); relative "
+                 "paths are relative to the working directory."),
+      TANDEM_KEY(data, val_path, "Held-out token file (format uint16 only)."),
+      TANDEM_KEY(data, val_fraction,
+                 "Fraction at the end of the text corpus held out for evaluation (format text)."),
+  };
+  return keys;
+}
+
+#undef TANDEM_KEY
+
+}  // namespace tandem

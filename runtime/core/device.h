@@ -1,0 +1,79 @@
+// Devices, streams, events and allocators. The CPU implementation runs work in order on the calling
+// thread's pool; the CUDA implementation (runtime/core/cuda/) wraps cudaStream_t and cudaEvent_t
+// behind the same interface, so the model and executor never name a backend.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+namespace tandem {
+
+enum class DeviceType : uint8_t { kCPU, kCUDA };
+
+struct Device {
+  DeviceType type = DeviceType::kCPU;
+  int index = 0;
+  bool operator==(const Device&) const = default;
+  std::string to_string() const;
+  static Device cpu() { return {}; }
+  static Device cuda(int index) { return {DeviceType::kCUDA, index}; }
+};
+
+// Work submitted to a stream runs in submission order. CPU kernels run synchronously, so a CPU
+// stream is always idle when control returns; synchronize() exists for code that is device-neutral.
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  virtual Device device() const = 0;
+  virtual void synchronize() = 0;
+};
+
+// A point in a stream's work, for ordering and timing.
+class Event {
+ public:
+  virtual ~Event() = default;
+  virtual void record(Stream& stream) = 0;
+  virtual void synchronize() = 0;
+  // Milliseconds between two recorded events on the same device.
+  virtual double elapsed_ms(const Event& later) const = 0;
+};
+
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void deallocate(void* pointer, size_t bytes) = 0;
+};
+
+class CpuStream final : public Stream {
+ public:
+  Device device() const override { return Device::cpu(); }
+  void synchronize() override {}
+};
+
+class CpuEvent final : public Event {
+ public:
+  void record(Stream& stream) override;
+  void synchronize() override {}
+  double elapsed_ms(const Event& later) const override;
+
+ private:
+  std::chrono::steady_clock::time_point time_;
+};
+
+// The allocator for a device; CPU memory is 64-byte aligned so vector loads never split lines.
+Allocator& allocator_for(Device device);
+std::unique_ptr<Stream> make_stream(Device device);
+std::unique_ptr<Event> make_event(Device device);
+
+// Number of usable CUDA devices: 0 when the build has no CUDA or no driver/GPU answers.
+int cuda_device_count();
+
+}  // namespace tandem
+
+namespace tandem {
+// Copies bytes between any two devices (host<->host is memcpy); blocks until the copy is done.
+void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t bytes);
+}  // namespace tandem

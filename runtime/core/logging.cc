@@ -1,0 +1,26 @@
+// Log lines carry "[rank R]" when the job has more than one rank; info goes to stdout, the rest
+// to stderr. One write per line keeps lines whole when ranks share a terminal.
+#include "runtime/core/logging.h"
+
+#include <cstdio>
+#include <mutex>
+
+#include "runtime/core/runtime_context.h"
+
+namespace tandem {
+
+void log_line(LogLevel level, const std::string& message) {
+  static std::mutex mutex;
+  std::string line;
+  if (runtime().world_size > 1) line = detail::concat("[rank ", runtime().rank, "] ");
+  if (level == LogLevel::kWarn) line += "warning: ";
+  if (level == LogLevel::kError) line += "error: ";
+  line += message;
+  line += '\n';
+  std::lock_guard lock(mutex);
+  FILE* stream = level == LogLevel::kInfo ? stdout : stderr;
+  std::fwrite(line.data(), 1, line.size(), stream);
+  std::fflush(stream);
+}
+
+}  // namespace tandem

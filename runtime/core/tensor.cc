@@ -1,0 +1,107 @@
+// Tensor storage, views and copies.
+#include "runtime/core/tensor.h"
+
+#include <cstring>
+#include <numeric>
+
+namespace tandem {
+
+struct Tensor::Storage {
+  Storage(size_t bytes, Device device)
+      : device(device), bytes(bytes), pointer(allocator_for(device).allocate(bytes)) {}
+  ~Storage() { allocator_for(device).deallocate(pointer, bytes); }
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  Device device;
+  size_t bytes;
+  void* pointer;
+};
+
+std::string shape_string(const Shape& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+Tensor Tensor::empty(Shape shape, DType dtype, Device device) {
+  Tensor tensor;
+  for (int64_t extent : shape)
+    TANDEM_CHECK(extent >= 0, "negative extent in shape ", shape_string(shape));
+  tensor.shape_ = std::move(shape);
+  tensor.dtype_ = dtype;
+  tensor.device_ = device;
+  tensor.storage_ = std::make_shared<Storage>(tensor.nbytes(), device);
+  return tensor;
+}
+
+Tensor Tensor::zeros(Shape shape, DType dtype, Device device) {
+  Tensor tensor = empty(std::move(shape), dtype, device);
+  tensor.zero_();
+  return tensor;
+}
+
+int64_t Tensor::dim(int axis) const {
+  if (axis < 0) axis += ndim();
+  TANDEM_CHECK(axis >= 0 && axis < ndim(), "axis ", axis, " out of range for shape ",
+               shape_string(shape_));
+  return shape_[axis];
+}
+
+int64_t Tensor::numel() const {
+  return std::accumulate(shape_.begin(), shape_.end(), int64_t{1}, std::multiplies<>());
+}
+
+void* Tensor::raw_data() const {
+  if (!storage_ || storage_->pointer == nullptr) return nullptr;
+  return static_cast<char*>(storage_->pointer) + offset_bytes_;
+}
+
+Tensor Tensor::rows(int64_t begin, int64_t end) const {
+  TANDEM_CHECK(ndim() >= 1 && 0 <= begin && begin <= end && end <= shape_[0], "rows [", begin,
+               ", ", end, ") of shape ", shape_string(shape_));
+  Tensor view = *this;
+  view.shape_[0] = end - begin;
+  view.offset_bytes_ += static_cast<size_t>(begin) * (shape_[0] ? nbytes() / shape_[0] : 0);
+  return view;
+}
+
+Tensor Tensor::reshape(Shape shape) const {
+  Tensor view = *this;
+  view.shape_ = std::move(shape);
+  TANDEM_CHECK(view.numel() == numel(), "cannot reshape ", shape_string(shape_), " to ",
+               shape_string(view.shape_));
+  return view;
+}
+
+Tensor Tensor::clone() const { return to(device_); }
+
+Tensor Tensor::to(Device device) const {
+  Tensor out = empty(shape_, dtype_, device);
+  copy_bytes(device, out.raw_data(), device_, raw_data(), nbytes());
+  return out;
+}
+
+void Tensor::zero_() {
+  TANDEM_CHECK(device_.type == DeviceType::kCPU, "zero_ on ", device_.to_string(),
+               " is not supported yet");
+  if (nbytes()) std::memset(raw_data(), 0, nbytes());
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  TANDEM_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_, "copy_from ",
+               shape_string(src.shape_), " ", dtype_name(src.dtype_), " into ",
+               shape_string(shape_), " ", dtype_name(dtype_));
+  copy_bytes(device_, raw_data(), src.device_, src.raw_data(), nbytes());
+}
+
+void check_shape(const Tensor& tensor, const Shape& expected, const char* name) {
+  TANDEM_CHECK(tensor.shape() == expected, name, " has shape ", shape_string(tensor.shape()),
+               ", expected ", shape_string(expected));
+}
+
+void check_dtype(const Tensor& tensor, DType expected, const char* name) {
+  TANDEM_CHECK(tensor.dtype() == expected, name, " has dtype ", dtype_name(tensor.dtype()),
+               ", expected ", dtype_name(expected));
+}
+
+}  // namespace tandem

@@ -1,0 +1,64 @@
+// Attention sub-layer: norm, fused qkv projection, RoPE, causal attention core, output projection.
+#include "runtime/model/attention_block.h"
+
+#include <cmath>
+
+#include "kernels/attention.h"
+#include "kernels/elementwise.h"
+#include "kernels/rope.h"
+#include "runtime/model/ops.h"
+
+namespace tandem {
+
+namespace {
+struct AttentionState final : BlockState {
+  NormSaved norm;
+  Tensor normed;
+  Tensor qkv;  // after RoPE
+  Tensor probs;
+  Tensor attended;
+};
+}  // namespace
+
+AttentionBlock::AttentionBlock(const ModelConfig& config, int64_t layer, DType dtype,
+                               uint64_t seed)
+    : config_(config),
+      layer_(layer),
+      norm_(make_ones_parameter(name() + ".norm", {config.d_model}, dtype)),
+      wqkv_(make_parameter(name() + ".wqkv", {3 * config.d_model, config.d_model}, dtype,
+                           config.init_std, seed)),
+      // Output projections start smaller (GPT-2's 1/sqrt(2·layers)) so the residual stream's
+      // variance does not grow with depth.
+      wo_(make_parameter(name() + ".wo", {config.d_model, config.d_model}, dtype,
+                         config.init_std / std::sqrt(2.0 * config.n_layers), seed)) {}
+
+Tensor AttentionBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& state) {
+  auto st = std::make_unique<AttentionState>();
+  const int64_t n = x.dim(0), batch = n / config_.seq_len;
+  st->normed = rmsnorm(x, norm_, config_.norm_eps, st->norm);
+  st->qkv = linear(st->normed, wqkv_);
+  kernels::rope_apply(st->qkv, config_.seq_len, config_.n_heads, config_.rope_theta, false);
+  st->attended = Tensor::empty({n, config_.d_model}, x.dtype());
+  st->probs =
+      Tensor::empty({batch, config_.n_heads, config_.seq_len, config_.seq_len}, x.dtype());
+  kernels::attention_forward(st->qkv, config_.seq_len, config_.n_heads, st->attended, st->probs);
+  Tensor y = linear(st->attended, wo_);
+  kernels::axpy(1.0, x, y);
+  state = std::move(st);
+  return y;
+}
+
+Tensor AttentionBlock::backward_input(const Tensor& dy, BlockState& state) {
+  auto& st = static_cast<AttentionState&>(state);
+  Tensor dattended = linear_backward(dy, st.attended, wo_, st);
+  Tensor dqkv = Tensor::empty(st.qkv.shape(), dy.dtype());
+  kernels::attention_backward(dattended, st.qkv, st.probs, config_.seq_len, config_.n_heads, dqkv);
+  st.probs = Tensor();  // the largest activation; not needed by the weight gradients
+  kernels::rope_apply(dqkv, config_.seq_len, config_.n_heads, config_.rope_theta, true);
+  Tensor dnormed = linear_backward(dqkv, st.normed, wqkv_, st);
+  Tensor dx = rmsnorm_backward(dnormed, st.norm, norm_, st);
+  kernels::axpy(1.0, dy, dx);
+  return dx;
+}
+
+}  // namespace tandem

@@ -1,0 +1,26 @@
+// Parameter construction and the generic deferred-weight-gradient runner.
+#include "runtime/model/block.h"
+
+#include "runtime/core/random.h"
+
+namespace tandem {
+
+void run_deferred_wgrad(BlockState& state) {
+  for (auto& work : state.deferred_wgrad) work();
+  state.deferred_wgrad.clear();
+}
+
+Parameter make_parameter(std::string name, Shape shape, DType dtype, double init_std,
+                         uint64_t seed, bool decay) {
+  Parameter p{std::move(name), Tensor::empty(shape, dtype), Tensor::zeros(shape, dtype), decay};
+  fill_normal(p.value, init_std, seed, stream_of(p.name));
+  return p;
+}
+
+Parameter make_ones_parameter(std::string name, Shape shape, DType dtype) {
+  Parameter p{std::move(name), Tensor::empty(shape, dtype), Tensor::zeros(shape, dtype), false};
+  fill_constant(p.value, 1.0);
+  return p;
+}
+
+}  // namespace tandem

@@ -1,0 +1,64 @@
+// Building a model slice from the configuration and running its blocks in order.
+#include "runtime/model/model_chunk.h"
+
+#include "runtime/model/attention_block.h"
+#include "runtime/model/dense_ffn_block.h"
+#include "runtime/model/embedding_block.h"
+
+namespace tandem {
+
+ModelChunk::ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec)
+    : spec_(spec), dtype_(parse_dtype(config.dtype)) {
+  TANDEM_CHECK(0 <= spec.first_layer && spec.first_layer <= spec.last_layer &&
+                   spec.last_layer <= config.n_layers,
+               "chunk layers [", spec.first_layer, ", ", spec.last_layer, ") of ",
+               config.n_layers);
+  if (spec.has_embedding) blocks_.push_back(std::make_unique<EmbeddingBlock>(config, dtype_, seed));
+  for (int64_t layer = spec.first_layer; layer < spec.last_layer; ++layer) {
+    blocks_.push_back(std::make_unique<AttentionBlock>(config, layer, dtype_, seed));
+    if (layer < config.n_dense_layers) {
+      blocks_.push_back(std::make_unique<DenseFfnBlock>(config, layer, dtype_, seed));
+    } else {
+      auto moe = std::make_unique<MoeFfnBlock>(config, layer, dtype_, seed);
+      moe_blocks_.push_back(moe.get());
+      blocks_.push_back(std::move(moe));
+    }
+  }
+  if (spec.has_head) head_ = std::make_unique<HeadBlock>(config, dtype_, seed);
+}
+
+std::vector<Parameter*> ModelChunk::parameters() {
+  std::vector<Parameter*> out;
+  for (auto& block : blocks_)
+    for (Parameter* p : block->parameters()) out.push_back(p);
+  if (head_)
+    for (Parameter* p : head_->parameters()) out.push_back(p);
+  return out;
+}
+
+Tensor ModelChunk::forward(const Tensor& input, MicroBatchState& state, const Tensor* targets,
+                           double grad_scale) {
+  state.blocks.resize(blocks_.size());
+  Tensor x = input;
+  for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, state.blocks[i]);
+  if (!head_) return x;
+  TANDEM_CHECK(targets != nullptr, "the chunk with the head needs targets");
+  state.loss_sum = head_->forward_loss(x, *targets, grad_scale, state.head);
+  if (grad_scale == 0) state.blocks.clear();  // evaluation: nothing is kept for a backward
+  return Tensor();
+}
+
+Tensor ModelChunk::backward_input(const Tensor& dy, MicroBatchState& state) {
+  TANDEM_CHECK(state.blocks.size() == blocks_.size(), "backward without a matching forward");
+  Tensor grad = head_ ? head_->backward_input(*state.head) : dy;
+  for (size_t i = blocks_.size(); i-- > 0;) grad = blocks_[i]->backward_input(grad, *state.blocks[i]);
+  return grad;
+}
+
+void ModelChunk::backward_weight(MicroBatchState& state) {
+  if (head_ && state.head) run_deferred_wgrad(*state.head);
+  for (size_t i = 0; i < state.blocks.size(); ++i) blocks_[i]->backward_weight(*state.blocks[i]);
+  state = MicroBatchState{};
+}
+
+}  // namespace tandem

@@ -1,0 +1,138 @@
+// MoE FFN sub-layer: routing, grouped experts, shared expert and weighted un-permutation.
+#include "runtime/model/moe_block.h"
+
+#include <cmath>
+
+#include "kernels/elementwise.h"
+#include "kernels/router.h"
+
+namespace tandem {
+
+MoeFfnBlock::MoeFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed)
+    : config_(config), layer_(layer) {
+  const int64_t d = config.d_model, f = config.d_expert, e = config.n_routed_experts;
+  const double out_std = config.init_std / std::sqrt(2.0 * config.n_layers);
+  norm_ = make_ones_parameter(name() + ".norm", {d}, dtype);
+  router_ = make_parameter(name() + ".router", {e, d}, dtype, config.init_std, seed);
+  // n shared experts of width d_expert are one SwiGLU of width n·d_expert.
+  const int64_t shared_f = std::max<int64_t>(1, config.n_shared_experts) * f;
+  shared_w13_ = make_parameter(name() + ".shared.w13", {2 * shared_f, d}, dtype, config.init_std,
+                               seed);
+  shared_w2_ = make_parameter(name() + ".shared.w2", {d, shared_f}, dtype, out_std, seed);
+  for (int64_t x = 0; x < e; ++x) {
+    const std::string prefix = name() + ".experts." + std::to_string(x);
+    w13_.push_back(make_parameter(prefix + ".w13", {2 * f, d}, dtype, config.init_std, seed));
+    w2_.push_back(make_parameter(prefix + ".w2", {d, f}, dtype, out_std, seed));
+  }
+  bias_ = Tensor::zeros({e}, dtype);
+  load_.assign(e, 0);
+}
+
+std::vector<Parameter*> MoeFfnBlock::parameters() {
+  std::vector<Parameter*> out = {&norm_, &router_};
+  if (config_.n_shared_experts > 0) out.insert(out.end(), {&shared_w13_, &shared_w2_});
+  for (size_t x = 0; x < w13_.size(); ++x) out.insert(out.end(), {&w13_[x], &w2_[x]});
+  return out;
+}
+
+void MoeFfnBlock::route(const Tensor& x, MoeState& st) {
+  const int64_t n = x.dim(0), k = config_.top_k, e = n_experts();
+  st.normed = rmsnorm(x, norm_, config_.norm_eps, st.norm);
+  Tensor logits = linear(st.normed, router_);
+  st.affinity = Tensor::empty({n, e}, x.dtype());
+  st.expert_ids = Tensor::empty({n, k}, DType::kI32);
+  st.gate_weights = Tensor::empty({n, k}, x.dtype());
+  kernels::router_forward(logits, bias_, k, st.affinity, st.expert_ids, st.gate_weights);
+  kernels::count_expert_load(st.expert_ids, load_);
+  st.plan = kernels::make_permute_plan(st.expert_ids, e);
+  st.permuted = Tensor::empty({n * k, x.dim(1)}, x.dtype());
+  kernels::permute_rows(st.normed, st.plan, st.permuted);
+}
+
+Tensor MoeFfnBlock::run_experts(const Tensor& rows, const std::vector<int64_t>& expert_offsets,
+                                MoeState& st) {
+  const int64_t e = static_cast<int64_t>(expert_offsets.size()) - 1;
+  TANDEM_CHECK(e == n_experts() && expert_offsets.back() == rows.dim(0), "run_experts: ",
+               rows.dim(0), " rows for offsets ending at ", expert_offsets.back(), " over ", e,
+               " experts");
+  st.expert_offsets = expert_offsets;
+  st.experts.assign(e, MlpSaved{});
+  Tensor out = Tensor::empty(rows.shape(), rows.dtype());
+  for (int64_t x = 0; x < e; ++x) {
+    const int64_t begin = expert_offsets[x], end = expert_offsets[x + 1];
+    if (begin == end) continue;
+    Tensor y = swiglu_mlp(rows.rows(begin, end), w13_[x], w2_[x], st.experts[x]);
+    out.rows(begin, end).copy_from(y);
+  }
+  return out;
+}
+
+void MoeFfnBlock::run_shared(MoeState& st) {
+  if (config_.n_shared_experts > 0)
+    st.shared_out = swiglu_mlp(st.normed, shared_w13_, shared_w2_, st.shared);
+}
+
+Tensor MoeFfnBlock::unpermute(const Tensor& x, const Tensor& expert_out, MoeState& st) {
+  st.expert_out = expert_out;
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  kernels::unpermute_weighted(expert_out, st.gate_weights, st.plan, y);
+  kernels::axpy(1.0, x, y);
+  if (st.shared_out.defined()) kernels::axpy(1.0, st.shared_out, y);
+  return y;
+}
+
+Tensor MoeFfnBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& state) {
+  auto st = std::make_unique<MoeState>();
+  route(x, *st);
+  Tensor expert_out = run_experts(st->permuted, st->plan.expert_offsets, *st);
+  run_shared(*st);
+  Tensor y = unpermute(x, expert_out, *st);
+  state = std::move(st);
+  return y;
+}
+
+Tensor MoeFfnBlock::unpermute_backward(const Tensor& dy, MoeState& st) {
+  Tensor dexpert_out = Tensor::empty(st.expert_out.shape(), dy.dtype());
+  st.dgate_weights = Tensor::empty(st.gate_weights.shape(), dy.dtype());
+  kernels::unpermute_weighted_backward(dy, st.expert_out, st.gate_weights, st.plan, dexpert_out,
+                                       st.dgate_weights);
+  return dexpert_out;
+}
+
+Tensor MoeFfnBlock::experts_backward(const Tensor& dexpert_out, MoeState& st) {
+  Tensor drows = Tensor::empty(dexpert_out.shape(), dexpert_out.dtype());
+  for (int64_t x = 0; x < n_experts(); ++x) {
+    const int64_t begin = st.expert_offsets[x], end = st.expert_offsets[x + 1];
+    if (begin == end) continue;
+    Tensor dx = swiglu_mlp_backward(dexpert_out.rows(begin, end), st.experts[x], w13_[x], w2_[x],
+                                    st);
+    drows.rows(begin, end).copy_from(dx);
+  }
+  return drows;
+}
+
+Tensor MoeFfnBlock::route_backward(const Tensor& dy, const Tensor& dpermuted, MoeState& st) {
+  const int64_t n = dy.dim(0);
+  Tensor dnormed = Tensor::empty({n, dy.dim(1)}, dy.dtype());
+  kernels::permute_rows_backward(dpermuted, st.plan, dnormed);
+  Tensor dlogits = Tensor::empty({n, n_experts()}, dy.dtype());
+  kernels::router_backward(st.dgate_weights, st.affinity, st.expert_ids, dlogits);
+  kernels::axpy(1.0, linear_backward(dlogits, st.normed, router_, st), dnormed);
+  if (config_.n_shared_experts > 0)
+    kernels::axpy(1.0, swiglu_mlp_backward(dy, st.shared, shared_w13_, shared_w2_, st), dnormed);
+  Tensor dx = rmsnorm_backward(dnormed, st.norm, norm_, st);
+  kernels::axpy(1.0, dy, dx);
+  return dx;
+}
+
+Tensor MoeFfnBlock::backward_input(const Tensor& dy, BlockState& state) {
+  auto& st = static_cast<MoeState&>(state);
+  Tensor dpermuted = experts_backward(unpermute_backward(dy, st), st);
+  return route_backward(dy, dpermuted, st);
+}
+
+void MoeFfnBlock::update_bias(const std::vector<int64_t>& global_load) {
+  kernels::update_router_bias(global_load, config_.router_bias_update_rate, bias_);
+}
+
+}  // namespace tandem

@@ -1,0 +1,71 @@
+// Pre-norm mixture-of-experts FFN sub-layer in DeepSeek-V3's form:
+//   y = x + shared(norm(x)) + Σ_{e ∈ topk} g_e · expert_e(norm(x))
+// with sigmoid routing, selection bias for auxiliary-loss-free balancing, and no capacity limit.
+// Its sub-stages are public because expert parallelism (parallelism/) inserts the dispatch
+// all-to-all between route() and run_experts() and the combine all-to-all between run_experts()
+// and unpermute(); forward() is the single-rank composition of the same calls.
+#pragma once
+
+#include <vector>
+
+#include "kernels/permute.h"
+#include "runtime/core/config.h"
+#include "runtime/model/block.h"
+#include "runtime/model/ops.h"
+
+namespace tandem {
+
+struct MoeState final : BlockState {
+  NormSaved norm;
+  Tensor normed;
+  Tensor affinity;
+  Tensor expert_ids;    // int32 [N, k]
+  Tensor gate_weights;  // [N, k]
+  kernels::PermutePlan plan;
+  Tensor permuted;  // [N·k, d]: routed copies of the normed tokens, grouped by expert
+  std::vector<int64_t> expert_offsets;  // rows of each local expert in the expert stage's input
+  std::vector<MlpSaved> experts;        // one per local expert
+  Tensor expert_out;                    // [rows, d], same grouping as the expert stage's input
+  MlpSaved shared;
+  Tensor shared_out;
+  Tensor dgate_weights;
+};
+
+class MoeFfnBlock final : public Block {
+ public:
+  MoeFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed);
+  std::string name() const override { return "layers." + std::to_string(layer_) + ".ffn"; }
+  Tensor forward(const Tensor& x, std::unique_ptr<BlockState>& state) override;
+  Tensor backward_input(const Tensor& dy, BlockState& state) override;
+  std::vector<Parameter*> parameters() override;
+
+  // Forward sub-stages.
+  void route(const Tensor& x, MoeState& st);  // norm, router, top-k, permute; counts expert load
+  Tensor run_experts(const Tensor& rows, const std::vector<int64_t>& expert_offsets, MoeState& st);
+  void run_shared(MoeState& st);
+  Tensor unpermute(const Tensor& x, const Tensor& expert_out, MoeState& st);  // y = x + ...
+  // Backward sub-stages, in reverse.
+  Tensor unpermute_backward(const Tensor& dy, MoeState& st);  // → d(expert_out); sets dgate_weights
+  Tensor experts_backward(const Tensor& dexpert_out, MoeState& st);  // → d(rows)
+  Tensor route_backward(const Tensor& dy, const Tensor& dpermuted, MoeState& st);  // → dx
+
+  // Auxiliary-loss-free balancing: tokens routed to each expert since the last reset, and the bias
+  // update from a load (the caller sums it over the whole global batch first).
+  const std::vector<int64_t>& expert_load() const { return load_; }
+  void reset_expert_load() { load_.assign(load_.size(), 0); }
+  void update_bias(const std::vector<int64_t>& global_load);
+  const Tensor& bias() const { return bias_; }
+  int64_t n_experts() const { return static_cast<int64_t>(w13_.size()); }
+
+ private:
+  ModelConfig config_;
+  int64_t layer_;
+  Parameter norm_;
+  Parameter router_;  // [E, d]
+  Parameter shared_w13_, shared_w2_;
+  std::vector<Parameter> w13_, w2_;  // per routed expert: [2·d_expert, d], [d, d_expert]
+  Tensor bias_;                      // [E], selection only: never receives a gradient
+  std::vector<int64_t> load_;
+};
+
+}  // namespace tandem

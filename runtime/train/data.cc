@@ -1,0 +1,107 @@
+// Memory-mapped token files, splits and deterministic sampling.
+#include "runtime/train/data.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "runtime/core/random.h"
+
+namespace tandem {
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  TANDEM_USER_CHECK(fd >= 0, "cannot open data file '", path, "': ", std::strerror(errno),
+                    ". For the default corpus run scripts/prepare-data (or `make data`); "
+                    "otherwise set data.path");
+  struct stat info {};
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    ::close(fd);
+    TANDEM_USER_CHECK(false, "data file '", path, "' is not a regular file");
+  }
+  size_ = static_cast<size_t>(info.st_size);
+  if (size_ > 0) {
+    void* map = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    int error = errno;
+    ::close(fd);
+    TANDEM_USER_CHECK(map != MAP_FAILED, "cannot map data file '", path,
+                      "': ", std::strerror(error));
+    data_ = static_cast<const uint8_t*>(map);
+  } else {
+    ::close(fd);
+  }
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+int32_t TokenSpan::at(int64_t i) const {
+  const uint8_t* p = file->data() + (begin + i) * bytes_per_token;
+  return bytes_per_token == 1 ? p[0] : static_cast<int32_t>(p[0] | (p[1] << 8));
+}
+
+namespace {
+TokenSpan whole_uint16_file(const std::shared_ptr<MappedFile>& file, int64_t vocab_size) {
+  TANDEM_USER_CHECK(file->size() % 2 == 0, "token file '", file->path(), "' has ", file->size(),
+                    " bytes, not a whole number of uint16 tokens; is data.format right?");
+  TokenSpan span{file.get(), 2, 0, static_cast<int64_t>(file->size() / 2)};
+  for (int64_t i = 0; i < span.length; ++i) {
+    const int32_t token = span.at(i);
+    TANDEM_USER_CHECK(token < vocab_size, "token file '", file->path(), "' holds token ", token,
+                      " at position ", i, ", not below model.vocab_size = ", vocab_size);
+  }
+  return span;
+}
+
+void check_long_enough(const TokenSpan& span, int64_t seq_len, const char* what) {
+  TANDEM_USER_CHECK(span.length > seq_len + 1, what, " of '", span.file->path(), "' has ",
+                    span.length, " tokens; it needs more than model.seq_len + 1 = ", seq_len + 1);
+}
+}  // namespace
+
+Dataset Dataset::open(const DataConfig& data, const ModelConfig& model) {
+  Dataset ds;
+  ds.train_file_ = std::make_shared<MappedFile>(data.path);
+  if (data.format == "text") {
+    const int64_t total = static_cast<int64_t>(ds.train_file_->size());
+    const int64_t held = static_cast<int64_t>(total * data.val_fraction);
+    ds.train_ = {ds.train_file_.get(), 1, 0, total - held};
+    ds.held_out_ = {ds.train_file_.get(), 1, total - held, held};
+  } else {
+    ds.held_out_file_ = std::make_shared<MappedFile>(data.val_path);
+    ds.train_ = whole_uint16_file(ds.train_file_, model.vocab_size);
+    ds.held_out_ = whole_uint16_file(ds.held_out_file_, model.vocab_size);
+  }
+  check_long_enough(ds.train_, model.seq_len, "the training split");
+  check_long_enough(ds.held_out_, model.seq_len, "the held-out split");
+  return ds;
+}
+
+DataLoader::DataLoader(const Dataset& dataset, int64_t seq_len, uint64_t seed)
+    : dataset_(dataset), seq_len_(seq_len), seed_(seed) {}
+
+void DataLoader::fill(Split split, int64_t batch, int64_t first, int64_t count, Tensor& tokens,
+                      Tensor& targets) const {
+  const TokenSpan& span = dataset_.split(split);
+  check_shape(tokens, {count * seq_len_}, "batch tokens");
+  check_shape(targets, {count * seq_len_}, "batch targets");
+  int32_t* tok = tokens.data<int32_t>();
+  int32_t* tgt = targets.data<int32_t>();
+  const uint64_t stream = split == Split::kTrain ? 0x7261696eu : 0x68656c64u;
+  const uint64_t starts = static_cast<uint64_t>(span.length - seq_len_ - 1);
+  for (int64_t s = 0; s < count; ++s) {
+    const uint64_t index = (static_cast<uint64_t>(batch) << 24) + static_cast<uint64_t>(first + s);
+    const int64_t start = static_cast<int64_t>(random_bits(seed_, stream, index) % starts);
+    for (int64_t t = 0; t < seq_len_; ++t) {
+      tok[s * seq_len_ + t] = span.at(start + t);
+      tgt[s * seq_len_ + t] = span.at(start + t + 1);
+    }
+  }
+}
+
+}  // namespace tandem

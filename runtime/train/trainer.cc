@@ -1,0 +1,133 @@
+// Training loop, progress lines and the run summary.
+#include "runtime/train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "kernels/optimizer.h"
+#include "runtime/core/logging.h"
+#include "runtime/model/model_stats.h"
+
+namespace tandem {
+
+namespace {
+std::string format_duration(double seconds) {
+  const int64_t s = static_cast<int64_t>(std::llround(seconds));
+  if (s >= 3600) return detail::concat(s / 3600, "h", (s % 3600) / 60, "m");
+  if (s >= 60) return detail::concat(s / 60, "m", s % 60, "s");
+  return detail::concat(s, "s");
+}
+}  // namespace
+
+Trainer::Trainer(const Config& config)
+    : config_(config),
+      dataset_(Dataset::open(config.data, config.model)),
+      loader_(dataset_, config.model.seq_len, static_cast<uint64_t>(config.train.seed)),
+      model_(config.model, static_cast<uint64_t>(config.train.seed),
+             ChunkSpec::whole_model(config.model)),
+      optimizer_(model_.parameters(), config.train) {}
+
+double Trainer::train_step(int64_t step) {
+  const auto& t = config_.train;
+  const int64_t tokens_per_batch = t.batch_size * config_.model.seq_len;
+  Tensor tokens = Tensor::empty({tokens_per_batch}, DType::kI32);
+  Tensor targets = Tensor::empty({tokens_per_batch}, DType::kI32);
+  loader_.fill(Split::kTrain, step, 0, t.batch_size, tokens, targets);
+
+  for (MoeFfnBlock* moe : model_.moe_blocks()) moe->reset_expert_load();
+  MicroBatchState state;
+  model_.forward(tokens, state, &targets, 1.0 / static_cast<double>(tokens_per_batch));
+  const double loss = state.loss_sum / static_cast<double>(tokens_per_batch);
+  model_.backward_input(Tensor(), state);
+  model_.backward_weight(state);
+  for (MoeFfnBlock* moe : model_.moe_blocks()) moe->update_bias(moe->expert_load());
+
+  last_grad_norm_ = optimizer_.grad_norm();
+  TANDEM_USER_CHECK(std::isfinite(last_grad_norm_), "step ", step,
+                    ": gradient norm is not finite; lower train.lr or check the data");
+  const double lr = kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr);
+  optimizer_.step(lr, kernels::clip_coefficient(last_grad_norm_, t.grad_clip));
+  optimizer_.zero_grad();
+  return loss;
+}
+
+double Trainer::evaluate() {
+  const auto& t = config_.train;
+  const int64_t tokens_per_batch = t.batch_size * config_.model.seq_len;
+  Tensor tokens = Tensor::empty({tokens_per_batch}, DType::kI32);
+  Tensor targets = Tensor::empty({tokens_per_batch}, DType::kI32);
+  double total = 0;
+  for (int64_t b = 0; b < t.eval_batches; ++b) {
+    loader_.fill(Split::kHeldOut, b, 0, t.batch_size, tokens, targets);
+    MicroBatchState state;
+    model_.forward(tokens, state, &targets, 0.0);
+    total += state.loss_sum;
+  }
+  return total / static_cast<double>(tokens_per_batch * t.eval_batches);
+}
+
+TrainSummary Trainer::run() {
+  const auto& t = config_.train;
+  const ModelStats stats = model_stats(config_.model);
+  TrainSummary summary;
+  summary.params = stats.params;
+  summary.flops_per_token = stats.flops_per_token;
+  log_info("model: ", stats.params, " parameters, ", stats.active_params,
+           " active per token, ", stats.flops_per_token / 1e6, " MFLOP per token (training)");
+
+  const int64_t tokens_per_step = t.batch_size * config_.model.seq_len;
+  const auto start = std::chrono::steady_clock::now();
+  double train_seconds = 0;
+  for (int64_t step = 0; step < t.steps; ++step) {
+    const auto step_start = std::chrono::steady_clock::now();
+    const double loss = train_step(step);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+    train_seconds += seconds;
+    summary.losses.push_back(loss);
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double eta = elapsed / (step + 1) * (t.steps - step - 1);
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "step %lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | "
+                  "%.1f ms/step | ETA %s",
+                  static_cast<long long>(step + 1), static_cast<long long>(t.steps), loss,
+                  kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr),
+                  last_grad_norm_, tokens_per_step / seconds, seconds * 1e3,
+                  format_duration(eta).c_str());
+    log_info(line);
+    const bool last = step + 1 == t.steps;
+    if (last || (t.eval_interval > 0 && (step + 1) % t.eval_interval == 0)) {
+      const double eval_loss = evaluate();
+      summary.eval_losses.emplace_back(step + 1, eval_loss);
+      char eval_line[128];
+      std::snprintf(eval_line, sizeof eval_line, "eval step %lld | held-out loss %.4f",
+                    static_cast<long long>(step + 1), eval_loss);
+      log_info(eval_line);
+    }
+  }
+  summary.steps = t.steps;
+  summary.tokens_per_second = tokens_per_step * t.steps / train_seconds;
+  return summary;
+}
+
+nlohmann::json TrainSummary::to_json(const Config& config) const {
+  nlohmann::json out;
+  out["steps"] = steps;
+  out["losses"] = losses;
+  out["eval_losses"] = nlohmann::json::array();
+  for (const auto& [step, loss] : eval_losses) out["eval_losses"].push_back({step, loss});
+  out["final_loss"] = losses.empty() ? nlohmann::json(nullptr) : nlohmann::json(losses.back());
+  out["final_eval_loss"] =
+      eval_losses.empty() ? nlohmann::json(nullptr) : nlohmann::json(eval_losses.back().second);
+  out["tokens_per_second"] = tokens_per_second;
+  out["params"] = params;
+  out["flops_per_token"] = flops_per_token;
+  out["config"] = config_to_json(config);
+  return out;
+}
+
+}  // namespace tandem
