@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# tandem-train refuses bad input with a clear message and a non-zero exit, and writes nothing.
+# Usage: bad_input.sh PATH/TO/tandem-train   (run from the repository root)
+set -u
+train=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+cfg=examples/configs/tiny.toml
+
+expect_error() {  # expect_error "what the message must contain" args...
+  local want=$1
+  shift
+  local out rc
+  out=$("$train" "$@" --summary-json "$tmp/summary.json" 2>&1)
+  rc=$?
+  if [ $rc -eq 0 ]; then
+    echo "FAIL: exit 0 for: $*"; failures=$((failures + 1))
+  elif ! grep -qF -- "$want" <<<"$out"; then
+    echo "FAIL: message for: $*"; echo "  wanted: $want"; echo "  got:    $out"; failures=$((failures + 1))
+  elif [ -e "$tmp/summary.json" ]; then
+    echo "FAIL: a summary was written for: $*"; failures=$((failures + 1))
+  else
+    echo "ok: $* -> $(head -n1 <<<"$out")"
+  fi
+}
+
+printf '[model]\nd_modle = 64\n' > "$tmp/typo.toml"
+printf '[model\n' > "$tmp/syntax.toml"
+printf 'odd' > "$tmp/odd.bin"
+
+expect_error "no config file given"
+expect_error "cannot read config file '$tmp/none.toml'" "$tmp/none.toml"
+expect_error "$tmp/syntax.toml:1" "$tmp/syntax.toml"
+expect_error "unknown configuration key 'model.d_modle'; did you mean 'model.d_model'?" "$tmp/typo.toml"
+expect_error "did you mean 'train.steps'?" $cfg --set train.step=3
+expect_error "--set train.steps: value 'many' is not an integer" $cfg --set train.steps=many
+expect_error "model.n_heads = 3 does not divide model.d_model = 128" $cfg --set model.n_heads=3
+expect_error "model.top_k = 9 must be between 1 and model.n_routed_experts = 8" $cfg --set model.top_k=9
+expect_error "train.batch_size must be positive, got 0" $cfg --set train.batch_size=0
+expect_error "cannot open data file '/nonexistent/kjv.txt'" $cfg --set data.path=/nonexistent/kjv.txt
+expect_error "is not a regular file" $cfg --set data.path=/tmp
+expect_error "not a whole number of uint16 tokens" $cfg --set data.format=uint16 \
+  --set data.path="$tmp/odd.bin" --set data.val_path="$tmp/odd.bin"
+expect_error "unknown option '--step'" $cfg --step 3
+
+[ $failures -eq 0 ] && echo "bad_input: all cases refused clearly" || echo "bad_input: $failures failures"
+exit $((failures > 0))
