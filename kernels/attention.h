@@ -11,7 +11,7 @@ namespace tandem::kernels {
 void attention_forward(const Tensor& qkv, int64_t seq_len, int64_t n_heads, Tensor& out,
                        Tensor& probs);
 // dqkv [B·T, 3·d] is overwritten with the gradients of q, k and v.
-void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs,
-                        int64_t seq_len, int64_t n_heads, Tensor& dqkv);
+void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs, int64_t seq_len,
+                        int64_t n_heads, Tensor& dqkv);
 
 }  // namespace tandem::kernels

@@ -4,10 +4,12 @@
 #include <cmath>
 
 #include "kernels/cpu/dispatch.h"
+#include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 void swiglu_forward(const Tensor& gate_up, Tensor& h) {
+  TANDEM_PROFILE_SCOPE("swiglu_forward");
   const int64_t n = gate_up.dim(0), f = gate_up.dim(1) / 2;
   check_shape(h, {n, f}, "swiglu output");
   check_same_dtype({&gate_up, &h}, "swiglu_forward");
@@ -20,12 +22,14 @@ void swiglu_forward(const Tensor& gate_up, Tensor& h) {
       const T* gate = in + i * 2 * f;
       const T* up = gate + f;
 #pragma omp simd
-      for (int64_t j = 0; j < f; ++j) out[i * f + j] = gate[j] / (T(1) + std::exp(-gate[j])) * up[j];
+      for (int64_t j = 0; j < f; ++j)
+        out[i * f + j] = gate[j] / (T(1) + std::exp(-gate[j])) * up[j];
     }
   });
 }
 
 void swiglu_backward(const Tensor& dh, const Tensor& gate_up, Tensor& dgate_up) {
+  TANDEM_PROFILE_SCOPE("swiglu_backward");
   const int64_t n = gate_up.dim(0), f = gate_up.dim(1) / 2;
   check_shape(dh, {n, f}, "swiglu output gradient");
   check_shape(dgate_up, {n, 2 * f}, "swiglu input gradient");

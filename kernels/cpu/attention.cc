@@ -5,7 +5,9 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/dispatch.h"
+#include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
@@ -23,23 +25,11 @@ AttentionShape attention_shape(const Tensor& qkv, int64_t seq_len, int64_t n_hea
   return {rows / seq_len, seq_len, n_heads, d / n_heads, d, width};
 }
 
-template <class T>
-T dot(const T* a, const T* b, int64_t n) {
-  T sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
-template <class T>
-void add_scaled(T* y, const T* x, T alpha, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
-}
 }  // namespace
 
 void attention_forward(const Tensor& qkv, int64_t seq_len, int64_t n_heads, Tensor& out,
                        Tensor& probs) {
+  TANDEM_PROFILE_SCOPE("attention_forward");
   const auto s = attention_shape(qkv, seq_len, n_heads);
   check_shape(out, {s.batch * s.seq_len, s.d}, "attention output");
   check_shape(probs, {s.batch, s.heads, s.seq_len, s.seq_len}, "attention probabilities");
@@ -51,37 +41,35 @@ void attention_forward(const Tensor& qkv, int64_t seq_len, int64_t n_heads, Tens
     T* p_all = probs.data<T>();
     const T scale = T(1) / std::sqrt(T(s.head_dim));
     const int64_t T_ = s.seq_len, hd = s.head_dim, W = s.width;
+    // One (sequence, head) per task; inside a parallel region OpenBLAS runs each GEMM on the
+    // calling thread. The GEMMs compute the full T×T square (the masked half is wasted work),
+    // which still beats a hand-written triangular loop by using BLAS's register tiling.
 #pragma omp parallel for schedule(static) collapse(2)
     for (int64_t b = 0; b < s.batch; ++b)
       for (int64_t h = 0; h < s.heads; ++h) {
         const T* q = base + b * T_ * W + h * hd;
         const T* k = q + s.d;
         const T* v = q + 2 * s.d;
-        T* p_head = p_all + (b * s.heads + h) * T_ * T_;
+        T* p = p_all + (b * s.heads + h) * T_ * T_;
+        gemm(false, true, T_, T_, hd, scale, q, W, k, W, T(0), p, T_);  // S = QKᵀ/√hd
         for (int64_t i = 0; i < T_; ++i) {
-          T* p = p_head + i * T_;
-          T max_score = -INFINITY;
-          for (int64_t j = 0; j <= i; ++j) {
-            p[j] = dot(q + i * W, k + j * W, hd) * scale;
-            max_score = std::max(max_score, p[j]);
-          }
+          T* row = p + i * T_;
+          const T max_score = *std::max_element(row, row + i + 1);
           T sum = 0;
-          for (int64_t j = 0; j <= i; ++j) sum += (p[j] = std::exp(p[j] - max_score));
+#pragma omp simd reduction(+ : sum)
+          for (int64_t j = 0; j <= i; ++j) sum += (row[j] = std::exp(row[j] - max_score));
           const T inv = T(1) / sum;
-          T* oi = o + (b * T_ + i) * s.d + h * hd;
-          std::fill(oi, oi + hd, T(0));
-          for (int64_t j = 0; j <= i; ++j) {
-            p[j] *= inv;
-            add_scaled(oi, v + j * W, p[j], hd);
-          }
-          std::fill(p + i + 1, p + T_, T(0));
+          for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+          std::fill(row + i + 1, row + T_, T(0));  // causal mask
         }
+        gemm(false, false, T_, hd, T_, T(1), p, T_, v, W, T(0), o + b * T_ * s.d + h * hd, s.d);
       }
   });
 }
 
-void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs,
-                        int64_t seq_len, int64_t n_heads, Tensor& dqkv) {
+void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs, int64_t seq_len,
+                        int64_t n_heads, Tensor& dqkv) {
+  TANDEM_PROFILE_SCOPE("attention_backward");
   const auto s = attention_shape(qkv, seq_len, n_heads);
   check_shape(dout, {s.batch * s.seq_len, s.d}, "attention output gradient");
   check_shape(dqkv, qkv.shape(), "attention qkv gradient");
@@ -100,28 +88,25 @@ void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& pro
         const T* q = base + b * T_ * W + h * hd;
         const T* k = q + s.d;
         const T* v = q + 2 * s.d;
+        const T* g = go + b * T_ * s.d + h * hd;
         T* dq = dbase + b * T_ * W + h * hd;
         T* dk = dq + s.d;
         T* dv = dq + 2 * s.d;
-        for (int64_t i = 0; i < T_; ++i)
-          for (T* part : {dq, dk, dv}) std::fill(part + i * W, part + i * W + hd, T(0));
-        const T* p_head = p_all + (b * s.heads + h) * T_ * T_;
-        std::vector<T> dp(T_);
-        for (int64_t i = 0; i < T_; ++i) {
-          const T* p = p_head + i * T_;
-          const T* goi = go + (b * T_ + i) * s.d + h * hd;
+        const T* p = p_all + (b * s.heads + h) * T_ * T_;
+        std::vector<T> ds(T_ * T_);
+        gemm(true, false, T_, hd, T_, T(1), p, T_, g, s.d, T(0), dv, W);         // dV = PᵀdO
+        gemm(false, true, T_, T_, hd, T(1), g, s.d, v, W, T(0), ds.data(), T_);  // dP = dO·Vᵀ
+        for (int64_t i = 0; i < T_; ++i) {  // dS = P ⊙ (dP − Σ_j P·dP) / √hd
+          const T* pi = p + i * T_;
+          T* di = ds.data() + i * T_;
           T row_dot = 0;
-          for (int64_t j = 0; j <= i; ++j) {
-            dp[j] = dot(goi, v + j * W, hd);
-            row_dot += p[j] * dp[j];
-            add_scaled(dv + j * W, goi, p[j], hd);
-          }
-          for (int64_t j = 0; j <= i; ++j) {
-            const T ds = p[j] * (dp[j] - row_dot) * scale;
-            add_scaled(dq + i * W, k + j * W, ds, hd);
-            add_scaled(dk + j * W, q + i * W, ds, hd);
-          }
+#pragma omp simd reduction(+ : row_dot)
+          for (int64_t j = 0; j <= i; ++j) row_dot += pi[j] * di[j];
+          for (int64_t j = 0; j <= i; ++j) di[j] = pi[j] * (di[j] - row_dot) * scale;
+          std::fill(di + i + 1, di + T_, T(0));
         }
+        gemm(false, false, T_, hd, T_, T(1), ds.data(), T_, k, W, T(0), dq, W);  // dQ = dS·K
+        gemm(true, false, T_, hd, T_, T(1), ds.data(), T_, q, W, T(0), dk, W);   // dK = dSᵀ·Q
       }
   });
 }

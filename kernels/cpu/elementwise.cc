@@ -2,10 +2,12 @@
 #include "kernels/elementwise.h"
 
 #include "kernels/cpu/dispatch.h"
+#include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 void axpy(double alpha, const Tensor& x, Tensor& y) {
+  TANDEM_PROFILE_SCOPE("axpy");
   TANDEM_CHECK(x.numel() == y.numel(), "axpy: ", shape_string(x.shape()), " vs ",
                shape_string(y.shape()));
   check_same_dtype({&x, &y}, "axpy");
@@ -21,6 +23,7 @@ void axpy(double alpha, const Tensor& x, Tensor& y) {
 }
 
 void scale(Tensor& x, double alpha) {
+  TANDEM_PROFILE_SCOPE("scale");
   dispatch_float(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
     T* xs = x.data<T>();
@@ -32,6 +35,7 @@ void scale(Tensor& x, double alpha) {
 }
 
 double sum_of_squares(const Tensor& x) {
+  TANDEM_PROFILE_SCOPE("sum_of_squares");
   double total = 0;
   dispatch_float(x.dtype(), [&](auto zero) {
     using T = decltype(zero);

@@ -5,10 +5,12 @@
 #include <cstring>
 
 #include "kernels/cpu/dispatch.h"
+#include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 void embedding_forward(const Tensor& tokens, const Tensor& table, Tensor& out) {
+  TANDEM_PROFILE_SCOPE("embedding_forward");
   const int64_t n = tokens.numel(), vocab = table.dim(0), d = table.dim(1);
   check_dtype(tokens, DType::kI32, "embedding tokens");
   check_shape(out, {n, d}, "embedding output");
@@ -26,6 +28,7 @@ void embedding_forward(const Tensor& tokens, const Tensor& table, Tensor& out) {
 }
 
 void embedding_wgrad(const Tensor& tokens, const Tensor& dout, Tensor& dtable) {
+  TANDEM_PROFILE_SCOPE("embedding_wgrad");
   const int64_t n = tokens.numel(), d = dtable.dim(1);
   check_shape(dout, {n, d}, "embedding output gradient");
   const int32_t* ids = tokens.data<int32_t>();

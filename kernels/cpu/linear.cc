@@ -3,10 +3,12 @@
 
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/dispatch.h"
+#include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 void linear_forward(const Tensor& x, const Tensor& w, Tensor& y, bool accumulate) {
+  TANDEM_PROFILE_SCOPE("linear_forward");
   const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0);
   check_shape(w, {out, in}, "linear_forward weight");
   check_shape(y, {n, out}, "linear_forward output");
@@ -20,6 +22,7 @@ void linear_forward(const Tensor& x, const Tensor& w, Tensor& y, bool accumulate
 }
 
 void linear_dgrad(const Tensor& dy, const Tensor& w, Tensor& dx, bool accumulate) {
+  TANDEM_PROFILE_SCOPE("linear_dgrad");
   const int64_t n = dy.dim(0), out = w.dim(0), in = w.dim(1);
   check_shape(dy, {n, out}, "linear_dgrad output gradient");
   check_shape(dx, {n, in}, "linear_dgrad input gradient");
@@ -27,12 +30,13 @@ void linear_dgrad(const Tensor& dy, const Tensor& w, Tensor& dx, bool accumulate
   if (n == 0) return;
   dispatch_float(dy.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    gemm(false, false, n, in, out, T(1), dy.data<T>(), out, w.data<T>(), in,
-         T(accumulate ? 1 : 0), dx.data<T>(), in);
+    gemm(false, false, n, in, out, T(1), dy.data<T>(), out, w.data<T>(), in, T(accumulate ? 1 : 0),
+         dx.data<T>(), in);
   });
 }
 
 void linear_wgrad(const Tensor& dy, const Tensor& x, Tensor& dw) {
+  TANDEM_PROFILE_SCOPE("linear_wgrad");
   const int64_t n = x.dim(0), in = x.dim(1), out = dy.dim(1);
   check_shape(dy, {n, out}, "linear_wgrad output gradient");
   check_shape(dw, {out, in}, "linear_wgrad weight gradient");
@@ -40,8 +44,7 @@ void linear_wgrad(const Tensor& dy, const Tensor& x, Tensor& dw) {
   if (n == 0) return;
   dispatch_float(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    gemm(true, false, out, in, n, T(1), dy.data<T>(), out, x.data<T>(), in, T(1), dw.data<T>(),
-         in);
+    gemm(true, false, out, in, n, T(1), dy.data<T>(), out, x.data<T>(), in, T(1), dw.data<T>(), in);
   });
 }
 

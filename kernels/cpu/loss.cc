@@ -5,11 +5,13 @@
 #include <cmath>
 
 #include "kernels/cpu/dispatch.h"
+#include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 double cross_entropy(const Tensor& logits, const Tensor& targets, double grad_scale,
                      Tensor* dlogits) {
+  TANDEM_PROFILE_SCOPE("cross_entropy");
   const int64_t n = logits.dim(0), v = logits.dim(1);
   check_dtype(targets, DType::kI32, "cross-entropy targets");
   TANDEM_CHECK(targets.numel() == n, "cross-entropy: ", targets.numel(), " targets for ", n,

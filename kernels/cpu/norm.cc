@@ -5,10 +5,12 @@
 #include <cmath>
 
 #include "kernels/cpu/dispatch.h"
+#include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 void rmsnorm_forward(const Tensor& x, const Tensor& g, double eps, Tensor& y, Tensor& rstd) {
+  TANDEM_PROFILE_SCOPE("rmsnorm_forward");
   const int64_t n = x.dim(0), d = x.dim(1);
   check_shape(g, {d}, "rmsnorm weight");
   check_shape(y, {n, d}, "rmsnorm output");
@@ -36,6 +38,7 @@ void rmsnorm_forward(const Tensor& x, const Tensor& g, double eps, Tensor& y, Te
 
 void rmsnorm_dgrad(const Tensor& dy, const Tensor& x, const Tensor& g, const Tensor& rstd,
                    Tensor& dx) {
+  TANDEM_PROFILE_SCOPE("rmsnorm_dgrad");
   const int64_t n = x.dim(0), d = x.dim(1);
   check_shape(dy, {n, d}, "rmsnorm output gradient");
   check_shape(dx, {n, d}, "rmsnorm input gradient");
@@ -63,6 +66,7 @@ void rmsnorm_dgrad(const Tensor& dy, const Tensor& x, const Tensor& g, const Ten
 }
 
 void rmsnorm_wgrad(const Tensor& dy, const Tensor& x, const Tensor& rstd, Tensor& dg) {
+  TANDEM_PROFILE_SCOPE("rmsnorm_wgrad");
   const int64_t n = x.dim(0), d = x.dim(1);
   check_shape(dg, {d}, "rmsnorm weight gradient");
   check_same_dtype({&dy, &x, &rstd, &dg}, "rmsnorm_wgrad");

@@ -6,10 +6,12 @@
 #include <numbers>
 
 #include "kernels/cpu/dispatch.h"
+#include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWHyper& h) {
+  TANDEM_PROFILE_SCOPE("adamw_update");
   check_shape(grad, param.shape(), "adamw gradient");
   check_shape(m, param.shape(), "adamw first moment");
   check_shape(v, param.shape(), "adamw second moment");

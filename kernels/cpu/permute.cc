@@ -4,10 +4,12 @@
 #include <cstring>
 
 #include "kernels/cpu/dispatch.h"
+#include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 PermutePlan make_permute_plan(const Tensor& expert_ids, int64_t n_experts) {
+  TANDEM_PROFILE_SCOPE("make_permute_plan");
   check_dtype(expert_ids, DType::kI32, "permute expert ids");
   PermutePlan plan;
   plan.n_tokens = expert_ids.dim(0);
@@ -33,6 +35,7 @@ PermutePlan make_permute_plan(const Tensor& expert_ids, int64_t n_experts) {
 }
 
 void permute_rows(const Tensor& x, const PermutePlan& plan, Tensor& xp) {
+  TANDEM_PROFILE_SCOPE("permute_rows");
   const int64_t d = x.dim(1), rows = plan.n_tokens * plan.top_k;
   check_shape(x, {plan.n_tokens, d}, "permute input");
   check_shape(xp, {rows, d}, "permute output");
@@ -46,6 +49,7 @@ void permute_rows(const Tensor& x, const PermutePlan& plan, Tensor& xp) {
 }
 
 void permute_rows_backward(const Tensor& dxp, const PermutePlan& plan, Tensor& dx) {
+  TANDEM_PROFILE_SCOPE("permute_rows_backward");
   const int64_t d = dx.dim(1), k = plan.top_k;
   check_shape(dxp, {plan.n_tokens * k, d}, "permute output gradient");
   check_shape(dx, {plan.n_tokens, d}, "permute input gradient");
@@ -69,6 +73,7 @@ void permute_rows_backward(const Tensor& dxp, const PermutePlan& plan, Tensor& d
 
 void unpermute_weighted(const Tensor& yp, const Tensor& gate_weights, const PermutePlan& plan,
                         Tensor& y) {
+  TANDEM_PROFILE_SCOPE("unpermute_weighted");
   const int64_t d = y.dim(1), k = plan.top_k;
   check_shape(yp, {plan.n_tokens * k, d}, "unpermute input");
   check_shape(gate_weights, {plan.n_tokens, k}, "unpermute gate weights");
@@ -95,6 +100,7 @@ void unpermute_weighted(const Tensor& yp, const Tensor& gate_weights, const Perm
 
 void unpermute_weighted_backward(const Tensor& dy, const Tensor& yp, const Tensor& gate_weights,
                                  const PermutePlan& plan, Tensor& dyp, Tensor& dgate_weights) {
+  TANDEM_PROFILE_SCOPE("unpermute_weighted_backward");
   const int64_t d = dy.dim(1), k = plan.top_k;
   check_shape(dy, {plan.n_tokens, d}, "unpermute output gradient");
   check_shape(dyp, {plan.n_tokens * k, d}, "unpermute input gradient");

@@ -5,14 +5,15 @@
 #include <vector>
 
 #include "kernels/cpu/dispatch.h"
+#include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 void rope_apply(Tensor& qkv, int64_t seq_len, int64_t n_heads, double theta, bool inverse) {
+  TANDEM_PROFILE_SCOPE("rope_apply");
   const int64_t rows = qkv.dim(0), width = qkv.dim(1), d = width / 3;
-  TANDEM_CHECK(width == 3 * d && d % n_heads == 0 && (d / n_heads) % 2 == 0,
-               "rope: qkv width ", width, " does not split into 3 x ", n_heads,
-               " heads of even size");
+  TANDEM_CHECK(width == 3 * d && d % n_heads == 0 && (d / n_heads) % 2 == 0, "rope: qkv width ",
+               width, " does not split into 3 x ", n_heads, " heads of even size");
   TANDEM_CHECK(rows % seq_len == 0, "rope: ", rows, " rows are not whole sequences of ", seq_len);
   const int64_t head_dim = d / n_heads, half = head_dim / 2;
   // The table is computed in double so fp32 and fp64 runs rotate by the same angles.

@@ -5,11 +5,13 @@
 #include <cmath>
 
 #include "kernels/cpu/dispatch.h"
+#include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 void router_forward(const Tensor& logits, const Tensor& bias, int64_t top_k, Tensor& affinity,
                     Tensor& expert_ids, Tensor& gate_weights) {
+  TANDEM_PROFILE_SCOPE("router_forward");
   const int64_t n = logits.dim(0), e = logits.dim(1);
   TANDEM_CHECK(top_k >= 1 && top_k <= e, "router: top_k ", top_k, " with ", e, " experts");
   check_shape(bias, {e}, "router bias");
@@ -53,6 +55,7 @@ void router_forward(const Tensor& logits, const Tensor& bias, int64_t top_k, Ten
 
 void router_backward(const Tensor& dgate_weights, const Tensor& affinity, const Tensor& expert_ids,
                      Tensor& dlogits) {
+  TANDEM_PROFILE_SCOPE("router_backward");
   const int64_t n = affinity.dim(0), e = affinity.dim(1), top_k = expert_ids.dim(1);
   check_shape(dgate_weights, {n, top_k}, "router gate-weight gradient");
   check_shape(dlogits, {n, e}, "router logit gradient");
@@ -82,6 +85,7 @@ void router_backward(const Tensor& dgate_weights, const Tensor& affinity, const 
 }
 
 void count_expert_load(const Tensor& expert_ids, std::vector<int64_t>& load) {
+  TANDEM_PROFILE_SCOPE("count_expert_load");
   const int32_t* ids = expert_ids.data<int32_t>();
   for (int64_t i = 0; i < expert_ids.numel(); ++i) {
     TANDEM_CHECK(ids[i] >= 0 && static_cast<size_t>(ids[i]) < load.size(), "expert id ", ids[i],
@@ -91,6 +95,7 @@ void count_expert_load(const Tensor& expert_ids, std::vector<int64_t>& load) {
 }
 
 void update_router_bias(const std::vector<int64_t>& load, double rate, Tensor& bias) {
+  TANDEM_PROFILE_SCOPE("update_router_bias");
   const int64_t e = static_cast<int64_t>(load.size());
   check_shape(bias, {e}, "router bias");
   double mean = 0;

@@ -1,13 +1,13 @@
 // Loading, overriding, validating and printing the job configuration.
 #include "runtime/core/config.h"
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "runtime/core/errors.h"
 
@@ -98,7 +98,8 @@ void assign_from_toml(Config& config, const std::string& name, const toml::node&
 void walk_table(Config& config, const toml::table& table, const std::string& prefix,
                 std::string_view source) {
   for (const auto& [key, node] : table) {
-    std::string name = prefix.empty() ? std::string(key.str()) : prefix + "." + std::string(key.str());
+    std::string name =
+        prefix.empty() ? std::string(key.str()) : prefix + "." + std::string(key.str());
     if (const auto* sub = node.as_table())
       walk_table(config, *sub, name, source);
     else
@@ -197,19 +198,21 @@ void validate_config(const Config& c) {
   positive(t.eval_batches, "train.eval_batches");
   TANDEM_USER_CHECK(m.d_model % m.n_heads == 0, "config: model.n_heads = ", m.n_heads,
                     " does not divide model.d_model = ", m.d_model);
-  TANDEM_USER_CHECK((m.d_model / m.n_heads) % 2 == 0, "config: head size d_model/n_heads = ",
-                    m.d_model / m.n_heads, " must be even for rotary embeddings");
+  TANDEM_USER_CHECK((m.d_model / m.n_heads) % 2 == 0,
+                    "config: head size d_model/n_heads = ", m.d_model / m.n_heads,
+                    " must be even for rotary embeddings");
   TANDEM_USER_CHECK(m.n_dense_layers >= 0 && m.n_dense_layers <= m.n_layers,
                     "config: model.n_dense_layers = ", m.n_dense_layers,
                     " must be between 0 and model.n_layers = ", m.n_layers);
   if (m.n_dense_layers < m.n_layers) {
     TANDEM_USER_CHECK(m.n_routed_experts > 0, "config: MoE layers need model.n_routed_experts > 0",
                       ", got ", m.n_routed_experts, " (or set n_dense_layers = n_layers)");
-    TANDEM_USER_CHECK(m.top_k >= 1 && m.top_k <= m.n_routed_experts, "config: model.top_k = ",
-                      m.top_k, " must be between 1 and model.n_routed_experts = ",
-                      m.n_routed_experts);
-    TANDEM_USER_CHECK(m.n_shared_experts >= 0, "config: model.n_shared_experts = ",
-                      m.n_shared_experts, " must not be negative");
+    TANDEM_USER_CHECK(m.top_k >= 1 && m.top_k <= m.n_routed_experts,
+                      "config: model.top_k = ", m.top_k,
+                      " must be between 1 and model.n_routed_experts = ", m.n_routed_experts);
+    TANDEM_USER_CHECK(m.n_shared_experts >= 0,
+                      "config: model.n_shared_experts = ", m.n_shared_experts,
+                      " must not be negative");
   }
   TANDEM_USER_CHECK(m.dtype == "fp32" || m.dtype == "fp64", "config: model.dtype = \"", m.dtype,
                     "\" is not supported on the CPU path; use \"fp32\" or \"fp64\"");
@@ -225,10 +228,12 @@ void validate_config(const Config& c) {
                     "config: train.beta1 and train.beta2 must be in [0, 1)");
   TANDEM_USER_CHECK(t.weight_decay >= 0 && t.grad_clip >= 0 && t.adam_eps > 0,
                     "config: train.weight_decay and train.grad_clip must be >= 0, adam_eps > 0");
-  TANDEM_USER_CHECK(c.data.format == "text" || c.data.format == "uint16", "config: data.format = \"",
-                    c.data.format, "\"; expected \"text\" or \"uint16\"");
+  TANDEM_USER_CHECK(c.data.format == "text" || c.data.format == "uint16",
+                    "config: data.format = \"", c.data.format,
+                    "\"; expected \"text\" or \"uint16\"");
   if (c.data.format == "text") {
-    TANDEM_USER_CHECK(m.vocab_size >= 256, "config: data.format = \"text\" is byte-level and needs ",
+    TANDEM_USER_CHECK(m.vocab_size >= 256,
+                      "config: data.format = \"text\" is byte-level and needs ",
                       "model.vocab_size >= 256, got ", m.vocab_size);
     TANDEM_USER_CHECK(c.data.val_fraction > 0 && c.data.val_fraction < 1,
                       "config: data.val_fraction must be in (0, 1), got ", c.data.val_fraction);

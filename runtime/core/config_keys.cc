@@ -4,8 +4,10 @@
 
 namespace tandem {
 
-#define TANDEM_KEY(section, key, doc) \
-  ConfigKey { #section "." #key, doc, [](Config& c) -> ConfigValueRef { return &c.section.key; } }
+#define TANDEM_KEY(section, key, doc)                                                   \
+  ConfigKey {                                                                           \
+#section "." #key, doc, [](Config & c) -> ConfigValueRef { return &c.section.key; } \
+  }
 
 const std::vector<ConfigKey>& config_keys() {
   static const std::vector<ConfigKey> keys = {
@@ -13,7 +15,8 @@ const std::vector<ConfigKey>& config_keys() {
       TANDEM_KEY(model, seq_len, "Tokens per training sequence (context length)."),
       TANDEM_KEY(model, d_model, "Hidden size of the residual stream."),
       TANDEM_KEY(model, n_layers, "Transformer layers in total (dense + MoE)."),
-      TANDEM_KEY(model, n_dense_layers, "Leading layers with a dense SwiGLU FFN; the rest are MoE."),
+      TANDEM_KEY(model, n_dense_layers,
+                 "Leading layers with a dense SwiGLU FFN; the rest are MoE."),
       TANDEM_KEY(model, n_heads, "Attention heads; must divide d_model, head size must be even."),
       TANDEM_KEY(model, d_ff, "Hidden size of the dense layers' SwiGLU FFN."),
       TANDEM_KEY(model, n_routed_experts, "Routed experts per MoE layer."),

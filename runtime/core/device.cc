@@ -3,11 +3,11 @@
 
 #include <bit>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
+#include <new>
 #include <unordered_map>
 #include <vector>
-#include <cstring>
-#include <new>
 
 #include "runtime/core/errors.h"
 

@@ -29,15 +29,17 @@ std::string concat(Args&&... args) {
 
 // TANDEM_FAIL(parts...) throws an Error "file:line: parts..."; TANDEM_CHECK throws it when cond is
 // false. The message parts are only evaluated on failure.
-#define TANDEM_FAIL(...) ::tandem::detail::throw_error(__FILE__, __LINE__, ::tandem::detail::concat(__VA_ARGS__))
-#define TANDEM_CHECK(cond, ...)                                        \
-  do {                                                                 \
-    if (!(cond)) [[unlikely]] {                                        \
-      TANDEM_FAIL("check failed: " #cond ": ", ##__VA_ARGS__);        \
-    }                                                                  \
+#define TANDEM_FAIL(...) \
+  ::tandem::detail::throw_error(__FILE__, __LINE__, ::tandem::detail::concat(__VA_ARGS__))
+#define TANDEM_CHECK(cond, ...)                                \
+  do {                                                         \
+    if (!(cond)) [[unlikely]] {                                \
+      TANDEM_FAIL("check failed: " #cond ": ", ##__VA_ARGS__); \
+    }                                                          \
   } while (0)
 // A user-facing error (bad config, bad file): the message stands alone, no file:line noise.
-#define TANDEM_USER_CHECK(cond, ...)                                                        \
-  do {                                                                                      \
-    if (!(cond)) [[unlikely]] throw ::tandem::Error(::tandem::detail::concat(__VA_ARGS__)); \
+#define TANDEM_USER_CHECK(cond, ...)                                \
+  do {                                                              \
+    if (!(cond)) [[unlikely]]                                       \
+      throw ::tandem::Error(::tandem::detail::concat(__VA_ARGS__)); \
   } while (0)

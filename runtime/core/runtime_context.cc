@@ -19,7 +19,8 @@ RuntimeContext& runtime() {
 }
 
 int local_ranks_from_environment() {
-  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"}) {
+  for (const char* name :
+       {"OMPI_COMM_WORLD_LOCAL_SIZE", "LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"}) {
     if (const char* value = std::getenv(name)) {
       char* end = nullptr;
       long n = std::strtol(value, &end, 10);

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "runtime/core/profiler.h"
+
 namespace tandem {
 
 struct RuntimeContext {
@@ -11,7 +13,8 @@ struct RuntimeContext {
   int world_size = 1;
   int local_rank = 0;
   int local_size = 1;
-  int threads = 1;  // CPU kernel threads (one OpenMP pool; OpenBLAS is told the same number)
+  int threads = 1;  // CPU kernel threads (one OpenMP pool, shared with OpenBLAS)
+  Profiler profiler;
 };
 
 RuntimeContext& runtime();

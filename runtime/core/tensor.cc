@@ -57,8 +57,8 @@ void* Tensor::raw_data() const {
 }
 
 Tensor Tensor::rows(int64_t begin, int64_t end) const {
-  TANDEM_CHECK(ndim() >= 1 && 0 <= begin && begin <= end && end <= shape_[0], "rows [", begin,
-               ", ", end, ") of shape ", shape_string(shape_));
+  TANDEM_CHECK(ndim() >= 1 && 0 <= begin && begin <= end && end <= shape_[0], "rows [", begin, ", ",
+               end, ") of shape ", shape_string(shape_));
   Tensor view = *this;
   view.shape_[0] = end - begin;
   view.offset_bytes_ += static_cast<size_t>(begin) * (shape_[0] ? nbytes() / shape_[0] : 0);
@@ -73,7 +73,9 @@ Tensor Tensor::reshape(Shape shape) const {
   return view;
 }
 
-Tensor Tensor::clone() const { return to(device_); }
+Tensor Tensor::clone() const {
+  return to(device_);
+}
 
 Tensor Tensor::to(Device device) const {
   Tensor out = empty(shape_, dtype_, device);
@@ -88,9 +90,9 @@ void Tensor::zero_() {
 }
 
 void Tensor::copy_from(const Tensor& src) {
-  TANDEM_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_, "copy_from ",
-               shape_string(src.shape_), " ", dtype_name(src.dtype_), " into ",
-               shape_string(shape_), " ", dtype_name(dtype_));
+  TANDEM_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_, "copy_from ", shape_string(src.shape_),
+               " ", dtype_name(src.dtype_), " into ", shape_string(shape_), " ",
+               dtype_name(dtype_));
   copy_bytes(device_, raw_data(), src.device_, src.raw_data(), nbytes());
 }
 

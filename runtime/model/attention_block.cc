@@ -20,8 +20,7 @@ struct AttentionState final : BlockState {
 };
 }  // namespace
 
-AttentionBlock::AttentionBlock(const ModelConfig& config, int64_t layer, DType dtype,
-                               uint64_t seed)
+AttentionBlock::AttentionBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed)
     : config_(config),
       layer_(layer),
       norm_(make_ones_parameter(name() + ".norm", {config.d_model}, dtype)),
@@ -39,8 +38,7 @@ Tensor AttentionBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& sta
   st->qkv = linear(st->normed, wqkv_);
   kernels::rope_apply(st->qkv, config_.seq_len, config_.n_heads, config_.rope_theta, false);
   st->attended = Tensor::empty({n, config_.d_model}, x.dtype());
-  st->probs =
-      Tensor::empty({batch, config_.n_heads, config_.seq_len, config_.seq_len}, x.dtype());
+  st->probs = Tensor::empty({batch, config_.n_heads, config_.seq_len, config_.seq_len}, x.dtype());
   kernels::attention_forward(st->qkv, config_.seq_len, config_.n_heads, st->attended, st->probs);
   Tensor y = linear(st->attended, wo_);
   kernels::axpy(1.0, x, y);

@@ -1,4 +1,5 @@
-// Pre-norm causal self-attention sub-layer with rotary embeddings: y = x + Wo·attn(rope(Wqkv·norm(x))).
+// Pre-norm causal self-attention sub-layer with rotary embeddings: y = x +
+// Wo·attn(rope(Wqkv·norm(x))).
 #pragma once
 
 #include "runtime/core/config.h"

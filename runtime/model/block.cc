@@ -10,8 +10,8 @@ void run_deferred_wgrad(BlockState& state) {
   state.deferred_wgrad.clear();
 }
 
-Parameter make_parameter(std::string name, Shape shape, DType dtype, double init_std,
-                         uint64_t seed, bool decay) {
+Parameter make_parameter(std::string name, Shape shape, DType dtype, double init_std, uint64_t seed,
+                         bool decay) {
   Parameter p{std::move(name), Tensor::empty(shape, dtype), Tensor::zeros(shape, dtype), decay};
   fill_normal(p.value, init_std, seed, stream_of(p.name));
   return p;

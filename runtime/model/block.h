@@ -43,8 +43,8 @@ class Block {
 };
 
 // Makes a parameter of the given shape, initialised from (seed, name) and with a zero gradient.
-Parameter make_parameter(std::string name, Shape shape, DType dtype, double init_std,
-                         uint64_t seed, bool decay = true);
+Parameter make_parameter(std::string name, Shape shape, DType dtype, double init_std, uint64_t seed,
+                         bool decay = true);
 // A gain parameter initialised to ones (norms), never decayed.
 Parameter make_ones_parameter(std::string name, Shape shape, DType dtype);
 

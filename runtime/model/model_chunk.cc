@@ -11,8 +11,7 @@ ModelChunk::ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec)
     : spec_(spec), dtype_(parse_dtype(config.dtype)) {
   TANDEM_CHECK(0 <= spec.first_layer && spec.first_layer <= spec.last_layer &&
                    spec.last_layer <= config.n_layers,
-               "chunk layers [", spec.first_layer, ", ", spec.last_layer, ") of ",
-               config.n_layers);
+               "chunk layers [", spec.first_layer, ", ", spec.last_layer, ") of ", config.n_layers);
   if (spec.has_embedding) blocks_.push_back(std::make_unique<EmbeddingBlock>(config, dtype_, seed));
   for (int64_t layer = spec.first_layer; layer < spec.last_layer; ++layer) {
     blocks_.push_back(std::make_unique<AttentionBlock>(config, layer, dtype_, seed));
@@ -51,7 +50,8 @@ Tensor ModelChunk::forward(const Tensor& input, MicroBatchState& state, const Te
 Tensor ModelChunk::backward_input(const Tensor& dy, MicroBatchState& state) {
   TANDEM_CHECK(state.blocks.size() == blocks_.size(), "backward without a matching forward");
   Tensor grad = head_ ? head_->backward_input(*state.head) : dy;
-  for (size_t i = blocks_.size(); i-- > 0;) grad = blocks_[i]->backward_input(grad, *state.blocks[i]);
+  for (size_t i = blocks_.size(); i-- > 0;)
+    grad = blocks_[i]->backward_input(grad, *state.blocks[i]);
   return grad;
 }
 

@@ -16,8 +16,8 @@ MoeFfnBlock::MoeFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, 
   router_ = make_parameter(name() + ".router", {e, d}, dtype, config.init_std, seed);
   // n shared experts of width d_expert are one SwiGLU of width n·d_expert.
   const int64_t shared_f = std::max<int64_t>(1, config.n_shared_experts) * f;
-  shared_w13_ = make_parameter(name() + ".shared.w13", {2 * shared_f, d}, dtype, config.init_std,
-                               seed);
+  shared_w13_ =
+      make_parameter(name() + ".shared.w13", {2 * shared_f, d}, dtype, config.init_std, seed);
   shared_w2_ = make_parameter(name() + ".shared.w2", {d, shared_f}, dtype, out_std, seed);
   for (int64_t x = 0; x < e; ++x) {
     const std::string prefix = name() + ".experts." + std::to_string(x);
@@ -52,9 +52,9 @@ void MoeFfnBlock::route(const Tensor& x, MoeState& st) {
 Tensor MoeFfnBlock::run_experts(const Tensor& rows, const std::vector<int64_t>& expert_offsets,
                                 MoeState& st) {
   const int64_t e = static_cast<int64_t>(expert_offsets.size()) - 1;
-  TANDEM_CHECK(e == n_experts() && expert_offsets.back() == rows.dim(0), "run_experts: ",
-               rows.dim(0), " rows for offsets ending at ", expert_offsets.back(), " over ", e,
-               " experts");
+  TANDEM_CHECK(e == n_experts() && expert_offsets.back() == rows.dim(0),
+               "run_experts: ", rows.dim(0), " rows for offsets ending at ", expert_offsets.back(),
+               " over ", e, " experts");
   st.expert_offsets = expert_offsets;
   st.experts.assign(e, MlpSaved{});
   Tensor out = Tensor::empty(rows.shape(), rows.dtype());
@@ -104,8 +104,8 @@ Tensor MoeFfnBlock::experts_backward(const Tensor& dexpert_out, MoeState& st) {
   for (int64_t x = 0; x < n_experts(); ++x) {
     const int64_t begin = st.expert_offsets[x], end = st.expert_offsets[x + 1];
     if (begin == end) continue;
-    Tensor dx = swiglu_mlp_backward(dexpert_out.rows(begin, end), st.experts[x], w13_[x], w2_[x],
-                                    st);
+    Tensor dx =
+        swiglu_mlp_backward(dexpert_out.rows(begin, end), st.experts[x], w13_[x], w2_[x], st);
     drows.rows(begin, end).copy_from(dx);
   }
   return drows;

@@ -46,7 +46,7 @@ class MoeFfnBlock final : public Block {
   Tensor unpermute(const Tensor& x, const Tensor& expert_out, MoeState& st);  // y = x + ...
   // Backward sub-stages, in reverse.
   Tensor unpermute_backward(const Tensor& dy, MoeState& st);  // → d(expert_out); sets dgate_weights
-  Tensor experts_backward(const Tensor& dexpert_out, MoeState& st);  // → d(rows)
+  Tensor experts_backward(const Tensor& dexpert_out, MoeState& st);                // → d(rows)
   Tensor route_backward(const Tensor& dy, const Tensor& dpermuted, MoeState& st);  // → dx
 
   // Auxiliary-loss-free balancing: tokens routed to each expert since the last reset, and the bias

@@ -28,8 +28,7 @@ Tensor rmsnorm(const Tensor& x, const Parameter& g, double eps, NormSaved& saved
   return y;
 }
 
-Tensor rmsnorm_backward(const Tensor& dy, const NormSaved& saved, Parameter& g,
-                        BlockState& state) {
+Tensor rmsnorm_backward(const Tensor& dy, const NormSaved& saved, Parameter& g, BlockState& state) {
   Tensor dx = Tensor::empty(saved.x.shape(), dy.dtype());
   kernels::rmsnorm_dgrad(dy, saved.x, g.value, saved.rstd, dx);
   state.deferred_wgrad.push_back(

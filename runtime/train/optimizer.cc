@@ -27,9 +27,9 @@ void AdamW::step(double lr, double clip_coefficient) {
   for (size_t i = 0; i < params_.size(); ++i) {
     Parameter& p = *params_[i];
     if (clip_coefficient != 1.0) kernels::scale(p.grad, clip_coefficient);
-    kernels::AdamWHyper hyper{lr,           config_.beta1,
-                              config_.beta2, config_.adam_eps,
-                              p.decay ? config_.weight_decay : 0.0, steps_};
+    kernels::AdamWHyper hyper{
+        lr,    config_.beta1, config_.beta2, config_.adam_eps, p.decay ? config_.weight_decay : 0.0,
+        steps_};
     kernels::adamw_update(p.value, p.grad, m_[i], v_[i], hyper);
   }
 }

@@ -87,8 +87,9 @@ int main(int argc, char** argv) {
       TANDEM_USER_CHECK(out.good(), "cannot write summary '", args.summary_path, "'");
       out << summary.to_json(config).dump(2) << "\n";
       out.close();
-      TANDEM_USER_CHECK(out.good() && std::rename(temporary.c_str(), args.summary_path.c_str()) == 0,
-                        "cannot write summary '", args.summary_path, "'");
+      TANDEM_USER_CHECK(
+          out.good() && std::rename(temporary.c_str(), args.summary_path.c_str()) == 0,
+          "cannot write summary '", args.summary_path, "'");
       log_info("summary written to ", args.summary_path);
     }
   } catch (const Error& error) {

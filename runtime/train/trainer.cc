@@ -74,8 +74,8 @@ TrainSummary Trainer::run() {
   TrainSummary summary;
   summary.params = stats.params;
   summary.flops_per_token = stats.flops_per_token;
-  log_info("model: ", stats.params, " parameters, ", stats.active_params,
-           " active per token, ", stats.flops_per_token / 1e6, " MFLOP per token (training)");
+  log_info("model: ", stats.params, " parameters, ", stats.active_params, " active per token, ",
+           stats.flops_per_token / 1e6, " MFLOP per token (training)");
 
   const int64_t tokens_per_step = t.batch_size * config_.model.seq_len;
   const auto start = std::chrono::steady_clock::now();

@@ -17,7 +17,7 @@ namespace tandem {
 
 struct TrainSummary {
   int64_t steps = 0;
-  std::vector<double> losses;                          // mean training loss per step
+  std::vector<double> losses;                           // mean training loss per step
   std::vector<std::pair<int64_t, double>> eval_losses;  // (step, mean held-out loss)
   double tokens_per_second = 0;
   int64_t params = 0;

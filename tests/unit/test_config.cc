@@ -23,11 +23,13 @@ TEST(Config, ParsesSectionsAndKeepsDefaults) {
 }
 
 TEST(Config, UnknownKeySuggestsTheNearest) {
-  EXPECT_NE(error_of([] { parse_config_string("[model]\nd_modle = 3\n", "t.toml"); })
-                .find("unknown configuration key 'model.d_modle'; did you mean 'model.d_model'?"),
+  EXPECT_NE(error_of([] {
+              parse_config_string("[model]\nd_modle = 3\n", "t.toml");
+            }).find("unknown configuration key 'model.d_modle'; did you mean 'model.d_model'?"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse_config_string("[train]\nsteps = 1\n[trian]\nseed = 1\n", "x"); })
-                .find("did you mean 'train.seed'?"),
+  EXPECT_NE(error_of([] {
+              parse_config_string("[train]\nsteps = 1\n[trian]\nseed = 1\n", "x");
+            }).find("did you mean 'train.seed'?"),
             std::string::npos);
   Config c;
   EXPECT_NE(error_of([&] { apply_override(c, "model.topk=3"); }).find("did you mean 'model.top_k'"),
@@ -59,13 +61,15 @@ TEST(Config, OverridesParseByType) {
 TEST(Config, ValidationNamesTheNumbers) {
   Config c;
   c.model.n_heads = 5;
-  EXPECT_NE(error_of([&] { validate_config(c); })
-                .find("model.n_heads = 5 does not divide model.d_model = 128"),
+  EXPECT_NE(error_of([&] {
+              validate_config(c);
+            }).find("model.n_heads = 5 does not divide model.d_model = 128"),
             std::string::npos);
   c = Config{};
   c.model.top_k = 9;
-  EXPECT_NE(error_of([&] { validate_config(c); })
-                .find("model.top_k = 9 must be between 1 and model.n_routed_experts = 8"),
+  EXPECT_NE(error_of([&] {
+              validate_config(c);
+            }).find("model.top_k = 9 must be between 1 and model.n_routed_experts = 8"),
             std::string::npos);
   c = Config{};
   c.data.format = "uint16";
@@ -80,7 +84,8 @@ TEST(Config, JsonAndTextShowEveryKey) {
   EXPECT_EQ(json["model"]["d_model"], 96);
   EXPECT_EQ(json["data"]["format"], "text");
   const std::string text = config_to_string(c);
-  for (const auto& key : config_keys()) EXPECT_NE(text.find(std::string(key.name) + " = "), std::string::npos);
+  for (const auto& key : config_keys())
+    EXPECT_NE(text.find(std::string(key.name) + " = "), std::string::npos);
 }
 
 TEST(Config, ReferenceDocumentIsCurrent) {

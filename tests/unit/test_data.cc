@@ -47,7 +47,8 @@ TEST(Data, TextSplitsAndTargetsAreShiftedTokens) {
   // Deterministic: sequence 2 of batch 4 is the same whether filled alone or with others.
   Tensor one = Tensor::empty({16}, DType::kI32), one_t = one.clone();
   loader.fill(Split::kTrain, 4, 2, 1, one, one_t);
-  for (int64_t t = 0; t < 16; ++t) EXPECT_EQ(one.data<int32_t>()[t], tokens.data<int32_t>()[32 + t]);
+  for (int64_t t = 0; t < 16; ++t)
+    EXPECT_EQ(one.data<int32_t>()[t], tokens.data<int32_t>()[32 + t]);
   // A different batch index gives different samples.
   Tensor other = tokens.clone(), other_t = tokens.clone();
   loader.fill(Split::kTrain, 5, 0, 3, other, other_t);
@@ -72,8 +73,9 @@ TEST(Data, ReadsNanoGptUint16Files) {
   EXPECT_EQ(ds.split(Split::kTrain).at(7), 1007);
   EXPECT_EQ(ds.split(Split::kHeldOut).at(3), 60003);
   mc.vocab_size = 50000;
-  EXPECT_NE(error_of([&] { Dataset::open(dc, mc); })
-                .find("holds token 60000 at position 0, not below model.vocab_size = 50000"),
+  EXPECT_NE(error_of([&] {
+              Dataset::open(dc, mc);
+            }).find("holds token 60000 at position 0, not below model.vocab_size = 50000"),
             std::string::npos);
 }
 
@@ -81,7 +83,9 @@ TEST(Data, BadFilesGetClearErrors) {
   DataConfig dc;
   ModelConfig mc;
   dc.path = "/nonexistent/corpus.txt";
-  EXPECT_NE(error_of([&] { Dataset::open(dc, mc); }).find("cannot open data file '/nonexistent/corpus.txt'"),
+  EXPECT_NE(error_of([&] {
+              Dataset::open(dc, mc);
+            }).find("cannot open data file '/nonexistent/corpus.txt'"),
             std::string::npos);
   dc.format = "uint16";
   dc.path = write_file("odd.bin", "abc");

@@ -149,7 +149,8 @@ TEST(KernelGradients, RouterGateWeights) {
 TEST(KernelGradients, PermuteAndWeightedUnpermute) {
   const int64_t n = 7, k = 3, e = 4, d = 5;
   Tensor ids = Tensor::empty({n, k}, DType::kI32);
-  for (int64_t i = 0; i < n * k; ++i) ids.data<int32_t>()[i] = static_cast<int32_t>((i * 5 + i / 3) % e);
+  for (int64_t i = 0; i < n * k; ++i)
+    ids.data<int32_t>()[i] = static_cast<int32_t>((i * 5 + i / 3) % e);
   const auto plan = kernels::make_permute_plan(ids, e);
 
   Tensor x = random_tensor({n, d}, 18), rp = random_tensor({n * k, d}, 19);

@@ -65,17 +65,17 @@ TEST(Model, EveryParameterKindMatchesFiniteDifferences) {
   std::map<std::string, double> errors;
   for (Parameter* p : model.parameters()) {
     // A few entries of every parameter; the loss is the mean cross-entropy.
-    const double error = testing::gradient_error(p->value, p->grad, [&] { return mean_loss(model, batch); },
-                                                 1e-6, 6);
+    const double error = testing::gradient_error(
+        p->value, p->grad, [&] { return mean_loss(model, batch); }, 1e-6, 6);
     errors[p->name] = error;
     EXPECT_LT(error, 1e-5) << p->name;
   }
   // The check covered every kind: embedding, attention, dense FFN, router, shared and routed
   // experts, norms, head.
-  for (const char* name : {"embedding.weight", "layers.0.attention.wqkv", "layers.0.ffn.w13",
-                           "layers.1.ffn.router", "layers.2.ffn.shared.w2",
-                           "layers.2.ffn.experts.4.w13", "layers.1.attention.norm", "head.weight",
-                           "head.norm"})
+  for (const char* name :
+       {"embedding.weight", "layers.0.attention.wqkv", "layers.0.ffn.w13", "layers.1.ffn.router",
+        "layers.2.ffn.shared.w2", "layers.2.ffn.experts.4.w13", "layers.1.attention.norm",
+        "head.weight", "head.norm"})
     EXPECT_TRUE(errors.count(name)) << name;
 }
 
@@ -139,8 +139,8 @@ TEST(Model, ParameterCountMatchesTheBuiltModel) {
   for (Parameter* p : model.parameters()) total += p->value.numel();
   EXPECT_EQ(model_stats(c).params, total);
   // Active parameters: all but the (E − k) unused experts of each MoE layer.
-  const int64_t unused = (c.n_layers - c.n_dense_layers) * (c.n_routed_experts - c.top_k) * 3 *
-                         c.d_model * c.d_expert;
+  const int64_t unused =
+      (c.n_layers - c.n_dense_layers) * (c.n_routed_experts - c.top_k) * 3 * c.d_model * c.d_expert;
   EXPECT_EQ(model_stats(c).active_params, total - unused);
 }
 

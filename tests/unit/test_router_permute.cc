@@ -82,7 +82,8 @@ TEST(Permute, PlanGroupsByExpertStablyAndRoundTrips) {
   for (int64_t t = 0; t < n; ++t)
     for (int64_t j = 0; j < k; ++j)
       for (int64_t c = 0; c < d; ++c)
-        EXPECT_EQ(xp.data<double>()[plan.row_of_slot[t * k + j] * d + c], x.data<double>()[t * d + c]);
+        EXPECT_EQ(xp.data<double>()[plan.row_of_slot[t * k + j] * d + c],
+                  x.data<double>()[t * d + c]);
   // Unpermuting with weights that sum to one per token restores the tokens exactly.
   Tensor w = Tensor::empty({n, k}, DType::kF64), y = Tensor::empty({n, d}, DType::kF64);
   for (int64_t i = 0; i < n * k; ++i) w.data<double>()[i] = 0.5;

@@ -48,8 +48,8 @@ class CudaEvent final : public Event {
   ~CudaEvent() override { cudaEventDestroy(event_); }
   void record(Stream& stream) override {
     auto* cuda_stream = dynamic_cast<CudaStream*>(&stream);
-    TANDEM_CHECK(cuda_stream != nullptr && stream.device().index == index_,
-                 "CUDA event of device ", index_, " recorded on ", stream.device().to_string());
+    TANDEM_CHECK(cuda_stream != nullptr && stream.device().index == index_, "CUDA event of device ",
+                 index_, " recorded on ", stream.device().to_string());
     TANDEM_CHECK_CUDA(cudaEventRecord(event_, cuda_stream->handle()));
   }
   void synchronize() override { TANDEM_CHECK_CUDA(cudaEventSynchronize(event_)); }
@@ -107,8 +107,12 @@ Allocator& device_allocator(int index) {
   return *slot;
 }
 
-std::unique_ptr<Stream> make_stream(int index) { return std::make_unique<CudaStream>(index); }
-std::unique_ptr<Event> make_event(int index) { return std::make_unique<CudaEvent>(index); }
+std::unique_ptr<Stream> make_stream(int index) {
+  return std::make_unique<CudaStream>(index);
+}
+std::unique_ptr<Event> make_event(int index) {
+  return std::make_unique<CudaEvent>(index);
+}
 
 void copy_bytes(void* dst, const void* src, size_t bytes) {
   TANDEM_CHECK_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));

@@ -1,0 +1,39 @@
+# Thin wrapper over CMake. `make demo` and `make test` work on a fresh Debian 12 machine: each
+# installs what it needs (scripts/install-deps), builds, and prepares the default corpus.
+BUILD ?= build
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+ifeq ($(CI),true)
+  CMAKE_FLAGS += -DTANDEM_WERROR=ON
+endif
+
+.PHONY: all deps build data test demo bench format clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+build: deps
+	@mkdir -p $(BUILD)
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) > $(BUILD)/configure.log 2>&1 \
+	  || { cat $(BUILD)/configure.log; exit 1; }
+	@cmake --build $(BUILD) -j $(JOBS)
+
+data: deps
+	@scripts/prepare-data
+
+test: build data
+	cd $(BUILD) && ctest --output-on-failure
+
+demo: build data
+	$(BUILD)/bin/tandem-train examples/configs/tiny.toml --summary-json $(BUILD)/demo-summary.json
+
+bench: build data
+	$(BUILD)/bin/train_efficiency examples/configs/small.toml
+
+format:
+	@git ls-files '*.h' '*.cc' '*.cu' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD)
