@@ -61,7 +61,8 @@ std::vector<Gemm> model_gemms(const tandem::ModelConfig& c, int64_t batch_size) 
     int rows, in, out;
     double count;
   };
-  const int fe = static_cast<int>(c.d_expert), fs = static_cast<int>(c.d_expert * c.n_shared_experts);
+  const int fe = static_cast<int>(c.d_expert),
+            fs = static_cast<int>(c.d_expert * c.n_shared_experts);
   std::vector<Linear> linears = {
       {"attention qkv", n, d, 3 * d, layers},
       {"attention out", n, d, d, layers},
@@ -109,9 +110,8 @@ int main(int argc, char** argv) {
     validate_config(config);
     set_thread_count(config.train.threads > 0 ? static_cast<int>(config.train.threads)
                                               : default_thread_count());
-    std::printf("train_efficiency: %s, %d threads, batch %lld x %lld tokens\n",
-                config_path.c_str(), runtime().threads,
-                static_cast<long long>(config.train.batch_size),
+    std::printf("train_efficiency: %s, %d threads, batch %lld x %lld tokens\n", config_path.c_str(),
+                runtime().threads, static_cast<long long>(config.train.batch_size),
                 static_cast<long long>(config.model.seq_len));
 
     // 1. The sgemm ceiling: OpenBLAS on this machine at the model's own GEMM shapes.
@@ -125,8 +125,8 @@ int main(int argc, char** argv) {
                   g.trans_a ? "wgrad" : (g.trans_b ? "fwd" : "dgrad"), flops / seconds / 1e9);
     }
     const double ceiling = gemm_flops / gemm_seconds;
-    const double square = 2.0 * 2048.0 * 2048.0 * 2048.0 /
-                          time_sgemm({"square", 2048, 2048, 2048, false, false, 1});
+    const double square =
+        2.0 * 2048.0 * 2048.0 * 2048.0 / time_sgemm({"square", 2048, 2048, 2048, false, false, 1});
     std::printf("sgemm at the model's shapes (FLOP-weighted): %.1f GFLOP/s\n", ceiling / 1e9);
     std::printf("sgemm 2048^3 (machine peak reference):        %.1f GFLOP/s\n", square / 1e9);
 
@@ -140,7 +140,8 @@ int main(int argc, char** argv) {
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     profiler().set_enabled(false);
     const ModelStats stats = model_stats(config.model);
-    const double tokens = static_cast<double>(config.train.batch_size * config.model.seq_len * steps);
+    const double tokens =
+        static_cast<double>(config.train.batch_size * config.model.seq_len * steps);
     const double model_flops = stats.flops_per_token * tokens / seconds;
 
     std::printf("\nwhere a step's time goes (%lld steps, %.1f ms/step):\n",

@@ -7,7 +7,9 @@
 
 namespace tandem {
 
-Profiler& profiler() { return runtime().profiler; }
+Profiler& profiler() {
+  return runtime().profiler;
+}
 
 void Profiler::add(const char* name, double seconds) {
   std::lock_guard lock(mutex_);
@@ -25,7 +27,8 @@ std::vector<Profiler::Entry> Profiler::entries() const {
   std::lock_guard lock(mutex_);
   std::vector<Entry> out;
   for (const auto& [name, total] : totals_) out.push_back({name, total.first, total.second});
-  std::sort(out.begin(), out.end(), [](const Entry& a, const Entry& b) { return a.seconds > b.seconds; });
+  std::sort(out.begin(), out.end(),
+            [](const Entry& a, const Entry& b) { return a.seconds > b.seconds; });
   return out;
 }
 

@@ -39,8 +39,8 @@ class ScopedTimer {
   }
   ~ScopedTimer() {
     if (name_)
-      profiler().add(name_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_)
-                                .count());
+      profiler().add(
+          name_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
   }
   ScopedTimer(const ScopedTimer&) = delete;
   ScopedTimer& operator=(const ScopedTimer&) = delete;
