@@ -1,6 +1,8 @@
 // Causal softmax attention core, one (sequence, head) pair per task.
 #include "kernels/attention.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -82,6 +84,9 @@ void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& pro
     T* dbase = dqkv.data<T>();
     const T scale = T(1) / std::sqrt(T(s.head_dim));
     const int64_t T_ = s.seq_len, hd = s.head_dim, W = s.width;
+    // Scratch for dS, one T×T square per thread, allocated before the parallel region (an
+    // allocation failure inside it could not be reported).
+    std::vector<T> scratch(static_cast<size_t>(omp_get_max_threads()) * T_ * T_);
 #pragma omp parallel for schedule(static) collapse(2)
     for (int64_t b = 0; b < s.batch; ++b)
       for (int64_t h = 0; h < s.heads; ++h) {
@@ -93,20 +98,20 @@ void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& pro
         T* dk = dq + s.d;
         T* dv = dq + 2 * s.d;
         const T* p = p_all + (b * s.heads + h) * T_ * T_;
-        std::vector<T> ds(T_ * T_);
-        gemm(true, false, T_, hd, T_, T(1), p, T_, g, s.d, T(0), dv, W);         // dV = PᵀdO
-        gemm(false, true, T_, T_, hd, T(1), g, s.d, v, W, T(0), ds.data(), T_);  // dP = dO·Vᵀ
+        T* ds = scratch.data() + static_cast<size_t>(omp_get_thread_num()) * T_ * T_;
+        gemm(true, false, T_, hd, T_, T(1), p, T_, g, s.d, T(0), dv, W);  // dV = PᵀdO
+        gemm(false, true, T_, T_, hd, T(1), g, s.d, v, W, T(0), ds, T_);  // dP = dO·Vᵀ
         for (int64_t i = 0; i < T_; ++i) {  // dS = P ⊙ (dP − Σ_j P·dP) / √hd
           const T* pi = p + i * T_;
-          T* di = ds.data() + i * T_;
+          T* di = ds + i * T_;
           T row_dot = 0;
 #pragma omp simd reduction(+ : row_dot)
           for (int64_t j = 0; j <= i; ++j) row_dot += pi[j] * di[j];
           for (int64_t j = 0; j <= i; ++j) di[j] = pi[j] * (di[j] - row_dot) * scale;
           std::fill(di + i + 1, di + T_, T(0));
         }
-        gemm(false, false, T_, hd, T_, T(1), ds.data(), T_, k, W, T(0), dq, W);  // dQ = dS·K
-        gemm(true, false, T_, hd, T_, T(1), ds.data(), T_, q, W, T(0), dk, W);   // dK = dSᵀ·Q
+        gemm(false, false, T_, hd, T_, T(1), ds, T_, k, W, T(0), dq, W);  // dQ = dS·K
+        gemm(true, false, T_, hd, T_, T(1), ds, T_, q, W, T(0), dk, W);   // dK = dSᵀ·Q
       }
   });
 }

@@ -31,7 +31,11 @@ void embedding_wgrad(const Tensor& tokens, const Tensor& dout, Tensor& dtable) {
   TANDEM_PROFILE_SCOPE("embedding_wgrad");
   const int64_t n = tokens.numel(), d = dtable.dim(1);
   check_shape(dout, {n, d}, "embedding output gradient");
+  check_same_dtype({&dout, &dtable}, "embedding_wgrad");
   const int32_t* ids = tokens.data<int32_t>();
+  for (int64_t i = 0; i < n; ++i)
+    TANDEM_CHECK(ids[i] >= 0 && ids[i] < dtable.dim(0), "token id ", ids[i], " at position ", i,
+                 " is outside the vocabulary [0, ", dtable.dim(0), ")");
   dispatch_float(dtable.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* g = dout.data<T>();

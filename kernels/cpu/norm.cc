@@ -42,6 +42,8 @@ void rmsnorm_dgrad(const Tensor& dy, const Tensor& x, const Tensor& g, const Ten
   const int64_t n = x.dim(0), d = x.dim(1);
   check_shape(dy, {n, d}, "rmsnorm output gradient");
   check_shape(dx, {n, d}, "rmsnorm input gradient");
+  check_shape(g, {d}, "rmsnorm weight");
+  check_shape(rstd, {n}, "rmsnorm rstd");
   check_same_dtype({&dy, &x, &g, &rstd, &dx}, "rmsnorm_dgrad");
   dispatch_float(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
@@ -69,6 +71,8 @@ void rmsnorm_wgrad(const Tensor& dy, const Tensor& x, const Tensor& rstd, Tensor
   TANDEM_PROFILE_SCOPE("rmsnorm_wgrad");
   const int64_t n = x.dim(0), d = x.dim(1);
   check_shape(dg, {d}, "rmsnorm weight gradient");
+  check_shape(dy, {n, d}, "rmsnorm output gradient");
+  check_shape(rstd, {n}, "rmsnorm rstd");
   check_same_dtype({&dy, &x, &rstd, &dg}, "rmsnorm_wgrad");
   dispatch_float(x.dtype(), [&](auto zero) {
     using T = decltype(zero);

@@ -59,6 +59,8 @@ void router_backward(const Tensor& dgate_weights, const Tensor& affinity, const 
   const int64_t n = affinity.dim(0), e = affinity.dim(1), top_k = expert_ids.dim(1);
   check_shape(dgate_weights, {n, top_k}, "router gate-weight gradient");
   check_shape(dlogits, {n, e}, "router logit gradient");
+  check_shape(expert_ids, {n, top_k}, "router expert ids");
+  check_dtype(expert_ids, DType::kI32, "router expert ids");
   check_same_dtype({&dgate_weights, &affinity, &dlogits}, "router_backward");
   dispatch_float(affinity.dtype(), [&](auto zero) {
     using T = decltype(zero);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -140,11 +141,13 @@ Config parse_config_string(std::string_view toml_text, std::string_view source_n
 }
 
 Config load_config_file(const std::string& path) {
+  std::error_code error;
+  TANDEM_USER_CHECK(std::filesystem::is_regular_file(path, error), "cannot read config file '",
+                    path, "': not a regular file (examples/configs/ has working ones)");
   std::ifstream in(path);
-  TANDEM_USER_CHECK(in.good(), "cannot read config file '", path,
-                    "': check the path (examples/configs/ has working ones)");
   std::stringstream text;
   text << in.rdbuf();
+  TANDEM_USER_CHECK(in.good() || in.eof(), "cannot read config file '", path, "'");
   return parse_config_string(text.str(), path);
 }
 

@@ -59,8 +59,8 @@ TokenSpan whole_uint16_file(const std::shared_ptr<MappedFile>& file, int64_t voc
 }
 
 void check_long_enough(const TokenSpan& span, int64_t seq_len, const char* what) {
-  TANDEM_USER_CHECK(span.length > seq_len + 1, what, " of '", span.file->path(), "' has ",
-                    span.length, " tokens; it needs more than model.seq_len + 1 = ", seq_len + 1);
+  TANDEM_USER_CHECK(span.length >= seq_len + 1, what, " of '", span.file->path(), "' has ",
+                    span.length, " tokens; it needs at least model.seq_len + 1 = ", seq_len + 1);
 }
 }  // namespace
 
@@ -93,7 +93,8 @@ void DataLoader::fill(Split split, int64_t batch, int64_t first, int64_t count, 
   int32_t* tok = tokens.data<int32_t>();
   int32_t* tgt = targets.data<int32_t>();
   const uint64_t stream = split == Split::kTrain ? 0x7261696eu : 0x68656c64u;
-  const uint64_t starts = static_cast<uint64_t>(span.length - seq_len_ - 1);
+  // A sequence and its shifted targets need seq_len + 1 tokens: starts 0 .. length − seq_len − 1.
+  const uint64_t starts = static_cast<uint64_t>(span.length - seq_len_);
   for (int64_t s = 0; s < count; ++s) {
     const uint64_t index = (static_cast<uint64_t>(batch) << 24) + static_cast<uint64_t>(first + s);
     const int64_t start = static_cast<int64_t>(random_bits(seed_, stream, index) % starts);

@@ -70,7 +70,15 @@ int main(int argc, char** argv) {
     config = load_config_file(args.config_path);
     for (const auto& assignment : args.overrides) apply_override(config, assignment);
     validate_config(config);
-  } catch (const Error& error) {
+    if (!args.summary_path.empty()) {
+      // Checked before training, so a bad path cannot throw a finished run away.
+      std::ofstream probe(args.summary_path + ".tmp");
+      TANDEM_USER_CHECK(probe.good(), "cannot write the summary next to '", args.summary_path,
+                        "': check that its directory exists and is writable");
+      probe.close();
+      std::remove((args.summary_path + ".tmp").c_str());
+    }
+  } catch (const std::exception& error) {
     std::fprintf(stderr, "tandem-train: error: %s\n", error.what());
     return 2;
   }
@@ -92,7 +100,7 @@ int main(int argc, char** argv) {
           "cannot write summary '", args.summary_path, "'");
       log_info("summary written to ", args.summary_path);
     }
-  } catch (const Error& error) {
+  } catch (const std::exception& error) {
     std::fprintf(stderr, "tandem-train: error: %s\n", error.what());
     return 1;
   }

@@ -12,10 +12,12 @@ expect_error() {  # expect_error "what the message must contain" args...
   local want=$1
   shift
   local out rc
-  out=$("$train" "$@" --summary-json "$tmp/summary.json" 2>&1)
+  out=$("$train" --summary-json "$tmp/summary.json" "$@" 2>&1)
   rc=$?
-  if [ $rc -eq 0 ]; then
-    echo "FAIL: exit 0 for: $*"; failures=$((failures + 1))
+  if [ $rc -ne 1 ] && [ $rc -ne 2 ]; then  # 0 is success; anything else is a crash
+    echo "FAIL: exit $rc for: $*"; echo "  got: $out"; failures=$((failures + 1))
+  elif ! grep -q "^tandem-train: error: " <<<"$out"; then
+    echo "FAIL: no 'tandem-train: error:' line for: $*"; echo "  got: $out"; failures=$((failures + 1))
   elif ! grep -qF -- "$want" <<<"$out"; then
     echo "FAIL: message for: $*"; echo "  wanted: $want"; echo "  got:    $out"; failures=$((failures + 1))
   elif [ -e "$tmp/summary.json" ]; then
@@ -43,6 +45,8 @@ expect_error "is not a regular file" $cfg --set data.path=/tmp
 expect_error "not a whole number of uint16 tokens" $cfg --set data.format=uint16 \
   --set data.path="$tmp/odd.bin" --set data.val_path="$tmp/odd.bin"
 expect_error "unknown option '--step'" $cfg --step 3
+expect_error "cannot read config file 'examples/configs': not a regular file" examples/configs
+expect_error "cannot write the summary next to '/nonexistent/s.json'" $cfg --summary-json /nonexistent/s.json
 
 [ $failures -eq 0 ] && echo "bad_input: all cases refused clearly" || echo "bad_input: $failures failures"
 exit $((failures > 0))

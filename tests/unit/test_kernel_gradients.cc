@@ -108,14 +108,26 @@ TEST(KernelGradients, CausalAttention) {
   Tensor dqkv = Tensor::empty(qkv.shape(), kF64);
   kernels::attention_backward(r, qkv, probs, seq, heads, dqkv);
   EXPECT_LT(gradient_error(qkv, dqkv, loss, 1e-6, 400), kBound);
-  // Causality: the output at position 0 depends on token 0 only, so changing the last token's
-  // keys and values leaves it unchanged.
-  Tensor out1 = Tensor::empty({batch * seq, d}, kF64), out2 = out1.clone();
-  kernels::attention_forward(qkv, seq, heads, out1, probs);
-  qkv.data<double>()[(seq - 1) * 3 * d + d + 1] += 1.0;
-  qkv.data<double>()[(seq - 1) * 3 * d + 2 * d + 1] += 1.0;
-  kernels::attention_forward(qkv, seq, heads, out2, probs);
-  for (int64_t c = 0; c < d; ++c) EXPECT_EQ(out1.data<double>()[c], out2.data<double>()[c]);
+  // Causality: changing the keys and values of token t+1 (every head, every sequence) leaves the
+  // outputs at positions 0..t unchanged, and changes position t+1.
+  Tensor before = Tensor::empty({batch * seq, d}, kF64);
+  kernels::attention_forward(qkv, seq, heads, before, probs);
+  for (int64_t t = 0; t + 1 < seq; ++t) {
+    Tensor changed = qkv.clone(), after = Tensor::empty({batch * seq, d}, kF64);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t c = d; c < 3 * d; ++c)
+        changed.data<double>()[(b * seq + t + 1) * 3 * d + c] += 0.5;
+    kernels::attention_forward(changed, seq, heads, after, probs);
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t p = 0; p <= t; ++p)
+        for (int64_t c = 0; c < d; ++c)
+          ASSERT_EQ(after.data<double>()[(b * seq + p) * d + c],
+                    before.data<double>()[(b * seq + p) * d + c])
+              << "position " << p << " sees token " << t + 1;
+      EXPECT_NE(after.data<double>()[(b * seq + t + 1) * d],
+                before.data<double>()[(b * seq + t + 1) * d]);
+    }
+  }
 }
 
 TEST(KernelGradients, SwiGlu) {
