@@ -37,6 +37,9 @@ int64_t fp8_encode_n(const float* in, float multiplier, uint8_t* out, int64_t n,
                      bool saturate = true);
 void fp8_decode_n(const uint8_t* in, float* out, int64_t n, Fp8Format format);
 bool fp8_uses_avx2();
+// The non-AVX2 path, whatever the CPU (tests compare the two bit for bit).
+int64_t fp8_encode_n_portable(const float* in, float multiplier, uint8_t* out, int64_t n,
+                              Fp8Format format, bool saturate = true);
 
 // ---- Block-scaled tensors -----------------------------------------------------------------------
 // codes [rows, cols] (dtype fp8_e4m3 / fp8_e5m2) and fp32 scales: value ≈ decode(code) · scale.

@@ -1,0 +1,169 @@
+// FP8 E4M3 / E5M2 encoding and decoding. Encoding is branch-free integer and float arithmetic on
+// the fp32 bit pattern, so one loop body vectorises for AVX2 and runs scalar elsewhere with
+// identical results:
+//  - normal range: round the fp32 mantissa to m bits to nearest even on the bit pattern, then
+//    rebias the exponent (a carry out of the mantissa correctly bumps the exponent);
+//  - subnormal range: a + C with C = quantum·2²³ makes fp32 addition round a to a multiple of the
+//    FP8 quantum (nearest even), and bits(a + C) − bits(C) is that multiple: the code itself.
+#include <bit>
+#include <cmath>
+#include <limits>
+
+#include "kernels/fp8.h"
+#include "runtime/core/profiler.h"
+
+namespace tandem::kernels {
+
+namespace {
+
+struct Codec {
+  uint32_t shift;           // 23 − m
+  uint32_t exponent_shift;  // (127 − bias) << m
+  uint32_t max_code;
+  uint32_t overflow_code;
+  uint32_t nan_code;
+  float min_normal;
+  float subnormal_magic;
+  uint32_t subnormal_magic_bits;
+};
+
+Codec make_codec(Fp8Format format) {
+  const Fp8FormatInfo& info = fp8_info(format);
+  const int m = info.mantissa_bits, emin = 1 - info.exponent_bias;
+  Codec c;
+  c.shift = static_cast<uint32_t>(23 - m);
+  c.exponent_shift = static_cast<uint32_t>(127 - info.exponent_bias) << m;
+  c.max_code = info.max_finite_code;
+  c.overflow_code = info.overflow_code;
+  c.nan_code = format == Fp8Format::kE4M3 ? 0x7f : 0x7e;
+  c.min_normal = std::ldexp(1.0f, emin);
+  c.subnormal_magic = std::ldexp(1.0f, emin - m + 23);
+  c.subnormal_magic_bits = std::bit_cast<uint32_t>(c.subnormal_magic);
+  return c;
+}
+
+const Codec& codec(Fp8Format format) {
+  static const Codec e4m3 = make_codec(Fp8Format::kE4M3), e5m2 = make_codec(Fp8Format::kE5M2);
+  return format == Fp8Format::kE4M3 ? e4m3 : e5m2;
+}
+
+// Returns the code; sets *overflowed when the magnitude was past the largest finite value.
+[[gnu::always_inline]] inline uint8_t encode_one(float x, const Codec& c, bool saturate,
+                                                 int& overflowed) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  const uint32_t sign = (bits >> 24) & 0x80u;
+  const uint32_t abs_bits = bits & 0x7fffffffu;
+  const float a = std::bit_cast<float>(abs_bits);
+  const uint32_t round = ((1u << (c.shift - 1)) - 1) + ((abs_bits >> c.shift) & 1u);
+  const uint32_t normal = ((abs_bits + round) >> c.shift) - c.exponent_shift;
+  const uint32_t subnormal = std::bit_cast<uint32_t>(a + c.subnormal_magic) - c.subnormal_magic_bits;
+  uint32_t code = a < c.min_normal ? subnormal : normal;
+  const bool is_nan = abs_bits > 0x7f800000u;
+  const bool overflow = !is_nan && code > c.max_code;
+  overflowed = overflow;
+  code = overflow ? (saturate ? c.max_code : c.overflow_code) : code;
+  code = is_nan ? c.nan_code : code;
+  return static_cast<uint8_t>(sign | code);
+}
+
+[[gnu::always_inline]] inline int64_t encode_loop(const float* in, float multiplier, uint8_t* out,
+                                                  int64_t n, const Codec& c, bool saturate) {
+  int64_t saturated = 0;
+#pragma omp simd reduction(+ : saturated)
+  for (int64_t i = 0; i < n; ++i) {
+    int overflowed = 0;
+    out[i] = encode_one(in[i] * multiplier, c, saturate, overflowed);
+    saturated += overflowed;
+  }
+  return saturated;
+}
+
+[[gnu::target("avx2,fma")]] int64_t encode_avx2(const float* in, float multiplier, uint8_t* out,
+                                                int64_t n, const Codec& c, bool saturate) {
+  return encode_loop(in, multiplier, out, n, c, saturate);
+}
+
+int64_t encode_portable(const float* in, float multiplier, uint8_t* out, int64_t n,
+                        const Codec& c, bool saturate) {
+  return encode_loop(in, multiplier, out, n, c, saturate);
+}
+
+struct DecodeTable {
+  float values[256];
+};
+
+DecodeTable make_table(Fp8Format format) {
+  const Fp8FormatInfo& info = fp8_info(format);
+  const int m = info.mantissa_bits, e_bits = 7 - m;
+  DecodeTable t;
+  for (int code = 0; code < 256; ++code) {
+    const int magnitude = code & 0x7f, exponent = magnitude >> m, mantissa = magnitude & ((1 << m) - 1);
+    float value;
+    if (format == Fp8Format::kE4M3 && magnitude == 0x7f) {
+      value = std::numeric_limits<float>::quiet_NaN();
+    } else if (format == Fp8Format::kE5M2 && exponent == (1 << e_bits) - 1) {
+      value = mantissa == 0 ? std::numeric_limits<float>::infinity()
+                            : std::numeric_limits<float>::quiet_NaN();
+    } else if (exponent == 0) {
+      value = std::ldexp(static_cast<float>(mantissa), 1 - info.exponent_bias - m);
+    } else {
+      value = std::ldexp(1.0f + std::ldexp(static_cast<float>(mantissa), -m),
+                         exponent - info.exponent_bias);
+    }
+    t.values[code] = code & 0x80 ? -value : value;
+  }
+  return t;
+}
+
+const DecodeTable& table(Fp8Format format) {
+  static const DecodeTable e4m3 = make_table(Fp8Format::kE4M3), e5m2 = make_table(Fp8Format::kE5M2);
+  return format == Fp8Format::kE4M3 ? e4m3 : e5m2;
+}
+
+}  // namespace
+
+const Fp8FormatInfo& fp8_info(Fp8Format format) {
+  static const Fp8FormatInfo e4m3{3, 7, 0x7e, 0x7f, 448.0f}, e5m2{2, 15, 0x7b, 0x7c, 57344.0f};
+  return format == Fp8Format::kE4M3 ? e4m3 : e5m2;
+}
+
+Fp8Format fp8_format_of(DType dtype) {
+  TANDEM_CHECK(dtype == DType::kF8E4M3 || dtype == DType::kF8E5M2, "not an fp8 dtype: ",
+               dtype_name(dtype));
+  return dtype == DType::kF8E4M3 ? Fp8Format::kE4M3 : Fp8Format::kE5M2;
+}
+
+DType dtype_of(Fp8Format format) {
+  return format == Fp8Format::kE4M3 ? DType::kF8E4M3 : DType::kF8E5M2;
+}
+
+uint8_t fp8_encode(float value, Fp8Format format, bool saturate) {
+  int overflowed = 0;
+  return encode_one(value, codec(format), saturate, overflowed);
+}
+
+float fp8_decode(uint8_t code, Fp8Format format) { return table(format).values[code]; }
+
+bool fp8_uses_avx2() {
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return avx2;
+}
+
+int64_t fp8_encode_n(const float* in, float multiplier, uint8_t* out, int64_t n, Fp8Format format,
+                     bool saturate) {
+  const Codec& c = codec(format);
+  return fp8_uses_avx2() ? encode_avx2(in, multiplier, out, n, c, saturate)
+                         : encode_portable(in, multiplier, out, n, c, saturate);
+}
+
+int64_t fp8_encode_n_portable(const float* in, float multiplier, uint8_t* out, int64_t n,
+                              Fp8Format format, bool saturate) {
+  return encode_portable(in, multiplier, out, n, codec(format), saturate);
+}
+
+void fp8_decode_n(const uint8_t* in, float* out, int64_t n, Fp8Format format) {
+  const float* values = table(format).values;
+  for (int64_t i = 0; i < n; ++i) out[i] = values[in[i]];
+}
+
+}  // namespace tandem::kernels
