@@ -13,9 +13,9 @@ namespace tandem::kernels {
 
 // ---- Codecs -------------------------------------------------------------------------------------
 // E4M3: bias 7, max 448, no infinities, S.1111.111 is NaN. E5M2: bias 15, max 57344, IEEE inf/NaN.
-// Encoding rounds to nearest even and keeps NaN a NaN. Saturating (the default) maps magnitudes past
-// the largest finite value, infinities included, to ±max; non-saturating gives NaN (E4M3) or ±inf
-// (E5M2). Decoding is exact.
+// Encoding rounds to nearest even and keeps NaN a NaN. Saturating (the default) maps magnitudes
+// past the largest finite value, infinities included, to ±max; non-saturating gives NaN (E4M3) or
+// ±inf (E5M2). Decoding is exact.
 enum class Fp8Format : uint8_t { kE4M3, kE5M2 };
 
 struct Fp8FormatInfo {
@@ -101,6 +101,15 @@ struct Fp8GemmOptions {
 };
 void fp8_gemm(const BlockScaledFp8& a, const BlockScaledFp8& b, Tensor& c,
               const Fp8GemmOptions& options = {});
+
+// Grouped GEMM over experts in the contiguous layout: A's rows are grouped by expert
+// (group g owns rows [offsets[g], offsets[g+1])), and C's rows of group g = A_g · b[g]ᵀ. 1×128
+// scales are per row, so groups need no padding to the block size.
+void fp8_grouped_gemm(const BlockScaledFp8& a, const std::vector<int64_t>& offsets,
+                      const std::vector<const BlockScaledFp8*>& b, Tensor& c,
+                      const Fp8GemmOptions& options = {});
+// Rows [begin, end) of a 1×128-scaled tensor, sharing storage.
+BlockScaledFp8 fp8_rows(const BlockScaledFp8& q, int64_t begin, int64_t end);
 
 // ---- Dispatch payload ---------------------------------------------------------------------------
 // One routed token travels as its fp8 row followed by its ⌈d/128⌉ fp32 scales, so the all-to-all

@@ -5,6 +5,8 @@
 //    rebias the exponent (a carry out of the mantissa correctly bumps the exponent);
 //  - subnormal range: a + C with C = quantum·2²³ makes fp32 addition round a to a multiple of the
 //    FP8 quantum (nearest even), and bits(a + C) − bits(C) is that multiple: the code itself.
+#include <immintrin.h>
+
 #include <bit>
 #include <cmath>
 #include <limits>
@@ -47,44 +49,90 @@ const Codec& codec(Fp8Format format) {
   return format == Fp8Format::kE4M3 ? e4m3 : e5m2;
 }
 
-// Returns the code; sets *overflowed when the magnitude was past the largest finite value.
-[[gnu::always_inline]] inline uint8_t encode_one(float x, const Codec& c, bool saturate,
-                                                 int& overflowed) {
+// Returns the code; sets overflowed to 1 when the magnitude was past the largest finite value,
+// which then becomes `on_overflow` (±max when saturating, NaN or ±inf otherwise).
+[[gnu::always_inline]] inline uint8_t encode_one(float x, const Codec& c, uint32_t on_overflow,
+                                                 uint32_t& overflowed) {
   const uint32_t bits = std::bit_cast<uint32_t>(x);
   const uint32_t sign = (bits >> 24) & 0x80u;
   const uint32_t abs_bits = bits & 0x7fffffffu;
   const float a = std::bit_cast<float>(abs_bits);
   const uint32_t round = ((1u << (c.shift - 1)) - 1) + ((abs_bits >> c.shift) & 1u);
   const uint32_t normal = ((abs_bits + round) >> c.shift) - c.exponent_shift;
-  const uint32_t subnormal = std::bit_cast<uint32_t>(a + c.subnormal_magic) - c.subnormal_magic_bits;
+  const uint32_t subnormal =
+      std::bit_cast<uint32_t>(a + c.subnormal_magic) - c.subnormal_magic_bits;
   uint32_t code = a < c.min_normal ? subnormal : normal;
   const bool is_nan = abs_bits > 0x7f800000u;
   const bool overflow = !is_nan && code > c.max_code;
   overflowed = overflow;
-  code = overflow ? (saturate ? c.max_code : c.overflow_code) : code;
+  code = overflow ? on_overflow : code;
   code = is_nan ? c.nan_code : code;
   return static_cast<uint8_t>(sign | code);
 }
 
 [[gnu::always_inline]] inline int64_t encode_loop(const float* in, float multiplier, uint8_t* out,
                                                   int64_t n, const Codec& c, bool saturate) {
+  const uint32_t on_overflow = saturate ? c.max_code : c.overflow_code;
+  const Codec local = c;  // a local copy lets the compiler keep every constant in a register
   int64_t saturated = 0;
 #pragma omp simd reduction(+ : saturated)
   for (int64_t i = 0; i < n; ++i) {
-    int overflowed = 0;
-    out[i] = encode_one(in[i] * multiplier, c, saturate, overflowed);
+    uint32_t overflowed = 0;
+    out[i] = encode_one(in[i] * multiplier, local, on_overflow, overflowed);
     saturated += overflowed;
   }
   return saturated;
 }
 
+// The same arithmetic as encode_one on 8 lanes (GCC does not vectorise the scalar form well).
 [[gnu::target("avx2,fma")]] int64_t encode_avx2(const float* in, float multiplier, uint8_t* out,
                                                 int64_t n, const Codec& c, bool saturate) {
-  return encode_loop(in, multiplier, out, n, c, saturate);
+  const __m256 scale = _mm256_set1_ps(multiplier);
+  const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(c.shift));
+  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), one = _mm256_set1_epi32(1);
+  const __m256i sign_mask = _mm256_set1_epi32(0x80);
+  const __m256i round_base = _mm256_set1_epi32(static_cast<int>((1u << (c.shift - 1)) - 1));
+  const __m256i exponent_shift = _mm256_set1_epi32(static_cast<int>(c.exponent_shift));
+  const __m256i max_code = _mm256_set1_epi32(static_cast<int>(c.max_code));
+  const __m256i on_overflow =
+      _mm256_set1_epi32(static_cast<int>(saturate ? c.max_code : c.overflow_code));
+  const __m256i nan_code = _mm256_set1_epi32(static_cast<int>(c.nan_code));
+  const __m256i inf_bits = _mm256_set1_epi32(0x7f800000);
+  const __m256i magic_bits = _mm256_set1_epi32(static_cast<int>(c.subnormal_magic_bits));
+  const __m256 magic = _mm256_set1_ps(c.subnormal_magic), min_normal = _mm256_set1_ps(c.min_normal);
+  __m256i saturated = _mm256_setzero_si256();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i bits = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(in + i), scale));
+    const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(bits, 24), sign_mask);
+    const __m256i abs_bits = _mm256_and_si256(bits, abs_mask);
+    const __m256i lsb = _mm256_and_si256(_mm256_srl_epi32(abs_bits, shift), one);
+    const __m256i normal = _mm256_sub_epi32(
+        _mm256_srl_epi32(_mm256_add_epi32(abs_bits, _mm256_add_epi32(round_base, lsb)), shift),
+        exponent_shift);
+    const __m256 a = _mm256_castsi256_ps(abs_bits);
+    const __m256i subnormal =
+        _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(a, magic)), magic_bits);
+    const __m256i is_subnormal = _mm256_castps_si256(_mm256_cmp_ps(a, min_normal, _CMP_LT_OQ));
+    __m256i code = _mm256_blendv_epi8(normal, subnormal, is_subnormal);
+    const __m256i is_nan = _mm256_cmpgt_epi32(abs_bits, inf_bits);
+    const __m256i overflow = _mm256_andnot_si256(is_nan, _mm256_cmpgt_epi32(code, max_code));
+    code = _mm256_blendv_epi8(code, on_overflow, overflow);
+    code = _mm256_or_si256(_mm256_blendv_epi8(code, nan_code, is_nan), sign);
+    saturated = _mm256_sub_epi32(saturated, overflow);  // overflow lanes are −1
+    const __m128i words =
+        _mm_packus_epi32(_mm256_castsi256_si128(code), _mm256_extracti128_si256(code, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), _mm_packus_epi16(words, words));
+  }
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), saturated);
+  int64_t total = 0;
+  for (int32_t lane : lanes) total += lane;
+  return total + encode_loop(in + i, multiplier, out + i, n - i, c, saturate);
 }
 
-int64_t encode_portable(const float* in, float multiplier, uint8_t* out, int64_t n,
-                        const Codec& c, bool saturate) {
+int64_t encode_portable(const float* in, float multiplier, uint8_t* out, int64_t n, const Codec& c,
+                        bool saturate) {
   return encode_loop(in, multiplier, out, n, c, saturate);
 }
 
@@ -97,7 +145,8 @@ DecodeTable make_table(Fp8Format format) {
   const int m = info.mantissa_bits, e_bits = 7 - m;
   DecodeTable t;
   for (int code = 0; code < 256; ++code) {
-    const int magnitude = code & 0x7f, exponent = magnitude >> m, mantissa = magnitude & ((1 << m) - 1);
+    const int magnitude = code & 0x7f, exponent = magnitude >> m,
+              mantissa = magnitude & ((1 << m) - 1);
     float value;
     if (format == Fp8Format::kE4M3 && magnitude == 0x7f) {
       value = std::numeric_limits<float>::quiet_NaN();
@@ -128,8 +177,8 @@ const Fp8FormatInfo& fp8_info(Fp8Format format) {
 }
 
 Fp8Format fp8_format_of(DType dtype) {
-  TANDEM_CHECK(dtype == DType::kF8E4M3 || dtype == DType::kF8E5M2, "not an fp8 dtype: ",
-               dtype_name(dtype));
+  TANDEM_CHECK(dtype == DType::kF8E4M3 || dtype == DType::kF8E5M2,
+               "not an fp8 dtype: ", dtype_name(dtype));
   return dtype == DType::kF8E4M3 ? Fp8Format::kE4M3 : Fp8Format::kE5M2;
 }
 
@@ -138,11 +187,14 @@ DType dtype_of(Fp8Format format) {
 }
 
 uint8_t fp8_encode(float value, Fp8Format format, bool saturate) {
-  int overflowed = 0;
-  return encode_one(value, codec(format), saturate, overflowed);
+  const Codec& c = codec(format);
+  uint32_t overflowed = 0;
+  return encode_one(value, c, saturate ? c.max_code : c.overflow_code, overflowed);
 }
 
-float fp8_decode(uint8_t code, Fp8Format format) { return table(format).values[code]; }
+float fp8_decode(uint8_t code, Fp8Format format) {
+  return table(format).values[code];
+}
 
 bool fp8_uses_avx2() {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");

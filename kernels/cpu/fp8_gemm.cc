@@ -18,7 +18,8 @@ void decode_columns(const BlockScaledFp8& q, int64_t k0, int64_t width, float* o
   const int64_t rows = q.rows(), cols = q.cols();
   const auto* codes = static_cast<const uint8_t*>(q.codes.raw_data());
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) fp8_decode_n(codes + r * cols + k0, out + r * width, width, q.format);
+  for (int64_t r = 0; r < rows; ++r)
+    fp8_decode_n(codes + r * cols + k0, out + r * width, width, q.format);
 }
 
 float truncate_mantissa(float value, int bits) {
@@ -47,8 +48,8 @@ void emulated_gemm(const BlockScaledFp8& a, const BlockScaledFp8& b, float* c,
             partial = 0.0f;
           }
         } else {  // one long accumulation; scales applied per product
-          partial = truncate_mantissa(
-              partial + product * a.scale_at(i, kk) * b.scale_at(j, kk), o.accumulator_mantissa_bits);
+          partial = truncate_mantissa(partial + product * a.scale_at(i, kk) * b.scale_at(j, kk),
+                                      o.accumulator_mantissa_bits);
         }
       }
       c[i * n + j] = o.promote_every_k ? total : total + partial;
@@ -69,7 +70,8 @@ void fp8_gemm(const BlockScaledFp8& a, const BlockScaledFp8& b, Tensor& c,
   check_dtype(c, DType::kF32, "fp8_gemm output");
   float* out = c.data<float>();
   if (options.accumulator_mantissa_bits > 0) {
-    TANDEM_CHECK(options.accumulator_mantissa_bits <= 23, "accumulator mantissa bits must be <= 23");
+    TANDEM_CHECK(options.accumulator_mantissa_bits <= 23,
+                 "accumulator mantissa bits must be <= 23");
     emulated_gemm(a, b, out, options);
     return;
   }
@@ -95,6 +97,32 @@ void fp8_gemm(const BlockScaledFp8& a, const BlockScaledFp8& b, Tensor& c,
         out[i * n + j] += partial[i * n + j] * (sa * sb);
       }
     }
+  }
+}
+
+BlockScaledFp8 fp8_rows(const BlockScaledFp8& q, int64_t begin, int64_t end) {
+  TANDEM_CHECK(q.granularity == ScaleGranularity::kTile1x128,
+               "row slices need 1x128 tiles (128x128 blocks would split)");
+  BlockScaledFp8 out = q;
+  out.codes = q.codes.rows(begin, end);
+  out.scales = q.scales.rows(begin, end);
+  return out;
+}
+
+void fp8_grouped_gemm(const BlockScaledFp8& a, const std::vector<int64_t>& offsets,
+                      const std::vector<const BlockScaledFp8*>& b, Tensor& c,
+                      const Fp8GemmOptions& options) {
+  TANDEM_CHECK(offsets.size() == b.size() + 1 && offsets.front() == 0 && offsets.back() == a.rows(),
+               "fp8_grouped_gemm: ", b.size(), " groups need ", b.size() + 1, " offsets from 0 to ",
+               a.rows());
+  for (size_t g = 0; g < b.size(); ++g) {
+    const int64_t begin = offsets[g], end = offsets[g + 1];
+    TANDEM_CHECK(begin <= end, "fp8_grouped_gemm: offsets must not decrease");
+    if (begin == end) continue;
+    TANDEM_CHECK(b[g]->rows() == c.dim(1), "fp8_grouped_gemm: group ", g, " has ", b[g]->rows(),
+                 " output columns, C has ", c.dim(1));
+    Tensor c_rows = c.rows(begin, end);
+    fp8_gemm(fp8_rows(a, begin, end), *b[g], c_rows, options);
   }
 }
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <vector>
 
 #include "kernels/fp8.h"
 #include "runtime/core/profiler.h"
@@ -11,7 +13,9 @@ namespace tandem::kernels {
 
 namespace {
 
-int64_t blocks(int64_t extent) { return (extent + kFp8Block - 1) / kFp8Block; }
+int64_t blocks(int64_t extent) {
+  return (extent + kFp8Block - 1) / kFp8Block;
+}
 
 // Scale for a block whose largest finite magnitude is amax: amax / max_fp8, or 1 when the block
 // has no non-zero finite value (all zeros or all NaN: the codes carry the zeros and NaNs).
@@ -22,19 +26,27 @@ float block_scale(float amax, const QuantizeOptions& options) {
   return scale;
 }
 
+// Largest finite magnitude; written branch-free (NaN and inf compare false) so that it vectorises.
 float finite_amax(const float* x, int64_t n) {
+  constexpr float kMaxFinite = std::numeric_limits<float>::max();
   float amax = 0;
-  for (int64_t i = 0; i < n; ++i)
-    if (std::isfinite(x[i])) amax = std::max(amax, std::abs(x[i]));
+#pragma omp simd reduction(max : amax)
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = std::abs(x[i]);
+    amax = std::max(amax, v <= kMaxFinite ? v : 0.0f);
+  }
   return amax;
 }
 
-void record(Fp8Stats* stats, int64_t values, int64_t saturated, const Tensor& scales) {
+// Scale statistics cover blocks that had a non-zero finite value (the others get scale 1).
+void record(Fp8Stats* stats, int64_t values, int64_t saturated, const Tensor& scales,
+            const std::vector<uint8_t>& nonempty) {
   if (!stats) return;
   stats->values += values;
   stats->saturated += saturated;
   const float* s = scales.data<float>();
-  for (int64_t i = 0; i < scales.numel(); ++i) stats->add_scale(s[i]);
+  for (int64_t i = 0; i < scales.numel(); ++i)
+    if (nonempty[i]) stats->add_scale(s[i]);
 }
 
 }  // namespace
@@ -71,6 +83,7 @@ BlockScaledFp8 quantize(const Tensor& x, ScaleGranularity granularity,
   const float* in = x.data<float>();
   auto* codes = static_cast<uint8_t*>(q.codes.raw_data());
   float* scales = q.scales.data<float>();
+  std::vector<uint8_t> nonempty(q.scales.numel());
   int64_t saturated = 0;
   if (tiles) {
 #pragma omp parallel for schedule(static) reduction(+ : saturated)
@@ -78,8 +91,10 @@ BlockScaledFp8 quantize(const Tensor& x, ScaleGranularity granularity,
       for (int64_t cb = 0; cb < col_blocks; ++cb) {
         const int64_t c0 = cb * kFp8Block, width = std::min(kFp8Block, cols - c0);
         const float* src = in + r * cols + c0;
-        const float scale = block_scale(finite_amax(src, width), options);
+        const float amax = finite_amax(src, width);
+        const float scale = block_scale(amax, options);
         scales[r * col_blocks + cb] = scale;
+        nonempty[r * col_blocks + cb] = amax > 0;
         saturated += fp8_encode_n(src, 1.0f / scale, codes + r * cols + c0, width, options.format,
                                   options.saturate);
       }
@@ -91,15 +106,17 @@ BlockScaledFp8 quantize(const Tensor& x, ScaleGranularity granularity,
         const int64_t r0 = rb * kFp8Block, r1 = std::min(rows, r0 + kFp8Block);
         const int64_t c0 = cb * kFp8Block, width = std::min(kFp8Block, cols - c0);
         float amax = 0;
-        for (int64_t r = r0; r < r1; ++r) amax = std::max(amax, finite_amax(in + r * cols + c0, width));
+        for (int64_t r = r0; r < r1; ++r)
+          amax = std::max(amax, finite_amax(in + r * cols + c0, width));
         const float scale = block_scale(amax, options);
         scales[rb * col_blocks + cb] = scale;
+        nonempty[rb * col_blocks + cb] = amax > 0;
         for (int64_t r = r0; r < r1; ++r)
           saturated += fp8_encode_n(in + r * cols + c0, 1.0f / scale, codes + r * cols + c0, width,
                                     options.format, options.saturate);
       }
   }
-  record(stats, x.numel(), saturated, q.scales);
+  record(stats, x.numel(), saturated, q.scales, nonempty);
   return q;
 }
 
@@ -117,7 +134,8 @@ BlockScaledFp8 quantize_transposed(const Tensor& x, const QuantizeOptions& optio
     for (int64_t r0 = 0; r0 < rows; r0 += kTile)
       for (int64_t c0 = 0; c0 < cols; c0 += kTile)
         for (int64_t r = r0; r < std::min(rows, r0 + kTile); ++r)
-          for (int64_t c = c0; c < std::min(cols, c0 + kTile); ++c) out[c * rows + r] = in[r * cols + c];
+          for (int64_t c = c0; c < std::min(cols, c0 + kTile); ++c)
+            out[c * rows + r] = in[r * cols + c];
   }
   return quantize(t, ScaleGranularity::kTile1x128, options, stats);
 }
@@ -152,11 +170,14 @@ BlockScaledFp8 transpose_blocks(const BlockScaledFp8& q) {
     for (int64_t r = 0; r < rows; ++r) dst[c * rows + r] = src[r * cols + c];
   for (int64_t i = 0; i < q.scales.dim(0); ++i)
     for (int64_t j = 0; j < q.scales.dim(1); ++j)
-      t.scales.data<float>()[j * q.scales.dim(0) + i] = q.scales.data<float>()[i * q.scales.dim(1) + j];
+      t.scales.data<float>()[j * q.scales.dim(0) + i] =
+          q.scales.data<float>()[i * q.scales.dim(1) + j];
   return t;
 }
 
-int64_t fp8_payload_bytes(int64_t cols) { return cols + blocks(cols) * 4; }
+int64_t fp8_payload_bytes(int64_t cols) {
+  return cols + blocks(cols) * 4;
+}
 
 Tensor pack_fp8_rows(const BlockScaledFp8& q) {
   TANDEM_CHECK(q.granularity == ScaleGranularity::kTile1x128, "only 1x128-scaled rows are packed");
@@ -184,7 +205,8 @@ BlockScaledFp8 unpack_fp8_rows(const Tensor& payload, int64_t cols, Fp8Format fo
   const auto* src = payload.data<uint8_t>();
   for (int64_t r = 0; r < rows; ++r) {
     std::memcpy(static_cast<uint8_t*>(q.codes.raw_data()) + r * cols, src + r * width, cols);
-    std::memcpy(q.scales.data<float>() + r * blocks(cols), src + r * width + cols, blocks(cols) * 4);
+    std::memcpy(q.scales.data<float>() + r * blocks(cols), src + r * width + cols,
+                blocks(cols) * 4);
   }
   return q;
 }

@@ -234,6 +234,13 @@ void validate_config(const Config& c) {
   TANDEM_USER_CHECK(c.data.format == "text" || c.data.format == "uint16",
                     "config: data.format = \"", c.data.format,
                     "\"; expected \"text\" or \"uint16\"");
+  TANDEM_USER_CHECK(c.fp8.format == "e4m3" || c.fp8.format == "e5m2", "config: fp8.format = \"",
+                    c.fp8.format, "\"; expected \"e4m3\" or \"e5m2\"");
+  TANDEM_USER_CHECK(!(c.fp8.enabled || c.fp8.attention) || m.dtype == "fp32",
+                    "config: FP8 needs model.dtype = \"fp32\" (master weights), got \"", m.dtype,
+                    "\"");
+  TANDEM_USER_CHECK(!c.fp8.attention || c.fp8.enabled,
+                    "config: fp8.attention = true needs fp8.enabled = true");
   if (c.data.format == "text") {
     TANDEM_USER_CHECK(m.vocab_size >= 256,
                       "config: data.format = \"text\" is byte-level and needs ",

@@ -56,10 +56,18 @@ struct DataConfig {
   double val_fraction = 0.05;
 };
 
+struct Fp8Config {
+  bool enabled = false;
+  bool attention = false;
+  bool power_of_two_scales = false;
+  std::string format = "e4m3";
+};
+
 struct Config {
   ModelConfig model;
   TrainConfig train;
   DataConfig data;
+  Fp8Config fp8;
 };
 
 using ConfigValueRef = std::variant<int64_t*, double*, bool*, std::string*>;

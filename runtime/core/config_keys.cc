@@ -52,6 +52,14 @@ const std::vector<ConfigKey>& config_keys() {
       TANDEM_KEY(data, val_path, "Held-out token file (format uint16 only)."),
       TANDEM_KEY(data, val_fraction,
                  "Fraction at the end of the text corpus held out for evaluation (format text)."),
+      TANDEM_KEY(fp8, enabled,
+                 "Run the FFN linear layers (dense, shared and routed experts) in FP8: inputs "
+                 "1x128-scaled, weights 128x128-scaled, FP32 accumulation promoted every 128 of K, "
+                 "for forward, dgrad and wgrad; inputs cached in FP8 for the backward."),
+      TANDEM_KEY(fp8, attention, "Also run the attention projections (qkv, out) in FP8."),
+      TANDEM_KEY(fp8, power_of_two_scales, "Round every FP8 scale up to a power of two."),
+      TANDEM_KEY(fp8, format,
+                 "FP8 format of all GEMM inputs: \"e4m3\" (as DeepSeek-V3) or \"e5m2\"."),
   };
   return keys;
 }

@@ -13,15 +13,17 @@ namespace tandem {
 namespace {
 struct AttentionState final : BlockState {
   NormSaved norm;
-  Tensor normed;
+  LinearSaved normed;
   Tensor qkv;  // after RoPE
   Tensor probs;
-  Tensor attended;
+  LinearSaved attended;
 };
 }  // namespace
 
-AttentionBlock::AttentionBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed)
+AttentionBlock::AttentionBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed,
+                               Fp8Settings fp8)
     : config_(config),
+      fp8_(fp8),
       layer_(layer),
       norm_(make_ones_parameter(name() + ".norm", {config.d_model}, dtype)),
       wqkv_(make_parameter(name() + ".wqkv", {3 * config.d_model, config.d_model}, dtype,
@@ -34,13 +36,12 @@ AttentionBlock::AttentionBlock(const ModelConfig& config, int64_t layer, DType d
 Tensor AttentionBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& state) {
   auto st = std::make_unique<AttentionState>();
   const int64_t n = x.dim(0), batch = n / config_.seq_len;
-  st->normed = rmsnorm(x, norm_, config_.norm_eps, st->norm);
-  st->qkv = linear(st->normed, wqkv_);
+  st->qkv = linear(rmsnorm(x, norm_, config_.norm_eps, st->norm), wqkv_, fp8_, st->normed);
   kernels::rope_apply(st->qkv, config_.seq_len, config_.n_heads, config_.rope_theta, false);
-  st->attended = Tensor::empty({n, config_.d_model}, x.dtype());
+  Tensor attended = Tensor::empty({n, config_.d_model}, x.dtype());
   st->probs = Tensor::empty({batch, config_.n_heads, config_.seq_len, config_.seq_len}, x.dtype());
-  kernels::attention_forward(st->qkv, config_.seq_len, config_.n_heads, st->attended, st->probs);
-  Tensor y = linear(st->attended, wo_);
+  kernels::attention_forward(st->qkv, config_.seq_len, config_.n_heads, attended, st->probs);
+  Tensor y = linear(attended, wo_, fp8_, st->attended);
   kernels::axpy(1.0, x, y);
   state = std::move(st);
   return y;
@@ -48,12 +49,12 @@ Tensor AttentionBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& sta
 
 Tensor AttentionBlock::backward_input(const Tensor& dy, BlockState& state) {
   auto& st = static_cast<AttentionState&>(state);
-  Tensor dattended = linear_backward(dy, st.attended, wo_, st);
+  Tensor dattended = linear_backward(dy, st.attended, wo_, fp8_, st);
   Tensor dqkv = Tensor::empty(st.qkv.shape(), dy.dtype());
   kernels::attention_backward(dattended, st.qkv, st.probs, config_.seq_len, config_.n_heads, dqkv);
   st.probs = Tensor();  // the largest activation; not needed by the weight gradients
   kernels::rope_apply(dqkv, config_.seq_len, config_.n_heads, config_.rope_theta, true);
-  Tensor dnormed = linear_backward(dqkv, st.normed, wqkv_, st);
+  Tensor dnormed = linear_backward(dqkv, st.normed, wqkv_, fp8_, st);
   Tensor dx = rmsnorm_backward(dnormed, st.norm, norm_, st);
   kernels::axpy(1.0, dy, dx);
   return dx;

@@ -15,8 +15,10 @@ struct DenseFfnState final : BlockState {
 };
 }  // namespace
 
-DenseFfnBlock::DenseFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed)
+DenseFfnBlock::DenseFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed,
+                             Fp8Settings fp8)
     : norm_eps_(config.norm_eps),
+      fp8_(fp8),
       layer_(layer),
       norm_(make_ones_parameter(name() + ".norm", {config.d_model}, dtype)),
       w13_(make_parameter(name() + ".w13", {2 * config.d_ff, config.d_model}, dtype,
@@ -26,7 +28,7 @@ DenseFfnBlock::DenseFfnBlock(const ModelConfig& config, int64_t layer, DType dty
 
 Tensor DenseFfnBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& state) {
   auto st = std::make_unique<DenseFfnState>();
-  Tensor y = swiglu_mlp(rmsnorm(x, norm_, norm_eps_, st->norm), w13_, w2_, st->mlp);
+  Tensor y = swiglu_mlp(rmsnorm(x, norm_, norm_eps_, st->norm), w13_, w2_, fp8_, st->mlp);
   kernels::axpy(1.0, x, y);
   state = std::move(st);
   return y;
@@ -34,7 +36,8 @@ Tensor DenseFfnBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& stat
 
 Tensor DenseFfnBlock::backward_input(const Tensor& dy, BlockState& state) {
   auto& st = static_cast<DenseFfnState&>(state);
-  Tensor dx = rmsnorm_backward(swiglu_mlp_backward(dy, st.mlp, w13_, w2_, st), st.norm, norm_, st);
+  Tensor dx =
+      rmsnorm_backward(swiglu_mlp_backward(dy, st.mlp, w13_, w2_, fp8_, st), st.norm, norm_, st);
   kernels::axpy(1.0, dy, dx);
   return dx;
 }

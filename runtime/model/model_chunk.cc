@@ -7,18 +7,24 @@
 
 namespace tandem {
 
-ModelChunk::ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec)
-    : spec_(spec), dtype_(parse_dtype(config.dtype)) {
+ModelChunk::ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec,
+                       const Fp8Config& fp8)
+    : spec_(spec),
+      dtype_(parse_dtype(config.dtype)),
+      fp8_stats_(std::make_unique<kernels::Fp8Stats>()) {
+  const Fp8Settings ffn_fp8 = Fp8Settings::from_config(fp8, fp8_stats_.get());
+  Fp8Settings attention_fp8 = ffn_fp8;
+  attention_fp8.enabled = fp8.enabled && fp8.attention;
   TANDEM_CHECK(0 <= spec.first_layer && spec.first_layer <= spec.last_layer &&
                    spec.last_layer <= config.n_layers,
                "chunk layers [", spec.first_layer, ", ", spec.last_layer, ") of ", config.n_layers);
   if (spec.has_embedding) blocks_.push_back(std::make_unique<EmbeddingBlock>(config, dtype_, seed));
   for (int64_t layer = spec.first_layer; layer < spec.last_layer; ++layer) {
-    blocks_.push_back(std::make_unique<AttentionBlock>(config, layer, dtype_, seed));
+    blocks_.push_back(std::make_unique<AttentionBlock>(config, layer, dtype_, seed, attention_fp8));
     if (layer < config.n_dense_layers) {
-      blocks_.push_back(std::make_unique<DenseFfnBlock>(config, layer, dtype_, seed));
+      blocks_.push_back(std::make_unique<DenseFfnBlock>(config, layer, dtype_, seed, ffn_fp8));
     } else {
-      auto moe = std::make_unique<MoeFfnBlock>(config, layer, dtype_, seed);
+      auto moe = std::make_unique<MoeFfnBlock>(config, layer, dtype_, seed, ffn_fp8);
       moe_blocks_.push_back(moe.get());
       blocks_.push_back(std::move(moe));
     }

@@ -31,7 +31,7 @@ struct MicroBatchState {
 
 class ModelChunk {
  public:
-  ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec);
+  ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec, const Fp8Config& fp8 = {});
 
   // input: tokens int32 [N] when the chunk has the embedding, else hidden [N, d]. With the head,
   // targets are required, the loss lands in state.loss_sum and the returned tensor is undefined.
@@ -48,10 +48,13 @@ class ModelChunk {
   DType dtype() const { return dtype_; }
   std::vector<Parameter*> parameters();
   std::vector<MoeFfnBlock*> moe_blocks() const { return moe_blocks_; }
+  // What every FP8 quantisation of this chunk has seen since the last reset.
+  kernels::Fp8Stats& fp8_stats() { return *fp8_stats_; }
 
  private:
   ChunkSpec spec_;
   DType dtype_;
+  std::unique_ptr<kernels::Fp8Stats> fp8_stats_;  // stable address: blocks point at it
   std::vector<std::unique_ptr<Block>> blocks_;
   std::vector<MoeFfnBlock*> moe_blocks_;
   std::unique_ptr<HeadBlock> head_;

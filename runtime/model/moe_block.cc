@@ -8,8 +8,9 @@
 
 namespace tandem {
 
-MoeFfnBlock::MoeFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed)
-    : config_(config), layer_(layer) {
+MoeFfnBlock::MoeFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed,
+                         Fp8Settings fp8)
+    : config_(config), fp8_(fp8), layer_(layer) {
   const int64_t d = config.d_model, f = config.d_expert, e = config.n_routed_experts;
   const double out_std = config.init_std / std::sqrt(2.0 * config.n_layers);
   norm_ = make_ones_parameter(name() + ".norm", {d}, dtype);
@@ -61,7 +62,7 @@ Tensor MoeFfnBlock::run_experts(const Tensor& rows, const std::vector<int64_t>& 
   for (int64_t x = 0; x < e; ++x) {
     const int64_t begin = expert_offsets[x], end = expert_offsets[x + 1];
     if (begin == end) continue;
-    Tensor y = swiglu_mlp(rows.rows(begin, end), w13_[x], w2_[x], st.experts[x]);
+    Tensor y = swiglu_mlp(rows.rows(begin, end), w13_[x], w2_[x], fp8_, st.experts[x]);
     out.rows(begin, end).copy_from(y);
   }
   return out;
@@ -69,7 +70,7 @@ Tensor MoeFfnBlock::run_experts(const Tensor& rows, const std::vector<int64_t>& 
 
 void MoeFfnBlock::run_shared(MoeState& st) {
   if (config_.n_shared_experts > 0)
-    st.shared_out = swiglu_mlp(st.normed, shared_w13_, shared_w2_, st.shared);
+    st.shared_out = swiglu_mlp(st.normed, shared_w13_, shared_w2_, fp8_, st.shared);
 }
 
 Tensor MoeFfnBlock::unpermute(const Tensor& x, const Tensor& expert_out, MoeState& st) {
@@ -105,7 +106,7 @@ Tensor MoeFfnBlock::experts_backward(const Tensor& dexpert_out, MoeState& st) {
     const int64_t begin = st.expert_offsets[x], end = st.expert_offsets[x + 1];
     if (begin == end) continue;
     Tensor dx =
-        swiglu_mlp_backward(dexpert_out.rows(begin, end), st.experts[x], w13_[x], w2_[x], st);
+        swiglu_mlp_backward(dexpert_out.rows(begin, end), st.experts[x], w13_[x], w2_[x], fp8_, st);
     drows.rows(begin, end).copy_from(dx);
   }
   return drows;
@@ -119,7 +120,8 @@ Tensor MoeFfnBlock::route_backward(const Tensor& dy, const Tensor& dpermuted, Mo
   kernels::router_backward(st.dgate_weights, st.affinity, st.expert_ids, dlogits);
   kernels::axpy(1.0, linear_backward(dlogits, st.normed, router_, st), dnormed);
   if (config_.n_shared_experts > 0)
-    kernels::axpy(1.0, swiglu_mlp_backward(dy, st.shared, shared_w13_, shared_w2_, st), dnormed);
+    kernels::axpy(1.0, swiglu_mlp_backward(dy, st.shared, shared_w13_, shared_w2_, fp8_, st),
+                  dnormed);
   Tensor dx = rmsnorm_backward(dnormed, st.norm, norm_, st);
   kernels::axpy(1.0, dy, dx);
   return dx;

@@ -33,7 +33,8 @@ struct MoeState final : BlockState {
 
 class MoeFfnBlock final : public Block {
  public:
-  MoeFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed);
+  MoeFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed,
+              Fp8Settings fp8 = {});
   std::string name() const override { return "layers." + std::to_string(layer_) + ".ffn"; }
   Tensor forward(const Tensor& x, std::unique_ptr<BlockState>& state) override;
   Tensor backward_input(const Tensor& dy, BlockState& state) override;
@@ -59,6 +60,7 @@ class MoeFfnBlock final : public Block {
 
  private:
   ModelConfig config_;
+  Fp8Settings fp8_;
   int64_t layer_;
   Parameter norm_;
   Parameter router_;  // [E, d]

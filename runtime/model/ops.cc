@@ -36,20 +36,20 @@ Tensor rmsnorm_backward(const Tensor& dy, const NormSaved& saved, Parameter& g, 
   return dx;
 }
 
-Tensor swiglu_mlp(const Tensor& x, const Parameter& w13, const Parameter& w2, MlpSaved& saved) {
-  saved.x = x;
-  saved.gate_up = linear(x, w13);
-  saved.h = Tensor::empty({x.dim(0), saved.gate_up.dim(1) / 2}, x.dtype());
-  kernels::swiglu_forward(saved.gate_up, saved.h);
-  return linear(saved.h, w2);
+Tensor swiglu_mlp(const Tensor& x, const Parameter& w13, const Parameter& w2,
+                  const Fp8Settings& fp8, MlpSaved& saved) {
+  saved.gate_up = linear(x, w13, fp8, saved.in13);
+  Tensor h = Tensor::empty({x.dim(0), saved.gate_up.dim(1) / 2}, x.dtype());
+  kernels::swiglu_forward(saved.gate_up, h);
+  return linear(h, w2, fp8, saved.in2);
 }
 
 Tensor swiglu_mlp_backward(const Tensor& dy, const MlpSaved& saved, Parameter& w13, Parameter& w2,
-                           BlockState& state) {
-  Tensor dh = linear_backward(dy, saved.h, w2, state);
+                           const Fp8Settings& fp8, BlockState& state) {
+  Tensor dh = linear_backward(dy, saved.in2, w2, fp8, state);
   Tensor dgate_up = Tensor::empty(saved.gate_up.shape(), dy.dtype());
   kernels::swiglu_backward(dh, saved.gate_up, dgate_up);
-  return linear_backward(dgate_up, saved.x, w13, state);
+  return linear_backward(dgate_up, saved.in13, w13, fp8, state);
 }
 
 }  // namespace tandem

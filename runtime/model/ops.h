@@ -3,6 +3,7 @@
 #pragma once
 
 #include "runtime/model/block.h"
+#include "runtime/model/fp8_linear.h"
 
 namespace tandem {
 
@@ -21,13 +22,15 @@ Tensor rmsnorm(const Tensor& x, const Parameter& g, double eps, NormSaved& saved
 Tensor rmsnorm_backward(const Tensor& dy, const NormSaved& saved, Parameter& g, BlockState& state);
 
 // A SwiGLU MLP y = w2 · (silu(x·w1ᵀ) ⊙ x·w3ᵀ) with w1 and w3 fused as w13 = [w1; w3].
+// Its two linear layers run in FP8 when the settings say so; SwiGLU itself stays fp32.
 struct MlpSaved {
-  Tensor x;
+  LinearSaved in13;  // x
   Tensor gate_up;
-  Tensor h;
+  LinearSaved in2;  // h = silu(gate) ⊙ up
 };
-Tensor swiglu_mlp(const Tensor& x, const Parameter& w13, const Parameter& w2, MlpSaved& saved);
+Tensor swiglu_mlp(const Tensor& x, const Parameter& w13, const Parameter& w2,
+                  const Fp8Settings& fp8, MlpSaved& saved);
 Tensor swiglu_mlp_backward(const Tensor& dy, const MlpSaved& saved, Parameter& w13, Parameter& w2,
-                           BlockState& state);
+                           const Fp8Settings& fp8, BlockState& state);
 
 }  // namespace tandem

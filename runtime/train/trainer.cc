@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "kernels/optimizer.h"
@@ -26,7 +27,7 @@ Trainer::Trainer(const Config& config)
       dataset_(Dataset::open(config.data, config.model)),
       loader_(dataset_, config.model.seq_len, static_cast<uint64_t>(config.train.seed)),
       model_(config.model, static_cast<uint64_t>(config.train.seed),
-             ChunkSpec::whole_model(config.model)),
+             ChunkSpec::whole_model(config.model), config.fp8),
       optimizer_(model_.parameters(), config.train) {}
 
 double Trainer::train_step(int64_t step) {
@@ -37,12 +38,15 @@ double Trainer::train_step(int64_t step) {
   loader_.fill(Split::kTrain, step, 0, t.batch_size, tokens, targets);
 
   for (MoeFfnBlock* moe : model_.moe_blocks()) moe->reset_expert_load();
+  model_.fp8_stats() = {};
   MicroBatchState state;
   model_.forward(tokens, state, &targets, 1.0 / static_cast<double>(tokens_per_batch));
   const double loss = state.loss_sum / static_cast<double>(tokens_per_batch);
   model_.backward_input(Tensor(), state);
   model_.backward_weight(state);
   for (MoeFfnBlock* moe : model_.moe_blocks()) moe->update_bias(moe->expert_load());
+  last_fp8_ = model_.fp8_stats();
+  total_fp8_.merge(last_fp8_);
 
   last_grad_norm_ = optimizer_.grad_norm();
   TANDEM_USER_CHECK(std::isfinite(last_grad_norm_), "step ", step,
@@ -98,6 +102,13 @@ TrainSummary Trainer::run() {
                   kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr),
                   last_grad_norm_, tokens_per_step / seconds, seconds * 1e3,
                   format_duration(eta).c_str());
+    if (config_.fp8.enabled) {
+      char fp8_line[96];
+      std::snprintf(fp8_line, sizeof fp8_line, " | fp8 saturated %.2e | scales %.1e..%.1e",
+                    last_fp8_.values ? double(last_fp8_.saturated) / last_fp8_.values : 0.0,
+                    last_fp8_.min_scale, last_fp8_.max_scale);
+      std::strncat(line, fp8_line, sizeof line - std::strlen(line) - 1);
+    }
     log_info(line);
     const bool last = step + 1 == t.steps;
     if (last || (t.eval_interval > 0 && (step + 1) % t.eval_interval == 0)) {
@@ -110,6 +121,8 @@ TrainSummary Trainer::run() {
     }
   }
   summary.steps = t.steps;
+  summary.fp8 = config_.fp8.enabled;
+  summary.fp8_stats = total_fp8_;
   summary.tokens_per_second = tokens_per_step * t.steps / train_seconds;
   return summary;
 }
@@ -127,6 +140,14 @@ nlohmann::json TrainSummary::to_json(const Config& config) const {
   out["params"] = params;
   out["flops_per_token"] = flops_per_token;
   out["config"] = config_to_json(config);
+  if (fp8) {
+    out["fp8"] = {{"values", fp8_stats.values},
+                  {"saturated", fp8_stats.saturated},
+                  {"saturated_fraction",
+                   fp8_stats.values ? double(fp8_stats.saturated) / fp8_stats.values : 0.0},
+                  {"scale_min", fp8_stats.min_scale},
+                  {"scale_max", fp8_stats.max_scale}};
+  }
   return out;
 }
 

@@ -22,6 +22,8 @@ struct TrainSummary {
   double tokens_per_second = 0;
   int64_t params = 0;
   double flops_per_token = 0;
+  bool fp8 = false;
+  kernels::Fp8Stats fp8_stats;  // every quantisation of the run (training steps only)
   nlohmann::json to_json(const Config& config) const;
 };
 
@@ -42,6 +44,7 @@ class Trainer {
   ModelChunk model_;
   AdamW optimizer_;
   double last_grad_norm_ = 0;
+  kernels::Fp8Stats last_fp8_, total_fp8_;
 };
 
 }  // namespace tandem

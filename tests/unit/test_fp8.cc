@@ -30,7 +30,9 @@ std::vector<std::vector<std::string>> read_tsv(const std::string& name) {
   return rows;
 }
 
-uint32_t parse_hex(const std::string& s) { return static_cast<uint32_t>(std::stoul(s, nullptr, 16)); }
+uint32_t parse_hex(const std::string& s) {
+  return static_cast<uint32_t>(std::stoul(s, nullptr, 16));
+}
 
 bool is_nan_code(uint8_t code, Fp8Format f) {
   return std::isnan(fp8_decode(code, f));
@@ -111,7 +113,8 @@ TEST(Fp8Quantize, ErrorWithinHalfAnUlpOfTheFormatAtEachBlocksScale) {
         // 131 x 300: partial tiles and blocks at both edges; rows of very different magnitude.
         Tensor x = random_matrix(131, 300, 11);
         for (int64_t r = 0; r < 131; ++r)
-          for (int64_t c = 0; c < 300; ++c) x.data<float>()[r * 300 + c] *= std::ldexp(1.0f, r % 9 - 4);
+          for (int64_t c = 0; c < 300; ++c)
+            x.data<float>()[r * 300 + c] *= std::ldexp(1.0f, r % 9 - 4);
         const auto q = quantize(x, granularity, {format, pow2, true});
         const Tensor back = dequantize(q);
         const auto& info = fp8_info(format);
@@ -120,8 +123,9 @@ TEST(Fp8Quantize, ErrorWithinHalfAnUlpOfTheFormatAtEachBlocksScale) {
             const float v = x.data<float>()[r * 300 + c], s = q.scale_at(r, c);
             const float scaled = std::abs(v) / s;
             // Half an ulp of the format at |v|/s, or half the subnormal quantum, in units of s.
-            const int e = std::max(static_cast<int>(std::floor(std::log2(std::max(scaled, 1e-30f)))),
-                                   1 - info.exponent_bias);
+            const int e =
+                std::max(static_cast<int>(std::floor(std::log2(std::max(scaled, 1e-30f)))),
+                         1 - info.exponent_bias);
             const double bound = std::ldexp(1.0, e - info.mantissa_bits - 1) * s * (1 + 1e-6);
             ASSERT_LE(std::abs(back.data<float>()[r * 300 + c] - v), bound)
                 << "r " << r << " c " << c;
@@ -147,8 +151,8 @@ TEST(Fp8Quantize, ZeroNanAndInfinityBlocks) {
   const Tensor back = dequantize(q);
   EXPECT_EQ(back.data<float>()[3], 0.0f);
   EXPECT_TRUE(std::isnan(back.data<float>()[200]));
-  EXPECT_EQ(back.data<float>()[256 + 6], 2.0f);         // amax from finite values only
-  EXPECT_EQ(back.data<float>()[256 + 5], 2.0f);         // +inf saturates to the block's max
+  EXPECT_EQ(back.data<float>()[256 + 6], 2.0f);  // amax from finite values only
+  EXPECT_EQ(back.data<float>()[256 + 5], 2.0f);  // +inf saturates to the block's max
   EXPECT_EQ(stats.saturated, 1);
   EXPECT_EQ(stats.values, 512);
 }
@@ -188,7 +192,8 @@ TEST(Fp8Gemm, PromotionEvery128KeepsALimitedAccumulatorAccurateAtK4096) {
     a.data<float>()[i] = static_cast<float>(0.5 + random_uniform(1, 1, i));
     b.data<float>()[i] = static_cast<float>(0.5 + random_uniform(1, 2, i));
   }
-  const auto qa = quantize(a, ScaleGranularity::kTile1x128), qb = quantize(b, ScaleGranularity::kTile1x128);
+  const auto qa = quantize(a, ScaleGranularity::kTile1x128),
+             qb = quantize(b, ScaleGranularity::kTile1x128);
   double exact = 0;
   const Tensor da = dequantize(qa), db = dequantize(qb);
   for (int64_t i = 0; i < k; ++i) exact += double(da.data<float>()[i]) * db.data<float>()[i];
@@ -203,12 +208,36 @@ TEST(Fp8Gemm, PromotionEvery128KeepsALimitedAccumulatorAccurateAtK4096) {
   RecordProperty("error_fp32", std::to_string(full));
   RecordProperty("error_14bit_promoted", std::to_string(promoted));
   RecordProperty("error_14bit_unpromoted", std::to_string(unpromoted));
-  std::printf("K=4096 relative error: fp32 %.2e, 14-bit promoted every 128 %.2e, 14-bit unpromoted %.2e\n",
-              full, promoted, unpromoted);
+  std::printf(
+      "K=4096 relative error: fp32 %.2e, 14-bit promoted every 128 %.2e, 14-bit unpromoted %.2e\n",
+      full, promoted, unpromoted);
   EXPECT_LT(full, 1e-6);
   EXPECT_LT(promoted, 1e-3);
   EXPECT_GT(unpromoted, 1e-2);  // DeepSeek-V3 reports ~2% at K = 4096 without promotion
   EXPECT_GT(unpromoted, 20 * promoted);
+}
+
+TEST(Fp8Gemm, GroupedOverExpertsEqualsOneGemmPerGroup) {
+  // Three experts with 5, 0 and 130 rows (an empty group, a group past one block).
+  const std::vector<int64_t> offsets = {0, 5, 5, 135};
+  Tensor a = random_matrix(135, 200, 7);
+  const auto qa = quantize(a, ScaleGranularity::kTile1x128);
+  std::vector<BlockScaledFp8> weights;
+  for (int g = 0; g < 3; ++g)
+    weights.push_back(quantize(random_matrix(70, 200, 10 + g), ScaleGranularity::kBlock128x128));
+  std::vector<const BlockScaledFp8*> b = {&weights[0], &weights[1], &weights[2]};
+  Tensor grouped = Tensor::empty({135, 70}, DType::kF32);
+  fp8_grouped_gemm(qa, offsets, b, grouped);
+  for (int g = 0; g < 3; ++g) {
+    if (offsets[g] == offsets[g + 1]) continue;
+    // Quantising only the group's rows gives the same codes (scales are per row).
+    const auto qg = quantize(a.rows(offsets[g], offsets[g + 1]), ScaleGranularity::kTile1x128);
+    Tensor c = Tensor::empty({offsets[g + 1] - offsets[g], 70}, DType::kF32);
+    fp8_gemm(qg, weights[g], c);
+    for (int64_t i = 0; i < c.numel(); ++i)
+      ASSERT_EQ(c.data<float>()[i], grouped.data<float>()[offsets[g] * 70 + i]);
+  }
+  EXPECT_THROW(fp8_grouped_gemm(qa, {0, 5, 135}, b, grouped), Error);
 }
 
 TEST(Fp8Layout, TransposedBlocksAndPackedRowsAreExact) {
@@ -217,7 +246,8 @@ TEST(Fp8Layout, TransposedBlocksAndPackedRowsAreExact) {
   const auto t = transpose_blocks(q);
   const Tensor dq = dequantize(q), dt = dequantize(t);
   for (int64_t r = 0; r < 200; ++r)
-    for (int64_t c = 0; c < 130; ++c) ASSERT_EQ(dq.data<float>()[r * 130 + c], dt.data<float>()[c * 200 + r]);
+    for (int64_t c = 0; c < 130; ++c)
+      ASSERT_EQ(dq.data<float>()[r * 130 + c], dt.data<float>()[c * 200 + r]);
 
   Tensor x = random_matrix(7, 300, 6);
   const auto qx = quantize(x, ScaleGranularity::kTile1x128);
