@@ -38,7 +38,7 @@ fp8-compare: build data
 	scripts/fp8-vs-fp32 examples/configs/tiny.toml $(BUILD)/fp8
 
 format:
-	@git ls-files '*.h' '*.cc' '*.cu' | xargs clang-format -i
+	@git ls-files --cached --others --exclude-standard '*.h' '*.cc' '*.cu' | xargs clang-format -i
 
 clean:
 	rm -rf $(BUILD)

@@ -25,7 +25,9 @@ double best_seconds(const std::function<void()>& body, int reps) {
   for (int trial = 0; trial < 5; ++trial) {
     const auto start = std::chrono::steady_clock::now();
     for (int r = 0; r < reps; ++r) body();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / reps);
+    best = std::min(
+        best,
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / reps);
   }
   return best;
 }
@@ -57,14 +59,16 @@ int main() {
                 static_cast<long long>(cols), 8.0 * n / memcpy_s / 1e9, 4.0 * n / quantize_s / 1e9,
                 memcpy_s / quantize_s);
   }
-  std::printf("  (memcpy GB/s counts bytes read + written; quantise GB/s counts fp32 bytes read;\n"
-              "   ratio = memcpy time / quantise time on the same fp32 buffer)\n\n");
+  std::printf(
+      "  (memcpy GB/s counts bytes read + written; quantise GB/s counts fp32 bytes read;\n"
+      "   ratio = memcpy time / quantise time on the same fp32 buffer)\n\n");
 
   std::printf("%-26s %10s %10s %8s\n", "GEMM C = A·Bᵀ (M x N x K)", "sgemm", "fp8 gemm", "ratio");
   struct Shape {
     int64_t m, n, k;
   };
-  for (Shape s : {Shape{1024, 1024, 512}, Shape{1024, 512, 512}, Shape{4096, 1536, 512}, Shape{2048, 2048, 2048}}) {
+  for (Shape s : {Shape{1024, 1024, 512}, Shape{1024, 512, 512}, Shape{4096, 1536, 512},
+                  Shape{2048, 2048, 2048}}) {
     Tensor a = Tensor::empty({s.m, s.k}, DType::kF32), b = Tensor::empty({s.n, s.k}, DType::kF32);
     Tensor c = Tensor::empty({s.m, s.n}, DType::kF32);
     fill_normal(a, 1.0, 3, 4);
@@ -85,7 +89,8 @@ int main() {
                 static_cast<long long>(s.k), flops / sgemm_s / 1e9, flops / fp8_s / 1e9,
                 sgemm_s / fp8_s);
   }
-  std::printf("  (the CPU has no FP8 arithmetic: the FP8 GEMM decodes to fp32 and runs sgemm per\n"
-              "   128-wide slice of K, so its ceiling is sgemm; ratio = sgemm time / fp8 time)\n");
+  std::printf(
+      "  (the CPU has no FP8 arithmetic: the FP8 GEMM decodes to fp32 and runs sgemm per\n"
+      "   128-wide slice of K, so its ceiling is sgemm; ratio = sgemm time / fp8 time)\n");
   return 0;
 }

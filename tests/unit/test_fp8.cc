@@ -101,9 +101,7 @@ INSTANTIATE_TEST_SUITE_P(Formats, Fp8Codec, ::testing::Values(Fp8Format::kE4M3, 
                          });
 
 Tensor random_matrix(int64_t rows, int64_t cols, uint64_t seed, double std = 1.0) {
-  Tensor t = Tensor::empty({rows, cols}, DType::kF32);
-  fill_normal(t, std, seed, 3);
-  return t;
+  return testing::random_tensor({rows, cols}, seed, std, DType::kF32);
 }
 
 TEST(Fp8Quantize, ErrorWithinHalfAnUlpOfTheFormatAtEachBlocksScale) {
