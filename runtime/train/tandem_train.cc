@@ -89,6 +89,14 @@ int main(int argc, char** argv) {
     log_info("effective config:\n", config_to_string(config));
     Trainer trainer(config);
     TrainSummary summary = trainer.run();
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "summary: %lld steps | final loss %.4f | final held-out loss %.4f | %.0f tok/s | "
+                  "%lld parameters | %.2f MFLOP/token",
+                  static_cast<long long>(summary.steps), summary.losses.back(),
+                  summary.eval_losses.back().second, summary.tokens_per_second,
+                  static_cast<long long>(summary.params), summary.flops_per_token / 1e6);
+    log_info(line);
     if (!args.summary_path.empty()) {
       const std::string temporary = args.summary_path + ".tmp";
       std::ofstream out(temporary);

@@ -9,7 +9,8 @@ trap 'rm -rf "$tmp"' EXIT
 scripts/prepare-data
 "$train" examples/configs/tiny.toml --set train.steps=40 --set train.eval_interval=20 \
   --summary-json "$tmp/summary.json" > "$tmp/log" 2>&1 || { cat "$tmp/log"; exit 1; }
-grep -E "^step (1|40)/40|^eval" "$tmp/log"
+grep -E "^step (1|40)/40|^eval|^summary" "$tmp/log"
+grep -qE "^summary: 40 steps \| final loss [0-9.]+ \| final held-out loss [0-9.]+ \|" "$tmp/log"
 grep -qE "^step 40/40 \| loss [0-9.]+ \| lr [0-9.e+-]+ \| grad norm [0-9.]+ \| [0-9]+ tok/s \| [0-9.]+ ms/step \| ETA" "$tmp/log"
 /usr/bin/python3 - "$tmp/summary.json" <<'PY'
 import json, math, sys
