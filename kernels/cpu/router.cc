@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "kernels/cpu/dispatch.h"
 #include "runtime/core/profiler.h"
@@ -10,7 +12,7 @@
 namespace tandem::kernels {
 
 void router_forward(const Tensor& logits, const Tensor& bias, int64_t top_k, Tensor& affinity,
-                    Tensor& expert_ids, Tensor& gate_weights) {
+                    Tensor& expert_ids, Tensor& gate_weights, RouteLimit limit) {
   TANDEM_PROFILE_SCOPE("router_forward");
   const int64_t n = logits.dim(0), e = logits.dim(1);
   TANDEM_CHECK(top_k >= 1 && top_k <= e, "router: top_k ", top_k, " with ", e, " experts");
@@ -20,6 +22,14 @@ void router_forward(const Tensor& logits, const Tensor& bias, int64_t top_k, Ten
   check_dtype(expert_ids, DType::kI32, "router expert ids");
   check_shape(gate_weights, {n, top_k}, "router gate weights");
   check_same_dtype({&logits, &bias, &affinity, &gate_weights}, "router_forward");
+  const bool limited = limit.max_groups > 0 && limit.max_groups < limit.groups;
+  if (limited) {
+    TANDEM_CHECK(e % limit.groups == 0, "router: ", e, " experts do not split into ", limit.groups,
+                 " groups");
+    TANDEM_CHECK(top_k <= limit.max_groups * (e / limit.groups), "router: top_k ", top_k,
+                 " exceeds the experts of ", limit.max_groups, " groups");
+  }
+  const int64_t per_group = limited ? e / limit.groups : e;
   dispatch_float(logits.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* z = logits.data<T>();
@@ -31,10 +41,34 @@ void router_forward(const Tensor& logits, const Tensor& bias, int64_t top_k, Ten
     for (int64_t i = 0; i < n; ++i) {
       T* ai = a + i * e;
       for (int64_t x = 0; x < e; ++x) ai[x] = T(1) / (T(1) + std::exp(-z[i * e + x]));
+      // Node limit: keep the max_groups groups whose two best biased scores sum highest.
+      std::vector<char> allowed;  // only built when routing is node-limited
+      if (limited) {
+        std::vector<std::pair<T, int64_t>> group_score(limit.groups);
+        for (int64_t g = 0; g < limit.groups; ++g) {
+          T best = -INFINITY, second = -INFINITY;
+          for (int64_t x = g * per_group; x < (g + 1) * per_group; ++x) {
+            const T score = ai[x] + bs[x];
+            if (score > best)
+              second = best, best = score;
+            else if (score > second)
+              second = score;
+          }
+          group_score[g] = {per_group > 1 ? best + second : best, g};
+        }
+        std::stable_sort(group_score.begin(), group_score.end(),
+                         [](const auto& a, const auto& b) { return a.first > b.first; });
+        allowed.assign(e, 0);
+        for (int64_t j = 0; j < limit.max_groups; ++j) {
+          const int64_t g = group_score[j].second;
+          std::fill(allowed.begin() + g * per_group, allowed.begin() + (g + 1) * per_group, 1);
+        }
+      }
       // Selection by partial insertion sort on biased scores; k is small (DeepSeek-V3: 8 of 256).
       int32_t* sel = ids + i * top_k;
       int64_t chosen = 0;
       for (int64_t x = 0; x < e; ++x) {
+        if (limited && !allowed[x]) continue;
         const T score = ai[x] + bs[x];
         int64_t pos = chosen;
         while (pos > 0 && ai[sel[pos - 1]] + bs[sel[pos - 1]] < score) {

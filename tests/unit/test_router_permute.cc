@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <set>
 
 #include "kernels/permute.h"
 #include "kernels/router.h"
@@ -50,6 +51,31 @@ TEST(Router, LargeBiasForcesAnExpert) {
     EXPECT_EQ(ids.data<int32_t>()[i], 2);
     EXPECT_DOUBLE_EQ(w.data<double>()[i], 1.0);
   }
+}
+
+TEST(Router, NodeLimitedRoutingStaysWithinMaxGroups) {
+  // 16 experts on 4 nodes (groups of 4), top-4, at most 2 nodes per token.
+  const int64_t n = 200, e = 16, k = 4;
+  Tensor logits = random_tensor({n, e}, 5, 2.0), bias = random_tensor({e}, 6, 0.1);
+  Tensor affinity = Tensor::empty({n, e}, DType::kF64), ids = Tensor::empty({n, k}, DType::kI32);
+  Tensor w = Tensor::empty({n, k}, DType::kF64), unlimited_ids = ids.clone();
+  kernels::router_forward(logits, bias, k, affinity, unlimited_ids, w);
+  kernels::router_forward(logits, bias, k, affinity, ids, w, {4, 2});
+  int64_t unlimited_spread = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    std::set<int> nodes, free_nodes;
+    for (int64_t j = 0; j < k; ++j) {
+      nodes.insert(ids.data<int32_t>()[i * k + j] / 4);
+      free_nodes.insert(unlimited_ids.data<int32_t>()[i * k + j] / 4);
+    }
+    EXPECT_LE(nodes.size(), 2u);
+    unlimited_spread += free_nodes.size() > 2;
+    // Gate weights still sum to one over the chosen experts.
+    double total = 0;
+    for (int64_t j = 0; j < k; ++j) total += w.data<double>()[i * k + j];
+    EXPECT_NEAR(total, 1.0, 1e-12);
+  }
+  EXPECT_GT(unlimited_spread, 0);  // without the limit, tokens do reach more nodes
 }
 
 TEST(Router, BiasUpdateMovesTowardBalance) {

@@ -1,0 +1,168 @@
+// Launcher environment detection.
+#include "comm/bootstrap.h"
+
+#include <cstdlib>
+#include <optional>
+#include <sstream>
+#include <vector>
+
+#include "runtime/core/errors.h"
+
+namespace tandem::comm {
+
+const char* launcher_name(Launcher launcher) {
+  switch (launcher) {
+    case Launcher::kOpenMpi:
+      return "Open MPI";
+    case Launcher::kSlurm:
+      return "slurm";
+    case Launcher::kTorchrun:
+      return "torchrun";
+    default:
+      return "none";
+  }
+}
+
+namespace {
+
+struct VariableSet {
+  Launcher launcher;
+  std::vector<const char*> required;
+  std::vector<const char*> optional;
+};
+
+const std::vector<VariableSet>& variable_sets() {
+  static const std::vector<VariableSet> sets = {
+      {Launcher::kOpenMpi,
+       {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+        "OMPI_COMM_WORLD_LOCAL_SIZE"},
+       {}},
+      {Launcher::kTorchrun,
+       {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"},
+       {}},
+      {Launcher::kSlurm,
+       {"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NODEID"},
+       {"SLURM_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE", "SLURM_JOB_NODELIST"}},
+  };
+  return sets;
+}
+
+int to_int(const EnvironmentLookup& lookup, const char* name) {
+  const char* text = lookup(name);
+  char* end = nullptr;
+  const long value = std::strtol(text, &end, 10);
+  TANDEM_USER_CHECK(end != text && *end == '\0' && value >= 0 && value < (1l << 30),
+                    "launcher variable ", name, "='", text, "' is not a non-negative integer");
+  return static_cast<int>(value);
+}
+
+LaunchInfo read_set(const VariableSet& set, const EnvironmentLookup& lookup) {
+  LaunchInfo info;
+  info.launcher = set.launcher;
+  const auto& r = set.required;
+  info.rank = to_int(lookup, r[0]);
+  info.world_size = to_int(lookup, r[1]);
+  info.local_rank = to_int(lookup, r[2]);
+  if (set.launcher == Launcher::kSlurm) {
+    info.node_id = to_int(lookup, "SLURM_NODEID");
+    if (lookup("SLURM_NTASKS_PER_NODE")) {
+      info.local_size = to_int(lookup, "SLURM_NTASKS_PER_NODE");
+    } else if (const char* tasks = lookup("SLURM_TASKS_PER_NODE")) {
+      info.local_size = slurm_tasks_on_node(tasks, info.node_id);
+    } else {
+      TANDEM_USER_CHECK(false, "slurm environment without SLURM_TASKS_PER_NODE or ",
+                        "SLURM_NTASKS_PER_NODE: cannot tell how many ranks share this node");
+    }
+  } else {
+    info.local_size = to_int(lookup, r[3]);
+  }
+  if (set.launcher == Launcher::kTorchrun) {
+    info.master_addr = lookup("MASTER_ADDR");
+    info.master_port = to_int(lookup, "MASTER_PORT");
+    TANDEM_USER_CHECK(info.master_port > 0 && info.master_port < 65536,
+                      "MASTER_PORT=", info.master_port, " is not a TCP port");
+  }
+  TANDEM_USER_CHECK(info.world_size >= 1 && info.rank < info.world_size,
+                    launcher_name(set.launcher), " says rank ", info.rank, " of ", info.world_size,
+                    ": the rank must be below the world size");
+  TANDEM_USER_CHECK(info.local_size >= 1 && info.local_rank < info.local_size &&
+                        info.local_size <= info.world_size,
+                    launcher_name(set.launcher), " says local rank ", info.local_rank, " of ",
+                    info.local_size, " on a node, in a world of ", info.world_size);
+  return info;
+}
+
+std::string listing(const VariableSet& set, const EnvironmentLookup& lookup) {
+  std::ostringstream out;
+  for (const auto* names : {&set.required, &set.optional})
+    for (const char* name : *names)
+      out << "  " << name << "=" << (lookup(name) ? lookup(name) : "(unset)") << "\n";
+  return out.str();
+}
+
+}  // namespace
+
+int slurm_tasks_on_node(const std::string& tasks_per_node, int node_id) {
+  std::stringstream in(tasks_per_node);
+  int node = 0;
+  for (std::string item; std::getline(in, item, ',');) {
+    int count = 0, repeat = 1;
+    char open = 0, x = 0;
+    std::stringstream part(item);
+    part >> count;
+    TANDEM_USER_CHECK(!part.fail() && count > 0, "cannot parse SLURM_TASKS_PER_NODE='",
+                      tasks_per_node, "'");
+    if (part >> open) {
+      part >> x >> repeat;
+      TANDEM_USER_CHECK(open == '(' && x == 'x' && !part.fail() && repeat > 0,
+                        "cannot parse SLURM_TASKS_PER_NODE='", tasks_per_node, "'");
+    }
+    if (node_id < node + repeat) return count;
+    node += repeat;
+  }
+  TANDEM_USER_CHECK(false, "SLURM_TASKS_PER_NODE='", tasks_per_node, "' has no entry for node ",
+                    node_id);
+  return 0;
+}
+
+LaunchInfo detect_launch(const EnvironmentLookup& lookup) {
+  std::vector<LaunchInfo> found;
+  std::vector<const VariableSet*> found_sets;
+  for (const auto& set : variable_sets()) {
+    int present = 0;
+    for (const char* name : set.required) present += lookup(name) != nullptr;
+    if (present == 0) continue;
+    TANDEM_USER_CHECK(present == static_cast<int>(set.required.size()), "partial ",
+                      launcher_name(set.launcher), " environment: found\n", listing(set, lookup),
+                      "set all of them or none");
+    found.push_back(read_set(set, lookup));
+    found_sets.push_back(&set);
+  }
+  if (found.empty()) return LaunchInfo{};
+  for (size_t i = 1; i < found.size(); ++i) {
+    if (found[i].rank == found[0].rank && found[i].world_size == found[0].world_size &&
+        found[i].local_rank == found[0].local_rank && found[i].local_size == found[0].local_size)
+      continue;
+    TANDEM_USER_CHECK(false,
+                      "contradictory launcher environment: ", launcher_name(found[0].launcher),
+                      " and ", launcher_name(found[i].launcher), " disagree about this rank:\n",
+                      listing(*found_sets[0], lookup), listing(*found_sets[i], lookup),
+                      "unset the variables of the launcher that did not start this process");
+  }
+  // Keep what each launcher adds: slurm's node id, torchrun's rendezvous address.
+  LaunchInfo info = found[0];
+  for (const auto& other : found) {
+    if (other.node_id >= 0) info.node_id = other.node_id;
+    if (!other.master_addr.empty()) {
+      info.master_addr = other.master_addr;
+      info.master_port = other.master_port;
+    }
+  }
+  return info;
+}
+
+LaunchInfo detect_launch() {
+  return detect_launch([](const char* name) -> const char* { return std::getenv(name); });
+}
+
+}  // namespace tandem::comm

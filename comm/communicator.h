@@ -1,0 +1,79 @@
+// The communication interface every parallel piece of tandem uses: collectives and point-to-point
+// on Tensors, each returning a handle to wait on so that compute overlaps communication. Every
+// operation is watched: a wait that passes the deadline stops with a message naming the
+// operation, its sequence number, the group, the bytes and the ranks that never arrived.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/core/errors.h"
+#include "runtime/core/tensor.h"
+
+namespace tandem::comm {
+
+enum class ReduceOp { kSum, kMax, kMin };
+
+// Thrown by CommHandle::wait() when an operation passes its deadline; what() is the full report.
+class CommTimeout : public Error {
+ public:
+  using Error::Error;
+};
+
+// A started operation.
+class Work {
+ public:
+  virtual ~Work() = default;
+  virtual bool test() = 0;  // true once complete; never blocks
+  virtual void wait() = 0;  // blocks until complete or throws CommTimeout
+};
+
+// Owns a started operation. Destroying an unfinished handle waits for it: the buffers it reads and
+// writes must not be freed under it.
+class CommHandle {
+ public:
+  CommHandle() = default;
+  explicit CommHandle(std::unique_ptr<Work> work) : work_(std::move(work)) {}
+  CommHandle(CommHandle&&) = default;
+  CommHandle& operator=(CommHandle&& other) noexcept;
+  ~CommHandle();
+  void wait();
+  bool test();
+
+ private:
+  std::unique_ptr<Work> work_;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // "world", "world/split(3)"...: how messages name this group.
+  virtual const std::string& name() const = 0;
+  // World ranks of this group's members, by group rank.
+  virtual const std::vector<int>& world_ranks() const = 0;
+
+  // In place over every rank's tensor. Reductions need fp32, fp64, int32 or int64.
+  virtual CommHandle all_reduce(Tensor& tensor, ReduceOp op = ReduceOp::kSum) = 0;
+  // input [size·n, ...] → output [n, ...]: rank r gets the reduction of every rank's block r.
+  virtual CommHandle reduce_scatter(const Tensor& input, Tensor& output,
+                                    ReduceOp op = ReduceOp::kSum) = 0;
+  // input [n, ...] → output [size·n, ...], blocks in rank order.
+  virtual CommHandle all_gather(const Tensor& input, Tensor& output) = 0;
+  virtual CommHandle broadcast(Tensor& tensor, int root) = 0;
+  // Rows of the leading dimension: send_rows[p] consecutive rows of `send` go to rank p (in rank
+  // order), recv_rows[p] rows arrive from rank p into `recv`. Any dtype; rows of send and recv
+  // must have the same size.
+  virtual CommHandle all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_rows,
+                                  Tensor& recv, const std::vector<int64_t>& recv_rows) = 0;
+  virtual CommHandle send(const Tensor& tensor, int peer, int tag) = 0;
+  virtual CommHandle recv(Tensor& tensor, int peer, int tag) = 0;
+  virtual CommHandle barrier() = 0;
+  // Ranks with the same color form a new group, ordered by key (then by rank). Collective.
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+};
+
+}  // namespace tandem::comm

@@ -1,0 +1,55 @@
+// Expert-parallel dispatch and combine over an expert group of ranks. Experts are placed in
+// contiguous ranges: rank r of the group holds experts [r·E/ep, (r+1)·E/ep). Dispatch sends every
+// (token, slot) copy to the rank holding its expert, arriving grouped by local expert; combine
+// brings expert outputs back and sums them with the gate weights. The two are each other's
+// backward: the gradient of dispatch is a combine of gradients (without weights) and the gradient
+// of combine is a dispatch of gradients. First the row counts are exchanged, then the payloads.
+// Payload rows may be of any dtype (fp32, bf16, or packed FP8 rows with their scales).
+#pragma once
+
+#include <vector>
+
+#include "comm/communicator.h"
+#include "kernels/permute.h"
+
+namespace tandem::comm {
+
+// What a dispatch decided, needed to send rows back the same way.
+struct DispatchLayout {
+  kernels::PermutePlan plan;            // (token, slot) copies grouped by global expert
+  std::vector<int64_t> send_rows;       // per peer
+  std::vector<int64_t> recv_rows;       // per peer
+  std::vector<int64_t> recv_by_expert;  // [peer][local expert] rows received
+  std::vector<int64_t> expert_offsets;  // local experts' row ranges in the expert-major layout
+  int64_t tokens = 0;
+};
+
+class ExpertDispatcher {
+ public:
+  ExpertDispatcher(Communicator& expert_group, int64_t n_experts);
+  int64_t experts_per_rank() const { return experts_per_rank_; }
+  int64_t first_local_expert() const { return experts_per_rank_ * group_.rank(); }
+  int rank_of_expert(int64_t expert) const { return static_cast<int>(expert / experts_per_rank_); }
+
+  // Exchanges the row counts for these routing decisions (expert_ids int32 [N, k]).
+  DispatchLayout plan(const Tensor& expert_ids);
+  // x [N, d] → rows for the local experts, expert-major [Σ recv_rows, d].
+  Tensor dispatch(const Tensor& x, const DispatchLayout& layout);
+  // Expert outputs (expert-major) → y [N, d] = Σ_j gate[t, j] · out(t, j) on the tokens' ranks.
+  // slot_rows receives the returned rows in slot order ([N·k, d], grouped like layout.plan),
+  // which the backward of combine needs.
+  Tensor combine(const Tensor& expert_out, const Tensor& gate_weights, const DispatchLayout& layout,
+                 Tensor* slot_rows = nullptr);
+
+  // The two movements everything above is made of: rows grouped by global expert on the token's
+  // rank ↔ expert-major rows on the expert's rank.
+  Tensor to_experts(const Tensor& slot_rows, const DispatchLayout& layout);
+  Tensor from_experts(const Tensor& expert_rows, const DispatchLayout& layout);
+
+ private:
+  Communicator& group_;
+  int64_t n_experts_;
+  int64_t experts_per_rank_;
+};
+
+}  // namespace tandem::comm

@@ -1,0 +1,294 @@
+// MPI backend: each call starts a non-blocking MPI operation and returns a watched handle.
+#include "comm/mpi/mpi_communicator.h"
+
+#include <unistd.h>
+
+#include <cstring>
+
+#include "comm/mpi/mpi_check.h"
+
+namespace tandem::comm {
+
+namespace detail {
+std::string mpi_error_text(int code) {
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  MPI_Error_string(code, text, &length);
+  return std::string(text, length);
+}
+}  // namespace detail
+
+namespace {
+
+// MPI is initialised once per process and finalised at exit, after every communicator is gone.
+struct MpiSession {
+  MpiSession() {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      int provided = 0;
+      TANDEM_CHECK_MPI(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
+      owns = true;
+    }
+    // Errors come back as codes (and become exceptions) instead of aborting the job.
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  }
+  ~MpiSession() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (owns && !finalized) MPI_Finalize();
+  }
+  bool owns = false;
+};
+
+MPI_Datatype reduction_type(DType dtype, const char* op) {
+  switch (dtype) {
+    case DType::kF32:
+      return MPI_FLOAT;
+    case DType::kF64:
+      return MPI_DOUBLE;
+    case DType::kI32:
+      return MPI_INT32_T;
+    case DType::kI64:
+      return MPI_INT64_T;
+    default:
+      TANDEM_FAIL(op, " on ", dtype_name(dtype),
+                  " tensors is not supported: reduce in fp32, fp64, int32 or int64");
+  }
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  return op == ReduceOp::kSum ? MPI_SUM : (op == ReduceOp::kMax ? MPI_MAX : MPI_MIN);
+}
+
+int byte_count(size_t bytes, const char* op) {
+  TANDEM_CHECK(bytes < (size_t{1} << 31), op, " of ", bytes,
+               " bytes: messages of 2 GiB or more are not supported by the MPI backend yet");
+  return static_cast<int>(bytes);
+}
+
+class MpiWork final : public Work {
+ public:
+  MpiWork(std::vector<MPI_Request> requests, OpRecord op, Watchdog& watchdog,
+          std::shared_ptr<void> keep_alive)
+      : requests_(std::move(requests)),
+        op_(std::move(op)),
+        watchdog_(watchdog),
+        keep_alive_(std::move(keep_alive)) {}
+  bool test() override {
+    if (done_) return true;
+    int flag = 0;
+    TANDEM_CHECK_MPI(MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag,
+                                 MPI_STATUSES_IGNORE));
+    done_ = flag != 0;
+    return done_;
+  }
+  void wait() override {
+    if (!done_) watchdog_.wait([this] { return test(); }, op_);
+  }
+
+ private:
+  std::vector<MPI_Request> requests_;
+  OpRecord op_;
+  Watchdog& watchdog_;
+  std::shared_ptr<void> keep_alive_;  // counts and displacements MPI reads until completion
+  bool done_ = false;
+};
+
+}  // namespace
+
+struct MpiCommunicator::Shared {
+  std::unique_ptr<StoreServer> server;
+  std::shared_ptr<StoreClient> client;
+  std::unique_ptr<Watchdog> watchdog;
+};
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::world(const MpiOptions& options) {
+  static MpiSession session;
+  int rank = 0, size = 1;
+  TANDEM_CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+  TANDEM_CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size));
+  auto shared = std::make_shared<Shared>();
+  if (size > 1) {
+    // The store lives on world rank 0; its host and port travel over MPI. All ranks on one host
+    // use the loopback address.
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    std::vector<char> hosts(static_cast<size_t>(size) * 256);
+    TANDEM_CHECK_MPI(
+        MPI_Allgather(host, 256, MPI_CHAR, hosts.data(), 256, MPI_CHAR, MPI_COMM_WORLD));
+    bool one_host = true;
+    for (int r = 1; r < size; ++r) one_host &= std::strcmp(&hosts[r * 256], &hosts[0]) == 0;
+    const std::string store_host = one_host ? "127.0.0.1" : std::string(&hosts[0]);
+    int port = 0;
+    if (rank == 0) {
+      shared->server = std::make_unique<StoreServer>(one_host ? "127.0.0.1" : "0.0.0.0", 0);
+      port = shared->server->port();
+    }
+    TANDEM_CHECK_MPI(MPI_Bcast(&port, 1, MPI_INT, 0, MPI_COMM_WORLD));
+    shared->client = std::make_shared<StoreClient>(store_host, port, 30000);
+  }
+  shared->watchdog = std::make_unique<Watchdog>(shared->client, rank, options.timeout_ms);
+  MPI_Comm comm;
+  TANDEM_CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
+  return std::unique_ptr<MpiCommunicator>(new MpiCommunicator(comm, "world", std::move(shared)));
+}
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, std::shared_ptr<Shared> shared)
+    : comm_(comm), name_(std::move(name)), shared_(std::move(shared)) {
+  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+  TANDEM_CHECK_MPI(MPI_Comm_rank(comm_, &rank_));
+  TANDEM_CHECK_MPI(MPI_Comm_size(comm_, &size_));
+  MPI_Group group, world_group;
+  TANDEM_CHECK_MPI(MPI_Comm_group(comm_, &group));
+  TANDEM_CHECK_MPI(MPI_Comm_group(MPI_COMM_WORLD, &world_group));
+  std::vector<int> local(size_);
+  for (int r = 0; r < size_; ++r) local[r] = r;
+  world_ranks_.resize(size_);
+  TANDEM_CHECK_MPI(
+      MPI_Group_translate_ranks(group, size_, local.data(), world_group, world_ranks_.data()));
+  MPI_Group_free(&group);
+  MPI_Group_free(&world_group);
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Comm_free(&comm_);
+}
+
+OpRecord MpiCommunicator::begin(const char* op, size_t bytes) {
+  OpRecord record{op, name_, ++seq_, bytes, world_ranks_};
+  shared_->watchdog->enter(record);
+  return record;
+}
+
+CommHandle MpiCommunicator::started(std::vector<MPI_Request> requests, OpRecord op,
+                                    std::shared_ptr<void> keep_alive) {
+  return CommHandle(std::make_unique<MpiWork>(std::move(requests), std::move(op),
+                                              *shared_->watchdog, std::move(keep_alive)));
+}
+
+CommHandle MpiCommunicator::all_reduce(Tensor& tensor, ReduceOp op) {
+  const MPI_Datatype type = reduction_type(tensor.dtype(), "all_reduce");
+  OpRecord record = begin("all_reduce", tensor.nbytes());
+  MPI_Request request;
+  TANDEM_CHECK_MPI(MPI_Iallreduce(MPI_IN_PLACE, tensor.raw_data(),
+                                  byte_count(tensor.numel(), "all_reduce"), type, mpi_op(op), comm_,
+                                  &request));
+  return started({request}, std::move(record));
+}
+
+CommHandle MpiCommunicator::reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) {
+  TANDEM_CHECK(input.dtype() == output.dtype() && input.numel() == output.numel() * size_,
+               "reduce_scatter: input of ", input.numel(), " elements for ", size_,
+               " ranks must be ", size_, " x the output's ", output.numel());
+  const MPI_Datatype type = reduction_type(input.dtype(), "reduce_scatter");
+  OpRecord record = begin("reduce_scatter", input.nbytes());
+  MPI_Request request;
+  TANDEM_CHECK_MPI(MPI_Ireduce_scatter_block(input.raw_data(), output.raw_data(),
+                                             byte_count(output.numel(), "reduce_scatter"), type,
+                                             mpi_op(op), comm_, &request));
+  return started({request}, std::move(record));
+}
+
+CommHandle MpiCommunicator::all_gather(const Tensor& input, Tensor& output) {
+  TANDEM_CHECK(input.dtype() == output.dtype() && output.numel() == input.numel() * size_,
+               "all_gather: output of ", output.numel(), " elements must be ", size_,
+               " x the input's ", input.numel());
+  OpRecord record = begin("all_gather", output.nbytes());
+  const int bytes = byte_count(input.nbytes(), "all_gather");
+  MPI_Request request;
+  TANDEM_CHECK_MPI(MPI_Iallgather(input.raw_data(), bytes, MPI_BYTE, output.raw_data(), bytes,
+                                  MPI_BYTE, comm_, &request));
+  return started({request}, std::move(record));
+}
+
+CommHandle MpiCommunicator::broadcast(Tensor& tensor, int root) {
+  TANDEM_CHECK(root >= 0 && root < size_, "broadcast from rank ", root, " in a group of ", size_);
+  OpRecord record = begin("broadcast", tensor.nbytes());
+  MPI_Request request;
+  TANDEM_CHECK_MPI(MPI_Ibcast(tensor.raw_data(), byte_count(tensor.nbytes(), "broadcast"), MPI_BYTE,
+                              root, comm_, &request));
+  return started({request}, std::move(record));
+}
+
+CommHandle MpiCommunicator::all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_rows,
+                                         Tensor& recv, const std::vector<int64_t>& recv_rows) {
+  TANDEM_CHECK(
+      static_cast<int>(send_rows.size()) == size_ && static_cast<int>(recv_rows.size()) == size_,
+      "all_to_all_v needs one row count per rank (", size_, ")");
+  TANDEM_CHECK(send.dtype() == recv.dtype(), "all_to_all_v: send is ", dtype_name(send.dtype()),
+               ", recv is ", dtype_name(recv.dtype()));
+  auto row_bytes = [](const Tensor& t) {
+    return t.ndim() == 0 || t.dim(0) == 0 ? size_t{0} : t.nbytes() / static_cast<size_t>(t.dim(0));
+  };
+  int64_t send_total = 0, recv_total = 0;
+  for (int p = 0; p < size_; ++p) send_total += send_rows[p], recv_total += recv_rows[p];
+  TANDEM_CHECK(send_total == (send.ndim() ? send.dim(0) : 0) &&
+                   recv_total == (recv.ndim() ? recv.dim(0) : 0),
+               "all_to_all_v: counts add up to ", send_total, " rows sent and ", recv_total,
+               " received, but the tensors have ", send.ndim() ? send.dim(0) : 0, " and ",
+               recv.ndim() ? recv.dim(0) : 0);
+  const size_t row = std::max(row_bytes(send), row_bytes(recv));
+  TANDEM_CHECK(send_total == 0 || recv_total == 0 || row_bytes(send) == row_bytes(recv),
+               "all_to_all_v: rows of ", row_bytes(send), " and ", row_bytes(recv), " bytes");
+  // Counts in bytes (int), displacements from the counts; kept alive until completion.
+  auto counts = std::make_shared<std::vector<int>>(4 * size_);
+  int* sc = counts->data();
+  int* sd = sc + size_;
+  int* rc = sd + size_;
+  int* rd = rc + size_;
+  size_t s_off = 0, r_off = 0;
+  for (int p = 0; p < size_; ++p) {
+    sc[p] = byte_count(send_rows[p] * row, "all_to_all_v");
+    rc[p] = byte_count(recv_rows[p] * row, "all_to_all_v");
+    sd[p] = byte_count(s_off, "all_to_all_v");
+    rd[p] = byte_count(r_off, "all_to_all_v");
+    s_off += sc[p];
+    r_off += rc[p];
+  }
+  OpRecord record = begin("all_to_all_v", s_off + r_off);
+  MPI_Request request;
+  TANDEM_CHECK_MPI(MPI_Ialltoallv(send.raw_data(), sc, sd, MPI_BYTE, recv.raw_data(), rc, rd,
+                                  MPI_BYTE, comm_, &request));
+  return started({request}, std::move(record), counts);
+}
+
+CommHandle MpiCommunicator::send(const Tensor& tensor, int peer, int tag) {
+  TANDEM_CHECK(peer >= 0 && peer < size_ && peer != rank_, "send to rank ", peer, " from ", rank_,
+               " in a group of ", size_);
+  OpRecord record{"send", name_, 0, tensor.nbytes(), {world_ranks_[peer]}};
+  MPI_Request request;
+  TANDEM_CHECK_MPI(MPI_Isend(tensor.raw_data(), byte_count(tensor.nbytes(), "send"), MPI_BYTE, peer,
+                             tag, comm_, &request));
+  return started({request}, std::move(record));
+}
+
+CommHandle MpiCommunicator::recv(Tensor& tensor, int peer, int tag) {
+  TANDEM_CHECK(peer >= 0 && peer < size_ && peer != rank_, "recv from rank ", peer, " on ", rank_,
+               " in a group of ", size_);
+  OpRecord record{
+      "recv from rank " + std::to_string(world_ranks_[peer]), name_, 0, tensor.nbytes(), {}};
+  MPI_Request request;
+  TANDEM_CHECK_MPI(MPI_Irecv(tensor.raw_data(), byte_count(tensor.nbytes(), "recv"), MPI_BYTE, peer,
+                             tag, comm_, &request));
+  return started({request}, std::move(record));
+}
+
+CommHandle MpiCommunicator::barrier() {
+  OpRecord record = begin("barrier", 0);
+  MPI_Request request;
+  TANDEM_CHECK_MPI(MPI_Ibarrier(comm_, &request));
+  return started({request}, std::move(record));
+}
+
+std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key) {
+  MPI_Comm comm;
+  TANDEM_CHECK_MPI(MPI_Comm_split(comm_, color, key, &comm));
+  const std::string name =
+      name_ + "/split" + std::to_string(++splits_) + "(" + std::to_string(color) + ")";
+  return std::unique_ptr<Communicator>(new MpiCommunicator(comm, name, shared_));
+}
+
+}  // namespace tandem::comm

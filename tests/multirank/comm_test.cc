@@ -1,0 +1,332 @@
+// Multi-rank tests of the communication layer, run as real processes under mpirun (1, 2, 3, 4 and
+// 8 ranks in CI). Every result is checked against what this rank can compute from all ranks'
+// known inputs. `comm_test --skip-collective` instead makes one rank skip a collective, to show
+// the watchdog's report.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <set>
+
+#include "comm/expert_dispatch.h"
+#include "comm/mpi/mpi_communicator.h"
+#include "comm/topology.h"
+#include "kernels/fp8.h"
+#include "kernels/router.h"
+#include "runtime/core/random.h"
+#include "runtime/model/moe_block.h"
+
+namespace tandem::comm {
+namespace {
+
+Communicator* world = nullptr;  // set by main for the tests below
+
+const DType kAllDTypes[] = {DType::kF32,    DType::kF64, DType::kBF16, DType::kF8E4M3,
+                            DType::kF8E5M2, DType::kI32, DType::kI64,  DType::kU8};
+
+// A byte pattern that names (source rank, destination, byte index).
+uint8_t pattern(int src, int dst, int64_t i) {
+  return static_cast<uint8_t>(src * 37 + dst * 11 + i * 7);
+}
+
+void fill_pattern(Tensor& t, int src, int dst) {
+  auto* bytes = static_cast<uint8_t*>(t.raw_data());
+  for (size_t i = 0; i < t.nbytes(); ++i) bytes[i] = pattern(src, dst, i);
+}
+
+template <class T>
+void check_all_reduce(DType dtype) {
+  const int r = world->rank(), n = world->size();
+  Tensor t = Tensor::empty({13}, dtype);
+  for (int64_t i = 0; i < 13; ++i) t.data<T>()[i] = static_cast<T>((r + 1) * (i % 7 + 1));
+  Tensor mx = t.clone();
+  world->all_reduce(t, ReduceOp::kSum).wait();
+  world->all_reduce(mx, ReduceOp::kMax).wait();
+  for (int64_t i = 0; i < 13; ++i) {
+    EXPECT_EQ(t.data<T>()[i], static_cast<T>(n * (n + 1) / 2 * (i % 7 + 1)));
+    EXPECT_EQ(mx.data<T>()[i], static_cast<T>(n * (i % 7 + 1)));
+  }
+}
+
+TEST(Collectives, AllReduceEveryReducibleDtype) {
+  check_all_reduce<float>(DType::kF32);
+  check_all_reduce<double>(DType::kF64);
+  check_all_reduce<int32_t>(DType::kI32);
+  check_all_reduce<int64_t>(DType::kI64);
+  Tensor b = Tensor::zeros({4}, DType::kBF16);
+  EXPECT_THROW(world->all_reduce(b), Error);
+}
+
+TEST(Collectives, ReduceScatter) {
+  const int r = world->rank(), n = world->size();
+  Tensor in = Tensor::empty({n * 3}, DType::kF64), out = Tensor::empty({3}, DType::kF64);
+  for (int64_t i = 0; i < n * 3; ++i) in.data<double>()[i] = r * 100 + i;
+  world->reduce_scatter(in, out).wait();
+  for (int64_t i = 0; i < 3; ++i)
+    EXPECT_EQ(out.data<double>()[i], 100.0 * n * (n - 1) / 2 + n * (r * 3 + i));
+}
+
+TEST(Collectives, AllGatherAndBroadcastEveryDtype) {
+  const int r = world->rank(), n = world->size();
+  for (DType dtype : kAllDTypes)
+    for (int64_t rows : {0, 3}) {
+      Tensor in = Tensor::empty({rows, 5}, dtype), out = Tensor::empty({n * rows, 5}, dtype);
+      fill_pattern(in, r, 0);
+      world->all_gather(in, out).wait();
+      const auto* bytes = static_cast<const uint8_t*>(out.raw_data());
+      for (int src = 0; src < n; ++src)
+        for (size_t i = 0; i < in.nbytes(); ++i)
+          ASSERT_EQ(bytes[src * in.nbytes() + i], pattern(src, 0, i)) << dtype_name(dtype);
+      for (int root = 0; root < n; ++root) {
+        Tensor t = Tensor::empty({rows, 5}, dtype);
+        fill_pattern(t, r, 1);
+        world->broadcast(t, root).wait();
+        for (size_t i = 0; i < t.nbytes(); ++i)
+          ASSERT_EQ(static_cast<const uint8_t*>(t.raw_data())[i], pattern(root, 1, i));
+      }
+    }
+}
+
+TEST(Collectives, AllToAllVUnevenAndEmptyEveryDtype) {
+  const int r = world->rank(), n = world->size();
+  auto rows = [](int src, int dst) { return static_cast<int64_t>((src + 2 * dst) % 3); };  // 0..2
+  for (DType dtype : kAllDTypes) {
+    std::vector<int64_t> send_rows(n), recv_rows(n);
+    int64_t send_total = 0, recv_total = 0;
+    for (int p = 0; p < n; ++p) {
+      send_total += send_rows[p] = rows(r, p);
+      recv_total += recv_rows[p] = rows(p, r);
+    }
+    Tensor send = Tensor::empty({send_total, 4}, dtype),
+           recv = Tensor::empty({recv_total, 4}, dtype);
+    const size_t row = 4 * dtype_size(dtype);
+    int64_t offset = 0;
+    for (int p = 0; p < n; ++p) {
+      Tensor block = send.rows(offset, offset + send_rows[p]);
+      fill_pattern(block, r, p);
+      offset += send_rows[p];
+    }
+    world->all_to_all_v(send, send_rows, recv, recv_rows).wait();
+    offset = 0;
+    for (int p = 0; p < n; ++p) {
+      const auto* bytes = static_cast<const uint8_t*>(recv.raw_data()) + offset * row;
+      for (size_t i = 0; i < recv_rows[p] * row; ++i)
+        ASSERT_EQ(bytes[i], pattern(p, r, i)) << dtype_name(dtype) << " from " << p;
+      offset += recv_rows[p];
+    }
+  }
+  // Nothing at all to send.
+  Tensor none = Tensor::empty({0, 4}, DType::kF32), none2 = none.clone();
+  const std::vector<int64_t> zeros(n, 0);
+  world->all_to_all_v(none, zeros, none2, zeros).wait();
+}
+
+TEST(Collectives, SendRecvRingBarrierAndSplit) {
+  const int r = world->rank(), n = world->size();
+  if (n > 1) {
+    Tensor out = Tensor::empty({6}, DType::kI64), in = Tensor::empty({6}, DType::kI64);
+    for (int i = 0; i < 6; ++i) out.data<int64_t>()[i] = r * 10 + i;
+    CommHandle receive = world->recv(in, (r + n - 1) % n, 7);  // posted before the send
+    CommHandle send = world->send(out, (r + 1) % n, 7);
+    receive.wait();
+    send.wait();
+    for (int i = 0; i < 6; ++i) EXPECT_EQ(in.data<int64_t>()[i], ((r + n - 1) % n) * 10 + i);
+  }
+  world->barrier().wait();
+  auto half = world->split(r % 2, -r);  // key -r: reversed order inside each group
+  EXPECT_EQ(half->size(), (n + 1 - r % 2) / 2);
+  EXPECT_EQ(half->world_ranks()[half->rank()], r);
+  EXPECT_GE(half->world_ranks().front(), half->world_ranks().back());
+  Tensor t = Tensor::empty({1}, DType::kI64);
+  t.data<int64_t>()[0] = r;
+  half->all_reduce(t).wait();
+  int64_t expected = 0;
+  for (int q = r % 2; q < n; q += 2) expected += q;
+  EXPECT_EQ(t.data<int64_t>()[0], expected);
+}
+
+TEST(Topology, OneHostAndSimulatedNodes) {
+  const int n = world->size();
+  Topology real = discover_topology(*world);
+  EXPECT_EQ(real.nodes, 1);
+  EXPECT_EQ(real.local_size, n);
+  EXPECT_EQ(real.local_rank, world->rank());
+  if (n % 2 == 0) {
+    Topology two = discover_topology(*world, n / 2);
+    EXPECT_EQ(two.nodes, 2);
+    EXPECT_EQ(two.node, world->rank() / (n / 2));
+    auto node = node_group(*world, two), rail = rail_group(*world, two);
+    EXPECT_EQ(node->size(), n / 2);
+    EXPECT_EQ(rail->size(), 2);
+  }
+}
+
+// Random routing of `tokens` tokens to top-2 of `experts` distinct experts.
+Tensor random_routes(int64_t tokens, int64_t experts, uint64_t seed) {
+  Tensor ids = Tensor::empty({tokens, 2}, DType::kI32);
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int32_t a = static_cast<int32_t>(random_bits(seed, 1, t) % experts);
+    const int32_t b =
+        static_cast<int32_t>((a + 1 + random_bits(seed, 2, t) % (experts - 1)) % experts);
+    ids.data<int32_t>()[2 * t] = a;
+    ids.data<int32_t>()[2 * t + 1] = b;
+  }
+  return ids;
+}
+
+TEST(ExpertDispatch, RoundTripRestoresTokensExactly) {
+  const int r = world->rank(), n = world->size();
+  const int64_t experts = 2 * n, tokens = 5 + r, d = 6;
+  ExpertDispatcher dispatcher(*world, experts);
+  Tensor x = Tensor::empty({tokens, d}, DType::kF32);
+  fill_normal(x, 1.0, 100 + r, 1);
+  const Tensor ids = random_routes(tokens, experts, 7 + r);
+  const DispatchLayout layout = dispatcher.plan(ids);
+  const Tensor rows = dispatcher.dispatch(x, layout);
+  EXPECT_EQ(rows.dim(0), layout.expert_offsets.back());
+  Tensor half = Tensor::empty({tokens, 2}, DType::kF32);
+  for (int64_t i = 0; i < 2 * tokens; ++i) half.data<float>()[i] = 0.5f;
+  const Tensor y = dispatcher.combine(rows, half, layout);  // identity experts
+  for (int64_t i = 0; i < tokens * d; ++i) ASSERT_EQ(y.data<float>()[i], x.data<float>()[i]);
+  // Every rank received exactly the copies routed to its experts by everyone.
+  Tensor local = Tensor::zeros({experts}, DType::kI64);
+  for (int64_t i = 0; i < 2 * tokens; ++i) ++local.data<int64_t>()[ids.data<int32_t>()[i]];
+  world->all_reduce(local).wait();
+  for (int64_t e = 0; e < dispatcher.experts_per_rank(); ++e)
+    EXPECT_EQ(layout.expert_offsets[e + 1] - layout.expert_offsets[e],
+              local.data<int64_t>()[dispatcher.first_local_expert() + e]);
+}
+
+TEST(ExpertDispatch, ExpertParallelMoeEqualsTheSingleProcessLayer) {
+  const int r = world->rank(), n = world->size();
+  ModelConfig c;
+  c.d_model = 24;
+  c.n_routed_experts = 2 * n;
+  c.top_k = 2;
+  c.d_expert = 10;
+  c.n_layers = 2;
+  c.seq_len = 4;
+  MoeFfnBlock reference(c, 1, DType::kF32, 11), parallel(c, 1, DType::kF32, 11);
+  Tensor x = Tensor::empty({(3 + r) * c.seq_len, c.d_model}, DType::kF32);
+  fill_normal(x, 1.0, 200 + r, 1);
+  std::unique_ptr<BlockState> state;
+  const Tensor expected = reference.forward(x, state);
+
+  ExpertDispatcher dispatcher(*world, c.n_routed_experts);
+  MoeState st;
+  parallel.route(x, st);
+  const DispatchLayout layout = dispatcher.plan(st.expert_ids);
+  const Tensor rows = dispatcher.to_experts(st.permuted, layout);
+  // Only this rank's experts have rows; the others are empty ranges.
+  std::vector<int64_t> offsets(c.n_routed_experts + 1, 0);
+  for (int64_t e = 0; e < c.n_routed_experts; ++e) {
+    const int64_t local = e - dispatcher.first_local_expert();
+    const bool mine = local >= 0 && local < dispatcher.experts_per_rank();
+    offsets[e + 1] =
+        offsets[e] + (mine ? layout.expert_offsets[local + 1] - layout.expert_offsets[local] : 0);
+  }
+  const Tensor out = parallel.run_experts(rows, offsets, st);
+  parallel.run_shared(st);
+  const Tensor y = parallel.unpermute(x, dispatcher.from_experts(out, layout), st);
+  for (int64_t i = 0; i < y.numel(); ++i)
+    ASSERT_NEAR(y.data<float>()[i], expected.data<float>()[i],
+                1e-5 * (1 + std::abs(expected.data<float>()[i])));
+}
+
+TEST(ExpertDispatch, NodeLimitedRoutingReachesAtMostMaxNodes) {
+  const int r = world->rank(), n = world->size();
+  if (n % 2 != 0) GTEST_SKIP() << "needs an even number of ranks to simulate 2 nodes";
+  const Topology topology = discover_topology(*world, n / 2);  // 2 simulated nodes
+  const int64_t experts = 4 * n, tokens = 40;
+  Tensor logits = Tensor::empty({tokens, experts}, DType::kF32);
+  fill_normal(logits, 2.0, 300 + r, 1);
+  Tensor bias = Tensor::zeros({experts}, DType::kF32), affinity = logits.clone();
+  Tensor ids = Tensor::empty({tokens, 4}, DType::kI32), w = Tensor::empty({tokens, 4}, DType::kF32);
+  kernels::router_forward(logits, bias, 4, affinity, ids, w, {topology.nodes, 1});
+  ExpertDispatcher dispatcher(*world, experts);
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::set<int> nodes;
+    for (int j = 0; j < 4; ++j)
+      nodes.insert(
+          topology.node_of_rank[dispatcher.rank_of_expert(ids.data<int32_t>()[t * 4 + j])]);
+    EXPECT_EQ(nodes.size(), 1u);
+  }
+  const DispatchLayout layout = dispatcher.plan(ids);
+  // Every copy this rank sends goes to ranks of one node per token: check the send totals add up.
+  int64_t sent = 0;
+  for (int64_t rows : layout.send_rows) sent += rows;
+  EXPECT_EQ(sent, tokens * 4);
+}
+
+TEST(ExpertDispatch, Fp8PayloadTravelsWithItsScales) {
+  const int r = world->rank(), n = world->size();
+  const int64_t tokens = 6, d = 200;
+  Tensor x = Tensor::empty({tokens, d}, DType::kF32);
+  fill_normal(x, 3.0, 400 + r, 1);
+  const auto q = kernels::quantize(x, kernels::ScaleGranularity::kTile1x128);
+  const Tensor payload = kernels::pack_fp8_rows(q);
+  ExpertDispatcher dispatcher(*world, n);
+  Tensor ids = random_routes(tokens, std::max(n, 2), 9 + r);
+  if (n == 1) ids.zero_();
+  for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int32_t>()[i] %= n;
+  const DispatchLayout layout = dispatcher.plan(ids);
+  const Tensor rows = dispatcher.dispatch(payload, layout);
+  const Tensor back = dispatcher.from_experts(rows, layout);  // round trip in slot order
+  const auto unpacked = kernels::unpack_fp8_rows(back, d, kernels::Fp8Format::kE4M3);
+  const Tensor values = kernels::dequantize(unpacked), original = kernels::dequantize(q);
+  for (int64_t s = 0; s < tokens * 2; ++s) {
+    const int64_t token = layout.plan.token_of_row[s];
+    for (int64_t c = 0; c < d; ++c)
+      ASSERT_EQ(values.data<float>()[s * d + c], original.data<float>()[token * d + c]);
+  }
+}
+
+int skip_collective_demo(int timeout_ms) {
+  auto owner = MpiCommunicator::world({timeout_ms});
+  Communicator* comm = owner.get();
+  Tensor t = Tensor::zeros({1024}, DType::kF32);
+  try {
+    comm->all_reduce(t).wait();                         // #1: everyone
+    if (comm->rank() != 1) comm->all_reduce(t).wait();  // #2: rank 1 skips it...
+    comm->barrier().wait();                             // ...and waits at the barrier
+  } catch (const CommTimeout& timeout) {
+    std::fprintf(stderr, "comm_test: %s\n", timeout.what());
+    std::fflush(stderr);
+    std::_Exit(3);  // MPI cannot be finalised with an operation stuck in flight
+  }
+  std::fprintf(stderr, "comm_test: no timeout happened\n");
+  std::_Exit(0);
+}
+
+}  // namespace
+}  // namespace tandem::comm
+
+int main(int argc, char** argv) {
+  using namespace tandem::comm;
+  const char* timeout_env = std::getenv("TANDEM_COMM_TIMEOUT_MS");
+  const int timeout_ms = timeout_env ? std::atoi(timeout_env) : 60000;
+  if (argc > 1 && std::strcmp(argv[1], "--skip-collective") == 0)
+    return skip_collective_demo(timeout_ms);
+  ::testing::InitGoogleTest(&argc, argv);
+  int failed = 0;
+  {
+    auto comm = MpiCommunicator::world({timeout_ms});
+    world = comm.get();
+    if (comm->rank() != 0) {  // one report, from rank 0; failures elsewhere still fail the run
+      auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+      delete listeners.Release(listeners.default_result_printer());
+    }
+    failed = RUN_ALL_TESTS();
+    tandem::Tensor any = tandem::Tensor::empty({1}, tandem::DType::kI32);
+    any.data<int32_t>()[0] = failed;
+    comm->all_reduce(any, ReduceOp::kMax).wait();
+    if (any.data<int32_t>()[0] && !failed && comm->rank() == 0)
+      std::fprintf(stderr, "comm_test: a test failed on another rank\n");
+    failed = any.data<int32_t>()[0];
+    world = nullptr;
+  }
+  return failed ? 1 : 0;
+}

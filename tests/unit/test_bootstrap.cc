@@ -1,0 +1,131 @@
+// Launcher environments (Open MPI, slurm, torchrun) and the TCP store.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <thread>
+
+#include "comm/bootstrap.h"
+#include "comm/store.h"
+#include "tests/unit/error_text.h"
+
+namespace tandem::comm {
+namespace {
+
+using testing::error_of;
+
+struct FakeEnvironment {
+  std::map<std::string, std::string> values;
+  EnvironmentLookup lookup() const {
+    return [this](const char* name) -> const char* {
+      auto it = values.find(name);
+      return it == values.end() ? nullptr : it->second.c_str();
+    };
+  }
+};
+
+TEST(Bootstrap, ReadsEachLauncher) {
+  FakeEnvironment ompi{{{"OMPI_COMM_WORLD_RANK", "5"},
+                        {"OMPI_COMM_WORLD_SIZE", "8"},
+                        {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                        {"OMPI_COMM_WORLD_LOCAL_SIZE", "4"}}};
+  LaunchInfo info = detect_launch(ompi.lookup());
+  EXPECT_EQ(info.launcher, Launcher::kOpenMpi);
+  EXPECT_EQ(info.rank, 5);
+  EXPECT_EQ(info.world_size, 8);
+  EXPECT_EQ(info.local_rank, 1);
+  EXPECT_EQ(info.local_size, 4);
+
+  FakeEnvironment torchrun{{{"RANK", "3"},
+                            {"WORLD_SIZE", "4"},
+                            {"LOCAL_RANK", "1"},
+                            {"LOCAL_WORLD_SIZE", "2"},
+                            {"MASTER_ADDR", "127.0.0.1"},
+                            {"MASTER_PORT", "29500"}}};
+  info = detect_launch(torchrun.lookup());
+  EXPECT_EQ(info.launcher, Launcher::kTorchrun);
+  EXPECT_EQ(info.rank, 3);
+  EXPECT_EQ(info.master_addr, "127.0.0.1");
+  EXPECT_EQ(info.master_port, 29500);
+
+  FakeEnvironment slurm{{{"SLURM_PROCID", "6"},
+                         {"SLURM_NTASKS", "7"},
+                         {"SLURM_LOCALID", "0"},
+                         {"SLURM_NODEID", "2"},
+                         {"SLURM_TASKS_PER_NODE", "3(x2),1"},
+                         {"SLURM_JOB_NODELIST", "n[1-3]"}}};
+  info = detect_launch(slurm.lookup());
+  EXPECT_EQ(info.launcher, Launcher::kSlurm);
+  EXPECT_EQ(info.rank, 6);
+  EXPECT_EQ(info.local_size, 1);
+  EXPECT_EQ(info.node_id, 2);
+
+  EXPECT_EQ(detect_launch(FakeEnvironment{}.lookup()).launcher, Launcher::kNone);
+  EXPECT_EQ(slurm_tasks_on_node("4(x2),3", 0), 4);
+  EXPECT_EQ(slurm_tasks_on_node("4(x2),3", 1), 4);
+  EXPECT_EQ(slurm_tasks_on_node("4(x2),3", 2), 3);
+}
+
+TEST(Bootstrap, RefusesPartialAndContradictoryEnvironments) {
+  FakeEnvironment partial{{{"RANK", "0"}, {"WORLD_SIZE", "2"}}};
+  std::string e = error_of([&] { detect_launch(partial.lookup()); });
+  EXPECT_NE(e.find("partial torchrun environment"), std::string::npos) << e;
+  EXPECT_NE(e.find("LOCAL_RANK=(unset)"), std::string::npos) << e;
+  EXPECT_NE(e.find("MASTER_PORT=(unset)"), std::string::npos) << e;
+
+  FakeEnvironment both{{{"OMPI_COMM_WORLD_RANK", "1"},
+                        {"OMPI_COMM_WORLD_SIZE", "2"},
+                        {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                        {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"},
+                        {"RANK", "0"},
+                        {"WORLD_SIZE", "2"},
+                        {"LOCAL_RANK", "0"},
+                        {"LOCAL_WORLD_SIZE", "2"},
+                        {"MASTER_ADDR", "127.0.0.1"},
+                        {"MASTER_PORT", "29500"}}};
+  e = error_of([&] { detect_launch(both.lookup()); });
+  EXPECT_NE(e.find("contradictory launcher environment: Open MPI and torchrun disagree"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("OMPI_COMM_WORLD_RANK=1"), std::string::npos) << e;
+  EXPECT_NE(e.find("RANK=0"), std::string::npos) << e;
+
+  FakeEnvironment bad{{{"RANK", "4"},
+                       {"WORLD_SIZE", "4"},
+                       {"LOCAL_RANK", "0"},
+                       {"LOCAL_WORLD_SIZE", "1"},
+                       {"MASTER_ADDR", "x"},
+                       {"MASTER_PORT", "1"}}};
+  EXPECT_NE(error_of([&] { detect_launch(bad.lookup()); }).find("rank 4 of 4"), std::string::npos);
+  FakeEnvironment text{{{"OMPI_COMM_WORLD_RANK", "one"},
+                        {"OMPI_COMM_WORLD_SIZE", "2"},
+                        {"OMPI_COMM_WORLD_LOCAL_RANK", "0"},
+                        {"OMPI_COMM_WORLD_LOCAL_SIZE", "1"}}};
+  EXPECT_NE(error_of([&] {
+              detect_launch(text.lookup());
+            }).find("OMPI_COMM_WORLD_RANK='one' is not a non-negative integer"),
+            std::string::npos);
+}
+
+TEST(Store, SetGetAddAndWaitAcrossClients) {
+  StoreServer server("127.0.0.1", 0);
+  StoreClient a("127.0.0.1", server.port(), 2000), b("127.0.0.1", server.port(), 2000);
+  a.set("k", "v");
+  EXPECT_EQ(b.get("k", 100), "v");
+  EXPECT_FALSE(b.get("missing", 50).has_value());
+  EXPECT_EQ(a.add("n", 2), 2);
+  EXPECT_EQ(b.add("n", 3), 5);
+  // A get waits for a key set later by another client.
+  std::thread setter([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    a.set("late", "here");
+  });
+  EXPECT_EQ(b.get("late", 5000), "here");
+  setter.join();
+  EXPECT_NE(error_of([&] {
+              StoreClient("127.0.0.1", 1, 100);
+            }).find("cannot reach the rendezvous store at 127.0.0.1:1"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace tandem::comm
