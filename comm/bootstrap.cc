@@ -38,11 +38,12 @@ const std::vector<VariableSet>& variable_sets() {
         "OMPI_COMM_WORLD_LOCAL_SIZE"},
        {}},
       {Launcher::kTorchrun,
-       {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"},
-       {}},
+       {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"},
+       {"MASTER_ADDR", "MASTER_PORT"}},
       {Launcher::kSlurm,
        {"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NODEID"},
-       {"SLURM_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE", "SLURM_JOB_NODELIST"}},
+       {"SLURM_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE", "SLURM_JOB_NODELIST", "SLURM_JOB_ID",
+        "MASTER_ADDR", "MASTER_PORT"}},
   };
   return sets;
 }
@@ -54,6 +55,17 @@ int to_int(const EnvironmentLookup& lookup, const char* name) {
   TANDEM_USER_CHECK(end != text && *end == '\0' && value >= 0 && value < (1l << 30),
                     "launcher variable ", name, "='", text, "' is not a non-negative integer");
   return static_cast<int>(value);
+}
+
+std::string listing(const VariableSet& set, const EnvironmentLookup& lookup);
+
+// "node[03-05,7],gpu1" → "node03".
+std::string first_slurm_host(const std::string& nodelist) {
+  const size_t bracket = nodelist.find('['), comma = nodelist.find(',');
+  if (bracket == std::string::npos || (comma != std::string::npos && comma < bracket))
+    return nodelist.substr(0, comma);
+  const size_t end = nodelist.find_first_of("-,]", bracket + 1);
+  return nodelist.substr(0, bracket) + nodelist.substr(bracket + 1, end - bracket - 1);
 }
 
 LaunchInfo read_set(const VariableSet& set, const EnvironmentLookup& lookup) {
@@ -76,12 +88,23 @@ LaunchInfo read_set(const VariableSet& set, const EnvironmentLookup& lookup) {
   } else {
     info.local_size = to_int(lookup, r[3]);
   }
+  // Where the rendezvous store is: MASTER_ADDR/MASTER_PORT (torchrun requires them); under
+  // slurm without them, the first node of the job on a port derived from the job id.
+  if (lookup("MASTER_ADDR")) info.master_addr = lookup("MASTER_ADDR");
+  if (lookup("MASTER_PORT")) info.master_port = to_int(lookup, "MASTER_PORT");
   if (set.launcher == Launcher::kTorchrun) {
-    info.master_addr = lookup("MASTER_ADDR");
-    info.master_port = to_int(lookup, "MASTER_PORT");
-    TANDEM_USER_CHECK(info.master_port > 0 && info.master_port < 65536,
-                      "MASTER_PORT=", info.master_port, " is not a TCP port");
+    TANDEM_USER_CHECK(!info.master_addr.empty() && info.master_port > 0,
+                      "torchrun environment without MASTER_ADDR and MASTER_PORT: found\n",
+                      listing(set, lookup), "set both to the address rank 0 can listen on");
   }
+  if (set.launcher == Launcher::kSlurm) {
+    if (info.master_addr.empty() && lookup("SLURM_JOB_NODELIST"))
+      info.master_addr = first_slurm_host(lookup("SLURM_JOB_NODELIST"));
+    if (info.master_port == 0 && lookup("SLURM_JOB_ID"))
+      info.master_port = 29500 + to_int(lookup, "SLURM_JOB_ID") % 1000;
+  }
+  TANDEM_USER_CHECK(info.master_port >= 0 && info.master_port < 65536,
+                    "MASTER_PORT=", info.master_port, " is not a TCP port");
   TANDEM_USER_CHECK(info.world_size >= 1 && info.rank < info.world_size,
                     launcher_name(set.launcher), " says rank ", info.rank, " of ", info.world_size,
                     ": the rank must be below the world size");

@@ -14,6 +14,7 @@
 #include "comm/expert_dispatch.h"
 #include "comm/mpi/mpi_communicator.h"
 #include "comm/topology.h"
+#include "comm/world.h"
 #include "kernels/fp8.h"
 #include "kernels/router.h"
 #include "runtime/core/random.h"
@@ -200,6 +201,50 @@ TEST(ExpertDispatch, RoundTripRestoresTokensExactly) {
               local.data<int64_t>()[dispatcher.first_local_expert() + e]);
 }
 
+// Backward of dispatch is combine of gradients (unweighted) and backward of combine is dispatch of
+// (gate-weighted) gradients: checked as adjoint identities <A x, g> = <x, Aᵀ g> summed over ranks.
+TEST(ExpertDispatch, BackwardOfDispatchAndCombineAreEachOthersTransposes) {
+  const int r = world->rank(), n = world->size();
+  const int64_t experts = 2 * n, tokens = 4 + r, d = 3;
+  ExpertDispatcher dispatcher(*world, experts);
+  const Tensor ids = random_routes(tokens, experts, 50 + r);
+  const DispatchLayout layout = dispatcher.plan(ids);
+  const int64_t rows = layout.expert_offsets.back();
+  auto random = [](Shape shape, uint64_t seed) {
+    Tensor t = Tensor::empty(std::move(shape), DType::kF64);
+    fill_normal(t, 1.0, seed, 1);
+    return t;
+  };
+  auto dot = [](const Tensor& a, const Tensor& b) {
+    double s = 0;
+    for (int64_t i = 0; i < a.numel(); ++i) s += a.data<double>()[i] * b.data<double>()[i];
+    return s;
+  };
+  const Tensor x = random({tokens, d}, 60 + r), g = random({rows, d}, 70 + r);
+  const Tensor w = random({tokens, 2}, 80 + r), dy = random({tokens, d}, 90 + r);
+  // dispatch: x → rows;  its backward: g → Σ over the token's copies of from_experts(g).
+  const Tensor dispatched = dispatcher.dispatch(x, layout);
+  Tensor dx = Tensor::empty({tokens, d}, DType::kF64);
+  kernels::permute_rows_backward(dispatcher.from_experts(g, layout), layout.plan, dx);
+  // combine: rows → y;  its backward: dy → to_experts(gate-weighted copies of dy).
+  const Tensor combined = dispatcher.combine(g, w, layout);
+  Tensor slot_grads = Tensor::empty({tokens * 2, d}, DType::kF64);
+  Tensor dw = Tensor::empty({tokens, 2}, DType::kF64);
+  Tensor zeros = Tensor::zeros({tokens * 2, d}, DType::kF64);
+  kernels::unpermute_weighted_backward(dy, zeros, w, layout.plan, slot_grads, dw);
+  const Tensor dg = dispatcher.to_experts(slot_grads, layout);
+  Tensor sums = Tensor::empty({4}, DType::kF64);
+  sums.data<double>()[0] = dot(dispatched, g);
+  sums.data<double>()[1] = dot(x, dx);
+  sums.data<double>()[2] = dot(combined, dy);
+  sums.data<double>()[3] = dot(g, dg);
+  world->all_reduce(sums).wait();
+  EXPECT_NEAR(sums.data<double>()[0], sums.data<double>()[1],
+              1e-9 * (1 + std::abs(sums.data<double>()[0])));
+  EXPECT_NEAR(sums.data<double>()[2], sums.data<double>()[3],
+              1e-9 * (1 + std::abs(sums.data<double>()[2])));
+}
+
 TEST(ExpertDispatch, ExpertParallelMoeEqualsTheSingleProcessLayer) {
   const int r = world->rank(), n = world->size();
   ModelConfig c;
@@ -313,8 +358,17 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   int failed = 0;
   {
-    auto comm = MpiCommunicator::world({timeout_ms});
-    world = comm.get();
+    // TANDEM_COMM_BACKEND=ucx runs the same tests on the UCX backend (how torchrun- and
+    // slurm-started jobs without MPI communicate); the default picks MPI under mpirun.
+    WorldOptions options;
+    options.timeout_ms = timeout_ms;
+    if (const char* backend = std::getenv("TANDEM_COMM_BACKEND")) options.backend = backend;
+    World joined = join_world(options);
+    Communicator* comm = joined.comm.get();
+    world = comm;
+    if (comm->rank() == 0)
+      std::printf("comm_test: %d ranks, %s launch, %s backend\n", comm->size(),
+                  launcher_name(joined.launch.launcher), options.backend.c_str());
     if (comm->rank() != 0) {  // one report, from rank 0; failures elsewhere still fail the run
       auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
       delete listeners.Release(listeners.default_result_printer());

@@ -1,0 +1,34 @@
+// The UCX backend: ucp tagged send/receive between every pair of ranks (CPU memory; CUDA memory
+// where UCX has a CUDA transport), with collectives built from those messages. Worker addresses
+// are exchanged through the rendezvous store, so it needs no MPI: it is the world communicator
+// of torchrun- and slurm-started jobs, and the pipeline communicator on the CPU.
+#pragma once
+
+#include <memory>
+
+#include "comm/p2p_collectives.h"
+#include "comm/store.h"
+
+namespace tandem::comm {
+
+class UcxCommunicator final : public P2PCommunicator {
+ public:
+  // Collective over `size` processes: publishes this worker's address under the store and
+  // connects to every other rank's. timeout_ms bounds the wait for peers and every operation.
+  static std::unique_ptr<UcxCommunicator> world(std::shared_ptr<StoreClient> store, int rank,
+                                                int size, int timeout_ms);
+  std::unique_ptr<Communicator> split(int color, int key) override;
+
+ private:
+  struct Context;
+  UcxCommunicator(std::shared_ptr<Context> context, std::string name, int rank,
+                  std::vector<int> world_ranks, uint16_t group_id,
+                  std::shared_ptr<Watchdog> watchdog);
+  std::unique_ptr<P2PRequest> post_send(const void* data, size_t bytes, int peer,
+                                        uint64_t tag) override;
+  std::unique_ptr<P2PRequest> post_recv(void* data, size_t bytes, int peer, uint64_t tag) override;
+  std::shared_ptr<Context> context_;
+  int splits_ = 0;
+};
+
+}  // namespace tandem::comm
