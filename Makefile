@@ -32,6 +32,8 @@ demo: build data
 bench: build data
 	$(BUILD)/bin/train_efficiency examples/configs/small.toml
 	$(BUILD)/bin/fp8_throughput
+	mpirun --allow-run-as-root --oversubscribe --mca mpi_yield_when_idle 1 -x OMP_NUM_THREADS=1 \
+	  -np 4 $(BUILD)/bin/comm_bandwidth
 
 # FP8 vs FP32 training of tiny.toml with the same seed: final held-out loss within 0.25%.
 fp8-compare: build data

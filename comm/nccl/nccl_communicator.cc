@@ -1,0 +1,265 @@
+// NCCL backend: collectives, grouped send/recv for all-to-all-v, split.
+#include "comm/nccl/nccl_communicator.h"
+
+#include <cstring>
+
+#include "runtime/core/cuda/cuda_check.h"
+
+#define TANDEM_CHECK_NCCL(call)                                                      \
+  do {                                                                               \
+    const ncclResult_t tandem_nccl_status_ = (call);                                 \
+    if (tandem_nccl_status_ != ncclSuccess) [[unlikely]]                             \
+      TANDEM_FAIL(#call, " failed: ", ncclGetErrorString(tandem_nccl_status_), " (", \
+                  ncclGetLastError(nullptr), ")");                                   \
+  } while (0)
+
+namespace tandem::comm {
+
+namespace {
+
+ncclDataType_t nccl_type(DType dtype, const char* op) {
+  switch (dtype) {
+    case DType::kF32:
+      return ncclFloat32;
+    case DType::kF64:
+      return ncclFloat64;
+    case DType::kBF16:
+      return ncclBfloat16;
+    case DType::kF8E4M3:
+      return ncclFloat8e4m3;
+    case DType::kF8E5M2:
+      return ncclFloat8e5m2;
+    case DType::kI32:
+      return ncclInt32;
+    case DType::kI64:
+      return ncclInt64;
+    case DType::kU8:
+      return ncclUint8;
+  }
+  TANDEM_FAIL(op, ": no NCCL type for ", dtype_name(dtype));
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) {
+  return op == ReduceOp::kSum ? ncclSum : (op == ReduceOp::kMax ? ncclMax : ncclMin);
+}
+
+void check_cuda_tensor(const Tensor& t, int device, const char* op) {
+  TANDEM_CHECK(t.numel() == 0 || t.device() == Device::cuda(device), op,
+               ": the NCCL backend needs ", Device::cuda(device).to_string(),
+               " tensors, got one on ", t.device().to_string());
+}
+
+class NcclWork final : public Work {
+ public:
+  NcclWork(cudaEvent_t event, OpRecord op, std::shared_ptr<Watchdog> watchdog, ncclComm_t comm)
+      : event_(event), op_(std::move(op)), watchdog_(std::move(watchdog)), comm_(comm) {}
+  ~NcclWork() override { cudaEventDestroy(event_); }
+  bool test() override {
+    if (done_) return true;
+    const cudaError_t status = cudaEventQuery(event_);
+    if (status == cudaErrorNotReady) {
+      ncclResult_t async = ncclSuccess;
+      TANDEM_CHECK_NCCL(ncclCommGetAsyncError(comm_, &async));
+      TANDEM_CHECK_NCCL(async);
+      return false;
+    }
+    TANDEM_CHECK_CUDA(status);
+    done_ = true;
+    return true;
+  }
+  void wait() override {
+    if (!done_) watchdog_->wait([this] { return test(); }, op_);
+  }
+
+ private:
+  cudaEvent_t event_;
+  OpRecord op_;
+  std::shared_ptr<Watchdog> watchdog_;
+  ncclComm_t comm_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Communicator& bootstrap, int device,
+                                                           int timeout_ms) {
+  TANDEM_CHECK_CUDA(cudaSetDevice(device));
+  ncclUniqueId id{};
+  if (bootstrap.rank() == 0) TANDEM_CHECK_NCCL(ncclGetUniqueId(&id));
+  Tensor bytes = Tensor::empty({static_cast<int64_t>(sizeof id)}, DType::kU8);
+  std::memcpy(bytes.raw_data(), &id, sizeof id);
+  bootstrap.broadcast(bytes, 0).wait();
+  std::memcpy(&id, bytes.raw_data(), sizeof id);
+  ncclComm_t comm;
+  TANDEM_CHECK_NCCL(ncclCommInitRank(&comm, bootstrap.size(), id, bootstrap.rank()));
+  auto watchdog =
+      std::make_shared<Watchdog>(nullptr, bootstrap.world_ranks()[bootstrap.rank()], timeout_ms);
+  return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(
+      comm, device, bootstrap.name() + "/nccl", bootstrap.world_ranks(), watchdog));
+}
+
+NcclCommunicator::NcclCommunicator(ncclComm_t comm, int device, std::string name,
+                                   std::vector<int> world_ranks, std::shared_ptr<Watchdog> watchdog)
+    : comm_(comm),
+      device_(device),
+      name_(std::move(name)),
+      world_ranks_(std::move(world_ranks)),
+      watchdog_(std::move(watchdog)) {
+  TANDEM_CHECK_NCCL(ncclCommUserRank(comm_, &rank_));
+  TANDEM_CHECK_NCCL(ncclCommCount(comm_, &size_));
+  TANDEM_CHECK_CUDA(cudaSetDevice(device_));
+  TANDEM_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+}
+
+NcclCommunicator::~NcclCommunicator() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  if (comm_) ncclCommDestroy(comm_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+OpRecord NcclCommunicator::begin(const char* op, size_t bytes, bool collective) {
+  OpRecord record{op, name_, collective ? ++seq_ : 0, bytes,
+                  collective ? world_ranks_ : std::vector<int>{}};
+  watchdog_->enter(record);
+  return record;
+}
+
+CommHandle NcclCommunicator::finish(OpRecord op) {
+  cudaEvent_t event;
+  TANDEM_CHECK_CUDA(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  TANDEM_CHECK_CUDA(cudaEventRecord(event, stream_));
+  return CommHandle(std::make_unique<NcclWork>(event, std::move(op), watchdog_, comm_));
+}
+
+CommHandle NcclCommunicator::all_reduce(Tensor& tensor, ReduceOp op) {
+  check_cuda_tensor(tensor, device_, "all_reduce");
+  OpRecord record = begin("all_reduce", tensor.nbytes(), true);
+  TANDEM_CHECK_NCCL(ncclAllReduce(tensor.raw_data(), tensor.raw_data(), tensor.numel(),
+                                  nccl_type(tensor.dtype(), "all_reduce"), nccl_op(op), comm_,
+                                  stream_));
+  return finish(std::move(record));
+}
+
+CommHandle NcclCommunicator::reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) {
+  check_cuda_tensor(input, device_, "reduce_scatter");
+  check_cuda_tensor(output, device_, "reduce_scatter");
+  TANDEM_CHECK(input.dtype() == output.dtype() && input.numel() == output.numel() * size_,
+               "reduce_scatter: input of ", input.numel(), " elements must be ", size_,
+               " x the output's ", output.numel());
+  OpRecord record = begin("reduce_scatter", input.nbytes(), true);
+  TANDEM_CHECK_NCCL(ncclReduceScatter(input.raw_data(), output.raw_data(), output.numel(),
+                                      nccl_type(input.dtype(), "reduce_scatter"), nccl_op(op),
+                                      comm_, stream_));
+  return finish(std::move(record));
+}
+
+CommHandle NcclCommunicator::all_gather(const Tensor& input, Tensor& output) {
+  check_cuda_tensor(input, device_, "all_gather");
+  check_cuda_tensor(output, device_, "all_gather");
+  TANDEM_CHECK(input.dtype() == output.dtype() && output.numel() == input.numel() * size_,
+               "all_gather: output of ", output.numel(), " elements must be ", size_,
+               " x the input's ", input.numel());
+  OpRecord record = begin("all_gather", output.nbytes(), true);
+  TANDEM_CHECK_NCCL(ncclAllGather(input.raw_data(), output.raw_data(), input.nbytes(), ncclUint8,
+                                  comm_, stream_));
+  return finish(std::move(record));
+}
+
+CommHandle NcclCommunicator::broadcast(Tensor& tensor, int root) {
+  check_cuda_tensor(tensor, device_, "broadcast");
+  OpRecord record = begin("broadcast", tensor.nbytes(), true);
+  TANDEM_CHECK_NCCL(ncclBroadcast(tensor.raw_data(), tensor.raw_data(), tensor.nbytes(), ncclUint8,
+                                  root, comm_, stream_));
+  return finish(std::move(record));
+}
+
+CommHandle NcclCommunicator::all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_rows,
+                                          Tensor& recv, const std::vector<int64_t>& recv_rows) {
+  check_cuda_tensor(send, device_, "all_to_all_v");
+  check_cuda_tensor(recv, device_, "all_to_all_v");
+  TANDEM_CHECK(
+      static_cast<int>(send_rows.size()) == size_ && static_cast<int>(recv_rows.size()) == size_,
+      "all_to_all_v needs one row count per rank (", size_, ")");
+  const size_t row = send.ndim() && send.dim(0)
+                         ? send.nbytes() / send.dim(0)
+                         : (recv.ndim() && recv.dim(0) ? recv.nbytes() / recv.dim(0) : 0);
+  size_t s_off = 0, r_off = 0;
+  for (int p = 0; p < size_; ++p) s_off += send_rows[p] * row, r_off += recv_rows[p] * row;
+  OpRecord record = begin("all_to_all_v", s_off + r_off, true);
+  s_off = r_off = 0;
+  TANDEM_CHECK_NCCL(ncclGroupStart());
+  for (int p = 0; p < size_; ++p) {
+    const size_t out = send_rows[p] * row, in = recv_rows[p] * row;
+    if (out)
+      TANDEM_CHECK_NCCL(ncclSend(static_cast<const char*>(send.raw_data()) + s_off, out, ncclUint8,
+                                 p, comm_, stream_));
+    if (in)
+      TANDEM_CHECK_NCCL(
+          ncclRecv(static_cast<char*>(recv.raw_data()) + r_off, in, ncclUint8, p, comm_, stream_));
+    s_off += out;
+    r_off += in;
+  }
+  TANDEM_CHECK_NCCL(ncclGroupEnd());
+  return finish(std::move(record));
+}
+
+CommHandle NcclCommunicator::send(const Tensor& tensor, int peer, int tag) {
+  (void)tag;  // NCCL matches point-to-point in posting order per peer
+  check_cuda_tensor(tensor, device_, "send");
+  OpRecord record = begin("send", tensor.nbytes(), false);
+  TANDEM_CHECK_NCCL(ncclSend(tensor.raw_data(), tensor.nbytes(), ncclUint8, peer, comm_, stream_));
+  return finish(std::move(record));
+}
+
+CommHandle NcclCommunicator::recv(Tensor& tensor, int peer, int tag) {
+  (void)tag;
+  check_cuda_tensor(tensor, device_, "recv");
+  OpRecord record = begin("recv", tensor.nbytes(), false);
+  TANDEM_CHECK_NCCL(ncclRecv(tensor.raw_data(), tensor.nbytes(), ncclUint8, peer, comm_, stream_));
+  return finish(std::move(record));
+}
+
+CommHandle NcclCommunicator::barrier() {
+  Tensor token = Tensor::zeros({1}, DType::kF32).to(Device::cuda(device_));
+  OpRecord record = begin("barrier", 0, true);
+  TANDEM_CHECK_NCCL(
+      ncclAllReduce(token.raw_data(), token.raw_data(), 1, ncclFloat32, ncclSum, comm_, stream_));
+  CommHandle handle = finish(std::move(record));
+  handle.wait();  // the token must outlive the operation
+  return handle;
+}
+
+std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key) {
+  ncclComm_t comm = nullptr;
+  TANDEM_CHECK_NCCL(ncclCommSplit(comm_, color, key, &comm, nullptr));
+  TANDEM_CHECK(comm != nullptr, "ncclCommSplit gave no communicator for color ", color);
+  int new_rank = 0, new_size = 0;
+  TANDEM_CHECK_NCCL(ncclCommUserRank(comm, &new_rank));
+  TANDEM_CHECK_NCCL(ncclCommCount(comm, &new_size));
+  // World ranks of the new group: gather (color, key, world rank) on the parent over NCCL would
+  // need device buffers; the members are recomputed from an all-gather on a host copy instead.
+  Tensor mine = Tensor::empty({3}, DType::kI64);
+  mine.data<int64_t>()[0] = color;
+  mine.data<int64_t>()[1] = key;
+  mine.data<int64_t>()[2] = world_ranks_[rank_];
+  Tensor device_mine = mine.to(Device::cuda(device_));
+  Tensor device_all = Tensor::empty({3 * size_}, DType::kI64, Device::cuda(device_));
+  all_gather(device_mine, device_all).wait();
+  const Tensor all = device_all.to(Device::cpu());
+  std::vector<std::tuple<int64_t, int, int>> members;
+  for (int p = 0; p < size_; ++p) {
+    const int64_t* v = all.data<int64_t>() + 3 * p;
+    if (v[0] == color) members.emplace_back(v[1], p, static_cast<int>(v[2]));
+  }
+  std::sort(members.begin(), members.end());
+  std::vector<int> world;
+  for (const auto& m : members) world.push_back(std::get<2>(m));
+  TANDEM_CHECK(static_cast<int>(world.size()) == new_size, "ncclCommSplit: ", new_size,
+               " ranks in the new group, ", world.size(), " expected");
+  return std::unique_ptr<Communicator>(new NcclCommunicator(
+      comm, device_,
+      name_ + "/split" + std::to_string(++splits_) + "(" + std::to_string(color) + ")", world,
+      watchdog_));
+}
+
+}  // namespace tandem::comm

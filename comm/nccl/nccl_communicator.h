@@ -1,0 +1,58 @@
+// The NCCL backend (NCCL 2.28): CUDA tensors, operations enqueued on this communicator's CUDA
+// stream; a handle completes when a CUDA event recorded after the operation has fired. The NCCL
+// unique id travels over a bootstrap communicator (MPI or UCX), so any launcher works.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <memory>
+
+#include "comm/communicator.h"
+#include "comm/watchdog.h"
+
+namespace tandem::comm {
+
+class NcclCommunicator final : public Communicator {
+ public:
+  // Collective over `bootstrap`'s group: one NCCL rank per member, on CUDA device `device`.
+  static std::unique_ptr<NcclCommunicator> create(Communicator& bootstrap, int device,
+                                                  int timeout_ms);
+  ~NcclCommunicator() override;
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  const std::string& name() const override { return name_; }
+  const std::vector<int>& world_ranks() const override { return world_ranks_; }
+
+  CommHandle all_reduce(Tensor& tensor, ReduceOp op) override;
+  CommHandle reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) override;
+  CommHandle all_gather(const Tensor& input, Tensor& output) override;
+  CommHandle broadcast(Tensor& tensor, int root) override;
+  CommHandle all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_rows, Tensor& recv,
+                          const std::vector<int64_t>& recv_rows) override;
+  CommHandle send(const Tensor& tensor, int peer, int tag) override;
+  CommHandle recv(Tensor& tensor, int peer, int tag) override;
+  CommHandle barrier() override;
+  std::unique_ptr<Communicator> split(int color, int key) override;
+
+  cudaStream_t stream() const { return stream_; }
+
+ private:
+  NcclCommunicator(ncclComm_t comm, int device, std::string name, std::vector<int> world_ranks,
+                   std::shared_ptr<Watchdog> watchdog);
+  OpRecord begin(const char* op, size_t bytes, bool collective);
+  CommHandle finish(OpRecord op);
+
+  ncclComm_t comm_ = nullptr;
+  int device_ = 0;
+  int rank_ = 0, size_ = 1;
+  std::string name_;
+  std::vector<int> world_ranks_;
+  cudaStream_t stream_ = nullptr;
+  uint64_t seq_ = 0;
+  int splits_ = 0;
+  std::shared_ptr<Watchdog> watchdog_;
+};
+
+}  // namespace tandem::comm
