@@ -38,4 +38,27 @@ bool CommHandle::test() {
   return true;
 }
 
+size_t row_bytes(const Tensor& tensor) {
+  return tensor.ndim() == 0 || tensor.dim(0) == 0
+             ? 0
+             : tensor.nbytes() / static_cast<size_t>(tensor.dim(0));
+}
+
+void check_row_blocks(const Tensor& send, const std::vector<RowBlock>& sends, const Tensor& recv,
+                      const std::vector<RowBlock>& recvs, int group_size) {
+  TANDEM_CHECK(send.dtype() == recv.dtype(), "exchange_rows: send is ", dtype_name(send.dtype()),
+               ", recv is ", dtype_name(recv.dtype()));
+  TANDEM_CHECK(row_bytes(send) == 0 || row_bytes(recv) == 0 || row_bytes(send) == row_bytes(recv),
+               "exchange_rows: rows of ", row_bytes(send), " and ", row_bytes(recv), " bytes");
+  for (const auto* list : {&sends, &recvs})
+    for (const RowBlock& b : *list) {
+      const Tensor& t = list == &sends ? send : recv;
+      TANDEM_CHECK(b.peer >= 0 && b.peer < group_size && b.row >= 0 && b.rows >= 0 &&
+                       b.row + b.rows <= (t.ndim() ? t.dim(0) : 0),
+                   "exchange_rows: block of rows [", b.row, ", ", b.row + b.rows, ") with rank ",
+                   b.peer, " outside a tensor of ", t.ndim() ? t.dim(0) : 0, " rows in a group of ",
+                   group_size);
+    }
+}
+
 }  // namespace tandem::comm

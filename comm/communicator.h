@@ -16,6 +16,13 @@ namespace tandem::comm {
 
 enum class ReduceOp { kSum, kMax, kMin };
 
+// Rows [row, row + rows) of a tensor, to or from one peer.
+struct RowBlock {
+  int peer;
+  int64_t row;
+  int64_t rows;
+};
+
 // Thrown by CommHandle::wait() when an operation passes its deadline; what() is the full report.
 class CommTimeout : public Error {
  public:
@@ -69,11 +76,23 @@ class Communicator {
   // must have the same size.
   virtual CommHandle all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_rows,
                                   Tensor& recv, const std::vector<int64_t>& recv_rows) = 0;
+  // Scatter/gather exchange: each block of `send` goes to its peer and each block of `recv` is
+  // filled from its peer; the k-th non-empty block sent to a peer lands in the k-th non-empty
+  // block that peer lists for us. Layouts all_to_all_v cannot express (receiving straight into
+  // expert-major order) then need no copy. Collective over the group.
+  virtual CommHandle exchange_rows(const Tensor& send, const std::vector<RowBlock>& sends,
+                                   Tensor& recv, const std::vector<RowBlock>& recvs) = 0;
   virtual CommHandle send(const Tensor& tensor, int peer, int tag) = 0;
   virtual CommHandle recv(Tensor& tensor, int peer, int tag) = 0;
   virtual CommHandle barrier() = 0;
   // Ranks with the same color form a new group, ordered by key (then by rank). Collective.
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
 };
+
+// Bytes per row of the leading dimension (0 for an empty tensor).
+size_t row_bytes(const Tensor& tensor);
+// Validates an exchange_rows request; shared by the backends.
+void check_row_blocks(const Tensor& send, const std::vector<RowBlock>& sends, const Tensor& recv,
+                      const std::vector<RowBlock>& recvs, int group_size);
 
 }  // namespace tandem::comm

@@ -1,6 +1,5 @@
-// Dispatch/combine: count exchange, payload all-to-all, and the reorder between the order rows
-// arrive in (by source rank, then local expert) and the order experts consume (by local expert,
-// then source rank).
+// Dispatch/combine: the count exchange, then payload blocks placed directly where the other side
+// wants them (expert-major on the experts' ranks, slot order on the tokens' ranks).
 #include "comm/expert_dispatch.h"
 
 #include <cstring>
@@ -8,17 +7,6 @@
 namespace tandem::comm {
 
 namespace {
-
-// Copies row blocks: block i of `src` (rows [src_off[i], +len[i])) to `dst` at dst_off[i].
-void move_blocks(const Tensor& src, Tensor& dst, const std::vector<int64_t>& src_off,
-                 const std::vector<int64_t>& dst_off, const std::vector<int64_t>& len) {
-  if (src.ndim() == 0 || src.dim(0) == 0) return;
-  const size_t row = src.nbytes() / static_cast<size_t>(src.dim(0));
-  const char* s = static_cast<const char*>(src.raw_data());
-  char* d = static_cast<char*>(dst.raw_data());
-  for (size_t i = 0; i < len.size(); ++i)
-    if (len[i]) std::memcpy(d + dst_off[i] * row, s + src_off[i] * row, len[i] * row);
-}
 
 Shape with_rows(const Tensor& like, int64_t rows) {
   Shape shape = like.shape();
@@ -66,52 +54,42 @@ DispatchLayout ExpertDispatcher::plan(const Tensor& expert_ids) {
   return layout;
 }
 
-Tensor ExpertDispatcher::to_experts(const Tensor& slot_rows, const DispatchLayout& layout) {
+// Blocks of the movement between the tokens' ranks (rows grouped by global expert, as the plan
+// orders them) and the experts' ranks (rows grouped by local expert, then by source rank). Listing
+// them per (peer, local expert) on both sides lets exchange_rows place every block directly.
+void ExpertDispatcher::blocks(const DispatchLayout& layout, std::vector<RowBlock>& token_side,
+                              std::vector<RowBlock>& expert_side) const {
   const int peers = group_.size();
   const int64_t local = experts_per_rank_;
-  int64_t received = 0;
-  for (int64_t r : layout.recv_rows) received += r;
-  Tensor arrived = Tensor::empty(with_rows(slot_rows, received), slot_rows.dtype());
-  group_.all_to_all_v(slot_rows, layout.send_rows, arrived, layout.recv_rows).wait();
-  // Source-major → expert-major.
-  std::vector<int64_t> src_off, dst_off, len;
   std::vector<int64_t> next(layout.expert_offsets.begin(), layout.expert_offsets.end() - 1);
-  int64_t offset = 0;
+  token_side.clear();
+  expert_side.clear();
   for (int p = 0; p < peers; ++p)
     for (int64_t e = 0; e < local; ++e) {
-      const int64_t n = layout.recv_by_expert[p * local + e];
-      src_off.push_back(offset);
-      dst_off.push_back(next[e]);
-      len.push_back(n);
-      offset += n;
-      next[e] += n;
+      const int64_t global = p * local + e;
+      token_side.push_back(
+          {p, layout.plan.expert_offsets[global], layout.plan.rows_for_expert(global)});
+      const int64_t rows = layout.recv_by_expert[p * local + e];
+      expert_side.push_back({p, next[e], rows});
+      next[e] += rows;
     }
-  Tensor grouped = Tensor::empty(arrived.shape(), arrived.dtype());
-  move_blocks(arrived, grouped, src_off, dst_off, len);
+}
+
+Tensor ExpertDispatcher::to_experts(const Tensor& slot_rows, const DispatchLayout& layout) {
+  std::vector<RowBlock> token_side, expert_side;
+  blocks(layout, token_side, expert_side);
+  Tensor grouped =
+      Tensor::empty(with_rows(slot_rows, layout.expert_offsets.back()), slot_rows.dtype());
+  group_.exchange_rows(slot_rows, token_side, grouped, expert_side).wait();
   return grouped;
 }
 
 Tensor ExpertDispatcher::from_experts(const Tensor& expert_rows, const DispatchLayout& layout) {
-  const int peers = group_.size();
-  const int64_t local = experts_per_rank_;
-  // Expert-major → source-major, then back to the tokens' ranks.
-  std::vector<int64_t> src_off, dst_off, len;
-  std::vector<int64_t> next(layout.expert_offsets.begin(), layout.expert_offsets.end() - 1);
-  int64_t offset = 0;
-  for (int p = 0; p < peers; ++p)
-    for (int64_t e = 0; e < local; ++e) {
-      const int64_t n = layout.recv_by_expert[p * local + e];
-      src_off.push_back(next[e]);
-      dst_off.push_back(offset);
-      len.push_back(n);
-      offset += n;
-      next[e] += n;
-    }
-  Tensor by_source = Tensor::empty(expert_rows.shape(), expert_rows.dtype());
-  move_blocks(expert_rows, by_source, src_off, dst_off, len);
+  std::vector<RowBlock> token_side, expert_side;
+  blocks(layout, token_side, expert_side);
   Tensor back =
       Tensor::empty(with_rows(expert_rows, layout.tokens * layout.plan.top_k), expert_rows.dtype());
-  group_.all_to_all_v(by_source, layout.recv_rows, back, layout.send_rows).wait();
+  group_.exchange_rows(expert_rows, expert_side, back, token_side).wait();
   return back;
 }
 

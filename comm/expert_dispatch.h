@@ -47,6 +47,8 @@ class ExpertDispatcher {
   Tensor from_experts(const Tensor& expert_rows, const DispatchLayout& layout);
 
  private:
+  void blocks(const DispatchLayout& layout, std::vector<RowBlock>& token_side,
+              std::vector<RowBlock>& expert_side) const;
   Communicator& group_;
   int64_t n_experts_;
   int64_t experts_per_rank_;

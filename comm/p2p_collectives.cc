@@ -224,6 +224,48 @@ CommHandle P2PCommunicator::all_to_all_v(const Tensor& send, const std::vector<i
   return launch("all_to_all_v", s_off + r_off, true, std::move(requests));
 }
 
+CommHandle P2PCommunicator::exchange_rows(const Tensor& send, const std::vector<RowBlock>& sends,
+                                          Tensor& recv, const std::vector<RowBlock>& recvs) {
+  check_row_blocks(send, sends, recv, recvs, size());
+  const size_t row = std::max(row_bytes(send), row_bytes(recv));
+  size_t total = 0;
+  for (const auto* list : {&sends, &recvs})
+    for (const RowBlock& b : *list) total += b.rows * row;
+  const uint64_t seq = next_collective();
+  watchdog_->enter({"exchange_rows", name_, seq, total, world_ranks_});
+  // Tag field: 20 bits of sequence, 11 bits of block index per peer.
+  auto tag = [&](uint64_t k, int source) {
+    TANDEM_CHECK(k < 2048, "exchange_rows: more than 2048 blocks with one peer");
+    return make_tag(true, ((seq & 0xfffff) << 11) | k, source);
+  };
+  std::vector<int> sent_to(size(), 0), received_from(size(), 0);
+  std::vector<std::unique_ptr<P2PRequest>> requests;
+  for (const RowBlock& b : recvs) {
+    if (b.rows == 0) continue;
+    char* target = static_cast<char*>(recv.raw_data()) + b.row * row;
+    if (b.peer == rank_) continue;  // filled by the matching local block below
+    requests.push_back(
+        post_recv(target, b.rows * row, b.peer, tag(received_from[b.peer]++, b.peer)));
+  }
+  std::vector<const RowBlock*> to_self;
+  for (const RowBlock& b : recvs)
+    if (b.rows && b.peer == rank_) to_self.push_back(&b);
+  size_t self_index = 0;
+  for (const RowBlock& b : sends) {
+    if (b.rows == 0) continue;
+    const char* source = static_cast<const char*>(send.raw_data()) + b.row * row;
+    if (b.peer == rank_) {
+      TANDEM_CHECK(self_index < to_self.size() && to_self[self_index]->rows == b.rows,
+                   "exchange_rows: blocks to and from this rank do not match");
+      std::memcpy(static_cast<char*>(recv.raw_data()) + to_self[self_index++]->row * row, source,
+                  b.rows * row);
+      continue;
+    }
+    requests.push_back(post_send(source, b.rows * row, b.peer, tag(sent_to[b.peer]++, rank_)));
+  }
+  return launch("exchange_rows", total, true, std::move(requests));
+}
+
 CommHandle P2PCommunicator::send(const Tensor& tensor, int peer, int tag) {
   TANDEM_CHECK(peer >= 0 && peer < size() && peer != rank_, "send to rank ", peer, " from ", rank_,
                " in a group of ", size());

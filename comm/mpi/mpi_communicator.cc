@@ -137,6 +137,7 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::world(const MpiOptions& option
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, std::shared_ptr<Shared> shared)
     : comm_(comm), name_(std::move(name)), shared_(std::move(shared)) {
   MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+  TANDEM_CHECK_MPI(MPI_Comm_dup(comm_, &exchange_comm_));
   TANDEM_CHECK_MPI(MPI_Comm_rank(comm_, &rank_));
   TANDEM_CHECK_MPI(MPI_Comm_size(comm_, &size_));
   MPI_Group group, world_group;
@@ -154,7 +155,10 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, std::shared_pt
 MpiCommunicator::~MpiCommunicator() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) MPI_Comm_free(&comm_);
+  if (!finalized) {
+    MPI_Comm_free(&exchange_comm_);
+    MPI_Comm_free(&comm_);
+  }
 }
 
 OpRecord MpiCommunicator::begin(const char* op, size_t bytes) {
@@ -253,6 +257,35 @@ CommHandle MpiCommunicator::all_to_all_v(const Tensor& send, const std::vector<i
   TANDEM_CHECK_MPI(MPI_Ialltoallv(send.raw_data(), sc, sd, MPI_BYTE, recv.raw_data(), rc, rd,
                                   MPI_BYTE, comm_, &request));
   return started({request}, std::move(record), counts);
+}
+
+CommHandle MpiCommunicator::exchange_rows(const Tensor& send, const std::vector<RowBlock>& sends,
+                                          Tensor& recv, const std::vector<RowBlock>& recvs) {
+  check_row_blocks(send, sends, recv, recvs, size_);
+  const size_t row = std::max(row_bytes(send), row_bytes(recv));
+  size_t total = 0;
+  for (const auto* list : {&sends, &recvs})
+    for (const RowBlock& b : *list) total += b.rows * row;
+  OpRecord record = begin("exchange_rows", total);
+  // The k-th non-empty block per peer is tag k; MPI's non-overtaking order keeps successive
+  // exchanges apart.
+  std::vector<MPI_Request> requests;
+  std::vector<int> sent_to(size_, 0), received_from(size_, 0);
+  for (const RowBlock& b : recvs) {
+    if (b.rows == 0) continue;
+    requests.emplace_back();
+    TANDEM_CHECK_MPI(MPI_Irecv(static_cast<char*>(recv.raw_data()) + b.row * row,
+                               byte_count(b.rows * row, "exchange_rows"), MPI_BYTE, b.peer,
+                               received_from[b.peer]++, exchange_comm_, &requests.back()));
+  }
+  for (const RowBlock& b : sends) {
+    if (b.rows == 0) continue;
+    requests.emplace_back();
+    TANDEM_CHECK_MPI(MPI_Isend(static_cast<const char*>(send.raw_data()) + b.row * row,
+                               byte_count(b.rows * row, "exchange_rows"), MPI_BYTE, b.peer,
+                               sent_to[b.peer]++, exchange_comm_, &requests.back()));
+  }
+  return started(std::move(requests), std::move(record));
 }
 
 CommHandle MpiCommunicator::send(const Tensor& tensor, int peer, int tag) {

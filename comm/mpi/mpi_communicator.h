@@ -34,6 +34,8 @@ class MpiCommunicator final : public Communicator {
   CommHandle broadcast(Tensor& tensor, int root) override;
   CommHandle all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_rows, Tensor& recv,
                           const std::vector<int64_t>& recv_rows) override;
+  CommHandle exchange_rows(const Tensor& send, const std::vector<RowBlock>& sends, Tensor& recv,
+                           const std::vector<RowBlock>& recvs) override;
   CommHandle send(const Tensor& tensor, int peer, int tag) override;
   CommHandle recv(Tensor& tensor, int peer, int tag) override;
   CommHandle barrier() override;
@@ -49,6 +51,7 @@ class MpiCommunicator final : public Communicator {
                      std::shared_ptr<void> keep_alive = nullptr);
 
   MPI_Comm comm_;
+  MPI_Comm exchange_comm_;  // exchange_rows' messages never meet user send/recv tags
   int rank_ = 0, size_ = 1;
   std::string name_;
   std::vector<int> world_ranks_;

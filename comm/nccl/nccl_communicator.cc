@@ -203,6 +203,30 @@ CommHandle NcclCommunicator::all_to_all_v(const Tensor& send, const std::vector<
   return finish(std::move(record));
 }
 
+CommHandle NcclCommunicator::exchange_rows(const Tensor& send, const std::vector<RowBlock>& sends,
+                                           Tensor& recv, const std::vector<RowBlock>& recvs) {
+  check_cuda_tensor(send, device_, "exchange_rows");
+  check_cuda_tensor(recv, device_, "exchange_rows");
+  check_row_blocks(send, sends, recv, recvs, size_);
+  const size_t row = std::max(row_bytes(send), row_bytes(recv));
+  size_t total = 0;
+  for (const auto* list : {&sends, &recvs})
+    for (const RowBlock& b : *list) total += b.rows * row;
+  OpRecord record = begin("exchange_rows", total, true);
+  // Inside one group, NCCL matches sends and receives per peer in posting order.
+  TANDEM_CHECK_NCCL(ncclGroupStart());
+  for (const RowBlock& b : recvs)
+    if (b.rows)
+      TANDEM_CHECK_NCCL(ncclRecv(static_cast<char*>(recv.raw_data()) + b.row * row, b.rows * row,
+                                 ncclUint8, b.peer, comm_, stream_));
+  for (const RowBlock& b : sends)
+    if (b.rows)
+      TANDEM_CHECK_NCCL(ncclSend(static_cast<const char*>(send.raw_data()) + b.row * row,
+                                 b.rows * row, ncclUint8, b.peer, comm_, stream_));
+  TANDEM_CHECK_NCCL(ncclGroupEnd());
+  return finish(std::move(record));
+}
+
 CommHandle NcclCommunicator::send(const Tensor& tensor, int peer, int tag) {
   (void)tag;  // NCCL matches point-to-point in posting order per peer
   check_cuda_tensor(tensor, device_, "send");

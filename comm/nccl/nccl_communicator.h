@@ -31,6 +31,8 @@ class NcclCommunicator final : public Communicator {
   CommHandle broadcast(Tensor& tensor, int root) override;
   CommHandle all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_rows, Tensor& recv,
                           const std::vector<int64_t>& recv_rows) override;
+  CommHandle exchange_rows(const Tensor& send, const std::vector<RowBlock>& sends, Tensor& recv,
+                           const std::vector<RowBlock>& recvs) override;
   CommHandle send(const Tensor& tensor, int peer, int tag) override;
   CommHandle recv(Tensor& tensor, int peer, int tag) override;
   CommHandle barrier() override;
