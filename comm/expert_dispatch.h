@@ -36,7 +36,8 @@ class ExpertDispatcher {
   // x [N, d] → rows for the local experts, expert-major [Σ recv_rows, d].
   Tensor dispatch(const Tensor& x, const DispatchLayout& layout);
   // Expert outputs (expert-major) → y [N, d] = Σ_j gate[t, j] · out(t, j) on the tokens' ranks.
-  // slot_rows receives the returned rows in slot order ([N·k, d], grouped like layout.plan),
+  // slot_rows receives the returned rows ([N·k, d], in layout.plan's order: slot (t, j) is row
+  // plan.row_of_slot[t·k + j]),
   // which the backward of combine needs.
   Tensor combine(const Tensor& expert_out, const Tensor& gate_weights, const DispatchLayout& layout,
                  Tensor* slot_rows = nullptr);

@@ -12,9 +12,11 @@
 #include <set>
 
 #include "comm/expert_dispatch.h"
+#include "comm/hierarchical_dispatch.h"
 #include "comm/mpi/mpi_communicator.h"
 #include "comm/topology.h"
 #include "comm/world.h"
+#include "kernels/elementwise.h"
 #include "kernels/fp8.h"
 #include "kernels/router.h"
 #include "runtime/core/random.h"
@@ -254,6 +256,7 @@ TEST(ExpertDispatch, ExpertParallelMoeEqualsTheSingleProcessLayer) {
   c.d_expert = 10;
   c.n_layers = 2;
   c.seq_len = 4;
+  c.init_std = 0.5;  // expert outputs of the size of x, so a misrouted row cannot hide
   MoeFfnBlock reference(c, 1, DType::kF32, 11), parallel(c, 1, DType::kF32, 11);
   Tensor x = Tensor::empty({(3 + r) * c.seq_len, c.d_model}, DType::kF32);
   fill_normal(x, 1.0, 200 + r, 1);
@@ -304,6 +307,65 @@ TEST(ExpertDispatch, NodeLimitedRoutingReachesAtMostMaxNodes) {
   int64_t sent = 0;
   for (int64_t rows : layout.send_rows) sent += rows;
   EXPECT_EQ(sent, tokens * 4);
+}
+
+TEST(ExpertDispatch, HierarchicalEqualsFlatAndCrossesNodesLess) {
+  const int r = world->rank(), n = world->size();
+  if (n % 2 != 0) GTEST_SKIP() << "needs an even number of ranks to simulate 2 nodes";
+  const Topology topology = discover_topology(*world, n / 2);
+  ModelConfig c;
+  c.d_model = 16;
+  c.n_routed_experts = 2 * n;
+  c.top_k = 3;
+  c.d_expert = 8;
+  c.n_layers = 2;
+  c.seq_len = 4;
+  c.init_std = 0.5;  // expert outputs of the size of x, so a misrouted row cannot hide
+  MoeFfnBlock reference(c, 1, DType::kF32, 21), parallel(c, 1, DType::kF32, 21);
+  Tensor x = Tensor::empty({(4 + r) * c.seq_len, c.d_model}, DType::kF32);
+  fill_normal(x, 1.0, 500 + r, 1);
+  std::unique_ptr<BlockState> state;
+  const Tensor expected = reference.forward(x, state);
+
+  HierarchicalDispatcher dispatcher(*world, topology, c.n_routed_experts);
+  MoeState st;
+  parallel.route(x, st);
+  const HierarchicalLayout layout = dispatcher.plan(st.expert_ids, st.gate_weights);
+  const Tensor rows = dispatcher.dispatch(st.normed, layout);
+  std::vector<int64_t> offsets(c.n_routed_experts + 1, 0);
+  for (int64_t e = 0; e < c.n_routed_experts; ++e) {
+    const int64_t local = e - dispatcher.first_local_expert();
+    const bool mine = local >= 0 && local < dispatcher.experts_per_rank();
+    offsets[e + 1] =
+        offsets[e] +
+        (mine ? layout.node.expert_offsets[local + 1] - layout.node.expert_offsets[local] : 0);
+  }
+  // Identity experts first: the gate weights sum to one, so the tokens come back (to rounding).
+  const Tensor same = dispatcher.combine(rows, layout);
+  for (int64_t i = 0; i < same.numel(); ++i)
+    ASSERT_NEAR(same.data<float>()[i], st.normed.data<float>()[i],
+                1e-6 * (1 + std::abs(st.normed.data<float>()[i])));
+  const Tensor out = parallel.run_experts(rows, offsets, st);
+  parallel.run_shared(st);
+  Tensor y = dispatcher.combine(out, layout);
+  kernels::axpy(1.0, x, y);
+  kernels::axpy(1.0, st.shared_out, y);
+  for (int64_t i = 0; i < y.numel(); ++i)
+    ASSERT_NEAR(y.data<float>()[i], expected.data<float>()[i],
+                1e-5 * (1 + std::abs(expected.data<float>()[i])));
+
+  // A token crosses to a remote node once, however many of its experts live there.
+  int64_t flat_crossings = 0;
+  for (int64_t i = 0; i < st.expert_ids.numel(); ++i)
+    flat_crossings +=
+        topology.node_of_rank[st.expert_ids.data<int32_t>()[i] / dispatcher.experts_per_rank()] !=
+        topology.node;
+  EXPECT_LE(dispatcher.rows_sent_across_nodes(), flat_crossings);
+  Tensor totals = Tensor::empty({2}, DType::kI64);
+  totals.data<int64_t>()[0] = dispatcher.rows_sent_across_nodes();
+  totals.data<int64_t>()[1] = flat_crossings;
+  world->all_reduce(totals).wait();
+  EXPECT_LT(totals.data<int64_t>()[0], totals.data<int64_t>()[1]);
 }
 
 TEST(ExpertDispatch, Fp8PayloadTravelsWithItsScales) {

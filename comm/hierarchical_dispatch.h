@@ -1,0 +1,54 @@
+// Hierarchical expert dispatch (DeepSeek-V3's cross-node pattern): a token crosses to each
+// destination node once — to the rank with the same local index there, over the rail group — and
+// that rank fans the copies out inside its node to the ranks holding the experts. Combine runs the
+// other way: expert outputs return inside the node, are summed with their gate weights there, and
+// one partial sum per (token, node) crosses back. Nodes come from a Topology (real or simulated);
+// ranks of a node must be consecutive, and experts are placed contiguously as in ExpertDispatcher.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "comm/expert_dispatch.h"
+#include "comm/topology.h"
+
+namespace tandem::comm {
+
+struct HierarchicalLayout {
+  int64_t tokens = 0;
+  // On the token's rank: one trip per (token, destination node), ordered by node.
+  std::vector<int64_t> trip_token;
+  std::vector<int64_t> rail_send, rail_recv;  // trips per rail peer (= node)
+  // On the forwarding rank: the trips received, and one copy per (trip, slot on this node).
+  Tensor trip_meta;  // int32 [trips received, 2k]: expert ids (−1: elsewhere), gate bits
+  std::vector<int64_t> copy_trip;  // trip of each copy
+  std::vector<float> copy_weight;  // gate weight of each copy
+  Tensor copy_expert;              // int32 [copies, 1]: expert index within the node
+  DispatchLayout node;             // the fan-out inside the node
+};
+
+class HierarchicalDispatcher {
+ public:
+  HierarchicalDispatcher(Communicator& expert_group, const Topology& topology, int64_t n_experts);
+  int64_t experts_per_rank() const { return experts_per_rank_; }
+  int64_t first_local_expert() const { return experts_per_rank_ * group_.rank(); }
+
+  // Exchanges routing metadata (expert ids and gate weights travel with the trips).
+  HierarchicalLayout plan(const Tensor& expert_ids, const Tensor& gate_weights);
+  // x [N, d] fp32 → rows for the local experts, expert-major (offsets in layout.node).
+  Tensor dispatch(const Tensor& x, const HierarchicalLayout& layout);
+  // Expert outputs (expert-major) → y [N, d] = Σ_j gate[t, j] · out(t, j).
+  Tensor combine(const Tensor& expert_out, const HierarchicalLayout& layout);
+  // Rows this rank sent across nodes in the last dispatch (for benchmarks and tests).
+  int64_t rows_sent_across_nodes() const { return rows_across_nodes_; }
+
+ private:
+  Communicator& group_;
+  Topology topology_;
+  int64_t n_experts_, experts_per_rank_, experts_per_node_;
+  std::unique_ptr<Communicator> rail_, node_;
+  std::unique_ptr<ExpertDispatcher> fan_out_;
+  int64_t rows_across_nodes_ = 0;
+};
+
+}  // namespace tandem::comm
