@@ -71,6 +71,7 @@ HierarchicalLayout HierarchicalDispatcher::plan(const Tensor& expert_ids,
     for (int64_t j = 0; j < k; ++j) {
       if (m[r * 2 * k + j] < 0) continue;
       layout.copy_trip.push_back(r);
+      layout.copy_slot.push_back(static_cast<int32_t>(j));
       layout.copy_weight.push_back(std::bit_cast<float>(m[r * 2 * k + k + j]));
       experts.push_back(m[r * 2 * k + j]);
     }
@@ -81,40 +82,22 @@ HierarchicalLayout HierarchicalDispatcher::plan(const Tensor& expert_ids,
   return layout;
 }
 
-Tensor HierarchicalDispatcher::dispatch(const Tensor& x, const HierarchicalLayout& layout) {
-  const int64_t d = x.dim(1), trips = static_cast<int64_t>(layout.trip_token.size());
-  Tensor out = Tensor::empty({trips, d}, x.dtype());
-  const size_t row = d * dtype_size(x.dtype());
+// Token rows → the forwarding ranks, one row per trip.
+Tensor HierarchicalDispatcher::trips_out(const Tensor& rows, const HierarchicalLayout& layout) {
+  const int64_t d = rows.dim(1), trips = static_cast<int64_t>(layout.trip_token.size());
+  const size_t row = d * dtype_size(rows.dtype());
+  Tensor out = Tensor::empty({trips, d}, rows.dtype());
   for (int64_t i = 0; i < trips; ++i)
     std::memcpy(static_cast<char*>(out.raw_data()) + i * row,
-                static_cast<const char*>(x.raw_data()) + layout.trip_token[i] * row, row);
-  rows_across_nodes_ = 0;
-  for (int n = 0; n < topology_.nodes; ++n)
-    if (n != topology_.node) rows_across_nodes_ += layout.rail_send[n];
-  Tensor arrived = Tensor::empty({layout.trip_meta.dim(0), d}, x.dtype());
+                static_cast<const char*>(rows.raw_data()) + layout.trip_token[i] * row, row);
+  Tensor arrived = Tensor::empty({layout.trip_meta.dim(0), d}, rows.dtype());
   rail_->all_to_all_v(out, layout.rail_send, arrived, layout.rail_recv).wait();
-  const int64_t copies = static_cast<int64_t>(layout.copy_trip.size());
-  Tensor copy_rows = Tensor::empty({copies, d}, x.dtype());
-  for (int64_t c = 0; c < copies; ++c)
-    std::memcpy(static_cast<char*>(copy_rows.raw_data()) + c * row,
-                static_cast<const char*>(arrived.raw_data()) + layout.copy_trip[c] * row, row);
-  return fan_out_->dispatch(copy_rows, layout.node);
+  return arrived;
 }
 
-Tensor HierarchicalDispatcher::combine(const Tensor& expert_out, const HierarchicalLayout& layout) {
-  check_dtype(expert_out, DType::kF32, "hierarchical combine payload");
-  const int64_t d = expert_out.dim(1);
-  // Back to the forwarding rank (in the fan-out plan's order: copy c is row row_of_slot[c]); sum
-  // each trip's copies with their gate weights.
-  const Tensor back = fan_out_->from_experts(expert_out, layout.node);
-  const std::vector<int64_t>& row_of_copy = layout.node.plan.row_of_slot;
-  Tensor partial = Tensor::zeros({layout.trip_meta.dim(0), d}, DType::kF32);
-  for (size_t c = 0; c < layout.copy_trip.size(); ++c) {
-    float* dst = partial.data<float>() + layout.copy_trip[c] * d;
-    const float* src = back.data<float>() + row_of_copy[c] * d;
-    for (int64_t i = 0; i < d; ++i) dst[i] += layout.copy_weight[c] * src[i];
-  }
-  // One partial sum per (token, node) crosses back; the token's rank adds its nodes' partials.
+// One row per received trip → back to the token's rank, summed over the token's nodes.
+Tensor HierarchicalDispatcher::trips_back(const Tensor& partial, const HierarchicalLayout& layout) {
+  const int64_t d = partial.dim(1);
   Tensor returned = Tensor::empty({static_cast<int64_t>(layout.trip_token.size()), d}, DType::kF32);
   rail_->all_to_all_v(partial, layout.rail_recv, returned, layout.rail_send).wait();
   Tensor y = Tensor::zeros({layout.tokens, d}, DType::kF32);
@@ -124,6 +107,76 @@ Tensor HierarchicalDispatcher::combine(const Tensor& expert_out, const Hierarchi
     for (int64_t c = 0; c < d; ++c) dst[c] += src[c];
   }
   return y;
+}
+
+// Expert rows → the forwarding rank, summed per trip (gate-weighted or not).
+Tensor HierarchicalDispatcher::sum_copies(const Tensor& expert_out,
+                                          const HierarchicalLayout& layout, bool weighted,
+                                          Tensor* copy_out) {
+  check_dtype(expert_out, DType::kF32, "hierarchical combine payload");
+  const int64_t d = expert_out.dim(1);
+  // Back in the fan-out plan's order: copy c is row row_of_slot[c].
+  const Tensor back = fan_out_->from_experts(expert_out, layout.node);
+  const std::vector<int64_t>& row_of_copy = layout.node.plan.row_of_slot;
+  Tensor partial = Tensor::zeros({layout.trip_meta.dim(0), d}, DType::kF32);
+  for (size_t c = 0; c < layout.copy_trip.size(); ++c) {
+    float* dst = partial.data<float>() + layout.copy_trip[c] * d;
+    const float* src = back.data<float>() + row_of_copy[c] * d;
+    const float w = weighted ? layout.copy_weight[c] : 1.0f;
+    for (int64_t i = 0; i < d; ++i) dst[i] += w * src[i];
+  }
+  if (copy_out) *copy_out = back;
+  return partial;
+}
+
+Tensor HierarchicalDispatcher::dispatch(const Tensor& x, const HierarchicalLayout& layout) {
+  rows_across_nodes_ = 0;
+  for (int n = 0; n < topology_.nodes; ++n)
+    if (n != topology_.node) rows_across_nodes_ += layout.rail_send[n];
+  const Tensor arrived = trips_out(x, layout);
+  const int64_t d = x.dim(1), copies = static_cast<int64_t>(layout.copy_trip.size());
+  const size_t row = d * dtype_size(x.dtype());
+  Tensor copy_rows = Tensor::empty({copies, d}, x.dtype());
+  for (int64_t c = 0; c < copies; ++c)
+    std::memcpy(static_cast<char*>(copy_rows.raw_data()) + c * row,
+                static_cast<const char*>(arrived.raw_data()) + layout.copy_trip[c] * row, row);
+  return fan_out_->dispatch(copy_rows, layout.node);
+}
+
+Tensor HierarchicalDispatcher::combine(const Tensor& expert_out, const HierarchicalLayout& layout,
+                                       Tensor* copy_out) {
+  return trips_back(sum_copies(expert_out, layout, true, copy_out), layout);
+}
+
+Tensor HierarchicalDispatcher::dispatch_backward(const Tensor& d_rows,
+                                                 const HierarchicalLayout& layout) {
+  return trips_back(sum_copies(d_rows, layout, false, nullptr), layout);
+}
+
+Tensor HierarchicalDispatcher::combine_backward(const Tensor& dy, const Tensor& copy_out,
+                                                const HierarchicalLayout& layout, Tensor& d_gates) {
+  check_dtype(dy, DType::kF32, "hierarchical combine gradient");
+  const int64_t d = dy.dim(1), k = layout.trip_meta.dim(1) / 2;
+  const int64_t copies = static_cast<int64_t>(layout.copy_trip.size());
+  const Tensor dy_trip = trips_out(dy, layout);
+  // On the forwarding rank: each copy's output gradient is w·dy, its gate gradient dy·out.
+  Tensor copy_grads = Tensor::empty({copies, d}, DType::kF32);
+  Tensor trip_gates = Tensor::zeros({layout.trip_meta.dim(0), k}, DType::kF32);
+  const std::vector<int64_t>& row_of_copy = layout.node.plan.row_of_slot;
+  for (int64_t c = 0; c < copies; ++c) {
+    const float* g = dy_trip.data<float>() + layout.copy_trip[c] * d;
+    const float* out = copy_out.data<float>() + row_of_copy[c] * d;
+    float* dst = copy_grads.data<float>() + c * d;
+    float dot = 0;
+    for (int64_t i = 0; i < d; ++i) {
+      dst[i] = layout.copy_weight[c] * g[i];
+      dot += g[i] * out[i];
+    }
+    trip_gates.data<float>()[layout.copy_trip[c] * k + layout.copy_slot[c]] = dot;
+  }
+  // Gate gradients go home with the trips; each slot lives on one node, so the sum assembles it.
+  d_gates = trips_back(trip_gates, layout);
+  return fan_out_->dispatch(copy_grads, layout.node);
 }
 
 }  // namespace tandem::comm

@@ -22,6 +22,7 @@ struct HierarchicalLayout {
   // On the forwarding rank: the trips received, and one copy per (trip, slot on this node).
   Tensor trip_meta;  // int32 [trips received, 2k]: expert ids (−1: elsewhere), gate bits
   std::vector<int64_t> copy_trip;  // trip of each copy
+  std::vector<int32_t> copy_slot;  // slot j (of the token's k) of each copy
   std::vector<float> copy_weight;  // gate weight of each copy
   Tensor copy_expert;              // int32 [copies, 1]: expert index within the node
   DispatchLayout node;             // the fan-out inside the node
@@ -38,11 +39,26 @@ class HierarchicalDispatcher {
   // x [N, d] fp32 → rows for the local experts, expert-major (offsets in layout.node).
   Tensor dispatch(const Tensor& x, const HierarchicalLayout& layout);
   // Expert outputs (expert-major) → y [N, d] = Σ_j gate[t, j] · out(t, j).
-  Tensor combine(const Tensor& expert_out, const HierarchicalLayout& layout);
+  // copy_out (optional) keeps the outputs as they arrived on the forwarding rank, which
+  // combine_backward needs.
+  Tensor combine(const Tensor& expert_out, const HierarchicalLayout& layout,
+                 Tensor* copy_out = nullptr);
+
+  // Backward of dispatch: d(expert rows) → dx [N, d], every copy's gradient summed into its token
+  // (a combine with unit weights).
+  Tensor dispatch_backward(const Tensor& d_rows, const HierarchicalLayout& layout);
+  // Backward of combine: dy [N, d] → d(expert outputs) (expert-major, gate-weighted dy: a dispatch
+  // of gradients) and d_gates [N, k] = dy[t] · out(t, j), formed where the outputs are.
+  Tensor combine_backward(const Tensor& dy, const Tensor& copy_out,
+                          const HierarchicalLayout& layout, Tensor& d_gates);
   // Rows this rank sent across nodes in the last dispatch (for benchmarks and tests).
   int64_t rows_sent_across_nodes() const { return rows_across_nodes_; }
 
  private:
+  Tensor trips_out(const Tensor& rows, const HierarchicalLayout& layout);  // token rows → forwarder
+  Tensor trips_back(const Tensor& partial, const HierarchicalLayout& layout);  // → Σ per token
+  Tensor sum_copies(const Tensor& expert_out, const HierarchicalLayout& layout, bool weighted,
+                    Tensor* copy_out);
   Communicator& group_;
   Topology topology_;
   int64_t n_experts_, experts_per_rank_, experts_per_node_;

@@ -368,6 +368,72 @@ TEST(ExpertDispatch, HierarchicalEqualsFlatAndCrossesNodesLess) {
   EXPECT_LT(totals.data<int64_t>()[0], totals.data<int64_t>()[1]);
 }
 
+// Experts e(x) = (e + 1)·x make every expected value computable on the token's rank.
+TEST(ExpertDispatch, HierarchicalBackwardMatchesItsDefinition) {
+  const int r = world->rank(), n = world->size();
+  if (n % 2 != 0) GTEST_SKIP() << "needs an even number of ranks to simulate 2 nodes";
+  const Topology topology = discover_topology(*world, n / 2);
+  const int64_t experts = 2 * n, tokens = 6 + r, d = 5, k = 3;
+  HierarchicalDispatcher dispatcher(*world, topology, experts);
+  Tensor ids = Tensor::empty({tokens, k}, DType::kI32), w = Tensor::empty({tokens, k}, DType::kF32);
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t j = 0; j < k; ++j) {  // k distinct experts per token
+      ids.data<int32_t>()[t * k + j] =
+          static_cast<int32_t>((random_bits(600 + r, 1, t) + j * (experts / k)) % experts);
+      w.data<float>()[t * k + j] = 0.25f + 0.125f * static_cast<float>(j);
+    }
+  auto random = [](Shape shape, uint64_t seed) {
+    Tensor t = Tensor::empty(std::move(shape), DType::kF32);
+    fill_normal(t, 1.0, seed, 1);
+    return t;
+  };
+  const Tensor x = random({tokens, d}, 610 + r), dy = random({tokens, d}, 620 + r);
+  const HierarchicalLayout layout = dispatcher.plan(ids, w);
+  const Tensor rows = dispatcher.dispatch(x, layout);
+  Tensor out = rows.clone();
+  for (int64_t e = 0; e < dispatcher.experts_per_rank(); ++e)
+    for (int64_t i = layout.node.expert_offsets[e]; i < layout.node.expert_offsets[e + 1]; ++i)
+      for (int64_t c = 0; c < d; ++c)
+        out.data<float>()[i * d + c] *= float(dispatcher.first_local_expert() + e + 1);
+  Tensor copy_out;
+  const Tensor y = dispatcher.combine(out, layout, &copy_out);
+  Tensor d_gates;
+  const Tensor d_out = dispatcher.combine_backward(dy, copy_out, layout, d_gates);
+  const Tensor g = random({rows.dim(0), d}, 630 + r);
+  const Tensor dx = dispatcher.dispatch_backward(g, layout);
+  for (int64_t t = 0; t < tokens; ++t) {
+    double dot = 0;
+    for (int64_t c = 0; c < d; ++c)
+      dot += double(dy.data<float>()[t * d + c]) * x.data<float>()[t * d + c];
+    for (int64_t c = 0; c < d; ++c) {
+      double expected = 0;
+      for (int64_t j = 0; j < k; ++j)
+        expected += w.data<float>()[t * k + j] * (ids.data<int32_t>()[t * k + j] + 1.0) *
+                    x.data<float>()[t * d + c];
+      ASSERT_NEAR(y.data<float>()[t * d + c], expected, 1e-5 * (1 + std::abs(expected)));
+    }
+    for (int64_t j = 0; j < k; ++j) {
+      const double expected = (ids.data<int32_t>()[t * k + j] + 1.0) * dot;
+      ASSERT_NEAR(d_gates.data<float>()[t * k + j], expected, 1e-4 * (1 + std::abs(expected)));
+    }
+  }
+  auto dot = [](const Tensor& a, const Tensor& b) {
+    double s = 0;
+    for (int64_t i = 0; i < a.numel(); ++i) s += double(a.data<float>()[i]) * b.data<float>()[i];
+    return s;
+  };
+  Tensor sums = Tensor::empty({4}, DType::kF64);
+  sums.data<double>()[0] = dot(rows, g);     // <dispatch(x), g>
+  sums.data<double>()[1] = dot(x, dx);       // <x, dispatchᵀ g>
+  sums.data<double>()[2] = dot(y, dy);       // <combine(out), dy>
+  sums.data<double>()[3] = dot(out, d_out);  // <out, combineᵀ dy>
+  world->all_reduce(sums).wait();
+  EXPECT_NEAR(sums.data<double>()[0], sums.data<double>()[1],
+              1e-4 * (1 + std::abs(sums.data<double>()[0])));
+  EXPECT_NEAR(sums.data<double>()[2], sums.data<double>()[3],
+              1e-4 * (1 + std::abs(sums.data<double>()[2])));
+}
+
 TEST(ExpertDispatch, Fp8PayloadTravelsWithItsScales) {
   const int r = world->rank(), n = world->size();
   const int64_t tokens = 6, d = 200;
