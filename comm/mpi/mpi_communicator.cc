@@ -152,6 +152,10 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, std::shared_pt
   MPI_Group_free(&world_group);
 }
 
+std::shared_ptr<StoreClient> MpiCommunicator::store() const {
+  return shared_->client;
+}
+
 MpiCommunicator::~MpiCommunicator() {
   int finalized = 0;
   MPI_Finalized(&finalized);

@@ -42,6 +42,8 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<Communicator> split(int color, int key) override;
 
   MPI_Comm handle() const { return comm_; }
+  // The job's out-of-band store (null for a single rank), for other backends' watchdogs.
+  std::shared_ptr<StoreClient> store() const;
 
  private:
   struct Shared;  // the store server (rank 0), store client and watchdog, shared by splits

@@ -77,8 +77,12 @@ class UcxRequest final : public P2PRequest {
 
 }  // namespace
 
-std::unique_ptr<UcxCommunicator> UcxCommunicator::world(std::shared_ptr<StoreClient> store,
-                                                        int rank, int size, int timeout_ms) {
+// Creates the worker, publishes its address (publish returns every rank's addresses, joined with
+// length prefixes) and connects an endpoint to every other rank.
+std::unique_ptr<UcxCommunicator> UcxCommunicator::connect(
+    int rank, int size, const std::string& name, std::vector<int> world_ranks,
+    const std::function<std::string(const std::string&)>& publish,
+    std::shared_ptr<StoreClient> store, int timeout_ms) {
   auto context = std::make_shared<Context>();
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
@@ -90,32 +94,86 @@ std::unique_ptr<UcxCommunicator> UcxCommunicator::world(std::shared_ptr<StoreCli
   TANDEM_CHECK_UCX(ucp_worker_create(context->context, &worker_params, &context->worker));
   context->endpoints.assign(size, nullptr);
   if (size > 1) {
-    TANDEM_CHECK(store != nullptr, "UCX needs the rendezvous store to connect ", size, " ranks");
     ucp_address_t* address = nullptr;
     size_t length = 0;
     TANDEM_CHECK_UCX(ucp_worker_get_address(context->worker, &address, &length));
-    store->set("tandem/ucx/" + std::to_string(rank),
-               std::string(reinterpret_cast<const char*>(address), length));
+    const std::string all = publish(std::string(reinterpret_cast<const char*>(address), length));
     ucp_worker_release_address(context->worker, address);
+    size_t offset = 0;
     for (int peer = 0; peer < size; ++peer) {
+      uint32_t n = 0;
+      std::memcpy(&n, all.data() + offset, 4);
+      const char* remote = all.data() + offset + 4;
+      offset += 4 + n;
       if (peer == rank) continue;
+      ucp_ep_params_t ep_params{};
+      ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
+      ep_params.address = reinterpret_cast<const ucp_address_t*>(remote);
+      TANDEM_CHECK_UCX(ucp_ep_create(context->worker, &ep_params, &context->endpoints[peer]));
+    }
+  }
+  const int world_rank = world_ranks[rank];
+  auto watchdog = std::make_shared<Watchdog>(std::move(store), world_rank, timeout_ms);
+  auto comm = std::unique_ptr<UcxCommunicator>(
+      new UcxCommunicator(context, name, rank, std::move(world_ranks), 1, watchdog));
+  comm->barrier().wait();  // every endpoint is wired before anyone returns
+  return comm;
+}
+
+namespace {
+std::string length_prefixed(const std::string& bytes) {
+  const uint32_t n = static_cast<uint32_t>(bytes.size());
+  return std::string(reinterpret_cast<const char*>(&n), 4) + bytes;
+}
+}  // namespace
+
+std::unique_ptr<UcxCommunicator> UcxCommunicator::world(std::shared_ptr<StoreClient> store,
+                                                        int rank, int size, int timeout_ms) {
+  TANDEM_CHECK(size == 1 || store != nullptr, "UCX needs the rendezvous store to connect ", size,
+               " ranks");
+  std::vector<int> members(size);
+  for (int r = 0; r < size; ++r) members[r] = r;
+  auto publish = [&](const std::string& mine) {
+    store->set("tandem/ucx/" + std::to_string(rank), mine);
+    std::string all;
+    for (int peer = 0; peer < size; ++peer) {
       const auto remote = store->get("tandem/ucx/" + std::to_string(peer), timeout_ms);
       TANDEM_USER_CHECK(remote.has_value(), "rank ", peer,
                         " did not publish its UCX address within ", timeout_ms,
                         " ms: is it running, with the same MASTER_ADDR/MASTER_PORT?");
-      ucp_ep_params_t ep_params{};
-      ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
-      ep_params.address = reinterpret_cast<const ucp_address_t*>(remote->data());
-      TANDEM_CHECK_UCX(ucp_ep_create(context->worker, &ep_params, &context->endpoints[peer]));
+      all += length_prefixed(*remote);
     }
-  }
-  std::vector<int> members(size);
-  for (int r = 0; r < size; ++r) members[r] = r;
-  auto watchdog = std::make_shared<Watchdog>(store, rank, timeout_ms);
-  auto comm = std::unique_ptr<UcxCommunicator>(
-      new UcxCommunicator(context, "world", rank, members, 1, watchdog));
-  comm->barrier().wait();  // every endpoint is wired before anyone returns
-  return comm;
+    return all;
+  };
+  return connect(rank, size, "world", members, publish, store, timeout_ms);
+}
+
+std::unique_ptr<UcxCommunicator> UcxCommunicator::over(Communicator& bootstrap,
+                                                       std::shared_ptr<StoreClient> store,
+                                                       int timeout_ms) {
+  const int size = bootstrap.size();
+  auto publish = [&](const std::string& mine) {
+    // Lengths first, then the addresses padded to the longest.
+    Tensor length = Tensor::empty({1}, DType::kI64), max_length = length.clone();
+    length.data<int64_t>()[0] = static_cast<int64_t>(mine.size());
+    max_length.copy_from(length);
+    bootstrap.all_reduce(max_length, ReduceOp::kMax).wait();
+    const int64_t width = max_length.data<int64_t>()[0] + 4;
+    Tensor padded = Tensor::zeros({width}, DType::kU8),
+           all = Tensor::empty({size * width}, DType::kU8);
+    std::memcpy(padded.raw_data(), length_prefixed(mine).data(), mine.size() + 4);
+    bootstrap.all_gather(padded, all).wait();
+    std::string joined;
+    for (int p = 0; p < size; ++p) {
+      const char* entry = reinterpret_cast<const char*>(all.data<uint8_t>()) + p * width;
+      uint32_t n = 0;
+      std::memcpy(&n, entry, 4);
+      joined.append(entry, 4 + n);
+    }
+    return joined;
+  };
+  return connect(bootstrap.rank(), size, bootstrap.name() + "/ucx", bootstrap.world_ranks(),
+                 publish, std::move(store), timeout_ms);
 }
 
 UcxCommunicator::UcxCommunicator(std::shared_ptr<Context> context, std::string name, int rank,

@@ -4,6 +4,7 @@
 // of torchrun- and slurm-started jobs, and the pipeline communicator on the CPU.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "comm/p2p_collectives.h"
@@ -17,10 +18,18 @@ class UcxCommunicator final : public P2PCommunicator {
   // connects to every other rank's. timeout_ms bounds the wait for peers and every operation.
   static std::unique_ptr<UcxCommunicator> world(std::shared_ptr<StoreClient> store, int rank,
                                                 int size, int timeout_ms);
+  // The same group as `bootstrap` (any backend), addresses exchanged by an all-gather on it.
+  // store (optional) lets the watchdog name missing ranks.
+  static std::unique_ptr<UcxCommunicator> over(Communicator& bootstrap,
+                                               std::shared_ptr<StoreClient> store, int timeout_ms);
   std::unique_ptr<Communicator> split(int color, int key) override;
 
  private:
   struct Context;
+  static std::unique_ptr<UcxCommunicator> connect(
+      int rank, int size, const std::string& name, std::vector<int> world_ranks,
+      const std::function<std::string(const std::string&)>& publish,
+      std::shared_ptr<StoreClient> store, int timeout_ms);
   UcxCommunicator(std::shared_ptr<Context> context, std::string name, int rank,
                   std::vector<int> world_ranks, uint16_t group_id,
                   std::shared_ptr<Watchdog> watchdog);

@@ -241,6 +241,19 @@ void validate_config(const Config& c) {
                     "\"");
   TANDEM_USER_CHECK(!c.fp8.attention || c.fp8.enabled,
                     "config: fp8.attention = true needs fp8.enabled = true");
+  for (const auto& [key, value] :
+       {std::pair{"comm.pipeline", c.comm.pipeline}, std::pair{"comm.expert", c.comm.expert},
+        std::pair{"comm.data", c.comm.data}})
+    TANDEM_USER_CHECK(value == "auto" || value == "mpi" || value == "ucx" || value == "nccl",
+                      "config: ", key, " = \"", value, "\"; expected auto, mpi, ucx or nccl");
+  TANDEM_USER_CHECK(c.comm.world == "auto" || c.comm.world == "mpi" || c.comm.world == "ucx",
+                    "config: comm.world = \"", c.comm.world, "\"; expected auto, mpi or ucx");
+  TANDEM_USER_CHECK(c.comm.dispatch == "flat" || c.comm.dispatch == "hierarchical",
+                    "config: comm.dispatch = \"", c.comm.dispatch,
+                    "\"; expected flat or hierarchical");
+  TANDEM_USER_CHECK(c.comm.timeout_s > 0, "config: comm.timeout_s must be positive, got ",
+                    c.comm.timeout_s);
+  TANDEM_USER_CHECK(c.comm.ranks_per_node >= 0, "config: comm.ranks_per_node must be >= 0");
   if (c.data.format == "text") {
     TANDEM_USER_CHECK(m.vocab_size >= 256,
                       "config: data.format = \"text\" is byte-level and needs ",

@@ -63,11 +63,22 @@ struct Fp8Config {
   std::string format = "e4m3";
 };
 
+struct CommConfig {
+  std::string world = "auto";     // backend of the world group: auto, mpi, ucx
+  std::string pipeline = "auto";  // per traffic class: auto, mpi, ucx, nccl
+  std::string expert = "auto";
+  std::string data = "auto";
+  std::string dispatch = "flat";  // expert dispatch: flat or hierarchical
+  double timeout_s = 300;
+  int64_t ranks_per_node = 0;  // 0: from hostnames; > 0 simulates nodes of that many ranks
+};
+
 struct Config {
   ModelConfig model;
   TrainConfig train;
   DataConfig data;
   Fp8Config fp8;
+  CommConfig comm;
 };
 
 using ConfigValueRef = std::variant<int64_t*, double*, bool*, std::string*>;

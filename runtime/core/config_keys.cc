@@ -60,6 +60,28 @@ const std::vector<ConfigKey>& config_keys() {
       TANDEM_KEY(fp8, power_of_two_scales, "Round every FP8 scale up to a power of two."),
       TANDEM_KEY(fp8, format,
                  "FP8 format of all GEMM inputs: \"e4m3\" (as DeepSeek-V3) or \"e5m2\"."),
+      TANDEM_KEY(comm, world,
+                 "Backend of the world group: \"auto\" (MPI under mpirun, UCX when started the "
+                 "torchrun or slurm way), \"mpi\" or \"ucx\". Used by multi-rank runs."),
+      TANDEM_KEY(comm, pipeline,
+                 "Backend of pipeline send/recv: \"auto\" (UCX on CPU, NCCL on GPU), \"mpi\", "
+                 "\"ucx\" or \"nccl\"."),
+      TANDEM_KEY(comm, expert,
+                 "Backend of the expert all-to-all: \"auto\" (MPI on CPU, NCCL on GPU), \"mpi\", "
+                 "\"ucx\" or \"nccl\"."),
+      TANDEM_KEY(
+          comm, data,
+          "Backend of data-parallel reductions: \"auto\" (MPI on CPU, NCCL on GPU), \"mpi\", "
+          "\"ucx\" or \"nccl\"."),
+      TANDEM_KEY(comm, dispatch,
+                 "Expert dispatch: \"flat\" (one all-to-all) or \"hierarchical\" (once per "
+                 "destination node over the rail, then inside the node)."),
+      TANDEM_KEY(comm, timeout_s,
+                 "Watchdog deadline of every collective and send/recv, in seconds; past it the job "
+                 "stops naming the operation and the ranks that never arrived."),
+      TANDEM_KEY(comm, ranks_per_node,
+                 "0: nodes from hostnames; > 0: treat every that many consecutive ranks as a node "
+                 "(to test node-aware communication on one machine)."),
   };
   return keys;
 }

@@ -15,6 +15,7 @@
 #include "comm/hierarchical_dispatch.h"
 #include "comm/mpi/mpi_communicator.h"
 #include "comm/topology.h"
+#include "comm/traffic.h"
 #include "comm/world.h"
 #include "kernels/elementwise.h"
 #include "kernels/fp8.h"
@@ -26,6 +27,7 @@ namespace tandem::comm {
 namespace {
 
 Communicator* world = nullptr;  // set by main for the tests below
+World* joined = nullptr;
 
 const DType kAllDTypes[] = {DType::kF32,    DType::kF64, DType::kBF16, DType::kF8E4M3,
                             DType::kF8E5M2, DType::kI32, DType::kI64,  DType::kU8};
@@ -149,6 +151,28 @@ TEST(Collectives, SendRecvRingBarrierAndSplit) {
   int64_t expected = 0;
   for (int q = r % 2; q < n; q += 2) expected += q;
   EXPECT_EQ(t.data<int64_t>()[0], expected);
+}
+
+TEST(Traffic, EachClassOpensItsBackendAndCarriesMessages) {
+  const int r = world->rank(), n = world->size();
+  CommConfig config;  // auto: UCX pipeline; MPI collectives under mpirun, else UCX
+  BackendWorlds backends(*joined, config);
+  Communicator& pipeline = backends.for_traffic(Traffic::kPipeline, DeviceType::kCPU);
+  Communicator& data = backends.for_traffic(Traffic::kData, DeviceType::kCPU);
+  EXPECT_EQ(pipeline.size(), n);
+  EXPECT_EQ(pipeline.world_ranks(), world->world_ranks());
+  if (n > 1) {  // a pipeline ring over the pipeline backend
+    Tensor out = Tensor::empty({1000}, DType::kF32), in = out.clone();
+    for (int i = 0; i < 1000; ++i) out.data<float>()[i] = float(r * 1000 + i);
+    CommHandle receive = pipeline.recv(in, (r + n - 1) % n, 3);
+    pipeline.send(out, (r + 1) % n, 3).wait();
+    receive.wait();
+    EXPECT_EQ(in.data<float>()[999], float(((r + n - 1) % n) * 1000 + 999));
+  }
+  Tensor t = Tensor::empty({1}, DType::kI64);
+  t.data<int64_t>()[0] = 1;
+  data.all_reduce(t).wait();
+  EXPECT_EQ(t.data<int64_t>()[0], n);
 }
 
 TEST(Topology, OneHostAndSimulatedNodes) {
@@ -491,12 +515,13 @@ int main(int argc, char** argv) {
     WorldOptions options;
     options.timeout_ms = timeout_ms;
     if (const char* backend = std::getenv("TANDEM_COMM_BACKEND")) options.backend = backend;
-    World joined = join_world(options);
-    Communicator* comm = joined.comm.get();
+    World job = join_world(options);
+    Communicator* comm = job.comm.get();
     world = comm;
+    joined = &job;
     if (comm->rank() == 0)
       std::printf("comm_test: %d ranks, %s launch, %s backend\n", comm->size(),
-                  launcher_name(joined.launch.launcher), options.backend.c_str());
+                  launcher_name(job.launch.launcher), options.backend.c_str());
     if (comm->rank() != 0) {  // one report, from rank 0; failures elsewhere still fail the run
       auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
       delete listeners.Release(listeners.default_result_printer());
@@ -509,6 +534,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "comm_test: a test failed on another rank\n");
     failed = any.data<int32_t>()[0];
     world = nullptr;
+    joined = nullptr;
   }
   return failed ? 1 : 0;
 }

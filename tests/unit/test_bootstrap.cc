@@ -6,6 +6,7 @@
 
 #include "comm/bootstrap.h"
 #include "comm/store.h"
+#include "comm/traffic.h"
 #include "tests/unit/error_text.h"
 
 namespace tandem::comm {
@@ -103,6 +104,21 @@ TEST(Bootstrap, RefusesPartialAndContradictoryEnvironments) {
   EXPECT_NE(error_of([&] {
               detect_launch(text.lookup());
             }).find("OMPI_COMM_WORLD_RANK='one' is not a non-negative integer"),
+            std::string::npos);
+}
+
+TEST(Traffic, AutoPicksByDeviceAndConfiguredBackendsAreChecked) {
+  CommConfig config;
+  EXPECT_EQ(backend_for(Traffic::kPipeline, config, DeviceType::kCPU, true), "ucx");
+  EXPECT_EQ(backend_for(Traffic::kExpert, config, DeviceType::kCPU, true), "mpi");
+  EXPECT_EQ(backend_for(Traffic::kData, config, DeviceType::kCPU, false), "ucx");
+  EXPECT_EQ(backend_for(Traffic::kExpert, config, DeviceType::kCUDA, true), "nccl");
+  config.pipeline = "mpi";
+  EXPECT_EQ(backend_for(Traffic::kPipeline, config, DeviceType::kCPU, true), "mpi");
+  config.expert = "nccl";
+  EXPECT_NE(error_of([&] {
+              backend_for(Traffic::kExpert, config, DeviceType::kCPU, true);
+            }).find("comm.expert = \"nccl\" needs CUDA tensors"),
             std::string::npos);
 }
 

@@ -1,0 +1,76 @@
+// Backend resolution per traffic class and lazily opened backend worlds.
+#include "comm/traffic.h"
+
+#include "comm/mpi/mpi_communicator.h"
+#include "comm/ucx/ucx_communicator.h"
+#ifdef TANDEM_HAVE_CUDA
+#include "comm/nccl/nccl_communicator.h"
+#endif
+
+namespace tandem::comm {
+
+const char* traffic_name(Traffic traffic) {
+  switch (traffic) {
+    case Traffic::kPipeline:
+      return "pipeline";
+    case Traffic::kExpert:
+      return "expert";
+    default:
+      return "data";
+  }
+}
+
+std::string backend_for(Traffic traffic, const CommConfig& config, DeviceType device,
+                        bool mpi_available) {
+  const std::string& configured = traffic == Traffic::kPipeline ? config.pipeline
+                                  : traffic == Traffic::kExpert ? config.expert
+                                                                : config.data;
+  if (configured != "auto") {
+    TANDEM_USER_CHECK(configured != "nccl" || device == DeviceType::kCUDA, "comm.",
+                      traffic_name(traffic),
+                      " = \"nccl\" needs CUDA tensors; on the CPU use mpi or ucx");
+    return configured;
+  }
+  if (device == DeviceType::kCUDA) return "nccl";
+  return traffic == Traffic::kPipeline || !mpi_available ? "ucx" : "mpi";
+}
+
+BackendWorlds::BackendWorlds(World& world, const CommConfig& config, int cuda_device)
+    : world_(world), config_(config), cuda_device_(cuda_device) {}
+
+Communicator& BackendWorlds::for_traffic(Traffic traffic, DeviceType device) {
+  const bool mpi = dynamic_cast<MpiCommunicator*>(world_.comm.get()) != nullptr;
+  return backend(backend_for(traffic, config_, device, mpi));
+}
+
+Communicator& BackendWorlds::backend(const std::string& name) {
+  if (auto it = opened_.find(name); it != opened_.end()) return *it->second;
+  const int timeout_ms = static_cast<int>(config_.timeout_s * 1000);
+  std::unique_ptr<Communicator> comm;
+  Communicator& joined = *world_.comm;
+  const bool joined_is_mpi = dynamic_cast<MpiCommunicator*>(&joined) != nullptr;
+  if (name == "mpi") {
+    TANDEM_USER_CHECK(joined_is_mpi,
+                      "the mpi backend needs a job started by mpirun; this one "
+                      "was started the ",
+                      launcher_name(world_.launch.launcher), " way (set comm.* to ucx)");
+    return joined;
+  } else if (name == "ucx") {
+    if (!joined_is_mpi) return joined;  // the joined world already is UCX
+    // Under MPI, UCX worker addresses travel through an all-gather on the MPI world.
+    comm = UcxCommunicator::over(joined, static_cast<MpiCommunicator&>(joined).store(), timeout_ms);
+  } else if (name == "nccl") {
+#ifdef TANDEM_HAVE_CUDA
+    comm = NcclCommunicator::create(joined, cuda_device_, timeout_ms);
+#else
+    TANDEM_USER_CHECK(false, "the nccl backend needs a CUDA build of tandem");
+#endif
+  } else {
+    TANDEM_USER_CHECK(false, "unknown communication backend '", name, "'");
+  }
+  Communicator& ref = *comm;
+  opened_[name] = std::move(comm);
+  return ref;
+}
+
+}  // namespace tandem::comm
