@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "kernels/elementwise.h"
+
 namespace tandem::comm {
 
 namespace {
@@ -102,7 +104,12 @@ Tensor ExpertDispatcher::dispatch(const Tensor& x, const DispatchLayout& layout)
 Tensor ExpertDispatcher::combine(const Tensor& expert_out, const Tensor& gate_weights,
                                  const DispatchLayout& layout, Tensor* slot_rows) {
   Tensor back = from_experts(expert_out, layout);
-  Tensor y = Tensor::empty({layout.tokens, expert_out.dim(1)}, expert_out.dtype());
+  if (back.dtype() == DType::kBF16) {  // bf16 on the wire (half the bytes), summed in fp32
+    Tensor wide = Tensor::empty(back.shape(), DType::kF32);
+    kernels::convert(back, wide);
+    back = wide;
+  }
+  Tensor y = Tensor::empty({layout.tokens, expert_out.dim(1)}, back.dtype());
   kernels::unpermute_weighted(back, gate_weights, layout.plan, y);
   if (slot_rows) *slot_rows = back;
   return y;

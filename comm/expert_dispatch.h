@@ -36,6 +36,7 @@ class ExpertDispatcher {
   // x [N, d] → rows for the local experts, expert-major [Σ recv_rows, d].
   Tensor dispatch(const Tensor& x, const DispatchLayout& layout);
   // Expert outputs (expert-major) → y [N, d] = Σ_j gate[t, j] · out(t, j) on the tokens' ranks.
+  // bf16 outputs travel as bf16 and are summed in fp32 (y is fp32).
   // slot_rows receives the returned rows ([N·k, d], in layout.plan's order: slot (t, j) is row
   // plan.row_of_slot[t·k + j]),
   // which the backward of combine needs.

@@ -3,6 +3,8 @@
 
 #include <unistd.h>
 
+#include "runtime/core/device.h"
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -40,6 +42,11 @@ Topology discover_topology(Communicator& group, int ranks_per_node) {
     ++t.local_size;
   }
   return t;
+}
+
+int local_cuda_device(const Topology& topology) {
+  const int devices = cuda_device_count();
+  return devices > 0 ? topology.local_rank % devices : 0;
 }
 
 std::unique_ptr<Communicator> node_group(Communicator& group, const Topology& topology) {

@@ -22,6 +22,8 @@ struct Topology {
 // ranks_per_node.
 Topology discover_topology(Communicator& group, int ranks_per_node = 0);
 std::unique_ptr<Communicator> node_group(Communicator& group, const Topology& topology);
+// The CUDA device of this rank: local rank modulo the devices this process sees (0 without any).
+int local_cuda_device(const Topology& topology);
 std::unique_ptr<Communicator> rail_group(Communicator& group, const Topology& topology);
 
 }  // namespace tandem::comm

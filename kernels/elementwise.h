@@ -11,5 +11,8 @@ void axpy(double alpha, const Tensor& x, Tensor& y);
 void scale(Tensor& x, double alpha);
 // Sum of squares of all elements, accumulated in double.
 double sum_of_squares(const Tensor& x);
+// dst = src converted elementwise between fp32 and bf16 (round to nearest even), or copied when
+// the dtypes are equal.
+void convert(const Tensor& src, Tensor& dst);
 
 }  // namespace tandem::kernels

@@ -47,4 +47,27 @@ double sum_of_squares(const Tensor& x) {
   return total;
 }
 
+void convert(const Tensor& src, Tensor& dst) {
+  TANDEM_PROFILE_SCOPE("convert");
+  TANDEM_CHECK(src.numel() == dst.numel(), "convert: ", shape_string(src.shape()), " to ",
+               shape_string(dst.shape()));
+  const int64_t n = src.numel();
+  if (src.dtype() == dst.dtype()) {
+    dst.copy_from(src.reshape(dst.shape()));
+  } else if (src.dtype() == DType::kBF16 && dst.dtype() == DType::kF32) {
+    const bf16* in = src.data<bf16>();
+    float* out = dst.data<float>();
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) out[i] = to_float(in[i]);
+  } else if (src.dtype() == DType::kF32 && dst.dtype() == DType::kBF16) {
+    const float* in = src.data<float>();
+    bf16* out = dst.data<bf16>();
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) out[i] = to_bf16(in[i]);
+  } else {
+    TANDEM_FAIL("convert from ", dtype_name(src.dtype()), " to ", dtype_name(dst.dtype()),
+                " is not supported");
+  }
+}
+
 }  // namespace tandem::kernels

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "comm/nccl/nccl_communicator.h"
+#include "comm/topology.h"
 #include "comm/world.h"
 #include "runtime/core/device.h"
 
@@ -25,7 +26,7 @@ int main() {
     return 0;
   }
   const int rank = world.comm->rank(), n = world.comm->size();
-  const int device = rank % cuda_device_count();
+  const int device = local_cuda_device(discover_topology(*world.comm));
   auto owner = NcclCommunicator::create(*world.comm, device, 60000);
   Communicator* nccl = owner.get();  // the interface, with its default arguments
   const Device gpu = Device::cuda(device);

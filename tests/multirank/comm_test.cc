@@ -218,6 +218,13 @@ TEST(ExpertDispatch, RoundTripRestoresTokensExactly) {
   for (int64_t i = 0; i < 2 * tokens; ++i) half.data<float>()[i] = 0.5f;
   const Tensor y = dispatcher.combine(rows, half, layout);  // identity experts
   for (int64_t i = 0; i < tokens * d; ++i) ASSERT_EQ(y.data<float>()[i], x.data<float>()[i]);
+  // Combine in bf16: half the bytes; each token comes back as its bf16 rounding.
+  Tensor rows_bf16 = Tensor::empty(rows.shape(), DType::kBF16);
+  kernels::convert(rows, rows_bf16);
+  const Tensor y16 = dispatcher.combine(rows_bf16, half, layout);
+  check_dtype(y16, DType::kF32, "bf16 combine result");
+  for (int64_t i = 0; i < tokens * d; ++i)
+    ASSERT_EQ(y16.data<float>()[i], to_float(to_bf16(x.data<float>()[i])));
   // Every rank received exactly the copies routed to its experts by everyone.
   Tensor local = Tensor::zeros({experts}, DType::kI64);
   for (int64_t i = 0; i < 2 * tokens; ++i) ++local.data<int64_t>()[ids.data<int32_t>()[i]];
