@@ -44,6 +44,26 @@ size_t row_bytes(const Tensor& tensor) {
              : tensor.nbytes() / static_cast<size_t>(tensor.dim(0));
 }
 
+size_t check_all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_rows,
+                          const Tensor& recv, const std::vector<int64_t>& recv_rows,
+                          int group_size) {
+  TANDEM_CHECK(static_cast<int>(send_rows.size()) == group_size &&
+                   static_cast<int>(recv_rows.size()) == group_size,
+               "all_to_all_v needs one row count per rank (", group_size, ")");
+  TANDEM_CHECK(send.dtype() == recv.dtype(), "all_to_all_v: send is ", dtype_name(send.dtype()),
+               ", recv is ", dtype_name(recv.dtype()));
+  int64_t send_total = 0, recv_total = 0;
+  for (int p = 0; p < group_size; ++p) send_total += send_rows[p], recv_total += recv_rows[p];
+  const int64_t send_extent = send.ndim() ? send.dim(0) : 0;
+  const int64_t recv_extent = recv.ndim() ? recv.dim(0) : 0;
+  TANDEM_CHECK(send_total == send_extent && recv_total == recv_extent,
+               "all_to_all_v: counts add up to ", send_total, " rows sent and ", recv_total,
+               " received, but the tensors have ", send_extent, " and ", recv_extent);
+  TANDEM_CHECK(send_total == 0 || recv_total == 0 || row_bytes(send) == row_bytes(recv),
+               "all_to_all_v: rows of ", row_bytes(send), " and ", row_bytes(recv), " bytes");
+  return std::max(row_bytes(send), row_bytes(recv));
+}
+
 void check_row_blocks(const Tensor& send, const std::vector<RowBlock>& sends, const Tensor& recv,
                       const std::vector<RowBlock>& recvs, int group_size) {
   TANDEM_CHECK(send.dtype() == recv.dtype(), "exchange_rows: send is ", dtype_name(send.dtype()),

@@ -91,6 +91,11 @@ class Communicator {
 
 // Bytes per row of the leading dimension (0 for an empty tensor).
 size_t row_bytes(const Tensor& tensor);
+// Validates an all_to_all_v request (one count per rank, totals matching the tensors, equal row
+// sizes) and returns the bytes per row; shared by the backends.
+size_t check_all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_rows,
+                          const Tensor& recv, const std::vector<int64_t>& recv_rows,
+                          int group_size);
 // Validates an exchange_rows request; shared by the backends.
 void check_row_blocks(const Tensor& send, const std::vector<RowBlock>& sends, const Tensor& recv,
                       const std::vector<RowBlock>& recvs, int group_size);

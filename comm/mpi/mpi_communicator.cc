@@ -223,24 +223,7 @@ CommHandle MpiCommunicator::broadcast(Tensor& tensor, int root) {
 
 CommHandle MpiCommunicator::all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_rows,
                                          Tensor& recv, const std::vector<int64_t>& recv_rows) {
-  TANDEM_CHECK(
-      static_cast<int>(send_rows.size()) == size_ && static_cast<int>(recv_rows.size()) == size_,
-      "all_to_all_v needs one row count per rank (", size_, ")");
-  TANDEM_CHECK(send.dtype() == recv.dtype(), "all_to_all_v: send is ", dtype_name(send.dtype()),
-               ", recv is ", dtype_name(recv.dtype()));
-  auto row_bytes = [](const Tensor& t) {
-    return t.ndim() == 0 || t.dim(0) == 0 ? size_t{0} : t.nbytes() / static_cast<size_t>(t.dim(0));
-  };
-  int64_t send_total = 0, recv_total = 0;
-  for (int p = 0; p < size_; ++p) send_total += send_rows[p], recv_total += recv_rows[p];
-  TANDEM_CHECK(send_total == (send.ndim() ? send.dim(0) : 0) &&
-                   recv_total == (recv.ndim() ? recv.dim(0) : 0),
-               "all_to_all_v: counts add up to ", send_total, " rows sent and ", recv_total,
-               " received, but the tensors have ", send.ndim() ? send.dim(0) : 0, " and ",
-               recv.ndim() ? recv.dim(0) : 0);
-  const size_t row = std::max(row_bytes(send), row_bytes(recv));
-  TANDEM_CHECK(send_total == 0 || recv_total == 0 || row_bytes(send) == row_bytes(recv),
-               "all_to_all_v: rows of ", row_bytes(send), " and ", row_bytes(recv), " bytes");
+  const size_t row = check_all_to_all_v(send, send_rows, recv, recv_rows, size_);
   // Counts in bytes (int), displacements from the counts; kept alive until completion.
   auto counts = std::make_shared<std::vector<int>>(4 * size_);
   int* sc = counts->data();

@@ -177,12 +177,7 @@ CommHandle NcclCommunicator::all_to_all_v(const Tensor& send, const std::vector<
                                           Tensor& recv, const std::vector<int64_t>& recv_rows) {
   check_cuda_tensor(send, device_, "all_to_all_v");
   check_cuda_tensor(recv, device_, "all_to_all_v");
-  TANDEM_CHECK(
-      static_cast<int>(send_rows.size()) == size_ && static_cast<int>(recv_rows.size()) == size_,
-      "all_to_all_v needs one row count per rank (", size_, ")");
-  const size_t row = send.ndim() && send.dim(0)
-                         ? send.nbytes() / send.dim(0)
-                         : (recv.ndim() && recv.dim(0) ? recv.nbytes() / recv.dim(0) : 0);
+  const size_t row = check_all_to_all_v(send, send_rows, recv, recv_rows, size_);
   size_t s_off = 0, r_off = 0;
   for (int p = 0; p < size_; ++p) s_off += send_rows[p] * row, r_off += recv_rows[p] * row;
   OpRecord record = begin("all_to_all_v", s_off + r_off, true);
