@@ -34,24 +34,16 @@ DispatchLayout ExpertDispatcher::plan(const Tensor& expert_ids) {
   // Counts for each peer's local experts travel as one int64 row per peer.
   Tensor send_counts = Tensor::empty({peers, local}, DType::kI64);
   Tensor recv_counts = Tensor::empty({peers, local}, DType::kI64);
-  layout.send_rows.assign(peers, 0);
-  for (int p = 0; p < peers; ++p)
-    for (int64_t e = 0; e < local; ++e) {
-      const int64_t rows = layout.plan.rows_for_expert(p * local + e);
-      send_counts.data<int64_t>()[p * local + e] = rows;
-      layout.send_rows[p] += rows;
-    }
+  for (int64_t e = 0; e < peers * local; ++e)
+    send_counts.data<int64_t>()[e] = layout.plan.rows_for_expert(e);
   const std::vector<int64_t> ones(peers, 1);
   group_.all_to_all_v(send_counts, ones, recv_counts, ones).wait();
   layout.recv_by_expert.assign(recv_counts.data<int64_t>(),
                                recv_counts.data<int64_t>() + peers * local);
-  layout.recv_rows.assign(peers, 0);
   layout.expert_offsets.assign(local + 1, 0);
   for (int p = 0; p < peers; ++p)
-    for (int64_t e = 0; e < local; ++e) {
-      layout.recv_rows[p] += layout.recv_by_expert[p * local + e];
+    for (int64_t e = 0; e < local; ++e)
       layout.expert_offsets[e + 1] += layout.recv_by_expert[p * local + e];
-    }
   for (int64_t e = 0; e < local; ++e) layout.expert_offsets[e + 1] += layout.expert_offsets[e];
   return layout;
 }

@@ -17,8 +17,6 @@ namespace tandem::comm {
 // What a dispatch decided, needed to send rows back the same way.
 struct DispatchLayout {
   kernels::PermutePlan plan;            // (token, slot) copies grouped by global expert
-  std::vector<int64_t> send_rows;       // per peer
-  std::vector<int64_t> recv_rows;       // per peer
   std::vector<int64_t> recv_by_expert;  // [peer][local expert] rows received
   std::vector<int64_t> expert_offsets;  // local experts' row ranges in the expert-major layout
   int64_t tokens = 0;
@@ -33,7 +31,7 @@ class ExpertDispatcher {
 
   // Exchanges the row counts for these routing decisions (expert_ids int32 [N, k]).
   DispatchLayout plan(const Tensor& expert_ids);
-  // x [N, d] → rows for the local experts, expert-major [Σ recv_rows, d].
+  // x [N, d] → rows for the local experts, expert-major [expert_offsets.back(), d].
   Tensor dispatch(const Tensor& x, const DispatchLayout& layout);
   // Expert outputs (expert-major) → y [N, d] = Σ_j gate[t, j] · out(t, j) on the tokens' ranks.
   // bf16 outputs travel as bf16 and are summed in fp32 (y is fp32).

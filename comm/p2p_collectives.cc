@@ -111,30 +111,38 @@ CommHandle P2PCommunicator::all_gather(const Tensor& input, Tensor& output) {
   return launch("all_gather", output.nbytes(), true, std::move(requests));
 }
 
-CommHandle P2PCommunicator::all_reduce(Tensor& tensor, ReduceOp op) {
-  check_reducible(tensor.dtype(), "all_reduce");
-  // Gather every rank's tensor, then reduce in rank order: identical bits on every rank.
+// all_reduce and reduce_scatter alike: every peer p sends this rank the block it holds for it
+// (source + p·stride of its buffer), and the blocks are reduced into target in rank order, so
+// every rank gets identical bits.
+CommHandle P2PCommunicator::gather_and_reduce(const char* op_name, size_t op_bytes, Tensor target,
+                                              const char* source, size_t stride, ReduceOp op) {
   const int n = size();
-  auto gathered = std::make_shared<Tensor>(Tensor::empty({n, tensor.numel()}, tensor.dtype()));
+  const size_t block = target.nbytes();
+  auto gathered = std::make_shared<Tensor>(Tensor::empty({n, target.numel()}, target.dtype()));
   const uint64_t seq = next_collective();
-  watchdog_->enter({"all_reduce", name_, seq, tensor.nbytes(), world_ranks_});
-  const size_t block = tensor.nbytes();
+  watchdog_->enter({op_name, name_, seq, op_bytes, world_ranks_});
   char* all = static_cast<char*>(gathered->raw_data());
-  if (block) std::memcpy(all + rank_ * block, tensor.raw_data(), block);
+  if (block) std::memcpy(all + rank_ * block, source + rank_ * stride, block);
   std::vector<std::unique_ptr<P2PRequest>> requests;
   for (int p = 0; p < n; ++p) {
     if (p == rank_) continue;
     requests.push_back(post_recv(all + p * block, block, p, make_tag(true, seq, p)));
-    requests.push_back(post_send(tensor.raw_data(), block, p, make_tag(true, seq, rank_)));
+    requests.push_back(post_send(source + p * stride, block, p, make_tag(true, seq, rank_)));
   }
-  Tensor target = tensor;
   auto finish = [target, gathered, n, op, block]() mutable {
     const char* all = static_cast<const char*>(gathered->raw_data());
     if (block) std::memcpy(target.raw_data(), all, block);
     for (int p = 1; p < n; ++p)
       reduce_bytes(target.dtype(), target.raw_data(), all + p * block, target.numel(), op);
   };
-  return launch("all_reduce", tensor.nbytes(), true, std::move(requests), finish, gathered);
+  return launch(op_name, op_bytes, true, std::move(requests), finish, gathered);
+}
+
+CommHandle P2PCommunicator::all_reduce(Tensor& tensor, ReduceOp op) {
+  check_reducible(tensor.dtype(), "all_reduce");
+  // Every peer gets the whole tensor (stride 0); the sum lands back in place.
+  return gather_and_reduce("all_reduce", tensor.nbytes(), tensor,
+                           static_cast<const char*>(tensor.raw_data()), 0, op);
 }
 
 CommHandle P2PCommunicator::reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) {
@@ -143,27 +151,8 @@ CommHandle P2PCommunicator::reduce_scatter(const Tensor& input, Tensor& output, 
   TANDEM_CHECK(input.dtype() == output.dtype() && input.numel() == output.numel() * n,
                "reduce_scatter: input of ", input.numel(), " elements for ", n, " ranks must be ",
                n, " x the output's ", output.numel());
-  const size_t block = output.nbytes();
-  auto parts = std::make_shared<Tensor>(Tensor::empty({n, output.numel()}, output.dtype()));
-  const uint64_t seq = next_collective();
-  watchdog_->enter({"reduce_scatter", name_, seq, input.nbytes(), world_ranks_});
-  char* mine = static_cast<char*>(parts->raw_data());
-  const char* in = static_cast<const char*>(input.raw_data());
-  if (block) std::memcpy(mine + rank_ * block, in + rank_ * block, block);
-  std::vector<std::unique_ptr<P2PRequest>> requests;
-  for (int p = 0; p < n; ++p) {
-    if (p == rank_) continue;
-    requests.push_back(post_recv(mine + p * block, block, p, make_tag(true, seq, p)));
-    requests.push_back(post_send(in + p * block, block, p, make_tag(true, seq, rank_)));
-  }
-  Tensor target = output;
-  auto finish = [target, parts, n, op, block]() mutable {
-    const char* all = static_cast<const char*>(parts->raw_data());
-    if (block) std::memcpy(target.raw_data(), all, block);
-    for (int p = 1; p < n; ++p)
-      reduce_bytes(target.dtype(), target.raw_data(), all + p * block, target.numel(), op);
-  };
-  return launch("reduce_scatter", input.nbytes(), true, std::move(requests), finish, parts);
+  return gather_and_reduce("reduce_scatter", input.nbytes(), output,
+                           static_cast<const char*>(input.raw_data()), output.nbytes(), op);
 }
 
 CommHandle P2PCommunicator::broadcast(Tensor& tensor, int root) {

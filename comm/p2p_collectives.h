@@ -54,6 +54,8 @@ class P2PCommunicator : public Communicator {
   CommHandle launch(const char* op, size_t bytes, bool collective,
                     std::vector<std::unique_ptr<P2PRequest>> requests,
                     std::function<void()> finish = {}, std::shared_ptr<void> keep_alive = {});
+  CommHandle gather_and_reduce(const char* op_name, size_t op_bytes, Tensor target,
+                               const char* source, size_t stride, ReduceOp op);
   uint16_t group_id() const { return group_id_; }
   std::shared_ptr<Watchdog> watchdog() const { return watchdog_; }
   uint64_t next_collective() { return ++seq_; }

@@ -191,6 +191,20 @@ TEST(Topology, OneHostAndSimulatedNodes) {
   }
 }
 
+// Offsets over all experts for MoeFfnBlock::run_experts when this rank holds only experts
+// [first, first + local): their row ranges from the dispatch layout, the others empty.
+std::vector<int64_t> all_expert_offsets(const std::vector<int64_t>& local_offsets, int64_t first,
+                                        int64_t experts) {
+  const int64_t local = static_cast<int64_t>(local_offsets.size()) - 1;
+  std::vector<int64_t> offsets(experts + 1, 0);
+  for (int64_t e = 0; e < experts; ++e) {
+    const int64_t i = e - first;
+    offsets[e + 1] =
+        offsets[e] + (i >= 0 && i < local ? local_offsets[i + 1] - local_offsets[i] : 0);
+  }
+  return offsets;
+}
+
 // Random routing of `tokens` tokens to top-2 of `experts` distinct experts.
 Tensor random_routes(int64_t tokens, int64_t experts, uint64_t seed) {
   Tensor ids = Tensor::empty({tokens, 2}, DType::kI32);
@@ -300,13 +314,8 @@ TEST(ExpertDispatch, ExpertParallelMoeEqualsTheSingleProcessLayer) {
   const DispatchLayout layout = dispatcher.plan(st.expert_ids);
   const Tensor rows = dispatcher.to_experts(st.permuted, layout);
   // Only this rank's experts have rows; the others are empty ranges.
-  std::vector<int64_t> offsets(c.n_routed_experts + 1, 0);
-  for (int64_t e = 0; e < c.n_routed_experts; ++e) {
-    const int64_t local = e - dispatcher.first_local_expert();
-    const bool mine = local >= 0 && local < dispatcher.experts_per_rank();
-    offsets[e + 1] =
-        offsets[e] + (mine ? layout.expert_offsets[local + 1] - layout.expert_offsets[local] : 0);
-  }
+  const std::vector<int64_t> offsets = all_expert_offsets(
+      layout.expert_offsets, dispatcher.first_local_expert(), c.n_routed_experts);
   const Tensor out = parallel.run_experts(rows, offsets, st);
   parallel.run_shared(st);
   const Tensor y = parallel.unpermute(x, dispatcher.from_experts(out, layout), st);
@@ -334,9 +343,9 @@ TEST(ExpertDispatch, NodeLimitedRoutingReachesAtMostMaxNodes) {
     EXPECT_EQ(nodes.size(), 1u);
   }
   const DispatchLayout layout = dispatcher.plan(ids);
-  // Every copy this rank sends goes to ranks of one node per token: check the send totals add up.
+  // Every copy this rank sends is planned: the per-expert send counts add up to all of them.
   int64_t sent = 0;
-  for (int64_t rows : layout.send_rows) sent += rows;
+  for (int64_t e = 0; e < experts; ++e) sent += layout.plan.rows_for_expert(e);
   EXPECT_EQ(sent, tokens * 4);
 }
 
@@ -363,14 +372,8 @@ TEST(ExpertDispatch, HierarchicalEqualsFlatAndCrossesNodesLess) {
   parallel.route(x, st);
   const HierarchicalLayout layout = dispatcher.plan(st.expert_ids, st.gate_weights);
   const Tensor rows = dispatcher.dispatch(st.normed, layout);
-  std::vector<int64_t> offsets(c.n_routed_experts + 1, 0);
-  for (int64_t e = 0; e < c.n_routed_experts; ++e) {
-    const int64_t local = e - dispatcher.first_local_expert();
-    const bool mine = local >= 0 && local < dispatcher.experts_per_rank();
-    offsets[e + 1] =
-        offsets[e] +
-        (mine ? layout.node.expert_offsets[local + 1] - layout.node.expert_offsets[local] : 0);
-  }
+  const std::vector<int64_t> offsets = all_expert_offsets(
+      layout.node.expert_offsets, dispatcher.first_local_expert(), c.n_routed_experts);
   // Identity experts first: the gate weights sum to one, so the tokens come back (to rounding).
   const Tensor same = dispatcher.combine(rows, layout);
   for (int64_t i = 0; i < same.numel(); ++i)
