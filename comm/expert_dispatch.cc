@@ -26,20 +26,34 @@ ExpertDispatcher::ExpertDispatcher(Communicator& expert_group, int64_t n_experts
 }
 
 DispatchLayout ExpertDispatcher::plan(const Tensor& expert_ids) {
+  PendingPlan pending = start_plan(expert_ids);
+  return finish_plan(pending);
+}
+
+PendingPlan ExpertDispatcher::start_plan(const Tensor& expert_ids) {
   const int peers = group_.size();
   const int64_t local = experts_per_rank_;
-  DispatchLayout layout;
+  PendingPlan pending;
+  DispatchLayout& layout = pending.layout;
   layout.tokens = expert_ids.dim(0);
   layout.plan = kernels::make_permute_plan(expert_ids, n_experts_);
   // Counts for each peer's local experts travel as one int64 row per peer.
-  Tensor send_counts = Tensor::empty({peers, local}, DType::kI64);
-  Tensor recv_counts = Tensor::empty({peers, local}, DType::kI64);
+  pending.send_counts = Tensor::empty({peers, local}, DType::kI64);
+  pending.recv_counts = Tensor::empty({peers, local}, DType::kI64);
   for (int64_t e = 0; e < peers * local; ++e)
-    send_counts.data<int64_t>()[e] = layout.plan.rows_for_expert(e);
+    pending.send_counts.data<int64_t>()[e] = layout.plan.rows_for_expert(e);
   const std::vector<int64_t> ones(peers, 1);
-  group_.all_to_all_v(send_counts, ones, recv_counts, ones).wait();
-  layout.recv_by_expert.assign(recv_counts.data<int64_t>(),
-                               recv_counts.data<int64_t>() + peers * local);
+  pending.handle = group_.all_to_all_v(pending.send_counts, ones, pending.recv_counts, ones);
+  return pending;
+}
+
+DispatchLayout ExpertDispatcher::finish_plan(PendingPlan& pending) {
+  pending.handle.wait();
+  const int peers = group_.size();
+  const int64_t local = experts_per_rank_;
+  DispatchLayout layout = std::move(pending.layout);
+  const int64_t* recv = pending.recv_counts.data<int64_t>();
+  layout.recv_by_expert.assign(recv, recv + peers * local);
   layout.expert_offsets.assign(local + 1, 0);
   for (int p = 0; p < peers; ++p)
     for (int64_t e = 0; e < local; ++e)
@@ -70,21 +84,46 @@ void ExpertDispatcher::blocks(const DispatchLayout& layout, std::vector<RowBlock
 }
 
 Tensor ExpertDispatcher::to_experts(const Tensor& slot_rows, const DispatchLayout& layout) {
-  std::vector<RowBlock> token_side, expert_side;
-  blocks(layout, token_side, expert_side);
-  Tensor grouped =
-      Tensor::empty(with_rows(slot_rows, layout.expert_offsets.back()), slot_rows.dtype());
-  group_.exchange_rows(slot_rows, token_side, grouped, expert_side).wait();
-  return grouped;
+  return start_to_experts(slot_rows, layout).wait();
 }
 
 Tensor ExpertDispatcher::from_experts(const Tensor& expert_rows, const DispatchLayout& layout) {
+  return start_from_experts(expert_rows, layout).wait();
+}
+
+namespace {
+int64_t bytes_to_peers(const std::vector<RowBlock>& sends, int self, const Tensor& source) {
+  int64_t rows = 0;
+  for (const RowBlock& b : sends)
+    if (b.peer != self) rows += b.rows;
+  return rows * static_cast<int64_t>(row_bytes(source));
+}
+}  // namespace
+
+PendingRows ExpertDispatcher::start_to_experts(const Tensor& slot_rows,
+                                               const DispatchLayout& layout) {
   std::vector<RowBlock> token_side, expert_side;
   blocks(layout, token_side, expert_side);
-  Tensor back =
+  PendingRows pending;
+  pending.source = slot_rows;
+  pending.rows =
+      Tensor::empty(with_rows(slot_rows, layout.expert_offsets.back()), slot_rows.dtype());
+  pending.bytes_to_peers = bytes_to_peers(token_side, group_.rank(), slot_rows);
+  pending.handle = group_.exchange_rows(slot_rows, token_side, pending.rows, expert_side);
+  return pending;
+}
+
+PendingRows ExpertDispatcher::start_from_experts(const Tensor& expert_rows,
+                                                 const DispatchLayout& layout) {
+  std::vector<RowBlock> token_side, expert_side;
+  blocks(layout, token_side, expert_side);
+  PendingRows pending;
+  pending.source = expert_rows;
+  pending.rows =
       Tensor::empty(with_rows(expert_rows, layout.tokens * layout.plan.top_k), expert_rows.dtype());
-  group_.exchange_rows(expert_rows, expert_side, back, token_side).wait();
-  return back;
+  pending.bytes_to_peers = bytes_to_peers(expert_side, group_.rank(), expert_rows);
+  pending.handle = group_.exchange_rows(expert_rows, expert_side, pending.rows, token_side);
+  return pending;
 }
 
 Tensor ExpertDispatcher::dispatch(const Tensor& x, const DispatchLayout& layout) {

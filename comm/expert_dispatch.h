@@ -22,6 +22,26 @@ struct DispatchLayout {
   int64_t tokens = 0;
 };
 
+// A started count exchange: finish_plan() waits for it and completes the layout.
+struct PendingPlan {
+  DispatchLayout layout;
+  Tensor send_counts, recv_counts;
+  CommHandle handle;
+};
+
+// Rows on their way: `rows` is complete once `handle` is waited. `source` keeps the sent tensor
+// alive meanwhile; `bytes_to_peers` is what this rank sends to other ranks.
+struct PendingRows {
+  Tensor rows;
+  Tensor source;
+  CommHandle handle;
+  int64_t bytes_to_peers = 0;
+  Tensor wait() {
+    handle.wait();
+    return rows;
+  }
+};
+
 class ExpertDispatcher {
  public:
   ExpertDispatcher(Communicator& expert_group, int64_t n_experts);
@@ -31,6 +51,9 @@ class ExpertDispatcher {
 
   // Exchanges the row counts for these routing decisions (expert_ids int32 [N, k]).
   DispatchLayout plan(const Tensor& expert_ids);
+  // The same in two halves, so that other work runs while the counts travel.
+  PendingPlan start_plan(const Tensor& expert_ids);
+  DispatchLayout finish_plan(PendingPlan& pending);
   // x [N, d] → rows for the local experts, expert-major [expert_offsets.back(), d].
   Tensor dispatch(const Tensor& x, const DispatchLayout& layout);
   // Expert outputs (expert-major) → y [N, d] = Σ_j gate[t, j] · out(t, j) on the tokens' ranks.
@@ -45,6 +68,9 @@ class ExpertDispatcher {
   // rank ↔ expert-major rows on the expert's rank.
   Tensor to_experts(const Tensor& slot_rows, const DispatchLayout& layout);
   Tensor from_experts(const Tensor& expert_rows, const DispatchLayout& layout);
+  // Started versions of the two (the layout is only read during the call).
+  PendingRows start_to_experts(const Tensor& slot_rows, const DispatchLayout& layout);
+  PendingRows start_from_experts(const Tensor& expert_rows, const DispatchLayout& layout);
 
  private:
   void blocks(const DispatchLayout& layout, std::vector<RowBlock>& token_side,

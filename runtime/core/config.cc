@@ -224,6 +224,15 @@ void validate_config(const Config& c) {
   TANDEM_USER_CHECK(t.threads >= 0, "config: train.threads = ", t.threads,
                     " must be >= 0 (0 picks cores / local ranks)");
   TANDEM_USER_CHECK(t.eval_interval >= 0, "config: train.eval_interval must be >= 0");
+  const auto& p = c.parallel;
+  positive(p.pp, "parallel.pp");
+  positive(p.ep, "parallel.ep");
+  positive(p.microbatches, "parallel.microbatches");
+  TANDEM_USER_CHECK(p.schedule == "1f1b" || p.schedule == "zb-h1" || p.schedule == "dualpipe" ||
+                        p.schedule == "dualpipev",
+                    "config: parallel.schedule = \"", p.schedule,
+                    "\" is not a schedule; use \"1f1b\", \"zb-h1\", \"dualpipe\" or "
+                    "\"dualpipev\"");
   TANDEM_USER_CHECK(t.warmup_steps >= 0, "config: train.warmup_steps must be >= 0");
   TANDEM_USER_CHECK(t.lr > 0 && t.min_lr >= 0 && t.min_lr <= t.lr, "config: need train.lr > 0 and ",
                     "0 <= train.min_lr <= train.lr, got lr = ", t.lr, ", min_lr = ", t.min_lr);

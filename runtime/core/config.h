@@ -73,12 +73,22 @@ struct CommConfig {
   int64_t ranks_per_node = 0;  // 0: from hostnames; > 0 simulates nodes of that many ranks
 };
 
+struct ParallelConfig {
+  int64_t pp = 1;  // pipeline ranks; dp = world / pp
+  int64_t ep = 1;  // expert-parallel group size inside each stage; divides dp
+  std::string schedule = "1f1b";
+  int64_t microbatches = 1;  // per data-parallel rank and step, over both directions
+  bool zero1 = false;
+  bool overlap = true;  // run F&B pairs interleaved at sub-layer granularity
+};
+
 struct Config {
   ModelConfig model;
   TrainConfig train;
   DataConfig data;
   Fp8Config fp8;
   CommConfig comm;
+  ParallelConfig parallel;
 };
 
 using ConfigValueRef = std::variant<int64_t*, double*, bool*, std::string*>;

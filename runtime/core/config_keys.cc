@@ -82,6 +82,25 @@ const std::vector<ConfigKey>& config_keys() {
       TANDEM_KEY(comm, ranks_per_node,
                  "0: nodes from hostnames; > 0: treat every that many consecutive ranks as a node "
                  "(to test node-aware communication on one machine)."),
+      TANDEM_KEY(parallel, pp,
+                 "Pipeline-parallel ranks; data parallelism dp = world size / pp. DualPipe needs "
+                 "an even pp."),
+      TANDEM_KEY(parallel, ep,
+                 "Expert-parallel group size inside each stage: each group of ep data-parallel "
+                 "ranks splits the routed experts; must divide dp and model.n_routed_experts."),
+      TANDEM_KEY(parallel, schedule,
+                 "Pipeline schedule: \"1f1b\", \"zb-h1\" (zero bubble), \"dualpipe\" (rank r "
+                 "holds stages r and pp-1-r) or \"dualpipev\" (2*pp stages in a V)."),
+      TANDEM_KEY(parallel, microbatches,
+                 "Micro-batches per data-parallel rank and step; train.batch_size must divide by "
+                 "dp * microbatches. DualPipe and DualPipeV need at least 2*pp (DualPipe: even)."),
+      TANDEM_KEY(parallel, zero1,
+                 "Shard the optimizer state over the data-parallel replicas (reduce-scatter the "
+                 "gradients, update the shard, all-gather the parameters)."),
+      TANDEM_KEY(parallel, overlap,
+                 "Interleave each overlapped F&B pair at sub-layer granularity, so that one "
+                 "micro-batch's all-to-all runs while the other computes (false: one after the "
+                 "other, for comparison)."),
   };
   return keys;
 }

@@ -11,6 +11,7 @@ ModelChunk::ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec,
                        const Fp8Config& fp8)
     : spec_(spec),
       dtype_(parse_dtype(config.dtype)),
+      d_model_(config.d_model),
       fp8_stats_(std::make_unique<kernels::Fp8Stats>()) {
   const Fp8Settings ffn_fp8 = Fp8Settings::from_config(fp8, fp8_stats_.get());
   Fp8Settings attention_fp8 = ffn_fp8;
@@ -24,7 +25,7 @@ ModelChunk::ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec,
     if (layer < config.n_dense_layers) {
       blocks_.push_back(std::make_unique<DenseFfnBlock>(config, layer, dtype_, seed, ffn_fp8));
     } else {
-      auto moe = std::make_unique<MoeFfnBlock>(config, layer, dtype_, seed, ffn_fp8);
+      auto moe = std::make_unique<MoeFfnBlock>(config, layer, dtype_, seed, ffn_fp8, spec.experts);
       moe_blocks_.push_back(moe.get());
       blocks_.push_back(std::move(moe));
     }
@@ -38,6 +39,12 @@ std::vector<Parameter*> ModelChunk::parameters() {
     for (Parameter* p : block->parameters()) out.push_back(p);
   if (head_)
     for (Parameter* p : head_->parameters()) out.push_back(p);
+  return out;
+}
+
+std::vector<Block*> ModelChunk::blocks() const {
+  std::vector<Block*> out;
+  for (const auto& block : blocks_) out.push_back(block.get());
   return out;
 }
 

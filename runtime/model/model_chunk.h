@@ -18,8 +18,9 @@ struct ChunkSpec {
   int64_t last_layer = 0;
   bool has_embedding = false;
   bool has_head = false;
+  ExpertShard experts;  // which routed experts of each MoE layer this chunk holds
   static ChunkSpec whole_model(const ModelConfig& config) {
-    return {0, config.n_layers, true, true};
+    return {0, config.n_layers, true, true, {}};
   }
 };
 
@@ -46,14 +47,20 @@ class ModelChunk {
 
   const ChunkSpec& spec() const { return spec_; }
   DType dtype() const { return dtype_; }
+  int64_t hidden_size() const { return d_model_; }
   std::vector<Parameter*> parameters();
   std::vector<MoeFfnBlock*> moe_blocks() const { return moe_blocks_; }
+  // The blocks in forward order (embedding first when present) and the head (null when absent),
+  // for runners that put communication between sub-stages (parallelism/).
+  std::vector<Block*> blocks() const;
+  HeadBlock* head() const { return head_.get(); }
   // What every FP8 quantisation of this chunk has seen since the last reset.
   kernels::Fp8Stats& fp8_stats() { return *fp8_stats_; }
 
  private:
   ChunkSpec spec_;
   DType dtype_;
+  int64_t d_model_;
   std::unique_ptr<kernels::Fp8Stats> fp8_stats_;  // stable address: blocks point at it
   std::vector<std::unique_ptr<Block>> blocks_;
   std::vector<MoeFfnBlock*> moe_blocks_;

@@ -9,7 +9,7 @@
 namespace tandem {
 
 MoeFfnBlock::MoeFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed,
-                         Fp8Settings fp8)
+                         Fp8Settings fp8, ExpertShard shard)
     : config_(config), fp8_(fp8), layer_(layer) {
   const int64_t d = config.d_model, f = config.d_expert, e = config.n_routed_experts;
   const double out_std = config.init_std / std::sqrt(2.0 * config.n_layers);
@@ -20,7 +20,12 @@ MoeFfnBlock::MoeFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, 
   shared_w13_ =
       make_parameter(name() + ".shared.w13", {2 * shared_f, d}, dtype, config.init_std, seed);
   shared_w2_ = make_parameter(name() + ".shared.w2", {d, shared_f}, dtype, out_std, seed);
-  for (int64_t x = 0; x < e; ++x) {
+  TANDEM_USER_CHECK(
+      shard.count >= 1 && e % shard.count == 0 && shard.index >= 0 && shard.index < shard.count,
+      "model.n_routed_experts = ", e, " cannot be split into ", shard.count,
+      " equal expert-parallel slices (parallel.ep must divide it)");
+  first_expert_ = shard.index * (e / shard.count);
+  for (int64_t x = first_expert_; x < first_expert_ + e / shard.count; ++x) {
     const std::string prefix = name() + ".experts." + std::to_string(x);
     w13_.push_back(make_parameter(prefix + ".w13", {2 * f, d}, dtype, config.init_std, seed));
     w2_.push_back(make_parameter(prefix + ".w2", {d, f}, dtype, out_std, seed));
@@ -53,9 +58,9 @@ void MoeFfnBlock::route(const Tensor& x, MoeState& st) {
 Tensor MoeFfnBlock::run_experts(const Tensor& rows, const std::vector<int64_t>& expert_offsets,
                                 MoeState& st) {
   const int64_t e = static_cast<int64_t>(expert_offsets.size()) - 1;
-  TANDEM_CHECK(e == n_experts() && expert_offsets.back() == rows.dim(0),
+  TANDEM_CHECK(e == n_local_experts() && expert_offsets.back() == rows.dim(0),
                "run_experts: ", rows.dim(0), " rows for offsets ending at ", expert_offsets.back(),
-               " over ", e, " experts");
+               " over ", e, " experts (this block holds ", n_local_experts(), ")");
   st.expert_offsets = expert_offsets;
   st.experts.assign(e, MlpSaved{});
   Tensor out = Tensor::empty(rows.shape(), rows.dtype());
@@ -83,6 +88,9 @@ Tensor MoeFfnBlock::unpermute(const Tensor& x, const Tensor& expert_out, MoeStat
 }
 
 Tensor MoeFfnBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& state) {
+  TANDEM_CHECK(n_local_experts() == n_experts(), "the single-rank forward of ", name(),
+               " needs every expert; this block holds ", n_local_experts(), " of ", n_experts(),
+               " (expert parallelism runs the sub-stages with dispatch and combine between)");
   auto st = std::make_unique<MoeState>();
   route(x, *st);
   Tensor expert_out = run_experts(st->permuted, st->plan.expert_offsets, *st);
@@ -102,7 +110,7 @@ Tensor MoeFfnBlock::unpermute_backward(const Tensor& dy, MoeState& st) {
 
 Tensor MoeFfnBlock::experts_backward(const Tensor& dexpert_out, MoeState& st) {
   Tensor drows = Tensor::empty(dexpert_out.shape(), dexpert_out.dtype());
-  for (int64_t x = 0; x < n_experts(); ++x) {
+  for (int64_t x = 0; x < n_local_experts(); ++x) {
     const int64_t begin = st.expert_offsets[x], end = st.expert_offsets[x + 1];
     if (begin == end) continue;
     Tensor dx =

@@ -6,6 +6,7 @@
 // and unpermute(); forward() is the single-rank composition of the same calls.
 #pragma once
 
+#include <any>
 #include <vector>
 
 #include "kernels/permute.h"
@@ -14,6 +15,13 @@
 #include "runtime/model/ops.h"
 
 namespace tandem {
+
+// Which routed experts a block holds: the index-th of `count` equal contiguous slices (expert
+// parallelism places slice r on rank r of the expert group); {0, 1} is all of them.
+struct ExpertShard {
+  int64_t index = 0;
+  int64_t count = 1;
+};
 
 struct MoeState final : BlockState {
   NormSaved norm;
@@ -29,12 +37,13 @@ struct MoeState final : BlockState {
   MlpSaved shared;
   Tensor shared_out;
   Tensor dgate_weights;
+  std::any dispatch;  // what expert parallelism (parallelism/) keeps for the backward: the layout
 };
 
 class MoeFfnBlock final : public Block {
  public:
   MoeFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed,
-              Fp8Settings fp8 = {});
+              Fp8Settings fp8 = {}, ExpertShard shard = {});
   std::string name() const override { return "layers." + std::to_string(layer_) + ".ffn"; }
   Tensor forward(const Tensor& x, std::unique_ptr<BlockState>& state) override;
   Tensor backward_input(const Tensor& dy, BlockState& state) override;
@@ -42,6 +51,8 @@ class MoeFfnBlock final : public Block {
 
   // Forward sub-stages.
   void route(const Tensor& x, MoeState& st);  // norm, router, top-k, permute; counts expert load
+  // rows are grouped by this block's experts: expert first_local_expert() + i owns rows
+  // [expert_offsets[i], expert_offsets[i + 1]).
   Tensor run_experts(const Tensor& rows, const std::vector<int64_t>& expert_offsets, MoeState& st);
   void run_shared(MoeState& st);
   Tensor unpermute(const Tensor& x, const Tensor& expert_out, MoeState& st);  // y = x + ...
@@ -56,7 +67,10 @@ class MoeFfnBlock final : public Block {
   void reset_expert_load() { load_.assign(load_.size(), 0); }
   void update_bias(const std::vector<int64_t>& global_load);
   const Tensor& bias() const { return bias_; }
-  int64_t n_experts() const { return static_cast<int64_t>(w13_.size()); }
+  const Fp8Settings& fp8() const { return fp8_; }
+  int64_t n_experts() const { return config_.n_routed_experts; }  // routed, over all ranks
+  int64_t n_local_experts() const { return static_cast<int64_t>(w13_.size()); }
+  int64_t first_local_expert() const { return first_expert_; }
 
  private:
   ModelConfig config_;
@@ -65,7 +79,8 @@ class MoeFfnBlock final : public Block {
   Parameter norm_;
   Parameter router_;  // [E, d]
   Parameter shared_w13_, shared_w2_;
-  std::vector<Parameter> w13_, w2_;  // per routed expert: [2·d_expert, d], [d, d_expert]
+  int64_t first_expert_ = 0;
+  std::vector<Parameter> w13_, w2_;  // per local expert: [2·d_expert, d], [d, d_expert]
   Tensor bias_;                      // [E], selection only: never receives a gradient
   std::vector<int64_t> load_;
 };

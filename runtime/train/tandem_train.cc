@@ -1,5 +1,6 @@
-// tandem-train: trains the model described by a TOML config.
-//   tandem-train CONFIG.toml [--set section.key=value]... [--summary-json PATH]
+// tandem-train: trains the model described by a TOML config, in one process or on every rank of a
+// job started by mpirun, srun or the torchrun convention (then on the parallel.* grid).
+//   tandem-train CONFIG.toml [--set section.key=value]... [--summary-json PATH] [--trace PATH]
 //   tandem-train --config-reference     (prints every configuration key as Markdown)
 #include <cstdio>
 #include <cstring>
@@ -8,21 +9,26 @@
 #include <string>
 #include <vector>
 
+#include "comm/bootstrap.h"
+#include "comm/world.h"
 #include "runtime/core/config.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/runtime_context.h"
+#include "runtime/train/parallel_engine.h"
 #include "runtime/train/trainer.h"
 
 namespace {
 
 constexpr const char* kUsage =
     "usage: tandem-train CONFIG.toml [--set section.key=value]... [--summary-json PATH]\n"
+    "                    [--trace PATH]   (Chrome trace of the last step; multi-rank runs)\n"
     "       tandem-train --config-reference\n";
 
 struct Arguments {
   std::string config_path;
   std::vector<std::string> overrides;
   std::string summary_path;
+  std::string trace_path;
 };
 
 Arguments parse_arguments(int argc, char** argv) {
@@ -39,6 +45,8 @@ Arguments parse_arguments(int argc, char** argv) {
       args.overrides.push_back(value("--set"));
     } else if (arg == "--summary-json" || arg.starts_with("--summary-json=")) {
       args.summary_path = value("--summary-json");
+    } else if (arg == "--trace" || arg.starts_with("--trace=")) {
+      args.trace_path = value("--trace");
     } else if (arg.starts_with("-")) {
       TANDEM_USER_CHECK(false, "unknown option '", arg, "'\n", kUsage);
     } else {
@@ -65,18 +73,25 @@ int main(int argc, char** argv) {
   }
   Config config;
   Arguments args;
+  comm::LaunchInfo launch;
   try {
     args = parse_arguments(argc, argv);
     config = load_config_file(args.config_path);
     for (const auto& assignment : args.overrides) apply_override(config, assignment);
     validate_config(config);
-    if (!args.summary_path.empty()) {
-      // Checked before training, so a bad path cannot throw a finished run away.
-      std::ofstream probe(args.summary_path + ".tmp");
-      TANDEM_USER_CHECK(probe.good(), "cannot write the summary next to '", args.summary_path,
+    // The grid is checked before any rank talks to another.
+    launch = comm::detect_launch();
+    if (launch.world_size > 1 || config.parallel.pp > 1)
+      parallel::make_grid_shape(launch.world_size, config);
+    // Output paths are checked before training, so a bad path cannot throw a finished run away.
+    for (const auto& [path, what] :
+         {std::pair{args.summary_path, "summary"}, std::pair{args.trace_path, "trace"}}) {
+      if (path.empty()) continue;
+      std::ofstream probe(path + ".tmp");
+      TANDEM_USER_CHECK(probe.good(), "cannot write the ", what, " next to '", path,
                         "': check that its directory exists and is writable");
       probe.close();
-      std::remove((args.summary_path + ".tmp").c_str());
+      std::remove((path + ".tmp").c_str());
     }
   } catch (const std::exception& error) {
     std::fprintf(stderr, "tandem-train: error: %s\n", error.what());
@@ -85,10 +100,34 @@ int main(int argc, char** argv) {
   try {
     set_thread_count(config.train.threads > 0 ? static_cast<int>(config.train.threads)
                                               : default_thread_count());
-    log_info("tandem-train: ", args.config_path, ", ", runtime().threads, " threads");
-    log_info("effective config:\n", config_to_string(config));
-    Trainer trainer(config);
+    // A launcher's environment (or a grid asking for more than this process) means a multi-rank
+    // job; otherwise the whole model runs here.
+    const bool parallel = launch.world_size > 1 || config.parallel.pp > 1;
+    comm::World world;
+    std::unique_ptr<TrainEngine> engine;
+    if (parallel) {
+      world = comm::join_world({config.comm.world, static_cast<int>(config.comm.timeout_s * 1000)});
+      runtime().rank = world.comm->rank();
+      runtime().world_size = world.comm->size();
+    }
+    const bool reports = !parallel || world.comm->rank() == 0;
+    if (reports) {
+      log_info("tandem-train: ", args.config_path, ", ", runtime().threads, " threads",
+               parallel ? detail::concat(" per rank, ", world.comm->size(), " ranks") : "");
+      log_info("effective config:\n", config_to_string(config));
+    }
+    if (parallel) {
+      engine =
+          std::make_unique<ParallelEngine>(config, world, ParallelEngineOptions{args.trace_path});
+    } else {
+      TANDEM_USER_CHECK(args.trace_path.empty(),
+                        "--trace records the pipeline executor; it needs a multi-rank run "
+                        "(mpirun -np N tandem-train ...)");
+      engine = std::make_unique<SingleProcessEngine>(config);
+    }
+    Trainer trainer(config, std::move(engine));
     TrainSummary summary = trainer.run();
+    if (!reports) return 0;
     char line[256];
     std::snprintf(line, sizeof line,
                   "summary: %lld steps | final loss %.4f | final held-out loss %.4f | %.0f tok/s | "

@@ -22,7 +22,12 @@ std::string format_duration(double seconds) {
 }
 }  // namespace
 
-Trainer::Trainer(const Config& config)
+void check_grad_norm(double grad_norm, int64_t step) {
+  TANDEM_USER_CHECK(std::isfinite(grad_norm), "step ", step,
+                    ": gradient norm is not finite; lower train.lr or check the data");
+}
+
+SingleProcessEngine::SingleProcessEngine(const Config& config)
     : config_(config),
       dataset_(Dataset::open(config.data, config.model)),
       loader_(dataset_, config.model.seq_len, static_cast<uint64_t>(config.train.seed)),
@@ -30,7 +35,7 @@ Trainer::Trainer(const Config& config)
              ChunkSpec::whole_model(config.model), config.fp8),
       optimizer_(model_.parameters(), config.train) {}
 
-double Trainer::train_step(int64_t step) {
+StepReport SingleProcessEngine::train_step(int64_t step) {
   const auto& t = config_.train;
   const int64_t tokens_per_batch = t.batch_size * config_.model.seq_len;
   Tensor tokens = Tensor::empty({tokens_per_batch}, DType::kI32);
@@ -45,19 +50,18 @@ double Trainer::train_step(int64_t step) {
   model_.backward_input(Tensor(), state);
   model_.backward_weight(state);
   for (MoeFfnBlock* moe : model_.moe_blocks()) moe->update_bias(moe->expert_load());
-  last_fp8_ = model_.fp8_stats();
-  total_fp8_.merge(last_fp8_);
-
-  last_grad_norm_ = optimizer_.grad_norm();
-  TANDEM_USER_CHECK(std::isfinite(last_grad_norm_), "step ", step,
-                    ": gradient norm is not finite; lower train.lr or check the data");
+  StepReport report;
+  report.loss = loss;
+  report.fp8 = model_.fp8_stats();
+  report.grad_norm = optimizer_.grad_norm();
+  check_grad_norm(report.grad_norm, step);
   const double lr = kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr);
-  optimizer_.step(lr, kernels::clip_coefficient(last_grad_norm_, t.grad_clip));
+  optimizer_.step(lr, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
   optimizer_.zero_grad();
-  return loss;
+  return report;
 }
 
-double Trainer::evaluate() {
+double SingleProcessEngine::evaluate() {
   const auto& t = config_.train;
   const int64_t tokens_per_batch = t.batch_size * config_.model.seq_len;
   Tensor tokens = Tensor::empty({tokens_per_batch}, DType::kI32);
@@ -72,21 +76,31 @@ double Trainer::evaluate() {
   return total / static_cast<double>(tokens_per_batch * t.eval_batches);
 }
 
+Trainer::Trainer(const Config& config)
+    : Trainer(config, std::make_unique<SingleProcessEngine>(config)) {}
+
+Trainer::Trainer(const Config& config, std::unique_ptr<TrainEngine> engine)
+    : config_(config), engine_(std::move(engine)) {}
+
 TrainSummary Trainer::run() {
   const auto& t = config_.train;
   const ModelStats stats = model_stats(config_.model);
+  const bool reports = engine_->reports();
   TrainSummary summary;
   summary.params = stats.params;
   summary.flops_per_token = stats.flops_per_token;
-  log_info("model: ", stats.params, " parameters, ", stats.active_params, " active per token, ",
-           stats.flops_per_token / 1e6, " MFLOP per token (training)");
+  if (reports)
+    log_info("model: ", stats.params, " parameters, ", stats.active_params, " active per token, ",
+             stats.flops_per_token / 1e6, " MFLOP per token (training)");
 
   const int64_t tokens_per_step = t.batch_size * config_.model.seq_len;
   const auto start = std::chrono::steady_clock::now();
   double train_seconds = 0;
   for (int64_t step = 0; step < t.steps; ++step) {
     const auto step_start = std::chrono::steady_clock::now();
-    const double loss = train_step(step);
+    const StepReport report = engine_->train_step(step);
+    const double loss = report.loss;
+    summary.fp8_stats.merge(report.fp8);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     train_seconds += seconds;
@@ -100,29 +114,30 @@ TrainSummary Trainer::run() {
                   "%.1f ms/step | ETA %s",
                   static_cast<long long>(step + 1), static_cast<long long>(t.steps), loss,
                   kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr),
-                  last_grad_norm_, tokens_per_step / seconds, seconds * 1e3,
+                  report.grad_norm, tokens_per_step / seconds, seconds * 1e3,
                   format_duration(eta).c_str());
     if (config_.fp8.enabled) {
       char fp8_line[96];
       std::snprintf(fp8_line, sizeof fp8_line, " | fp8 saturated %.2e | scales %.1e..%.1e",
-                    last_fp8_.values ? double(last_fp8_.saturated) / last_fp8_.values : 0.0,
-                    last_fp8_.min_scale, last_fp8_.max_scale);
+                    report.fp8.values ? double(report.fp8.saturated) / report.fp8.values : 0.0,
+                    report.fp8.min_scale, report.fp8.max_scale);
       std::strncat(line, fp8_line, sizeof line - std::strlen(line) - 1);
     }
-    log_info(line);
+    if (reports) log_info(line);
     const bool last = step + 1 == t.steps;
     if (last || (t.eval_interval > 0 && (step + 1) % t.eval_interval == 0)) {
-      const double eval_loss = evaluate();
+      const double eval_loss = engine_->evaluate();
       summary.eval_losses.emplace_back(step + 1, eval_loss);
       char eval_line[128];
       std::snprintf(eval_line, sizeof eval_line, "eval step %lld | held-out loss %.4f",
                     static_cast<long long>(step + 1), eval_loss);
-      log_info(eval_line);
+      if (reports) log_info(eval_line);
     }
   }
   summary.steps = t.steps;
   summary.fp8 = config_.fp8.enabled;
-  summary.fp8_stats = total_fp8_;
+  engine_->finish();
+  summary.engine_fields = engine_->summary_fields();
   summary.tokens_per_second = tokens_per_step * t.steps / train_seconds;
   return summary;
 }
@@ -140,6 +155,7 @@ nlohmann::json TrainSummary::to_json(const Config& config) const {
   out["params"] = params;
   out["flops_per_token"] = flops_per_token;
   out["config"] = config_to_json(config);
+  for (const auto& [key, value] : engine_fields.items()) out[key] = value;
   if (fp8) {
     out["fp8"] = {{"values", fp8_stats.values},
                   {"saturated", fp8_stats.saturated},

@@ -1,17 +1,20 @@
-// The single-process training loop: sample a global batch, forward/backward through the model,
-// balance the routers, clip, step AdamW, report, evaluate on held-out data.
+// The training loop (steps, progress lines, evaluation, the summary) over a TrainEngine, and the
+// single-process engine: sample a global batch, forward/backward through the whole model, balance
+// the routers, clip, step AdamW.
 #pragma once
 
 #include <string>
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
+#include <memory>
+#include <nlohmann/json.hpp>
 
 #include "runtime/core/config.h"
 #include "runtime/model/model_chunk.h"
 #include "runtime/train/data.h"
 #include "runtime/train/optimizer.h"
+#include "runtime/train/train_engine.h"
 
 namespace tandem {
 
@@ -24,17 +27,15 @@ struct TrainSummary {
   double flops_per_token = 0;
   bool fp8 = false;
   kernels::Fp8Stats fp8_stats;  // every quantisation of the run (training steps only)
+  nlohmann::json engine_fields = nlohmann::json::object();  // TrainEngine::summary_fields
   nlohmann::json to_json(const Config& config) const;
 };
 
-class Trainer {
+class SingleProcessEngine final : public TrainEngine {
  public:
-  explicit Trainer(const Config& config);
-  TrainSummary run();
-  // One optimizer step on global batch `step`; returns the mean training loss.
-  double train_step(int64_t step);
-  // Mean loss over train.eval_batches held-out batches.
-  double evaluate();
+  explicit SingleProcessEngine(const Config& config);
+  StepReport train_step(int64_t step) override;
+  double evaluate() override;
   ModelChunk& model() { return model_; }
 
  private:
@@ -43,8 +44,22 @@ class Trainer {
   DataLoader loader_;
   ModelChunk model_;
   AdamW optimizer_;
-  double last_grad_norm_ = 0;
-  kernels::Fp8Stats last_fp8_, total_fp8_;
+};
+
+class Trainer {
+ public:
+  // The single-process engine.
+  explicit Trainer(const Config& config);
+  Trainer(const Config& config, std::unique_ptr<TrainEngine> engine);
+  TrainSummary run();
+  // One optimizer step on global batch `step`; returns the mean training loss.
+  double train_step(int64_t step) { return engine_->train_step(step).loss; }
+  double evaluate() { return engine_->evaluate(); }
+  TrainEngine& engine() { return *engine_; }
+
+ private:
+  Config config_;
+  std::unique_ptr<TrainEngine> engine_;
 };
 
 }  // namespace tandem

@@ -191,20 +191,6 @@ TEST(Topology, OneHostAndSimulatedNodes) {
   }
 }
 
-// Offsets over all experts for MoeFfnBlock::run_experts when this rank holds only experts
-// [first, first + local): their row ranges from the dispatch layout, the others empty.
-std::vector<int64_t> all_expert_offsets(const std::vector<int64_t>& local_offsets, int64_t first,
-                                        int64_t experts) {
-  const int64_t local = static_cast<int64_t>(local_offsets.size()) - 1;
-  std::vector<int64_t> offsets(experts + 1, 0);
-  for (int64_t e = 0; e < experts; ++e) {
-    const int64_t i = e - first;
-    offsets[e + 1] =
-        offsets[e] + (i >= 0 && i < local ? local_offsets[i + 1] - local_offsets[i] : 0);
-  }
-  return offsets;
-}
-
 // Random routing of `tokens` tokens to top-2 of `experts` distinct experts.
 Tensor random_routes(int64_t tokens, int64_t experts, uint64_t seed) {
   Tensor ids = Tensor::empty({tokens, 2}, DType::kI32);
@@ -302,7 +288,8 @@ TEST(ExpertDispatch, ExpertParallelMoeEqualsTheSingleProcessLayer) {
   c.n_layers = 2;
   c.seq_len = 4;
   c.init_std = 0.5;  // expert outputs of the size of x, so a misrouted row cannot hide
-  MoeFfnBlock reference(c, 1, DType::kF32, 11), parallel(c, 1, DType::kF32, 11);
+  // The parallel block holds only this rank's slice of the experts, as expert parallelism does.
+  MoeFfnBlock reference(c, 1, DType::kF32, 11), parallel(c, 1, DType::kF32, 11, {}, {r, n});
   Tensor x = Tensor::empty({(3 + r) * c.seq_len, c.d_model}, DType::kF32);
   fill_normal(x, 1.0, 200 + r, 1);
   std::unique_ptr<BlockState> state;
@@ -314,9 +301,8 @@ TEST(ExpertDispatch, ExpertParallelMoeEqualsTheSingleProcessLayer) {
   const DispatchLayout layout = dispatcher.plan(st.expert_ids);
   const Tensor rows = dispatcher.to_experts(st.permuted, layout);
   // Only this rank's experts have rows; the others are empty ranges.
-  const std::vector<int64_t> offsets = all_expert_offsets(
-      layout.expert_offsets, dispatcher.first_local_expert(), c.n_routed_experts);
-  const Tensor out = parallel.run_experts(rows, offsets, st);
+  EXPECT_EQ(parallel.first_local_expert(), dispatcher.first_local_expert());
+  const Tensor out = parallel.run_experts(rows, layout.expert_offsets, st);
   parallel.run_shared(st);
   const Tensor y = parallel.unpermute(x, dispatcher.from_experts(out, layout), st);
   for (int64_t i = 0; i < y.numel(); ++i)
@@ -361,7 +347,7 @@ TEST(ExpertDispatch, HierarchicalEqualsFlatAndCrossesNodesLess) {
   c.n_layers = 2;
   c.seq_len = 4;
   c.init_std = 0.5;  // expert outputs of the size of x, so a misrouted row cannot hide
-  MoeFfnBlock reference(c, 1, DType::kF32, 21), parallel(c, 1, DType::kF32, 21);
+  MoeFfnBlock reference(c, 1, DType::kF32, 21), parallel(c, 1, DType::kF32, 21, {}, {r, n});
   Tensor x = Tensor::empty({(4 + r) * c.seq_len, c.d_model}, DType::kF32);
   fill_normal(x, 1.0, 500 + r, 1);
   std::unique_ptr<BlockState> state;
@@ -372,14 +358,13 @@ TEST(ExpertDispatch, HierarchicalEqualsFlatAndCrossesNodesLess) {
   parallel.route(x, st);
   const HierarchicalLayout layout = dispatcher.plan(st.expert_ids, st.gate_weights);
   const Tensor rows = dispatcher.dispatch(st.normed, layout);
-  const std::vector<int64_t> offsets = all_expert_offsets(
-      layout.node.expert_offsets, dispatcher.first_local_expert(), c.n_routed_experts);
+  EXPECT_EQ(parallel.first_local_expert(), dispatcher.first_local_expert());
   // Identity experts first: the gate weights sum to one, so the tokens come back (to rounding).
   const Tensor same = dispatcher.combine(rows, layout);
   for (int64_t i = 0; i < same.numel(); ++i)
     ASSERT_NEAR(same.data<float>()[i], st.normed.data<float>()[i],
                 1e-6 * (1 + std::abs(st.normed.data<float>()[i])));
-  const Tensor out = parallel.run_experts(rows, offsets, st);
+  const Tensor out = parallel.run_experts(rows, layout.node.expert_offsets, st);
   parallel.run_shared(st);
   Tensor y = dispatcher.combine(out, layout);
   kernels::axpy(1.0, x, y);

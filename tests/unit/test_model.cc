@@ -121,7 +121,7 @@ TEST(Model, ChunksBuildTheSameParametersAsTheWholeModel) {
   // Initialisation depends on (seed, name) only, so a pipeline stage owning layers [1, 3) holds
   // exactly the weights the single-process model has for them.
   const ModelConfig c = small_model("fp32");
-  ModelChunk whole(c, 8, ChunkSpec::whole_model(c)), tail(c, 8, ChunkSpec{1, 3, false, true});
+  ModelChunk whole(c, 8, ChunkSpec::whole_model(c)), tail(c, 8, ChunkSpec{1, 3, false, true, {}});
   std::map<std::string, Parameter*> by_name;
   for (Parameter* p : whole.parameters()) by_name[p->name] = p;
   for (Parameter* p : tail.parameters()) {

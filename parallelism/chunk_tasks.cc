@@ -1,0 +1,112 @@
+// The chunk walk with expert dispatch and combine between the MoE sub-stages. With FP8 on, the
+// dispatched rows travel as FP8 codes with their 1×128 scales (the quantisation the first expert
+// GEMM would apply anyway, so the experts see the same numbers as on one rank).
+#include "parallelism/chunk_tasks.h"
+
+#include <chrono>
+
+namespace tandem::parallel {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+Tensor wait_rows(comm::PendingRows& pending, AllToAllStats* stats) {
+  const auto start = Clock::now();
+  Tensor rows = pending.wait();
+  if (stats) {
+    stats->wait_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+    stats->bytes += pending.bytes_to_peers;
+    stats->calls += 1;
+  }
+  return rows;
+}
+
+comm::DispatchLayout wait_plan(comm::ExpertDispatcher& dispatcher, comm::PendingPlan& pending,
+                               AllToAllStats* stats) {
+  const auto start = Clock::now();
+  comm::DispatchLayout layout = dispatcher.finish_plan(pending);
+  if (stats) stats->wait_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  return layout;
+}
+
+// The rows each expert rank receives: fp32 as they are, or FP8-packed under fp8.
+Tensor dispatch_payload(const Tensor& permuted, const Fp8Settings& fp8) {
+  if (!fp8.enabled) return permuted;
+  return kernels::pack_fp8_rows(
+      kernels::quantize(permuted, kernels::ScaleGranularity::kTile1x128, fp8.options));
+}
+
+Tensor expert_input(const Tensor& received, int64_t cols, const Fp8Settings& fp8) {
+  if (!fp8.enabled) return received;
+  return kernels::dequantize(kernels::unpack_fp8_rows(received, cols, fp8.options.format));
+}
+
+}  // namespace
+
+PhasedTask forward_task(ModelChunk& chunk, Tensor input, MicroBatchState& state,
+                        const Tensor* targets, double grad_scale, Tensor* output, ChunkComm comm) {
+  const std::vector<Block*> blocks = chunk.blocks();
+  state.blocks.resize(blocks.size());
+  Tensor x = input;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    auto* moe = dynamic_cast<MoeFfnBlock*>(blocks[i]);
+    if (!moe || !comm.dispatcher) {
+      x = blocks[i]->forward(x, state.blocks[i]);
+      continue;
+    }
+    comm::ExpertDispatcher& dispatcher = *comm.dispatcher;
+    auto owned = std::make_unique<MoeState>();
+    MoeState& st = *owned;
+    state.blocks[i] = std::move(owned);
+    moe->route(x, st);
+    comm::PendingPlan counts = dispatcher.start_plan(st.expert_ids);
+    co_await in_flight();
+    const comm::DispatchLayout layout = wait_plan(dispatcher, counts, comm.stats);
+    comm::PendingRows dispatched =
+        dispatcher.start_to_experts(dispatch_payload(st.permuted, moe->fp8()), layout);
+    moe->run_shared(st);  // the shared expert needs no other rank: it runs under the dispatch
+    co_await in_flight();
+    const Tensor rows = expert_input(wait_rows(dispatched, comm.stats), x.dim(1), moe->fp8());
+    const Tensor expert_out = moe->run_experts(rows, layout.expert_offsets, st);
+    comm::PendingRows combined = dispatcher.start_from_experts(expert_out, layout);
+    co_await in_flight();
+    x = moe->unpermute(x, wait_rows(combined, comm.stats), st);
+    st.dispatch = layout;
+  }
+  if (!chunk.head()) {
+    *output = x;
+    co_return;
+  }
+  TANDEM_CHECK(targets != nullptr, "the chunk with the head needs targets");
+  state.loss_sum = chunk.head()->forward_loss(x, *targets, grad_scale, state.head);
+  if (grad_scale == 0) state.blocks.clear();  // evaluation: nothing is kept for a backward
+}
+
+PhasedTask backward_task(ModelChunk& chunk, Tensor dy, MicroBatchState& state, Tensor* dx,
+                         ChunkComm comm) {
+  const std::vector<Block*> blocks = chunk.blocks();
+  TANDEM_CHECK(state.blocks.size() == blocks.size(), "backward without a matching forward");
+  Tensor grad = chunk.head() ? chunk.head()->backward_input(*state.head) : dy;
+  for (size_t i = blocks.size(); i-- > 0;) {
+    auto* moe = dynamic_cast<MoeFfnBlock*>(blocks[i]);
+    if (!moe || !comm.dispatcher) {
+      grad = blocks[i]->backward_input(grad, *state.blocks[i]);
+      continue;
+    }
+    comm::ExpertDispatcher& dispatcher = *comm.dispatcher;
+    auto& st = static_cast<MoeState&>(*state.blocks[i]);
+    const auto& layout = std::any_cast<const comm::DispatchLayout&>(st.dispatch);
+    // Combine's backward is a dispatch of the output gradients, dispatch's a combine.
+    comm::PendingRows to_experts =
+        dispatcher.start_to_experts(moe->unpermute_backward(grad, st), layout);
+    co_await in_flight();
+    const Tensor drows = moe->experts_backward(wait_rows(to_experts, comm.stats), st);
+    comm::PendingRows from_experts = dispatcher.start_from_experts(drows, layout);
+    co_await in_flight();
+    grad = moe->route_backward(grad, wait_rows(from_experts, comm.stats), st);
+  }
+  *dx = grad;
+}
+
+}  // namespace tandem::parallel

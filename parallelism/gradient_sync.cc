@@ -1,0 +1,174 @@
+// Flat gradient buckets, their reductions, and the (sharded) AdamW step.
+#include "parallelism/gradient_sync.h"
+
+#include <algorithm>
+
+#include "kernels/elementwise.h"
+#include "kernels/optimizer.h"
+
+namespace tandem::parallel {
+
+// One replicated parameter set: flat gradient (and, under ZeRO-1, flat parameter) storage padded
+// to a multiple of the group size, with each parameter's tensors being views into it.
+struct GradientSync::Bucket {
+  ReplicatedParameters set;
+  DType dtype = DType::kF32;
+  int64_t elements = 0;          // without padding
+  int64_t shard = 0;             // elements per rank under ZeRO-1 (padded total / group size)
+  std::vector<int64_t> offsets;  // of each parameter in the flat buffers
+  Tensor grads;                  // flat [padded]
+  Tensor values;                 // ZeRO-1: flat [padded] parameters
+  Tensor shard_grads;            // ZeRO-1: this rank's reduced shard [shard]
+  Tensor m, v;                   // AdamW moments: of the shard (ZeRO-1) or of everything
+  bool ready = false, launched = false;
+  comm::CommHandle handle;
+
+  int64_t shard_begin() const { return set.group->rank() * shard; }
+};
+
+namespace {
+Tensor flat_view(const Tensor& flat, int64_t offset, const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t dim : shape) n *= dim;
+  return flat.rows(offset, offset + n).reshape(shape);
+}
+}  // namespace
+
+GradientSync::GradientSync(std::vector<ReplicatedParameters> sets, bool zero1,
+                           const TrainConfig& config)
+    : zero1_(zero1), config_(config) {
+  std::stable_sort(sets.begin(), sets.end(),
+                   [](const auto& a, const auto& b) { return a.order < b.order; });
+  for (auto& set : sets) {
+    if (set.params.empty()) continue;
+    auto bucket = std::make_unique<Bucket>();
+    bucket->dtype = set.params[0]->value.dtype();
+    for (Parameter* p : set.params) {
+      TANDEM_CHECK(p->value.dtype() == bucket->dtype, "mixed dtypes in ", set.name);
+      bucket->offsets.push_back(bucket->elements);
+      bucket->elements += p->value.numel();
+    }
+    const int64_t ranks = set.group->size();
+    bucket->shard = (bucket->elements + ranks - 1) / ranks;
+    const int64_t padded = bucket->shard * ranks;
+    bucket->grads = Tensor::zeros({padded}, bucket->dtype);
+    if (zero1) bucket->values = Tensor::zeros({padded}, bucket->dtype);
+    for (size_t i = 0; i < set.params.size(); ++i) {
+      Parameter& p = *set.params[i];
+      Tensor grad = flat_view(bucket->grads, bucket->offsets[i], p.value.shape());
+      grad.copy_from(p.grad);
+      p.grad = grad;
+      if (zero1) {
+        Tensor value = flat_view(bucket->values, bucket->offsets[i], p.value.shape());
+        value.copy_from(p.value);
+        p.value = value;
+      }
+    }
+    const int64_t state = zero1 ? bucket->shard : padded;
+    bucket->m = Tensor::zeros({state}, bucket->dtype);
+    bucket->v = Tensor::zeros({state}, bucket->dtype);
+    if (zero1) bucket->shard_grads = Tensor::zeros({bucket->shard}, bucket->dtype);
+    bucket->set = std::move(set);
+    buckets_.push_back(std::move(bucket));
+  }
+}
+
+GradientSync::~GradientSync() = default;
+
+void GradientSync::launch_ready() {
+  while (next_launch_ < buckets_.size() && buckets_[next_launch_]->ready) {
+    Bucket& b = *buckets_[next_launch_++];
+    comm::Communicator& group = *b.set.group;
+    if (group.size() > 1) {
+      b.handle = zero1_ ? group.reduce_scatter(b.grads, b.shard_grads) : group.all_reduce(b.grads);
+    } else if (zero1_) {
+      b.shard_grads.copy_from(b.grads);
+    }
+    b.launched = true;
+  }
+}
+
+void GradientSync::chunk_ready(int chunk) {
+  for (auto& b : buckets_)
+    if (b->set.chunk == chunk) b->ready = true;
+  launch_ready();
+}
+
+void GradientSync::finish() {
+  for (auto& b : buckets_) b->ready = true;
+  launch_ready();
+  for (auto& b : buckets_) b->handle.wait();
+}
+
+double GradientSync::owned_sum_of_squares() const {
+  double total = 0;
+  for (const auto& b : buckets_) {
+    if (zero1_) {
+      total += kernels::sum_of_squares(b->shard_grads);  // padding is zero
+    } else if (b->set.group->rank() == 0) {
+      total += kernels::sum_of_squares(b->grads);
+    }
+  }
+  return total;
+}
+
+void GradientSync::step(double lr, double clip_coefficient) {
+  ++steps_;
+  for (auto& bucket : buckets_) {
+    Bucket& b = *bucket;
+    // The stretch [begin, end) of the flat buffers this rank updates, and where its parameters
+    // fall in it: weight decay applies per parameter.
+    const int64_t begin = zero1_ ? b.shard_begin() : 0;
+    const int64_t end = zero1_ ? begin + b.shard : b.grads.numel();
+    Tensor grads = zero1_ ? b.shard_grads : b.grads;
+    Tensor values = zero1_ ? b.values : Tensor();
+    if (clip_coefficient != 1.0) kernels::scale(grads, clip_coefficient);
+    for (size_t i = 0; i < b.set.params.size(); ++i) {
+      Parameter& p = *b.set.params[i];
+      const int64_t p_begin = std::max(begin, b.offsets[i]);
+      const int64_t p_end = std::min(end, b.offsets[i] + p.value.numel());
+      if (p_begin >= p_end) continue;
+      kernels::AdamWHyper hyper{lr,
+                                config_.beta1,
+                                config_.beta2,
+                                config_.adam_eps,
+                                p.decay ? config_.weight_decay : 0.0,
+                                steps_};
+      Tensor param = zero1_ ? values.rows(p_begin, p_end)
+                            : p.value.reshape({p.value.numel()})
+                                  .rows(p_begin - b.offsets[i], p_end - b.offsets[i]);
+      Tensor grad = grads.rows(p_begin - begin, p_end - begin);
+      Tensor m = b.m.rows(p_begin - begin, p_end - begin);
+      Tensor v = b.v.rows(p_begin - begin, p_end - begin);
+      kernels::adamw_update(param, grad, m, v, hyper);
+    }
+  }
+  if (!zero1_) return;
+  // Every replica gets the whole updated set back; the shard is copied out first because the
+  // all-gather writes over the flat parameter buffer it is part of.
+  std::vector<Tensor> shards;
+  std::vector<comm::CommHandle> gathers;
+  for (auto& b : buckets_) {
+    if (b->set.group->size() == 1) continue;
+    shards.push_back(b->values.rows(b->shard_begin(), b->shard_begin() + b->shard).clone());
+    gathers.push_back(b->set.group->all_gather(shards.back(), b->values));
+  }
+  for (auto& g : gathers) g.wait();
+}
+
+void GradientSync::zero_grad() {
+  for (auto& b : buckets_) b->grads.zero_();
+  for (auto& b : buckets_) {
+    b->launched = b->ready = false;
+    if (zero1_) b->shard_grads.zero_();
+  }
+  next_launch_ = 0;
+}
+
+int64_t GradientSync::optimizer_state_elements() const {
+  int64_t total = 0;
+  for (const auto& b : buckets_) total += b->m.numel() + b->v.numel();
+  return total;
+}
+
+}  // namespace tandem::parallel

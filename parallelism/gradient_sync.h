@@ -1,0 +1,62 @@
+// Data-parallel gradient reduction and the optimizer step over replicated parameters, with
+// optional ZeRO-1. Each set of parameters held by the same group of ranks (a stage's dense
+// parameters over dp, plus the DualPipe mirror; its experts over expert dp) gets one flat
+// gradient buffer that the parameters' grad tensors are views of, so nothing is copied before the
+// reduction. A set's reduction starts when the executor reports its chunk's last weight gradient,
+// so it overlaps the rest of the backward; sets start in one global order (the same on every
+// rank of a group, as collectives must). With ZeRO-1 the reduction is a reduce-scatter: each
+// replica updates its shard of the parameters with AdamW state for that shard only, then an
+// all-gather brings every replica the whole updated set.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "runtime/core/config.h"
+#include "runtime/model/block.h"
+
+namespace tandem::parallel {
+
+struct ReplicatedParameters {
+  std::string name;                     // for messages: "stage 1 dense"
+  int order = 0;                        // launch order, the same on every replica
+  int chunk = 0;                        // the local chunk whose backward produces these gradients
+  comm::Communicator* group = nullptr;  // every rank holding these parameters
+  std::vector<Parameter*> params;
+};
+
+class GradientSync {
+ public:
+  GradientSync(std::vector<ReplicatedParameters> sets, bool zero1, const TrainConfig& config);
+  GradientSync(const GradientSync&) = delete;
+  GradientSync& operator=(const GradientSync&) = delete;
+  ~GradientSync();
+
+  // The chunk's gradients are final for this step: start its sets' reductions (in order).
+  void chunk_ready(int chunk);
+  // Starts whatever has not started and waits for every reduction.
+  void finish();
+  // Σ grad² over the gradient elements this rank owns after finish(): each element of the global
+  // model is owned by exactly one rank, so an all-reduce of this over the world is the global
+  // squared norm.
+  double owned_sum_of_squares() const;
+  // Scales the gradients by clip_coefficient and applies AdamW (to this rank's shards under
+  // ZeRO-1, then all-gathers the parameters).
+  void step(double lr, double clip_coefficient);
+  void zero_grad();
+  // Elements of optimizer state (m and v) this rank keeps.
+  int64_t optimizer_state_elements() const;
+
+ private:
+  struct Bucket;
+  void launch_ready();
+  std::vector<std::unique_ptr<Bucket>> buckets_;  // in launch order
+  size_t next_launch_ = 0;
+  bool zero1_;
+  TrainConfig config_;
+  int64_t steps_ = 0;
+};
+
+}  // namespace tandem::parallel

@@ -1,0 +1,234 @@
+// Building this rank's part of the model on the grid, and one training step across the grid.
+#include "runtime/train/parallel_engine.h"
+
+#include <cmath>
+#include <fstream>
+
+#include "kernels/optimizer.h"
+#include "runtime/core/logging.h"
+
+namespace tandem {
+
+namespace {
+
+using parallel::Instruction;
+
+bool is_routed_expert(const Parameter& p) {
+  return p.name.find(".experts.") != std::string::npos;
+}
+
+// Σ over `group` of a double, in fp64.
+double all_reduce_sum(comm::Communicator& group, double value) {
+  Tensor t = Tensor::empty({1}, DType::kF64);
+  t.data<double>()[0] = value;
+  group.all_reduce(t).wait();
+  return t.data<double>()[0];
+}
+
+}  // namespace
+
+ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
+                               ParallelEngineOptions options)
+    : config_(config),
+      options_(std::move(options)),
+      world_rank_(world.comm->rank()),
+      backends_(world, config.comm),
+      shape_(parallel::make_grid_shape(world.comm->size(), config)),
+      schedule_(parallel::make_schedule(parallel::parse_schedule_kind(config.parallel.schedule),
+                                        shape_.pp, config.parallel.microbatches)),
+      dataset_(Dataset::open(config.data, config.model)),
+      loader_(dataset_, config.model.seq_len, static_cast<uint64_t>(config.train.seed)) {
+  TANDEM_USER_CHECK(
+      config.comm.dispatch == "flat" || shape_.ep == 1, "comm.dispatch = \"", config.comm.dispatch,
+      "\" is not run by the pipeline executor yet; use \"flat\" with parallel.ep > 1");
+  const DeviceType device = DeviceType::kCPU;
+  grid_ = std::make_unique<parallel::ProcessGrid>(
+      shape_, schedule_.kind, world_rank_, backends_.for_traffic(comm::Traffic::kPipeline, device),
+      backends_.for_traffic(comm::Traffic::kExpert, device),
+      backends_.for_traffic(comm::Traffic::kData, device));
+  const parallel::GridCoords& at = grid_->coords();
+  const parallel::PipelineLayout layout = schedule_.layout();
+  const uint64_t seed = static_cast<uint64_t>(config.train.seed);
+  std::vector<ModelChunk*> chunk_ptrs;
+  for (int c = 0; c < layout.chunks_per_rank(); ++c) {
+    const int stage = layout.stage_of(at.stage, c);
+    chunks_.push_back(std::make_unique<ModelChunk>(
+        config.model, seed,
+        parallel::stage_chunk_spec(config.model, stage, layout.n_stages(),
+                                   {at.ep_index, shape_.ep}),
+        config.fp8));
+    chunk_ptrs.push_back(chunks_.back().get());
+    for (MoeFfnBlock* moe : chunks_.back()->moe_blocks()) moe_blocks_.push_back(moe);
+  }
+  std::sort(moe_blocks_.begin(), moe_blocks_.end(),
+            [](MoeFfnBlock* a, MoeFfnBlock* b) { return a->name() < b->name(); });
+  if (shape_.ep > 1)
+    dispatcher_ =
+        std::make_unique<comm::ExpertDispatcher>(grid_->expert(), config.model.n_routed_experts);
+  std::vector<parallel::ChunkComm> chunk_comm(chunks_.size(),
+                                              parallel::ChunkComm{dispatcher_.get(), nullptr});
+  executor_ = std::make_unique<parallel::PipelineExecutor>(
+      layout, at.stage, grid_->pipeline(), chunk_ptrs, chunk_comm, config.parallel.overlap);
+
+  std::vector<parallel::ReplicatedParameters> sets;
+  for (int c = 0; c < static_cast<int>(chunks_.size()); ++c) {
+    const int stage = layout.stage_of(at.stage, c);
+    parallel::ReplicatedParameters dense{
+        "stage " + std::to_string(stage) + " dense", 2 * stage, c, &grid_->dense_replicas(), {}};
+    parallel::ReplicatedParameters experts{"stage " + std::to_string(stage) + " experts",
+                                           2 * stage + 1,
+                                           c,
+                                           &grid_->expert_replicas(),
+                                           {}};
+    for (Parameter* p : chunks_[c]->parameters())
+      (is_routed_expert(*p) ? experts : dense).params.push_back(p);
+    sets.push_back(std::move(dense));
+    sets.push_back(std::move(experts));
+  }
+  sync_ = std::make_unique<parallel::GradientSync>(std::move(sets), config.parallel.zero1,
+                                                   config.train);
+  executor_->on_chunk_gradients_ready([this](int chunk) { sync_->chunk_ready(chunk); });
+  eval_program_ = parallel::forward_only(layout, config.parallel.microbatches)[at.stage];
+  if (world_rank_ == 0)
+    log_info("grid: pp ", shape_.pp, " × dp ", shape_.dp, " (ep ", shape_.ep, ", expert dp ",
+             shape_.expert_dp(), "), schedule ", config.parallel.schedule, ", ",
+             config.parallel.microbatches, " micro-batches per data-parallel rank",
+             config.parallel.zero1 ? ", ZeRO-1" : "");
+}
+
+ParallelEngine::~ParallelEngine() = default;
+
+std::vector<Parameter*> ParallelEngine::parameters() {
+  std::vector<Parameter*> out;
+  for (auto& chunk : chunks_)
+    for (Parameter* p : chunk->parameters()) out.push_back(p);
+  return out;
+}
+
+// This data-parallel rank's slice of global batch `batch`, in micro-batches.
+parallel::MicroBatches ParallelEngine::microbatches(Split split, int64_t batch) const {
+  const int64_t m = config_.parallel.microbatches;
+  const int64_t per_rank = config_.train.batch_size / shape_.dp;
+  const int64_t per_mb = per_rank / m;
+  const int64_t tokens = per_mb * config_.model.seq_len;
+  parallel::MicroBatches out;
+  for (int64_t g = 0; g < m; ++g) {
+    out.tokens.push_back(Tensor::empty({tokens}, DType::kI32));
+    out.targets.push_back(Tensor::empty({tokens}, DType::kI32));
+    loader_.fill(split, batch, grid_->coords().dp_index * per_rank + g * per_mb, per_mb,
+                 out.tokens.back(), out.targets.back());
+  }
+  return out;
+}
+
+StepReport ParallelEngine::train_step(int64_t step) {
+  const auto& t = config_.train;
+  const double global_tokens = static_cast<double>(t.batch_size * config_.model.seq_len);
+  for (MoeFfnBlock* moe : moe_blocks_) moe->reset_expert_load();
+  for (auto& chunk : chunks_) chunk->fp8_stats() = {};
+
+  const parallel::MicroBatches data = microbatches(Split::kTrain, step);
+  last_timeline_ =
+      executor_->run(schedule_.ranks[grid_->coords().stage], data, 1.0 / global_tokens);
+  sync_->finish();
+  comm::Communicator& world = grid_->data_world();
+
+  // Router balancing from the load over the whole global batch, as one process would see it:
+  // every rank holding a layer routed its own tokens, so the load sums over those replicas.
+  if (!moe_blocks_.empty()) {
+    const int64_t e = config_.model.n_routed_experts;
+    Tensor load = Tensor::empty({static_cast<int64_t>(moe_blocks_.size()) * e}, DType::kI64);
+    for (size_t i = 0; i < moe_blocks_.size(); ++i)
+      std::copy(moe_blocks_[i]->expert_load().begin(), moe_blocks_[i]->expert_load().end(),
+                load.data<int64_t>() + i * e);
+    grid_->dense_replicas().all_reduce(load).wait();
+    for (size_t i = 0; i < moe_blocks_.size(); ++i)
+      moe_blocks_[i]->update_bias(
+          std::vector<int64_t>(load.data<int64_t>() + i * e, load.data<int64_t>() + (i + 1) * e));
+  }
+
+  StepReport report;
+  report.loss = all_reduce_sum(world, last_timeline_.loss_sum) / global_tokens;
+  report.grad_norm = std::sqrt(all_reduce_sum(world, sync_->owned_sum_of_squares()));
+  for (auto& chunk : chunks_) report.fp8.merge(chunk->fp8_stats());
+  check_grad_norm(report.grad_norm, step);
+  const double lr = kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr);
+  sync_->step(lr, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
+  sync_->zero_grad();
+
+  if (steps_ > 0) bubble_sum_ += last_timeline_.bubble_fraction();
+  step_seconds_ += last_timeline_.seconds;
+  all_to_all_.merge(last_timeline_.all_to_all);
+  ++steps_;
+  return report;
+}
+
+double ParallelEngine::evaluate() {
+  const auto& t = config_.train;
+  double total = 0;
+  for (int64_t b = 0; b < t.eval_batches; ++b)
+    total += executor_->evaluate(eval_program_, microbatches(Split::kHeldOut, b)).loss_sum;
+  return all_reduce_sum(grid_->data_world(), total) /
+         static_cast<double>(t.batch_size * config_.model.seq_len * t.eval_batches);
+}
+
+void ParallelEngine::finish() {
+  comm::Communicator& world = grid_->data_world();
+  const double ranks = world.size();
+  const double measured_steps = static_cast<double>(std::max<int64_t>(1, steps_ - 1));
+  finished_fields_["world_size"] = world.size();
+  finished_fields_["grid"] = {{"pp", shape_.pp},
+                              {"dp", shape_.dp},
+                              {"ep", shape_.ep},
+                              {"expert_dp", shape_.expert_dp()},
+                              {"zero1", config_.parallel.zero1}};
+  finished_fields_["schedule"] = config_.parallel.schedule;
+  finished_fields_["microbatches"] = config_.parallel.microbatches;
+  finished_fields_["bubble_fraction"] = all_reduce_sum(world, bubble_sum_ / measured_steps) / ranks;
+  finished_fields_["alltoall_seconds"] = all_reduce_sum(world, all_to_all_.wait_seconds) / ranks;
+  finished_fields_["alltoall_bytes"] =
+      all_reduce_sum(world, static_cast<double>(all_to_all_.bytes));
+  finished_fields_["optimizer_state_elements_max_rank"] = [&] {
+    Tensor t = Tensor::empty({1}, DType::kF64);
+    t.data<double>()[0] = static_cast<double>(sync_->optimizer_state_elements());
+    world.all_reduce(t, comm::ReduceOp::kMax).wait();
+    return t.data<double>()[0];
+  }();
+  if (!options_.trace_path.empty()) write_trace();
+}
+
+nlohmann::json ParallelEngine::summary_fields() const {
+  return finished_fields_;
+}
+
+// Rank 0 gathers every rank's events of the last step into one Chrome trace (one row per rank).
+void ParallelEngine::write_trace() {
+  comm::Communicator& world = grid_->data_world();
+  const std::string mine = parallel::chrome_trace_events(last_timeline_, world_rank_, 0.0);
+  Tensor length = Tensor::empty({1}, DType::kI64),
+         lengths = Tensor::empty({world.size()}, DType::kI64);
+  length.data<int64_t>()[0] = static_cast<int64_t>(mine.size());
+  world.all_gather(length, lengths).wait();
+  if (world_rank_ != 0) {
+    Tensor bytes = Tensor::empty({static_cast<int64_t>(mine.size())}, DType::kU8);
+    std::copy(mine.begin(), mine.end(), bytes.data<uint8_t>());
+    world.send(bytes, 0, 7001).wait();
+    return;
+  }
+  nlohmann::json events = nlohmann::json::parse(mine);
+  for (int r = 1; r < world.size(); ++r) {
+    Tensor bytes = Tensor::empty({lengths.data<int64_t>()[r]}, DType::kU8);
+    world.recv(bytes, r, 7001).wait();
+    const char* begin = reinterpret_cast<const char*>(bytes.data<uint8_t>());
+    for (auto& e : nlohmann::json::parse(begin, begin + bytes.numel())) events.push_back(e);
+  }
+  const std::string temporary = options_.trace_path + ".tmp";
+  std::ofstream out(temporary);
+  out << nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() << "\n";
+  out.close();
+  TANDEM_USER_CHECK(out.good() && std::rename(temporary.c_str(), options_.trace_path.c_str()) == 0,
+                    "cannot write the trace '", options_.trace_path, "'");
+  log_info("trace of the last step written to ", options_.trace_path);
+}
+
+}  // namespace tandem

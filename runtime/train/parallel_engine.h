@@ -1,0 +1,72 @@
+// The multi-rank training engine: this rank's model chunks on the process grid, the schedule's
+// instruction list run by the pipeline executor, expert dispatch over the expert group, gradient
+// reduction and (optionally ZeRO-1) AdamW over the replicas. It sees the same global batch as
+// the single-process engine: each data-parallel rank takes an equal slice of its sequences, split
+// into micro-batches, and every reduction (loss, gradient, gradient norm, router load) sums over
+// exactly the ranks that hold the same thing.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/expert_dispatch.h"
+#include "comm/traffic.h"
+#include "parallelism/executor.h"
+#include "parallelism/gradient_sync.h"
+#include "parallelism/process_grid.h"
+#include "runtime/train/data.h"
+#include "runtime/train/train_engine.h"
+
+namespace tandem {
+
+struct ParallelEngineOptions {
+  std::string trace_path;  // Chrome trace of the last training step, written by rank 0
+};
+
+class ParallelEngine final : public TrainEngine {
+ public:
+  // Collective: every rank of the world builds its engine together.
+  ParallelEngine(const Config& config, comm::World& world, ParallelEngineOptions options = {});
+  ~ParallelEngine() override;
+  StepReport train_step(int64_t step) override;
+  double evaluate() override;
+  bool reports() const override { return world_rank_ == 0; }
+  nlohmann::json summary_fields() const override;
+  void finish() override;
+
+  const parallel::ProcessGrid& grid() const { return *grid_; }
+  const parallel::Schedule& schedule() const { return schedule_; }
+  // This rank's parameters (names are global, as in the single-process model).
+  std::vector<Parameter*> parameters();
+  // The timeline of the last training step on this rank.
+  const parallel::StepTimeline& last_timeline() const { return last_timeline_; }
+
+ private:
+  parallel::MicroBatches microbatches(Split split, int64_t batch) const;
+  void write_trace();
+
+  Config config_;
+  ParallelEngineOptions options_;
+  int world_rank_;
+  comm::BackendWorlds backends_;
+  parallel::GridShape shape_;
+  parallel::Schedule schedule_;
+  std::unique_ptr<parallel::ProcessGrid> grid_;
+  Dataset dataset_;
+  DataLoader loader_;
+  std::vector<std::unique_ptr<ModelChunk>> chunks_;
+  std::unique_ptr<comm::ExpertDispatcher> dispatcher_;
+  std::unique_ptr<parallel::PipelineExecutor> executor_;
+  std::unique_ptr<parallel::GradientSync> sync_;
+  std::vector<MoeFfnBlock*> moe_blocks_;  // of every local chunk, by layer
+  std::vector<parallel::Instruction> eval_program_;
+  parallel::StepTimeline last_timeline_;
+  int64_t steps_ = 0;
+  double bubble_sum_ = 0;  // over steps after the first (which includes warm-up)
+  double step_seconds_ = 0;
+  parallel::AllToAllStats all_to_all_;
+  nlohmann::json finished_fields_ = nlohmann::json::object();
+};
+
+}  // namespace tandem
