@@ -3,31 +3,13 @@
 // GEMM would apply anyway, so the experts see the same numbers as on one rank).
 #include "parallelism/chunk_tasks.h"
 
-#include <chrono>
-
 namespace tandem::parallel {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-Tensor wait_rows(comm::PendingRows& pending, AllToAllStats* stats) {
-  const auto start = Clock::now();
-  Tensor rows = pending.wait();
-  if (stats) {
-    stats->wait_seconds += std::chrono::duration<double>(Clock::now() - start).count();
-    stats->bytes += pending.bytes_to_peers;
-    stats->calls += 1;
-  }
-  return rows;
-}
-
-comm::DispatchLayout wait_plan(comm::ExpertDispatcher& dispatcher, comm::PendingPlan& pending,
-                               AllToAllStats* stats) {
-  const auto start = Clock::now();
-  comm::DispatchLayout layout = dispatcher.finish_plan(pending);
-  if (stats) stats->wait_seconds += std::chrono::duration<double>(Clock::now() - start).count();
-  return layout;
+Tensor received(comm::PendingRows& pending, AllToAllStats* stats) {
+  if (stats) stats->bytes += pending.bytes_to_peers, stats->calls += 1;
+  return pending.wait();
 }
 
 // The rows each expert rank receives: fp32 as they are, or FP8-packed under fp8.
@@ -51,27 +33,27 @@ PhasedTask forward_task(ModelChunk& chunk, Tensor input, MicroBatchState& state,
   Tensor x = input;
   for (size_t i = 0; i < blocks.size(); ++i) {
     auto* moe = dynamic_cast<MoeFfnBlock*>(blocks[i]);
-    if (!moe || !comm.dispatcher) {
+    if (!moe || !comm.forward) {
       x = blocks[i]->forward(x, state.blocks[i]);
       continue;
     }
-    comm::ExpertDispatcher& dispatcher = *comm.dispatcher;
+    comm::ExpertDispatcher& dispatcher = *comm.forward;
     auto owned = std::make_unique<MoeState>();
     MoeState& st = *owned;
     state.blocks[i] = std::move(owned);
     moe->route(x, st);
     comm::PendingPlan counts = dispatcher.start_plan(st.expert_ids);
-    co_await in_flight();
-    const comm::DispatchLayout layout = wait_plan(dispatcher, counts, comm.stats);
+    co_await until_done{counts.handle};
+    const comm::DispatchLayout layout = dispatcher.finish_plan(counts);
     comm::PendingRows dispatched =
         dispatcher.start_to_experts(dispatch_payload(st.permuted, moe->fp8()), layout);
     moe->run_shared(st);  // the shared expert needs no other rank: it runs under the dispatch
-    co_await in_flight();
-    const Tensor rows = expert_input(wait_rows(dispatched, comm.stats), x.dim(1), moe->fp8());
+    co_await until_done{dispatched.handle};
+    const Tensor rows = expert_input(received(dispatched, comm.stats), x.dim(1), moe->fp8());
     const Tensor expert_out = moe->run_experts(rows, layout.expert_offsets, st);
     comm::PendingRows combined = dispatcher.start_from_experts(expert_out, layout);
-    co_await in_flight();
-    x = moe->unpermute(x, wait_rows(combined, comm.stats), st);
+    co_await until_done{combined.handle};
+    x = moe->unpermute(x, received(combined, comm.stats), st);
     st.dispatch = layout;
   }
   if (!chunk.head()) {
@@ -84,29 +66,38 @@ PhasedTask forward_task(ModelChunk& chunk, Tensor input, MicroBatchState& state,
 }
 
 PhasedTask backward_task(ModelChunk& chunk, Tensor dy, MicroBatchState& state, Tensor* dx,
-                         ChunkComm comm) {
+                         ChunkComm comm, bool weights_in_gaps) {
   const std::vector<Block*> blocks = chunk.blocks();
   TANDEM_CHECK(state.blocks.size() == blocks.size(), "backward without a matching forward");
   Tensor grad = chunk.head() ? chunk.head()->backward_input(*state.head) : dy;
+  // Weight gradients queued by the blocks from `first` on (and the head) that have not run yet.
+  auto run_weights_from = [&](size_t first) {
+    if (!weights_in_gaps) return;
+    if (state.head) run_deferred_wgrad(*state.head);
+    for (size_t j = first; j < blocks.size(); ++j) run_deferred_wgrad(*state.blocks[j]);
+  };
   for (size_t i = blocks.size(); i-- > 0;) {
     auto* moe = dynamic_cast<MoeFfnBlock*>(blocks[i]);
-    if (!moe || !comm.dispatcher) {
+    if (!moe || !comm.backward) {
       grad = blocks[i]->backward_input(grad, *state.blocks[i]);
       continue;
     }
-    comm::ExpertDispatcher& dispatcher = *comm.dispatcher;
+    comm::ExpertDispatcher& dispatcher = *comm.backward;
     auto& st = static_cast<MoeState&>(*state.blocks[i]);
     const auto& layout = std::any_cast<const comm::DispatchLayout&>(st.dispatch);
     // Combine's backward is a dispatch of the output gradients, dispatch's a combine.
     comm::PendingRows to_experts =
         dispatcher.start_to_experts(moe->unpermute_backward(grad, st), layout);
-    co_await in_flight();
-    const Tensor drows = moe->experts_backward(wait_rows(to_experts, comm.stats), st);
+    run_weights_from(i + 1);
+    co_await until_done{to_experts.handle};
+    const Tensor drows = moe->experts_backward(received(to_experts, comm.stats), st);
     comm::PendingRows from_experts = dispatcher.start_from_experts(drows, layout);
-    co_await in_flight();
-    grad = moe->route_backward(grad, wait_rows(from_experts, comm.stats), st);
+    run_weights_from(i);  // the experts' own weight gradients
+    co_await until_done{from_experts.handle};
+    grad = moe->route_backward(grad, received(from_experts, comm.stats), st);
   }
   *dx = grad;
+  run_weights_from(0);
 }
 
 }  // namespace tandem::parallel

@@ -13,7 +13,7 @@
 namespace tandem::parallel {
 
 // What the expert all-to-alls cost this rank: bytes sent to other ranks, and the time spent
-// waiting for them (the part of the all-to-all that no computation hid).
+// blocked on them (the part of the all-to-all that no computation hid; the executor adds it).
 struct AllToAllStats {
   int64_t bytes = 0;
   int64_t calls = 0;
@@ -23,8 +23,11 @@ struct AllToAllStats {
   }
 };
 
+// Forward and backward tasks dispatch over separate communicators of the same expert group, so
+// that each one's all-to-alls are issued in program order whichever task runs first.
 struct ChunkComm {
-  comm::ExpertDispatcher* dispatcher = nullptr;  // null: this chunk holds every expert
+  comm::ExpertDispatcher* forward = nullptr;  // null: this chunk holds every expert
+  comm::ExpertDispatcher* backward = nullptr;
   AllToAllStats* stats = nullptr;
 };
 
@@ -34,8 +37,10 @@ PhasedTask forward_task(ModelChunk& chunk, Tensor input, MicroBatchState& state,
                         const Tensor* targets, double grad_scale, Tensor* output, ChunkComm comm);
 // dy: gradient of the chunk's output (ignored with the head). Writes the input gradient to *dx
 // (undefined for the embedding chunk); weight gradients are queued as in
-// ModelChunk::backward_input.
+// ModelChunk::backward_input. With weights_in_gaps (a full B, not a zero-bubble b), the queued
+// weight gradients of the blocks behind run right after each all-to-all starts, so that they fill
+// the time it travels; ModelChunk::backward_weight then finds nothing left to run.
 PhasedTask backward_task(ModelChunk& chunk, Tensor dy, MicroBatchState& state, Tensor* dx,
-                         ChunkComm comm);
+                         ChunkComm comm, bool weights_in_gaps = false);
 
 }  // namespace tandem::parallel

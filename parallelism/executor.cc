@@ -27,6 +27,7 @@ struct PipelineExecutor::Step {
   Clock::time_point start;
   StepTimeline timeline;
   double wait_s = 0;  // pipeline waits inside the current instruction
+  double a2a_blocked_s = 0;
 };
 
 PipelineExecutor::PipelineExecutor(PipelineLayout layout, int pipeline_rank,
@@ -164,7 +165,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
     if (s < n_stages - 1) send_or_hand_over(output, d, s + 1, 0, mb);
     if (!training) slot.state = MicroBatchState{};
   };
-  auto start_backward = [&](int c, int64_t mb, Tensor* dx) {
+  auto start_backward = [&](int c, int64_t mb, Tensor* dx, bool full) {
     const int s = layout_.stage_of(rank_, c);
     auto& slot = step.slots[c][mb];
     if (s < n_stages - 1) {
@@ -172,7 +173,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
       TANDEM_CHECK(slot.grad.defined(), "executor: no gradient for B", c, ".", mb, " on rank ",
                    rank_);
     }
-    return backward_task(*chunks_[c], slot.grad, slot.state, dx, comm[c]);
+    return backward_task(*chunks_[c], slot.grad, slot.state, dx, comm[c], full && overlap_);
   };
   auto weights = [&](int c, int64_t mb) {
     chunks_[c]->backward_weight(step.slots[c][mb].state);
@@ -196,15 +197,15 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
     switch (ins.op) {
       case Op::kForward: {
         PhasedTask task = start_forward(ins.chunk, ins.mb, &out);
-        task.run_to_end();
+        step.a2a_blocked_s += task.run_to_end();
         finish_forward(ins.chunk, ins.mb, out);
         break;
       }
       case Op::kBackward:
       case Op::kBackwardInput: {
         TANDEM_CHECK(training, "executor: backward in an evaluation program");
-        PhasedTask task = start_backward(ins.chunk, ins.mb, &dx);
-        task.run_to_end();
+        PhasedTask task = start_backward(ins.chunk, ins.mb, &dx, ins.op == Op::kBackward);
+        step.a2a_blocked_s += task.run_to_end();
         finish_backward(ins.chunk, ins.mb, dx, ins.op == Op::kBackward);
         break;
       }
@@ -220,12 +221,12 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
       }
       case Op::kForwardBackward: {
         PhasedTask forward = start_forward(ins.chunk, ins.mb, &out);
-        PhasedTask backward = start_backward(ins.chunk_b, ins.mb_b, &dx);
+        PhasedTask backward = start_backward(ins.chunk_b, ins.mb_b, &dx, true);
         if (overlap_) {
-          run_interleaved(forward, backward);
+          step.a2a_blocked_s += run_interleaved(forward, backward);
         } else {
-          forward.run_to_end();
-          backward.run_to_end();
+          step.a2a_blocked_s += forward.run_to_end();
+          step.a2a_blocked_s += backward.run_to_end();
         }
         finish_forward(ins.chunk, ins.mb, out);
         finish_backward(ins.chunk_b, ins.mb_b, dx, true);
@@ -243,6 +244,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
   for (auto& [tensor, handle] : step.sends) handle.wait();
   step.timeline.seconds = seconds_between(step.start, Clock::now());
   for (const AllToAllStats& s : a2a) step.timeline.all_to_all.merge(s);
+  step.timeline.all_to_all.wait_seconds = step.a2a_blocked_s;
   return std::move(step.timeline);
 }
 

@@ -1,12 +1,17 @@
-// A computation that pauses while its communication is in flight. The body starts an operation,
-// `co_await in_flight();`, and waits on the operation's handle once resumed; an executor resumes
-// two tasks alternately so that each one's communication travels while the other computes
-// (DeepSeek-V3's overlap of a forward and a backward chunk), or one task straight through.
+// A computation that pauses while its communication is in flight. The body starts an operation
+// and `co_await until_done(handle);`: if the operation has not completed, the task pauses, and an
+// executor runs other work (another task's computation) until it has. Two tasks run interleaved
+// this way overlap each one's communication with the other's compute (DeepSeek-V3's overlap of a
+// forward and a backward chunk). Tasks that run together must issue their collectives on
+// different communicators: which one gets to issue next depends on timing.
 #pragma once
 
+#include <chrono>
 #include <coroutine>
 #include <exception>
 #include <utility>
+
+#include "comm/communicator.h"
 
 namespace tandem::parallel {
 
@@ -14,6 +19,7 @@ class PhasedTask {
  public:
   struct promise_type {
     std::exception_ptr error;
+    comm::CommHandle* awaiting = nullptr;  // the operation the task paused on
     PhasedTask get_return_object() {
       return PhasedTask(std::coroutine_handle<promise_type>::from_promise(*this));
     }
@@ -37,15 +43,36 @@ class PhasedTask {
   }
 
   bool done() const { return !handle_ || handle_.done(); }
+  // Not done, and not waiting for an operation that is still in flight (tests it, which also
+  // lets the backend progress it).
+  bool runnable() {
+    if (done()) return false;
+    comm::CommHandle* op = handle_.promise().awaiting;
+    return op == nullptr || op->test();
+  }
+  // Blocks until the awaited operation completes; returns the seconds spent blocked.
+  double block() {
+    if (done() || handle_.promise().awaiting == nullptr) return 0;
+    const auto start = std::chrono::steady_clock::now();
+    handle_.promise().awaiting->wait();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
   // Runs to the next pause (or the end); rethrows what the body threw.
   void resume() {
     if (done()) return;
+    handle_.promise().awaiting = nullptr;
     handle_.resume();
     if (handle_.done() && handle_.promise().error)
       std::rethrow_exception(std::exchange(handle_.promise().error, nullptr));
   }
-  void run_to_end() {
-    while (!done()) resume();
+  // Runs alone to the end; returns the seconds spent blocked on its operations.
+  double run_to_end() {
+    double blocked = 0;
+    while (!done()) {
+      blocked += block();
+      resume();
+    }
+    return blocked;
   }
 
  private:
@@ -53,17 +80,31 @@ class PhasedTask {
   std::coroutine_handle<promise_type> handle_;
 };
 
-// The pause point: an operation was started and may be in flight.
-inline std::suspend_always in_flight() {
-  return {};
-}
-
-// Alternates between two tasks, one phase of each in turn, until both are done.
-inline void run_interleaved(PhasedTask& a, PhasedTask& b) {
-  while (!a.done() || !b.done()) {
-    a.resume();
-    b.resume();
+// `co_await until_done(handle)`: pauses unless the operation has already completed.
+struct until_done {
+  comm::CommHandle& op;
+  bool await_ready() { return op.test(); }
+  void await_suspend(std::coroutine_handle<PhasedTask::promise_type> task) {
+    task.promise().awaiting = &op;
   }
+  void await_resume() {}
+};
+
+// Runs two tasks to the end, always running whichever can compute; blocks only when both wait
+// for communication. Returns the seconds spent blocked (communication no computation hid).
+inline double run_interleaved(PhasedTask& a, PhasedTask& b) {
+  double blocked = 0;
+  while (!a.done() || !b.done()) {
+    bool ran = false;
+    for (PhasedTask* task : {&a, &b}) {
+      if (task->runnable()) {
+        task->resume();
+        ran = true;
+      }
+    }
+    if (!ran) blocked += (a.done() ? b : a).block();
+  }
+  return blocked;
 }
 
 }  // namespace tandem::parallel

@@ -74,6 +74,7 @@ ProcessGrid::ProcessGrid(GridShape shape, ScheduleKind schedule, int world_rank,
   const int pair = mirrored_ ? std::min(c.stage, shape.pp - 1 - c.stage) : c.stage;
   pipeline_ = pipeline_world.split(c.dp_index, c.stage);
   expert_ = expert_world.split(c.stage * shape.expert_dp() + c.edp_index, c.ep_index);
+  expert_backward_ = expert_world.split(c.stage * shape.expert_dp() + c.edp_index, c.ep_index);
   dp_ = data_world.split(c.stage, c.dp_index);
   expert_dp_ = data_world.split(c.stage * shape.ep + c.ep_index, c.edp_index);
   mirror_ = data_world.split(pair * shape.dp + c.dp_index, c.stage);

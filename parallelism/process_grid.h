@@ -53,9 +53,11 @@ class ProcessGrid {
   // DualPipe holds every stage twice (on ranks r and pp−1−r), so replicas span the mirror pair.
   bool mirrored() const { return mirrored_; }
 
-  comm::Communicator& pipeline() { return *pipeline_; }    // same dp index, ordered by stage
-  comm::Communicator& dp() { return *dp_; }                // this stage's dp ranks
-  comm::Communicator& expert() { return *expert_; }        // this rank's expert group
+  comm::Communicator& pipeline() { return *pipeline_; }  // same dp index, ordered by stage
+  comm::Communicator& dp() { return *dp_; }              // this stage's dp ranks
+  comm::Communicator& expert() { return *expert_; }      // this rank's expert group
+  // The same ranks again, for backward all-to-alls that run while a forward's are in flight.
+  comm::Communicator& expert_backward() { return *expert_backward_; }
   comm::Communicator& expert_dp() { return *expert_dp_; }  // same expert slice in this stage
   comm::Communicator& mirror() { return *mirror_; }        // ranks r and pp−1−r (DualPipe)
   // Every rank that holds the same dense parameters (dp, plus the mirror stage under DualPipe)
@@ -70,8 +72,8 @@ class ProcessGrid {
   int world_rank_;
   bool mirrored_;
   comm::Communicator& data_world_;
-  std::unique_ptr<comm::Communicator> pipeline_, dp_, expert_, expert_dp_, mirror_, dense_replicas_,
-      expert_replicas_;
+  std::unique_ptr<comm::Communicator> pipeline_, dp_, expert_, expert_backward_, expert_dp_,
+      mirror_, dense_replicas_, expert_replicas_;
 };
 
 }  // namespace tandem::parallel

@@ -62,11 +62,21 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
   }
   std::sort(moe_blocks_.begin(), moe_blocks_.end(),
             [](MoeFfnBlock* a, MoeFfnBlock* b) { return a->name() < b->name(); });
-  if (shape_.ep > 1)
-    dispatcher_ =
-        std::make_unique<comm::ExpertDispatcher>(grid_->expert(), config.model.n_routed_experts);
-  std::vector<parallel::ChunkComm> chunk_comm(chunks_.size(),
-                                              parallel::ChunkComm{dispatcher_.get(), nullptr});
+  if (shape_.ep > 1) {
+    auto dispatcher = [&](comm::Communicator& group) {
+      comm::Communicator* used = &group;
+      if (options_.wrap_expert_group) {
+        wrapped_expert_groups_.push_back(options_.wrap_expert_group(group));
+        used = wrapped_expert_groups_.back().get();
+      }
+      return std::make_unique<comm::ExpertDispatcher>(*used, config.model.n_routed_experts);
+    };
+    forward_dispatcher_ = dispatcher(grid_->expert());
+    backward_dispatcher_ = dispatcher(grid_->expert_backward());
+  }
+  std::vector<parallel::ChunkComm> chunk_comm(
+      chunks_.size(),
+      parallel::ChunkComm{forward_dispatcher_.get(), backward_dispatcher_.get(), nullptr});
   executor_ = std::make_unique<parallel::PipelineExecutor>(
       layout, at.stage, grid_->pipeline(), chunk_ptrs, chunk_comm, config.parallel.overlap);
 

@@ -6,6 +6,7 @@
 // exactly the ranks that hold the same thing.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +23,8 @@ namespace tandem {
 
 struct ParallelEngineOptions {
   std::string trace_path;  // Chrome trace of the last training step, written by rank 0
+  // Replaces the expert groups the dispatchers talk over (tests wrap them to inject latency).
+  std::function<std::unique_ptr<comm::Communicator>(comm::Communicator&)> wrap_expert_group;
 };
 
 class ParallelEngine final : public TrainEngine {
@@ -56,7 +59,8 @@ class ParallelEngine final : public TrainEngine {
   Dataset dataset_;
   DataLoader loader_;
   std::vector<std::unique_ptr<ModelChunk>> chunks_;
-  std::unique_ptr<comm::ExpertDispatcher> dispatcher_;
+  std::vector<std::unique_ptr<comm::Communicator>> wrapped_expert_groups_;
+  std::unique_ptr<comm::ExpertDispatcher> forward_dispatcher_, backward_dispatcher_;
   std::unique_ptr<parallel::PipelineExecutor> executor_;
   std::unique_ptr<parallel::GradientSync> sync_;
   std::vector<MoeFfnBlock*> moe_blocks_;  // of every local chunk, by layer

@@ -117,8 +117,9 @@ int main(int argc, char** argv) {
       log_info("effective config:\n", config_to_string(config));
     }
     if (parallel) {
-      engine =
-          std::make_unique<ParallelEngine>(config, world, ParallelEngineOptions{args.trace_path});
+      ParallelEngineOptions options;
+      options.trace_path = args.trace_path;
+      engine = std::make_unique<ParallelEngine>(config, world, options);
     } else {
       TANDEM_USER_CHECK(args.trace_path.empty(),
                         "--trace records the pipeline executor; it needs a multi-rank run "
