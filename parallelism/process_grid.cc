@@ -21,6 +21,11 @@ int world_rank_of(const GridShape& shape, int stage, int dp_index) {
 GridShape make_grid_shape(int world_size, const Config& config) {
   const ParallelConfig& p = config.parallel;
   const ModelConfig& m = config.model;
+  TANDEM_USER_CHECK(world_size > 1 || p.pp == 1, "parallel.pp = ", p.pp, " needs a multiple of ",
+                    p.pp,
+                    " ranks, but this process runs alone; start it under a launcher, e.g. mpirun "
+                    "-np ",
+                    p.pp, " tandem-train ...");
   TANDEM_USER_CHECK(world_size % p.pp == 0, "the world of ", world_size,
                     " ranks is not divisible by parallel.pp = ", p.pp,
                     "; start a multiple of pp ranks or change parallel.pp");

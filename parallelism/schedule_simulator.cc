@@ -30,7 +30,32 @@ double cost_of(const Instruction& in, const ScheduleCosts& costs) {
 
 }  // namespace
 
+namespace {
+SimulationResult simulate_durations(const Schedule& schedule, const ScheduleCosts& costs,
+                                    const std::vector<std::vector<double>>* durations);
+}  // namespace
+
 SimulationResult simulate(const Schedule& schedule, const ScheduleCosts& costs) {
+  return simulate_durations(schedule, costs, nullptr);
+}
+
+SimulationResult simulate_measured(const Schedule& schedule,
+                                   const std::vector<std::vector<double>>& durations, double comm) {
+  TANDEM_USER_CHECK(durations.size() == schedule.ranks.size(), "durations for ", durations.size(),
+                    " ranks, the schedule has ", schedule.ranks.size());
+  for (size_t r = 0; r < durations.size(); ++r)
+    TANDEM_USER_CHECK(durations[r].size() == schedule.ranks[r].size(), "rank ", r, ": ",
+                      durations[r].size(), " durations for ", schedule.ranks[r].size(),
+                      " instructions");
+  ScheduleCosts costs;
+  costs.comm = comm;
+  return simulate_durations(schedule, costs, &durations);
+}
+
+namespace {
+// Every instruction costs what `costs` says, or, given durations, durations[rank][index].
+SimulationResult simulate_durations(const Schedule& schedule, const ScheduleCosts& costs,
+                                    const std::vector<std::vector<double>>* durations) {
   TANDEM_USER_CHECK(
       costs.f >= 0 && costs.b >= 0 && costs.w >= 0 && costs.fb >= 0 && costs.comm >= 0,
       "schedule costs must not be negative");
@@ -112,7 +137,7 @@ SimulationResult simulate(const Schedule& schedule, const ScheduleCosts& costs) 
         const double ready = ready_time(r, in);
         if (ready == kUnknown) break;
         const double start = std::max(free_at[r], ready);
-        const double end = start + cost_of(in, costs);
+        const double end = start + (durations ? (*durations)[r][next[r]] : cost_of(in, costs));
         record_end(r, in, end);
         timed[r].push_back({r, next[r], start, end});
         free_at[r] = end;
@@ -143,6 +168,7 @@ SimulationResult simulate(const Schedule& schedule, const ScheduleCosts& costs) 
   result.bubble_fraction = result.makespan > 0 ? result.bubble / result.makespan : 0;
   return result;
 }
+}  // namespace
 
 double published_bubble(ScheduleKind kind, int pp, const ScheduleCosts& costs) {
   switch (kind) {

@@ -57,6 +57,11 @@ struct SimulationResult {
 // counts first, so the transient peak is included.
 SimulationResult simulate(const Schedule& schedule, const ScheduleCosts& costs);
 
+// The same with every instruction's own cost: durations[rank][i] for the i-th instruction of that
+// rank (e.g. measured by the executor), and `comm` per pipeline message. What the schedule's
+// order alone predicts from what each instruction really took.
+SimulationResult simulate_measured(const Schedule& schedule,
+                                   const std::vector<std::vector<double>>& durations, double comm);
 // The published bubble formula for `kind` (see SimulationResult), for comparison.
 double published_bubble(ScheduleKind kind, int pp, const ScheduleCosts& costs);
 // That formula as text, e.g. "(PP-1)(F+B)".

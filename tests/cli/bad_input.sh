@@ -47,6 +47,15 @@ expect_error "not a whole number of uint16 tokens" $cfg --set data.format=uint16
 expect_error "unknown option '--step'" $cfg --step 3
 expect_error "cannot read config file 'examples/configs': not a regular file" examples/configs
 expect_error "cannot write the summary next to '/nonexistent/s.json'" $cfg --summary-json /nonexistent/s.json
+# Grids are refused before any rank talks to another (a torchrun-style environment of 3 ranks).
+expect_error "parallel.pp = 2 needs a multiple of 2 ranks, but this process runs alone" $cfg --set parallel.pp=2
+expect_error "parallel.schedule = \"dualpipe2\" is not a schedule" $cfg --set parallel.schedule=dualpipe2
+train_plain=$train
+expect_grid() { local want=$1; shift; train=$train_plain; RANK=0 WORLD_SIZE=3 LOCAL_RANK=0 LOCAL_WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT=1 expect_error "$want" "$@"; }
+expect_grid "world of 3 ranks is not divisible by parallel.pp = 2" $cfg --set parallel.pp=2
+expect_grid "parallel.ep = 2 does not divide the data-parallel size dp = world 3 / pp 1 = 3" $cfg --set parallel.ep=2
+expect_grid "train.batch_size = 16 sequences do not split evenly over dp = 3" $cfg
+train=$train_plain
 
 [ $failures -eq 0 ] && echo "bad_input: all cases refused clearly" || echo "bad_input: $failures failures"
 exit $((failures > 0))
