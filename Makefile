@@ -26,14 +26,25 @@ data: deps
 test: build data
 	cd $(BUILD) && ctest --output-on-failure
 
+# The tiny MoE on 4 ranks: 2 pipeline stages (DualPipe) × 2 data-parallel ranks that split each
+# MoE layer's experts (ep 2), the expert all-to-all overlapped with the other micro-batch's compute.
+MPIRUN = mpirun --allow-run-as-root --oversubscribe --mca mpi_yield_when_idle 1 -x OMP_NUM_THREADS=1
+DEMO_GRID = --set parallel.pp=2 --set parallel.ep=2 --set parallel.schedule=dualpipe \
+  --set parallel.microbatches=4
 demo: build data
-	$(BUILD)/bin/tandem-train examples/configs/tiny.toml --summary-json $(BUILD)/demo-summary.json
+	$(MPIRUN) -np 4 $(BUILD)/bin/tandem-train examples/configs/tiny.toml $(DEMO_GRID) \
+	  --summary-json $(BUILD)/demo-summary.json --trace $(BUILD)/demo-trace.json
 
 bench: build data
 	$(BUILD)/bin/train_efficiency examples/configs/small.toml
 	$(BUILD)/bin/fp8_throughput
-	mpirun --allow-run-as-root --oversubscribe --mca mpi_yield_when_idle 1 -x OMP_NUM_THREADS=1 \
-	  -np 4 $(BUILD)/bin/comm_bandwidth
+	$(MPIRUN) -np 4 $(BUILD)/bin/comm_bandwidth
+	$(MPIRUN) -np 2 $(BUILD)/bin/pipeline_schedules examples/configs/tiny.toml \
+	  --set parallel.pp=2 --set parallel.microbatches=8 --schedules 1f1b,zb-h1,dualpipe,dualpipev
+	$(MPIRUN) -np 4 $(BUILD)/bin/pipeline_schedules examples/configs/tiny.toml \
+	  --set parallel.pp=4 --set parallel.microbatches=8 --schedules 1f1b,zb-h1,dualpipe
+	$(MPIRUN) -np 4 $(BUILD)/bin/pipeline_schedules examples/configs/tiny.toml $(DEMO_GRID) \
+	  --set parallel.microbatches=8 --overlap-compare
 
 # FP8 vs FP32 training of tiny.toml with the same seed: final held-out loss within 0.25%.
 fp8-compare: build data

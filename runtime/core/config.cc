@@ -213,6 +213,19 @@ void validate_config(const Config& c) {
     TANDEM_USER_CHECK(m.top_k >= 1 && m.top_k <= m.n_routed_experts,
                       "config: model.top_k = ", m.top_k,
                       " must be between 1 and model.n_routed_experts = ", m.n_routed_experts);
+    TANDEM_USER_CHECK(m.n_expert_groups >= 1 && m.n_routed_experts % m.n_expert_groups == 0,
+                      "config: model.n_expert_groups = ", m.n_expert_groups,
+                      " must divide model.n_routed_experts = ", m.n_routed_experts);
+    TANDEM_USER_CHECK(
+        m.max_groups_per_token >= 0 && m.max_groups_per_token <= m.n_expert_groups,
+        "config: model.max_groups_per_token = ", m.max_groups_per_token,
+        " must be between 0 (no limit) and model.n_expert_groups = ", m.n_expert_groups);
+    TANDEM_USER_CHECK(
+        m.max_groups_per_token == 0 ||
+            m.top_k <= m.max_groups_per_token * (m.n_routed_experts / m.n_expert_groups),
+        "config: model.top_k = ", m.top_k, " experts do not fit in ", m.max_groups_per_token,
+        " groups of ", m.n_routed_experts / m.n_expert_groups,
+        " experts (model.max_groups_per_token)");
     TANDEM_USER_CHECK(m.n_shared_experts >= 0,
                       "config: model.n_shared_experts = ", m.n_shared_experts,
                       " must not be negative");

@@ -25,6 +25,8 @@ struct ModelConfig {
   int64_t n_shared_experts = 1;
   int64_t top_k = 2;
   int64_t d_expert = 128;
+  int64_t n_expert_groups = 1;       // routed experts in this many equal contiguous groups
+  int64_t max_groups_per_token = 0;  // node-limited routing: groups a token may use (0: all)
   double rope_theta = 10000.0;
   double norm_eps = 1e-6;
   double init_std = 0.02;

@@ -23,6 +23,13 @@ const std::vector<ConfigKey>& config_keys() {
       TANDEM_KEY(model, n_shared_experts, "Shared experts per MoE layer (every token uses them)."),
       TANDEM_KEY(model, top_k, "Routed experts chosen per token (no capacity limit, no drops)."),
       TANDEM_KEY(model, d_expert, "Hidden size of each expert's SwiGLU FFN (shared and routed)."),
+      TANDEM_KEY(model, n_expert_groups,
+                 "Routed experts form this many equal contiguous groups (DeepSeek-V3's n_group); "
+                 "with expert parallelism over nodes, one group per node."),
+      TANDEM_KEY(model, max_groups_per_token,
+                 "Node-limited routing (DeepSeek-V3's topk_group, 4 of 8 nodes): each token picks "
+                 "the groups with the highest sums of their top-2 scores, then its top-k inside "
+                 "them; 0 = no limit."),
       TANDEM_KEY(model, rope_theta, "Base of the rotary position embedding frequencies."),
       TANDEM_KEY(model, norm_eps, "Epsilon inside RMSNorm's square root."),
       TANDEM_KEY(model, init_std, "Standard deviation of the normal weight initialisation."),

@@ -48,7 +48,8 @@ void MoeFfnBlock::route(const Tensor& x, MoeState& st) {
   st.affinity = Tensor::empty({n, e}, x.dtype());
   st.expert_ids = Tensor::empty({n, k}, DType::kI32);
   st.gate_weights = Tensor::empty({n, k}, x.dtype());
-  kernels::router_forward(logits, bias_, k, st.affinity, st.expert_ids, st.gate_weights);
+  kernels::router_forward(logits, bias_, k, st.affinity, st.expert_ids, st.gate_weights,
+                          {config_.n_expert_groups, config_.max_groups_per_token});
   kernels::count_expert_load(st.expert_ids, load_);
   st.plan = kernels::make_permute_plan(st.expert_ids, e);
   st.permuted = Tensor::empty({n * k, x.dim(1)}, x.dtype());
