@@ -45,23 +45,13 @@ double median(std::vector<double> v) {
 // Every rank's instruction durations (compute only, pipeline waits excluded) on rank 0.
 std::vector<std::vector<double>> gather_durations(comm::Communicator& c,
                                                   const parallel::StepTimeline& t) {
-  Tensor mine = Tensor::empty({static_cast<int64_t>(t.instructions.size())}, DType::kF64);
-  for (size_t i = 0; i < t.instructions.size(); ++i) {
-    const auto& ins = t.instructions[i];
-    mine.data<double>()[i] = ins.end_s - ins.start_s - ins.wait_s;
-  }
+  std::vector<double> mine;
+  for (const auto& ins : t.instructions) mine.push_back(ins.end_s - ins.start_s - ins.wait_s);
+  const std::string bytes(reinterpret_cast<const char*>(mine.data()), mine.size() * sizeof(double));
   std::vector<std::vector<double>> all;
-  if (c.rank() != 0) {
-    c.send(mine, 0, 31).wait();
-    return all;
-  }
-  all.emplace_back(mine.data<double>(), mine.data<double>() + mine.numel());
-  for (int r = 1; r < c.size(); ++r) {
-    Tensor n = Tensor::empty({1}, DType::kI64);
-    c.recv(n, r, 30).wait();
-    Tensor theirs = Tensor::empty({n.data<int64_t>()[0]}, DType::kF64);
-    c.recv(theirs, r, 31).wait();
-    all.emplace_back(theirs.data<double>(), theirs.data<double>() + theirs.numel());
+  for (const std::string& theirs : comm::gather_strings(c, bytes, 0)) {
+    all.emplace_back(theirs.size() / sizeof(double));
+    std::memcpy(all.back().data(), theirs.data(), theirs.size());
   }
   return all;
 }
@@ -82,11 +72,6 @@ Measured measure(const Config& config, comm::World& world, int steps) {
     step_times.push_back(makespan);
     bubbles.push_back((makespan - least_busy) / makespan);
     if (one_pipeline) {
-      if (c.rank() != 0) {
-        Tensor n = Tensor::empty({1}, DType::kI64);
-        n.data<int64_t>()[0] = static_cast<int64_t>(t.instructions.size());
-        c.send(n, 0, 30).wait();
-      }
       const auto durations = gather_durations(c, t);
       if (c.rank() == 0)
         simulated.push_back(

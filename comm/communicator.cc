@@ -1,6 +1,8 @@
 // Handle lifetime rules.
 #include "comm/communicator.h"
 
+#include <algorithm>
+
 namespace tandem::comm {
 
 CommHandle& CommHandle::operator=(CommHandle&& other) noexcept {
@@ -36,6 +38,32 @@ bool CommHandle::test() {
   if (!work_->test()) return false;
   work_.reset();
   return true;
+}
+
+std::vector<std::string> gather_strings(Communicator& group, const std::string& mine, int root) {
+  Tensor length = Tensor::empty({1}, DType::kI64);
+  Tensor lengths = Tensor::empty({group.size()}, DType::kI64);
+  length.data<int64_t>()[0] = static_cast<int64_t>(mine.size());
+  group.all_gather(length, lengths).wait();
+  // A fixed tag is safe: every gather on a group is collective, so they come in the same order.
+  constexpr int kTag = 0x7a11;
+  if (group.rank() != root) {
+    Tensor bytes = Tensor::empty({static_cast<int64_t>(mine.size())}, DType::kU8);
+    std::copy(mine.begin(), mine.end(), bytes.data<uint8_t>());
+    if (!mine.empty()) group.send(bytes, root, kTag).wait();
+    return {};
+  }
+  std::vector<std::string> all(group.size());
+  for (int r = 0; r < group.size(); ++r) {
+    if (r == root) {
+      all[r] = mine;
+      continue;
+    }
+    Tensor bytes = Tensor::empty({lengths.data<int64_t>()[r]}, DType::kU8);
+    if (bytes.numel() > 0) group.recv(bytes, r, kTag).wait();
+    all[r].assign(reinterpret_cast<const char*>(bytes.data<uint8_t>()), bytes.numel());
+  }
+  return all;
 }
 
 size_t row_bytes(const Tensor& tensor) {

@@ -96,6 +96,10 @@ size_t row_bytes(const Tensor& tensor);
 size_t check_all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_rows,
                           const Tensor& recv, const std::vector<int64_t>& recv_rows,
                           int group_size);
+// Every rank's bytes, in rank order, on `root` (empty elsewhere): traces, parameter dumps and
+// timings of different lengths per rank. Collective over the group.
+std::vector<std::string> gather_strings(Communicator& group, const std::string& mine, int root);
+
 // Validates an exchange_rows request; shared by the backends.
 void check_row_blocks(const Tensor& send, const std::vector<RowBlock>& sends, const Tensor& recv,
                       const std::vector<RowBlock>& recvs, int group_size);

@@ -223,7 +223,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
         PhasedTask forward = start_forward(ins.chunk, ins.mb, &out);
         PhasedTask backward = start_backward(ins.chunk_b, ins.mb_b, &dx, true);
         if (overlap_) {
-          step.a2a_blocked_s += run_interleaved(forward, backward);
+          step.a2a_blocked_s += run_interleaved(forward, backward, comm_timeout_s_);
         } else {
           step.a2a_blocked_s += forward.run_to_end();
           step.a2a_blocked_s += backward.run_to_end();

@@ -54,6 +54,9 @@ class PipelineExecutor {
     gradients_ready_ = std::move(callback);
   }
 
+  // How long an F&B pair may wait for its communication before the watchdog is asked to report.
+  void set_comm_timeout(double seconds) { comm_timeout_s_ = seconds; }
+
   // Runs a training step's program; grad_scale is the loss scale (1 / tokens in the global batch).
   StepTimeline run(const std::vector<Instruction>& program, const MicroBatches& data,
                    double grad_scale);
@@ -71,6 +74,7 @@ class PipelineExecutor {
   std::vector<ModelChunk*> chunks_;
   std::vector<ChunkComm> chunk_comm_;
   bool overlap_;
+  double comm_timeout_s_ = 300;
   std::function<void(int)> gradients_ready_;
 };
 

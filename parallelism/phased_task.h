@@ -9,6 +9,7 @@
 #include <chrono>
 #include <coroutine>
 #include <exception>
+#include <thread>
 #include <utility>
 
 #include "comm/communicator.h"
@@ -90,9 +91,12 @@ struct until_done {
   void await_resume() {}
 };
 
-// Runs two tasks to the end, always running whichever can compute; blocks only when both wait
-// for communication. Returns the seconds spent blocked (communication no computation hid).
-inline double run_interleaved(PhasedTask& a, PhasedTask& b) {
+// Runs two tasks to the end, always running whichever can compute. When both wait it polls both
+// operations rather than blocking on one: a peer may need this rank's other task to move first.
+// Past timeout_s of waiting it blocks on the forward task's operation, whose watchdog then
+// reports what never arrived. Returns the seconds spent waiting (communication nothing hid).
+inline double run_interleaved(PhasedTask& a, PhasedTask& b, double timeout_s = 300) {
+  using Clock = std::chrono::steady_clock;
   double blocked = 0;
   while (!a.done() || !b.done()) {
     bool ran = false;
@@ -102,7 +106,13 @@ inline double run_interleaved(PhasedTask& a, PhasedTask& b) {
         ran = true;
       }
     }
-    if (!ran) blocked += (a.done() ? b : a).block();
+    if (ran) continue;
+    const auto start = Clock::now();
+    auto waited = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
+    while (!a.runnable() && !b.runnable() && waited() < timeout_s)
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    if (!a.runnable() && !b.runnable()) (a.done() ? b : a).block();
+    blocked += waited();
   }
   return blocked;
 }

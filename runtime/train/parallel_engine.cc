@@ -97,6 +97,7 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
   }
   sync_ = std::make_unique<parallel::GradientSync>(std::move(sets), config.parallel.zero1,
                                                    config.train);
+  executor_->set_comm_timeout(config.comm.timeout_s);
   executor_->on_chunk_gradients_ready([this](int chunk) { sync_->chunk_ready(chunk); });
   eval_program_ = parallel::forward_only(layout, config.parallel.microbatches)[at.stage];
   if (world_rank_ == 0)
@@ -214,24 +215,12 @@ nlohmann::json ParallelEngine::summary_fields() const {
 // Rank 0 gathers every rank's events of the last step into one Chrome trace (one row per rank).
 void ParallelEngine::write_trace() {
   comm::Communicator& world = grid_->data_world();
-  const std::string mine = parallel::chrome_trace_events(last_timeline_, world_rank_, 0.0);
-  Tensor length = Tensor::empty({1}, DType::kI64),
-         lengths = Tensor::empty({world.size()}, DType::kI64);
-  length.data<int64_t>()[0] = static_cast<int64_t>(mine.size());
-  world.all_gather(length, lengths).wait();
-  if (world_rank_ != 0) {
-    Tensor bytes = Tensor::empty({static_cast<int64_t>(mine.size())}, DType::kU8);
-    std::copy(mine.begin(), mine.end(), bytes.data<uint8_t>());
-    world.send(bytes, 0, 7001).wait();
-    return;
-  }
-  nlohmann::json events = nlohmann::json::parse(mine);
-  for (int r = 1; r < world.size(); ++r) {
-    Tensor bytes = Tensor::empty({lengths.data<int64_t>()[r]}, DType::kU8);
-    world.recv(bytes, r, 7001).wait();
-    const char* begin = reinterpret_cast<const char*>(bytes.data<uint8_t>());
-    for (auto& e : nlohmann::json::parse(begin, begin + bytes.numel())) events.push_back(e);
-  }
+  const std::vector<std::string> all = comm::gather_strings(
+      world, parallel::chrome_trace_events(last_timeline_, world_rank_, 0.0), 0);
+  if (world_rank_ != 0) return;
+  nlohmann::json events = nlohmann::json::array();
+  for (const std::string& rank_events : all)
+    for (auto& e : nlohmann::json::parse(rank_events)) events.push_back(e);
   const std::string temporary = options_.trace_path + ".tmp";
   std::ofstream out(temporary);
   out << nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() << "\n";

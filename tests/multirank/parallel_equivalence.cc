@@ -153,26 +153,15 @@ int main(int argc, char** argv) {
       engine.finish();
     }
     // Gather every rank's parameters on rank 0.
-    Tensor length = Tensor::empty({1}, DType::kI64),
-           lengths = Tensor::empty({comm.size()}, DType::kI64);
-    length.data<int64_t>()[0] = static_cast<int64_t>(mine.size());
-    comm.all_gather(length, lengths).wait();
+    const std::vector<std::string> all = comm::gather_strings(comm, mine, 0);
     if (comm.rank() != 0) {
-      Tensor bytes = Tensor::empty({static_cast<int64_t>(mine.size())}, DType::kU8);
-      std::memcpy(bytes.data<uint8_t>(), mine.data(), mine.size());
-      comm.send(bytes, 0, 11).wait();
       comm.barrier().wait();
       return 0;
     }
     std::map<std::string, std::vector<double>> params;
     int failures = 0;
-    deserialise(mine.data(), mine.size(), params, 0, failures);
-    for (int r = 1; r < comm.size(); ++r) {
-      Tensor bytes = Tensor::empty({lengths.data<int64_t>()[r]}, DType::kU8);
-      comm.recv(bytes, r, 11).wait();
-      deserialise(reinterpret_cast<const char*>(bytes.data<uint8_t>()), bytes.numel(), params, r,
-                  failures);
-    }
+    for (int r = 0; r < comm.size(); ++r)
+      deserialise(all[r].data(), all[r].size(), params, r, failures);
 
     // The single-process reference, on rank 0.
     SingleProcessEngine reference(config);
