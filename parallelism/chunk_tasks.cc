@@ -24,6 +24,35 @@ Tensor expert_input(const Tensor& received, int64_t cols, const Fp8Settings& fp8
   return kernels::dequantize(kernels::unpack_fp8_rows(received, cols, fp8.options.format));
 }
 
+// What the hierarchical path keeps for the backward.
+struct HierarchicalSaved {
+  comm::HierarchicalLayout layout;
+  Tensor copy_out;  // expert outputs as they reached the forwarding rank
+};
+
+Tensor hierarchical_forward(MoeFfnBlock& moe, const Tensor& x, MoeState& st,
+                            comm::HierarchicalDispatcher& dispatcher) {
+  moe.route(x, st);
+  HierarchicalSaved saved;
+  saved.layout = dispatcher.plan(st.expert_ids, st.gate_weights);
+  const Tensor rows = dispatcher.dispatch(st.normed, saved.layout);
+  moe.run_shared(st);
+  const Tensor out = moe.run_experts(rows, saved.layout.node.expert_offsets, st);
+  const Tensor routed = dispatcher.combine(out, saved.layout, &saved.copy_out);
+  st.dispatch = std::move(saved);
+  return moe.add_routed(x, routed, st);
+}
+
+Tensor hierarchical_backward(MoeFfnBlock& moe, const Tensor& dy, MoeState& st,
+                             comm::HierarchicalDispatcher& dispatcher) {
+  const auto& saved = std::any_cast<const HierarchicalSaved&>(st.dispatch);
+  Tensor d_gates;
+  const Tensor d_out = dispatcher.combine_backward(dy, saved.copy_out, saved.layout, d_gates);
+  st.dgate_weights = d_gates;
+  const Tensor d_rows = moe.experts_backward(d_out, st);
+  return moe.route_backward_summed(dy, dispatcher.dispatch_backward(d_rows, saved.layout), st);
+}
+
 }  // namespace
 
 PhasedTask forward_task(ModelChunk& chunk, Tensor input, MicroBatchState& state,
@@ -33,6 +62,12 @@ PhasedTask forward_task(ModelChunk& chunk, Tensor input, MicroBatchState& state,
   Tensor x = input;
   for (size_t i = 0; i < blocks.size(); ++i) {
     auto* moe = dynamic_cast<MoeFfnBlock*>(blocks[i]);
+    if (moe && comm.hierarchical) {
+      auto owned = std::make_unique<MoeState>();
+      x = hierarchical_forward(*moe, x, *owned, *comm.hierarchical);
+      state.blocks[i] = std::move(owned);
+      continue;
+    }
     if (!moe || !comm.forward) {
       x = blocks[i]->forward(x, state.blocks[i]);
       continue;
@@ -78,6 +113,12 @@ PhasedTask backward_task(ModelChunk& chunk, Tensor dy, MicroBatchState& state, T
   };
   for (size_t i = blocks.size(); i-- > 0;) {
     auto* moe = dynamic_cast<MoeFfnBlock*>(blocks[i]);
+    if (moe && comm.hierarchical) {
+      grad = hierarchical_backward(*moe, grad, static_cast<MoeState&>(*state.blocks[i]),
+                                   *comm.hierarchical);
+      run_weights_from(i);
+      continue;
+    }
     if (!moe || !comm.backward) {
       grad = blocks[i]->backward_input(grad, *state.blocks[i]);
       continue;

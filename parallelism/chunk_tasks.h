@@ -6,6 +6,7 @@
 #pragma once
 
 #include "comm/expert_dispatch.h"
+#include "comm/hierarchical_dispatch.h"
 #include "kernels/fp8.h"
 #include "parallelism/phased_task.h"
 #include "runtime/model/model_chunk.h"
@@ -25,9 +26,13 @@ struct AllToAllStats {
 
 // Forward and backward tasks dispatch over separate communicators of the same expert group, so
 // that each one's all-to-alls are issued in program order whichever task runs first.
+// With hierarchical set instead (comm.dispatch = "hierarchical"), tokens cross to each node once
+// and are fanned out there; those exchanges complete before the task goes on, so they are not
+// overlapped with the other task of a pair.
 struct ChunkComm {
-  comm::ExpertDispatcher* forward = nullptr;  // null: this chunk holds every expert
+  comm::ExpertDispatcher* forward = nullptr;  // null (and no hierarchical): every expert is here
   comm::ExpertDispatcher* backward = nullptr;
+  comm::HierarchicalDispatcher* hierarchical = nullptr;
   AllToAllStats* stats = nullptr;
 };
 

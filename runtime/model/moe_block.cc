@@ -88,6 +88,13 @@ Tensor MoeFfnBlock::unpermute(const Tensor& x, const Tensor& expert_out, MoeStat
   return y;
 }
 
+Tensor MoeFfnBlock::add_routed(const Tensor& x, const Tensor& routed, MoeState& st) {
+  Tensor y = routed.clone();
+  kernels::axpy(1.0, x, y);
+  if (st.shared_out.defined()) kernels::axpy(1.0, st.shared_out, y);
+  return y;
+}
+
 Tensor MoeFfnBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& state) {
   TANDEM_CHECK(n_local_experts() == n_experts(), "the single-rank forward of ", name(),
                " needs every expert; this block holds ", n_local_experts(), " of ", n_experts(),
@@ -122,9 +129,13 @@ Tensor MoeFfnBlock::experts_backward(const Tensor& dexpert_out, MoeState& st) {
 }
 
 Tensor MoeFfnBlock::route_backward(const Tensor& dy, const Tensor& dpermuted, MoeState& st) {
-  const int64_t n = dy.dim(0);
-  Tensor dnormed = Tensor::empty({n, dy.dim(1)}, dy.dtype());
+  Tensor dnormed = Tensor::empty({dy.dim(0), dy.dim(1)}, dy.dtype());
   kernels::permute_rows_backward(dpermuted, st.plan, dnormed);
+  return route_backward_summed(dy, dnormed, st);
+}
+
+Tensor MoeFfnBlock::route_backward_summed(const Tensor& dy, Tensor dnormed, MoeState& st) {
+  const int64_t n = dy.dim(0);
   Tensor dlogits = Tensor::empty({n, n_experts()}, dy.dtype());
   kernels::router_backward(st.dgate_weights, st.affinity, st.expert_ids, dlogits);
   kernels::axpy(1.0, linear_backward(dlogits, st.normed, router_, st), dnormed);

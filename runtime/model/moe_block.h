@@ -56,10 +56,16 @@ class MoeFfnBlock final : public Block {
   Tensor run_experts(const Tensor& rows, const std::vector<int64_t>& expert_offsets, MoeState& st);
   void run_shared(MoeState& st);
   Tensor unpermute(const Tensor& x, const Tensor& expert_out, MoeState& st);  // y = x + ...
+  // y = x + routed + shared, when the gate-weighted sum of the routed experts (`routed`, [N, d])
+  // was formed elsewhere (hierarchical combine sums on the experts' node).
+  Tensor add_routed(const Tensor& x, const Tensor& routed, MoeState& st);
   // Backward sub-stages, in reverse.
   Tensor unpermute_backward(const Tensor& dy, MoeState& st);  // → d(expert_out); sets dgate_weights
   Tensor experts_backward(const Tensor& dexpert_out, MoeState& st);                // → d(rows)
   Tensor route_backward(const Tensor& dy, const Tensor& dpermuted, MoeState& st);  // → dx
+  // The same from d(normed) of the routed copies already summed per token, with st.dgate_weights
+  // set by the caller (hierarchical dispatch forms both on the experts' side).
+  Tensor route_backward_summed(const Tensor& dy, Tensor drouted, MoeState& st);
 
   // Auxiliary-loss-free balancing: tokens routed to each expert since the last reset, and the bias
   // update from a load (the caller sums it over the whole global batch first).

@@ -38,9 +38,6 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
                                         shape_.pp, config.parallel.microbatches)),
       dataset_(Dataset::open(config.data, config.model)),
       loader_(dataset_, config.model.seq_len, static_cast<uint64_t>(config.train.seed)) {
-  TANDEM_USER_CHECK(
-      config.comm.dispatch == "flat" || shape_.ep == 1, "comm.dispatch = \"", config.comm.dispatch,
-      "\" is not run by the pipeline executor yet; use \"flat\" with parallel.ep > 1");
   const DeviceType device = DeviceType::kCPU;
   grid_ = std::make_unique<parallel::ProcessGrid>(
       shape_, schedule_.kind, world_rank_, backends_.for_traffic(comm::Traffic::kPipeline, device),
@@ -62,7 +59,18 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
   }
   std::sort(moe_blocks_.begin(), moe_blocks_.end(),
             [](MoeFfnBlock* a, MoeFfnBlock* b) { return a->name() < b->name(); });
-  if (shape_.ep > 1) {
+  const bool hierarchical = config.comm.dispatch == "hierarchical";
+  if (shape_.ep > 1 && hierarchical) {
+    const comm::Topology topology =
+        comm::discover_topology(grid_->expert(), static_cast<int>(config.comm.ranks_per_node));
+    hierarchical_dispatcher_ = std::make_unique<comm::HierarchicalDispatcher>(
+        grid_->expert(), topology, config.model.n_routed_experts);
+    if (world_rank_ == 0 && config.fp8.enabled)
+      log_warn(
+          "comm.dispatch = \"hierarchical\" moves expert inputs in fp32 (the FP8 payload is "
+          "implemented for \"flat\"); the experts still compute in FP8");
+  }
+  if (shape_.ep > 1 && !hierarchical) {
     auto dispatcher = [&](comm::Communicator& group) {
       comm::Communicator* used = &group;
       if (options_.wrap_expert_group) {
@@ -75,8 +83,8 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
     backward_dispatcher_ = dispatcher(grid_->expert_backward());
   }
   std::vector<parallel::ChunkComm> chunk_comm(
-      chunks_.size(),
-      parallel::ChunkComm{forward_dispatcher_.get(), backward_dispatcher_.get(), nullptr});
+      chunks_.size(), parallel::ChunkComm{forward_dispatcher_.get(), backward_dispatcher_.get(),
+                                          hierarchical_dispatcher_.get(), nullptr});
   executor_ = std::make_unique<parallel::PipelineExecutor>(
       layout, at.stage, grid_->pipeline(), chunk_ptrs, chunk_comm, config.parallel.overlap);
 

@@ -61,6 +61,7 @@ class ParallelEngine final : public TrainEngine {
   std::vector<std::unique_ptr<ModelChunk>> chunks_;
   std::vector<std::unique_ptr<comm::Communicator>> wrapped_expert_groups_;
   std::unique_ptr<comm::ExpertDispatcher> forward_dispatcher_, backward_dispatcher_;
+  std::unique_ptr<comm::HierarchicalDispatcher> hierarchical_dispatcher_;
   std::unique_ptr<parallel::PipelineExecutor> executor_;
   std::unique_ptr<parallel::GradientSync> sync_;
   std::vector<MoeFfnBlock*> moe_blocks_;  // of every local chunk, by layer

@@ -4,7 +4,8 @@
 // that replicas — data-parallel copies and DualPipe mirrors — agree bit for bit), trains the
 // single-process reference itself and compares.
 //   mpirun -np N parallel_equivalence --pp P --ep E --schedule S --microbatches M [--zero1]
-//       [--steps K] [--fp8] [--node-limited] [--loss-rtol X] [--param-atol Y]
+//       [--steps K] [--fp8] [--node-limited] [--hierarchical RANKS_PER_NODE]
+//       [--loss-rtol X] [--param-atol Y]
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -70,7 +71,10 @@ Config test_config(int argc, char** argv) {
       c.train.steps = std::stoi(next());
     else if (arg == "--fp8")
       c.fp8.enabled = true;
-    else if (arg == "--node-limited") {  // 2 groups (nodes) of 4 experts, each token on 1
+    else if (arg == "--hierarchical") {  // nodes of this many ranks (simulated)
+      c.comm.dispatch = "hierarchical";
+      c.comm.ranks_per_node = std::stoi(next());
+    } else if (arg == "--node-limited") {  // 2 groups (nodes) of 4 experts, each token on 1
       c.model.n_expert_groups = 2;
       c.model.max_groups_per_token = 1;
     } else if (arg == "--loss-rtol" || arg == "--param-atol")
