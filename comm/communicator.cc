@@ -2,6 +2,7 @@
 #include "comm/communicator.h"
 
 #include <algorithm>
+#include <exception>
 
 namespace tandem::comm {
 
@@ -20,6 +21,13 @@ CommHandle& CommHandle::operator=(CommHandle&& other) noexcept {
 
 CommHandle::~CommHandle() {
   if (!work_) return;
+  if (std::uncaught_exceptions() > 0) {
+    // An error is on its way out: waiting here for a peer that may never come would stall the
+    // report by a whole watchdog timeout per pending operation. The operation is abandoned
+    // (leaked, deliberately); the owner keeps its buffers alive or the process is ending.
+    static_cast<void>(work_.release());
+    return;
+  }
   try {
     work_->wait();
   } catch (...) {

@@ -38,7 +38,8 @@ class Work {
 };
 
 // Owns a started operation. Destroying an unfinished handle waits for it: the buffers it reads and
-// writes must not be freed under it.
+// writes must not be freed under it. While an exception unwinds it abandons the operation instead,
+// so that an error is reported at once rather than after a timeout per pending operation.
 class CommHandle {
  public:
   CommHandle() = default;

@@ -3,6 +3,8 @@
 // GEMM would apply anyway, so the experts see the same numbers as on one rank).
 #include "parallelism/chunk_tasks.h"
 
+#include <chrono>
+
 namespace tandem::parallel {
 
 namespace {
@@ -30,27 +32,50 @@ struct HierarchicalSaved {
   Tensor copy_out;  // expert outputs as they reached the forwarding rank
 };
 
+// Runs one synchronous hierarchical exchange and books it: all of its time is exposed, and the
+// rows it sent across nodes are its bytes (the fan-out inside a node is not counted).
+template <class Exchange>
+auto booked(Exchange exchange, comm::HierarchicalDispatcher& dispatcher, int64_t row_bytes,
+            AllToAllStats* stats) {
+  const auto start = std::chrono::steady_clock::now();
+  auto result = exchange();
+  if (stats) {
+    stats->wait_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    stats->bytes += dispatcher.rows_sent_across_nodes() * row_bytes;
+    stats->calls += 1;
+  }
+  return result;
+}
+
 Tensor hierarchical_forward(MoeFfnBlock& moe, const Tensor& x, MoeState& st,
-                            comm::HierarchicalDispatcher& dispatcher) {
+                            comm::HierarchicalDispatcher& dispatcher, AllToAllStats* stats) {
+  const int64_t row = static_cast<int64_t>(comm::row_bytes(x));
   moe.route(x, st);
   HierarchicalSaved saved;
   saved.layout = dispatcher.plan(st.expert_ids, st.gate_weights);
-  const Tensor rows = dispatcher.dispatch(st.normed, saved.layout);
+  const Tensor rows =
+      booked([&] { return dispatcher.dispatch(st.normed, saved.layout); }, dispatcher, row, stats);
   moe.run_shared(st);
   const Tensor out = moe.run_experts(rows, saved.layout.node.expert_offsets, st);
-  const Tensor routed = dispatcher.combine(out, saved.layout, &saved.copy_out);
+  const Tensor routed = booked(
+      [&] { return dispatcher.combine(out, saved.layout, &saved.copy_out); }, dispatcher, 0, stats);
   st.dispatch = std::move(saved);
   return moe.add_routed(x, routed, st);
 }
 
 Tensor hierarchical_backward(MoeFfnBlock& moe, const Tensor& dy, MoeState& st,
-                             comm::HierarchicalDispatcher& dispatcher) {
+                             comm::HierarchicalDispatcher& dispatcher, AllToAllStats* stats) {
   const auto& saved = std::any_cast<const HierarchicalSaved&>(st.dispatch);
   Tensor d_gates;
-  const Tensor d_out = dispatcher.combine_backward(dy, saved.copy_out, saved.layout, d_gates);
+  const Tensor d_out =
+      booked([&] { return dispatcher.combine_backward(dy, saved.copy_out, saved.layout, d_gates); },
+             dispatcher, 0, stats);
   st.dgate_weights = d_gates;
   const Tensor d_rows = moe.experts_backward(d_out, st);
-  return moe.route_backward_summed(dy, dispatcher.dispatch_backward(d_rows, saved.layout), st);
+  const Tensor d_routed = booked([&] { return dispatcher.dispatch_backward(d_rows, saved.layout); },
+                                 dispatcher, 0, stats);
+  return moe.route_backward_summed(dy, d_routed, st);
 }
 
 }  // namespace
@@ -64,7 +89,7 @@ PhasedTask forward_task(ModelChunk& chunk, Tensor input, MicroBatchState& state,
     auto* moe = dynamic_cast<MoeFfnBlock*>(blocks[i]);
     if (moe && comm.hierarchical) {
       auto owned = std::make_unique<MoeState>();
-      x = hierarchical_forward(*moe, x, *owned, *comm.hierarchical);
+      x = hierarchical_forward(*moe, x, *owned, *comm.hierarchical, comm.stats);
       state.blocks[i] = std::move(owned);
       continue;
     }
@@ -115,7 +140,7 @@ PhasedTask backward_task(ModelChunk& chunk, Tensor dy, MicroBatchState& state, T
     auto* moe = dynamic_cast<MoeFfnBlock*>(blocks[i]);
     if (moe && comm.hierarchical) {
       grad = hierarchical_backward(*moe, grad, static_cast<MoeState&>(*state.blocks[i]),
-                                   *comm.hierarchical);
+                                   *comm.hierarchical, comm.stats);
       run_weights_from(i);
       continue;
     }

@@ -63,7 +63,9 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
   const int n_stages = layout_.n_stages();
   const int64_t microbatches = data.count();
   const int64_t tokens = data.tokens.at(0).numel();
-  Step step;
+  // On the heap so that an error can leave it behind: receives still in flight write into it.
+  auto owned_step = std::make_unique<Step>();
+  Step& step = *owned_step;
   // Indexed by micro-batch within a direction, which is below the step's total in every program
   // (forward-only programs put all micro-batches in direction 0).
   step.slots.resize(chunks);
@@ -79,7 +81,13 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
   std::vector<ChunkComm> comm = chunk_comm_;
   for (int c = 0; c < chunks; ++c) comm[c].stats = &a2a[c];
 
-  // Message tags: (kind, direction, receiving stage, micro-batch) → a unique small integer.
+  // Message tags: (kind, direction, receiving stage, micro-batch) → a unique small integer, below
+  // 2^23 (Open MPI's smallest MPI_TAG_UB among its transports).
+  const int64_t tags = 2LL * layout_.n_directions() * n_stages * microbatches;
+  TANDEM_USER_CHECK(tags < (int64_t{1} << 23), "pipeline message tags would reach ", tags, " (2 × ",
+                    layout_.n_directions(), " directions × ", n_stages, " stages × ", microbatches,
+                    " micro-batches), past the 2^23 the transports allow; lower "
+                    "parallel.microbatches");
   auto tag = [&](int kind, int direction, int stage, int64_t mb) {
     return static_cast<int>(
         ((kind * layout_.n_directions() + direction) * n_stages + stage) * microbatches + mb);
@@ -89,7 +97,8 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
     return Tensor::empty({tokens, d}, chunks_[c]->dtype());
   };
 
-  // Post every receive of the step up front.
+  // Receives are posted a window of instructions ahead of the one that needs them, so a message
+  // can land before it is waited for, while the buffers in flight stay bounded.
   auto post_forward_recv = [&](int c, int64_t mb) {
     const int s = layout_.stage_of(rank_, c), d = layout_.direction_of(rank_, c);
     if (s == 0) return;
@@ -108,7 +117,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
     slot.grad = activation(c);
     slot.grad_recv = pipeline_.recv(slot.grad, from.rank, tag(1, d, s, mb));
   };
-  for (const Instruction& ins : program) {
+  auto post_receives = [&](const Instruction& ins) {
     switch (ins.op) {
       case Op::kForward:
         post_forward_recv(ins.chunk, ins.mb);
@@ -124,7 +133,17 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
       case Op::kWeight:
         break;
     }
-  }
+  };
+  const size_t window = static_cast<size_t>(2 * layout_.pp() + 2);
+  size_t posted = 0;
+  auto post_ahead = [&](size_t current) {
+    for (; posted < program.size() && posted <= current + window; ++posted)
+      post_receives(program[posted]);
+  };
+  // Sends that have completed are dropped as the step goes, so their buffers can be reused.
+  auto release_sent = [&] {
+    std::erase_if(step.sends, [](auto& send) { return send.second.test(); });
+  };
   step.start = Clock::now();
 
   auto wait_message = [&](comm::CommHandle& handle) {
@@ -190,61 +209,71 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
     }
   };
 
-  for (const Instruction& ins : program) {
-    const auto begin = Clock::now();
-    step.wait_s = 0;
-    Tensor out, dx;
-    switch (ins.op) {
-      case Op::kForward: {
-        PhasedTask task = start_forward(ins.chunk, ins.mb, &out);
-        step.a2a_blocked_s += task.run_to_end();
-        finish_forward(ins.chunk, ins.mb, out);
-        break;
-      }
-      case Op::kBackward:
-      case Op::kBackwardInput: {
-        TANDEM_CHECK(training, "executor: backward in an evaluation program");
-        PhasedTask task = start_backward(ins.chunk, ins.mb, &dx, ins.op == Op::kBackward);
-        step.a2a_blocked_s += task.run_to_end();
-        finish_backward(ins.chunk, ins.mb, dx, ins.op == Op::kBackward);
-        break;
-      }
-      case Op::kWeight: {
-        TANDEM_CHECK(!step.deferred_weights.empty(), "executor: W with no deferred b on rank ",
-                     rank_);
-        const auto [c, mb] = step.deferred_weights.front();
-        TANDEM_CHECK(c == ins.chunk && mb == ins.mb, "executor: W for ", ins.chunk, ".", ins.mb,
-                     " but the oldest deferred b is ", c, ".", mb);
-        step.deferred_weights.pop_front();
-        weights(c, mb);
-        break;
-      }
-      case Op::kForwardBackward: {
-        PhasedTask forward = start_forward(ins.chunk, ins.mb, &out);
-        PhasedTask backward = start_backward(ins.chunk_b, ins.mb_b, &dx, true);
-        if (overlap_) {
-          step.a2a_blocked_s += run_interleaved(forward, backward, comm_timeout_s_);
-        } else {
-          step.a2a_blocked_s += forward.run_to_end();
-          step.a2a_blocked_s += backward.run_to_end();
+  try {
+    for (size_t index = 0; index < program.size(); ++index) {
+      const Instruction& ins = program[index];
+      post_ahead(index);
+      release_sent();
+      const auto begin = Clock::now();
+      step.wait_s = 0;
+      Tensor out, dx;
+      switch (ins.op) {
+        case Op::kForward: {
+          PhasedTask task = start_forward(ins.chunk, ins.mb, &out);
+          step.a2a_blocked_s += task.run_to_end();
+          finish_forward(ins.chunk, ins.mb, out);
+          break;
         }
-        finish_forward(ins.chunk, ins.mb, out);
-        finish_backward(ins.chunk_b, ins.mb_b, dx, true);
-        break;
+        case Op::kBackward:
+        case Op::kBackwardInput: {
+          TANDEM_CHECK(training, "executor: backward in an evaluation program");
+          PhasedTask task = start_backward(ins.chunk, ins.mb, &dx, ins.op == Op::kBackward);
+          step.a2a_blocked_s += task.run_to_end();
+          finish_backward(ins.chunk, ins.mb, dx, ins.op == Op::kBackward);
+          break;
+        }
+        case Op::kWeight: {
+          TANDEM_CHECK(!step.deferred_weights.empty(), "executor: W with no deferred b on rank ",
+                       rank_);
+          const auto [c, mb] = step.deferred_weights.front();
+          TANDEM_CHECK(c == ins.chunk && mb == ins.mb, "executor: W for ", ins.chunk, ".", ins.mb,
+                       " but the oldest deferred b is ", c, ".", mb);
+          step.deferred_weights.pop_front();
+          weights(c, mb);
+          break;
+        }
+        case Op::kForwardBackward: {
+          PhasedTask forward = start_forward(ins.chunk, ins.mb, &out);
+          PhasedTask backward = start_backward(ins.chunk_b, ins.mb_b, &dx, true);
+          if (overlap_) {
+            step.a2a_blocked_s += run_interleaved(forward, backward, comm_timeout_s_);
+          } else {
+            step.a2a_blocked_s += forward.run_to_end();
+            step.a2a_blocked_s += backward.run_to_end();
+          }
+          finish_forward(ins.chunk, ins.mb, out);
+          finish_backward(ins.chunk_b, ins.mb_b, dx, true);
+          break;
+        }
       }
+      const auto end = Clock::now();
+      InstructionTiming timing{ins.to_string(), seconds_between(step.start, begin),
+                               seconds_between(step.start, end), step.wait_s};
+      step.timeline.busy_seconds += timing.end_s - timing.start_s - timing.wait_s;
+      step.timeline.instructions.push_back(std::move(timing));
     }
-    const auto end = Clock::now();
-    InstructionTiming timing{ins.to_string(), seconds_between(step.start, begin),
-                             seconds_between(step.start, end), step.wait_s};
-    step.timeline.busy_seconds += timing.end_s - timing.start_s - timing.wait_s;
-    step.timeline.instructions.push_back(std::move(timing));
+  } catch (...) {
+    // Pending receives and sends still point into the step's buffers: keep them (deliberately
+    // leaked) and let the error through at once instead of waiting on peers that may be gone.
+    static_cast<void>(owned_step.release());
+    throw;
   }
   TANDEM_CHECK(step.deferred_weights.empty(), "executor: ", step.deferred_weights.size(),
                " weight gradients never ran on rank ", rank_, " (the program lacks W)");
   for (auto& [tensor, handle] : step.sends) handle.wait();
   step.timeline.seconds = seconds_between(step.start, Clock::now());
   for (const AllToAllStats& s : a2a) step.timeline.all_to_all.merge(s);
-  step.timeline.all_to_all.wait_seconds = step.a2a_blocked_s;
+  step.timeline.all_to_all.wait_seconds += step.a2a_blocked_s;
   return std::move(step.timeline);
 }
 

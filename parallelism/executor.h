@@ -1,9 +1,9 @@
 // Runs one rank's instruction list (parallelism/schedule.h) on its model chunks for one step.
-// Pipeline receives for the whole step are posted before the first instruction and waited only
-// when an instruction needs them; sends are started as soon as a result exists and waited at the
-// end of the step. An F&B pair runs its forward and backward tasks interleaved at the expert
-// all-to-alls (or one after the other when overlap is off). Every instruction's start and end and
-// every wait for a pipeline message is recorded, for the bubble fraction and the trace.
+// Pipeline receives are posted a window of instructions ahead and waited only when an instruction
+// needs them; sends are started as soon as a result exists and released once complete. An F&B pair
+// runs its forward and backward tasks interleaved at the expert all-to-alls (or one after the other
+// when overlap is off). Every instruction's start and end and every wait for a pipeline message is
+// recorded, for the bubble fraction and the trace.
 #pragma once
 
 #include <deque>

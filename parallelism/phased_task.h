@@ -93,8 +93,9 @@ struct until_done {
 
 // Runs two tasks to the end, always running whichever can compute. When both wait it polls both
 // operations rather than blocking on one: a peer may need this rank's other task to move first.
-// Past timeout_s of waiting it blocks on the forward task's operation, whose watchdog then
-// reports what never arrived. Returns the seconds spent waiting (communication nothing hid).
+// Past half of timeout_s it blocks on one of the operations, whose watchdog then reports what
+// never arrived after its own full timeout (so a hang stops within 1.5 × timeout_s). Returns the
+// seconds spent waiting (communication nothing hid).
 inline double run_interleaved(PhasedTask& a, PhasedTask& b, double timeout_s = 300) {
   using Clock = std::chrono::steady_clock;
   double blocked = 0;
@@ -109,7 +110,7 @@ inline double run_interleaved(PhasedTask& a, PhasedTask& b, double timeout_s = 3
     if (ran) continue;
     const auto start = Clock::now();
     auto waited = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
-    while (!a.runnable() && !b.runnable() && waited() < timeout_s)
+    while (!a.runnable() && !b.runnable() && waited() < timeout_s / 2)
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     if (!a.runnable() && !b.runnable()) (a.done() ? b : a).block();
     blocked += waited();

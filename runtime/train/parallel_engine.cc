@@ -91,13 +91,13 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
   std::vector<parallel::ReplicatedParameters> sets;
   for (int c = 0; c < static_cast<int>(chunks_.size()); ++c) {
     const int stage = layout.stage_of(at.stage, c);
+    // Later stages finish their backward first (under DualPipe, chunk 1 before chunk 0), so
+    // their sets are reduced first, while the earlier stage still computes.
+    const int order = 2 * (layout.n_stages() - 1 - stage);
     parallel::ReplicatedParameters dense{
-        "stage " + std::to_string(stage) + " dense", 2 * stage, c, &grid_->dense_replicas(), {}};
-    parallel::ReplicatedParameters experts{"stage " + std::to_string(stage) + " experts",
-                                           2 * stage + 1,
-                                           c,
-                                           &grid_->expert_replicas(),
-                                           {}};
+        "stage " + std::to_string(stage) + " dense", order, c, &grid_->dense_replicas(), {}};
+    parallel::ReplicatedParameters experts{
+        "stage " + std::to_string(stage) + " experts", order + 1, c, &grid_->expert_replicas(), {}};
     for (Parameter* p : chunks_[c]->parameters())
       (is_routed_expert(*p) ? experts : dense).params.push_back(p);
     sets.push_back(std::move(dense));
@@ -194,7 +194,9 @@ double ParallelEngine::evaluate() {
 void ParallelEngine::finish() {
   comm::Communicator& world = grid_->data_world();
   const double ranks = world.size();
+  // The first step (warm-up: allocations, first messages) is left out unless it is the only one.
   const double measured_steps = static_cast<double>(std::max<int64_t>(1, steps_ - 1));
+  if (steps_ == 1) bubble_sum_ = last_timeline_.bubble_fraction();
   finished_fields_["world_size"] = world.size();
   finished_fields_["grid"] = {{"pp", shape_.pp},
                               {"dp", shape_.dp},

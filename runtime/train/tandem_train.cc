@@ -3,6 +3,7 @@
 //   tandem-train CONFIG.toml [--set section.key=value]... [--summary-json PATH] [--trace PATH]
 //   tandem-train --config-reference     (prints every configuration key as Markdown)
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -74,19 +75,23 @@ int main(int argc, char** argv) {
   Config config;
   Arguments args;
   comm::LaunchInfo launch;
+  // Outlives the training block below: on an error the communicators must not be torn down
+  // (MPI_Finalize would wait for peers that may be stuck), the process exits instead.
+  comm::World world;
   try {
     args = parse_arguments(argc, argv);
     config = load_config_file(args.config_path);
     for (const auto& assignment : args.overrides) apply_override(config, assignment);
     validate_config(config);
-    // The grid is checked before any rank talks to another.
+    // The grid is checked before any rank talks to another (in one process too: parallel.ep = 4
+    // there is refused, not ignored).
     launch = comm::detect_launch();
-    if (launch.world_size > 1 || config.parallel.pp > 1)
-      parallel::make_grid_shape(launch.world_size, config);
-    // Output paths are checked before training, so a bad path cannot throw a finished run away.
+    parallel::make_grid_shape(launch.world_size, config);
+    // Output paths are checked before training, so a bad path cannot throw a finished run away;
+    // only rank 0 writes them.
     for (const auto& [path, what] :
          {std::pair{args.summary_path, "summary"}, std::pair{args.trace_path, "trace"}}) {
-      if (path.empty()) continue;
+      if (path.empty() || launch.rank != 0) continue;
       std::ofstream probe(path + ".tmp");
       TANDEM_USER_CHECK(probe.good(), "cannot write the ", what, " next to '", path,
                         "': check that its directory exists and is writable");
@@ -103,7 +108,6 @@ int main(int argc, char** argv) {
     // A launcher's environment (or a grid asking for more than this process) means a multi-rank
     // job; otherwise the whole model runs here.
     const bool parallel = launch.world_size > 1 || config.parallel.pp > 1;
-    comm::World world;
     std::unique_ptr<TrainEngine> engine;
     if (parallel) {
       world = comm::join_world({config.comm.world, static_cast<int>(config.comm.timeout_s * 1000)});
@@ -150,6 +154,11 @@ int main(int argc, char** argv) {
     }
   } catch (const std::exception& error) {
     std::fprintf(stderr, "tandem-train: error: %s\n", error.what());
+    if (world.comm) {
+      // Other ranks may be blocked on this one; the launcher stops them when this exits.
+      std::fflush(nullptr);
+      std::_Exit(1);
+    }
     return 1;
   }
   return 0;

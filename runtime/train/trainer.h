@@ -26,7 +26,8 @@ struct TrainSummary {
   int64_t params = 0;
   double flops_per_token = 0;
   bool fp8 = false;
-  kernels::Fp8Stats fp8_stats;  // every quantisation of the run (training steps only)
+  kernels::Fp8Stats fp8_stats;  // every quantisation of the run's training steps (rank 0's own
+                                // in a multi-rank run)
   nlohmann::json engine_fields = nlohmann::json::object();  // TrainEngine::summary_fields
   nlohmann::json to_json(const Config& config) const;
 };

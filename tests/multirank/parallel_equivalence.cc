@@ -145,6 +145,7 @@ int main(int argc, char** argv) {
     runtime().rank = comm.rank();
     set_thread_count(1);
     std::vector<double> losses, norms;
+    double held_out = 0;
     std::string mine;
     {
       ParallelEngine engine(config, world);
@@ -153,6 +154,7 @@ int main(int argc, char** argv) {
         losses.push_back(report.loss);
         norms.push_back(report.grad_norm);
       }
+      held_out = engine.evaluate();
       mine = serialise(engine.parameters());
       engine.finish();
     }
@@ -189,6 +191,13 @@ int main(int argc, char** argv) {
           "gradient norm %.6f (%.6f, %.2e)\n",
           static_cast<long long>(s), losses[s], expected.loss, rel, norms[s], expected.grad_norm,
           norm_rel);
+    }
+    {
+      const double expected = reference.evaluate();
+      const double rel = std::abs(held_out - expected) / std::abs(expected);
+      worst_loss = std::max(worst_loss, rel);
+      std::printf("held-out loss %.8f (single process %.8f, relative difference %.2e)\n", held_out,
+                  expected, rel);
     }
     size_t compared = 0;
     for (Parameter* p : reference.model().parameters()) {
