@@ -126,26 +126,35 @@ PhasedTask forward_task(ModelChunk& chunk, Tensor input, MicroBatchState& state,
 }
 
 PhasedTask backward_task(ModelChunk& chunk, Tensor dy, MicroBatchState& state, Tensor* dx,
-                         ChunkComm comm, bool weights_in_gaps) {
+                         ChunkComm comm, bool weights_in_gaps,
+                         std::function<void(size_t block)> after_block) {
   const std::vector<Block*> blocks = chunk.blocks();
   TANDEM_CHECK(state.blocks.size() == blocks.size(), "backward without a matching forward");
   Tensor grad = chunk.head() ? chunk.head()->backward_input(*state.head) : dy;
   // Weight gradients queued by the blocks from `first` on (and the head) that have not run yet.
+  // A block is reported complete once its input gradient is done too (nothing more can be
+  // queued for it): blocks from input_done on.
+  size_t input_done = blocks.size(), reported = blocks.size() + 1;
   auto run_weights_from = [&](size_t first) {
     if (!weights_in_gaps) return;
     if (state.head) run_deferred_wgrad(*state.head);
     for (size_t j = first; j < blocks.size(); ++j) run_deferred_wgrad(*state.blocks[j]);
+    if (!after_block) return;
+    if (reported == blocks.size() + 1) after_block(reported = blocks.size());
+    while (reported > input_done) after_block(--reported);
   };
   for (size_t i = blocks.size(); i-- > 0;) {
     auto* moe = dynamic_cast<MoeFfnBlock*>(blocks[i]);
     if (moe && comm.hierarchical) {
       grad = hierarchical_backward(*moe, grad, static_cast<MoeState&>(*state.blocks[i]),
                                    *comm.hierarchical, comm.stats);
+      input_done = i;
       run_weights_from(i);
       continue;
     }
     if (!moe || !comm.backward) {
       grad = blocks[i]->backward_input(grad, *state.blocks[i]);
+      input_done = i;
       continue;
     }
     comm::ExpertDispatcher& dispatcher = *comm.backward;
@@ -161,6 +170,7 @@ PhasedTask backward_task(ModelChunk& chunk, Tensor dy, MicroBatchState& state, T
     run_weights_from(i);  // the experts' own weight gradients
     co_await until_done{from_experts.handle};
     grad = moe->route_backward(grad, received(from_experts, comm.stats), st);
+    input_done = i;
   }
   *dx = grad;
   run_weights_from(0);

@@ -5,6 +5,8 @@
 // a forward task with a backward task at those pauses.
 #pragma once
 
+#include <functional>
+
 #include "comm/expert_dispatch.h"
 #include "comm/hierarchical_dispatch.h"
 #include "kernels/fp8.h"
@@ -44,8 +46,11 @@ PhasedTask forward_task(ModelChunk& chunk, Tensor input, MicroBatchState& state,
 // (undefined for the embedding chunk); weight gradients are queued as in
 // ModelChunk::backward_input. With weights_in_gaps (a full B, not a zero-bubble b), the queued
 // weight gradients of the blocks behind run right after each all-to-all starts, so that they fill
-// the time it travels; ModelChunk::backward_weight then finds nothing left to run.
+// the time it travels; ModelChunk::backward_weight then finds nothing left to run. after_block(i)
+// then follows the last weight gradient of block i (blocks().size(): the head), as in
+// ModelChunk::backward_weight.
 PhasedTask backward_task(ModelChunk& chunk, Tensor dy, MicroBatchState& state, Tensor* dx,
-                         ChunkComm comm, bool weights_in_gaps = false);
+                         ChunkComm comm, bool weights_in_gaps = false,
+                         std::function<void(size_t block)> after_block = {});
 
 }  // namespace tandem::parallel

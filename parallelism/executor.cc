@@ -184,6 +184,11 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
     if (s < n_stages - 1) send_or_hand_over(output, d, s + 1, 0, mb);
     if (!training) slot.state = MicroBatchState{};
   };
+  // The block-level report for the W work about to run on chunk c, if it is the chunk's last.
+  auto last_weights_report = [&](int c) -> std::function<void(size_t)> {
+    if (!block_ready_ || step.weights_done[c] + 1 != backwards[c]) return {};
+    return [this, c](size_t block) { block_ready_(c, block); };
+  };
   auto start_backward = [&](int c, int64_t mb, Tensor* dx, bool full) {
     const int s = layout_.stage_of(rank_, c);
     auto& slot = step.slots[c][mb];
@@ -192,10 +197,12 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
       TANDEM_CHECK(slot.grad.defined(), "executor: no gradient for B", c, ".", mb, " on rank ",
                    rank_);
     }
-    return backward_task(*chunks_[c], slot.grad, slot.state, dx, comm[c], full && overlap_);
+    const bool weights_in_gaps = full && overlap_;
+    return backward_task(*chunks_[c], slot.grad, slot.state, dx, comm[c], weights_in_gaps,
+                         weights_in_gaps ? last_weights_report(c) : nullptr);
   };
   auto weights = [&](int c, int64_t mb) {
-    chunks_[c]->backward_weight(step.slots[c][mb].state);
+    chunks_[c]->backward_weight(step.slots[c][mb].state, last_weights_report(c));
     if (++step.weights_done[c] == backwards[c] && gradients_ready_) gradients_ready_(c);
   };
   auto finish_backward = [&](int c, int64_t mb, const Tensor& dx, bool with_weights) {

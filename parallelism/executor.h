@@ -53,6 +53,11 @@ class PipelineExecutor {
   void on_chunk_gradients_ready(std::function<void(int chunk)> callback) {
     gradients_ready_ = std::move(callback);
   }
+  // Finer: once per block of each chunk (blocks().size() is the head), as its last weight gradient
+  // of the step completes, last block first.
+  void on_block_gradients_ready(std::function<void(int chunk, size_t block)> callback) {
+    block_ready_ = std::move(callback);
+  }
 
   // How long an F&B pair may wait for its communication before the watchdog is asked to report.
   void set_comm_timeout(double seconds) { comm_timeout_s_ = seconds; }
@@ -76,6 +81,7 @@ class PipelineExecutor {
   bool overlap_;
   double comm_timeout_s_ = 300;
   std::function<void(int)> gradients_ready_;
+  std::function<void(int, size_t)> block_ready_;
 };
 
 // Chrome trace events ("X" events, microseconds) of one rank's step, for chrome://tracing and

@@ -88,6 +88,12 @@ void GradientSync::launch_ready() {
   }
 }
 
+void GradientSync::block_ready(int chunk, size_t block) {
+  for (auto& b : buckets_)
+    if (b->set.chunk == chunk && b->set.block == block) b->ready = true;
+  launch_ready();
+}
+
 void GradientSync::chunk_ready(int chunk) {
   for (auto& b : buckets_)
     if (b->set.chunk == chunk) b->ready = true;

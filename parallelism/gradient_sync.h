@@ -1,11 +1,11 @@
 // Data-parallel gradient reduction and the optimizer step over replicated parameters, with
-// optional ZeRO-1. Each set of parameters held by the same group of ranks (a stage's dense
-// parameters over dp, plus the DualPipe mirror; its experts over expert dp) gets one flat
-// gradient buffer that the parameters' grad tensors are views of, so nothing is copied before the
-// reduction. A set's reduction starts when the executor reports its chunk's last weight gradient,
-// so it overlaps the rest of the backward; sets start in one global order (the same on every
-// rank of a group, as collectives must). With ZeRO-1 the reduction is a reduce-scatter: each
-// replica updates its shard of the parameters with AdamW state for that shard only, then an
+// optional ZeRO-1. Each bucket — one block's parameters held by the same group of ranks (dense
+// ones over dp, plus the DualPipe mirror; experts over expert dp) — gets one flat gradient buffer
+// that the parameters' grad tensors are views of, so nothing is copied before the reduction. A
+// bucket's reduction starts as soon as the executor reports its block's last weight gradient of
+// the step, so it overlaps the rest of the backward; buckets start in one global order (the same
+// on every rank of a group, as collectives must). With ZeRO-1 the reduction is a reduce-scatter:
+// each replica updates its shard of the parameters with AdamW state for that shard only, then an
 // all-gather brings every replica the whole updated set.
 #pragma once
 
@@ -20,9 +20,10 @@
 namespace tandem::parallel {
 
 struct ReplicatedParameters {
-  std::string name;                     // for messages: "stage 1 dense"
-  int order = 0;                        // launch order, the same on every replica
-  int chunk = 0;                        // the local chunk whose backward produces these gradients
+  std::string name;  // for messages: "stage 1 block 3 dense"
+  int order = 0;     // launch order, the same on every replica
+  int chunk = 0;     // the local chunk whose backward produces these gradients
+  size_t block = 0;  // and the block in it (ModelChunk::blocks() index; blocks().size(): head)
   comm::Communicator* group = nullptr;  // every rank holding these parameters
   std::vector<Parameter*> params;
 };
@@ -34,7 +35,9 @@ class GradientSync {
   GradientSync& operator=(const GradientSync&) = delete;
   ~GradientSync();
 
-  // The chunk's gradients are final for this step: start its sets' reductions (in order).
+  // A block's (or a whole chunk's) gradients are final for this step: start the reductions whose
+  // turn has come. Repeated reports are harmless.
+  void block_ready(int chunk, size_t block);
   void chunk_ready(int chunk);
   // Starts whatever has not started and waits for every reduction.
   void finish();

@@ -68,9 +68,14 @@ Tensor ModelChunk::backward_input(const Tensor& dy, MicroBatchState& state) {
   return grad;
 }
 
-void ModelChunk::backward_weight(MicroBatchState& state) {
+void ModelChunk::backward_weight(MicroBatchState& state,
+                                 const std::function<void(size_t block)>& after_block) {
   if (head_ && state.head) run_deferred_wgrad(*state.head);
-  for (size_t i = 0; i < state.blocks.size(); ++i) blocks_[i]->backward_weight(*state.blocks[i]);
+  if (after_block) after_block(blocks_.size());
+  for (size_t i = state.blocks.size(); i-- > 0;) {
+    blocks_[i]->backward_weight(*state.blocks[i]);
+    if (after_block) after_block(i);
+  }
   state = MicroBatchState{};
 }
 

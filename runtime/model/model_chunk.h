@@ -3,6 +3,7 @@
 // Each micro-batch in flight keeps its own MicroBatchState, so schedules may interleave many.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -42,8 +43,11 @@ class ModelChunk {
   // dy is the gradient of the chunk's output (ignored, may be undefined, with the head). Returns
   // the gradient of the input (undefined with the embedding). Weight gradients are only queued.
   Tensor backward_input(const Tensor& dy, MicroBatchState& state);
-  // Runs the queued weight gradients of this micro-batch and frees its activations.
-  void backward_weight(MicroBatchState& state);
+  // Runs the queued weight gradients of this micro-batch, last block first, and frees its
+  // activations. after_block(i) follows block i's (i = blocks().size() is the head), so a caller
+  // can start reducing gradients that are complete while the earlier blocks still compute.
+  void backward_weight(MicroBatchState& state,
+                       const std::function<void(size_t block)>& after_block = {});
 
   const ChunkSpec& spec() const { return spec_; }
   DType dtype() const { return dtype_; }

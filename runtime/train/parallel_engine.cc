@@ -88,25 +88,36 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
   executor_ = std::make_unique<parallel::PipelineExecutor>(
       layout, at.stage, grid_->pipeline(), chunk_ptrs, chunk_comm, config.parallel.overlap);
 
+  // One bucket per (block, dense or expert) of each chunk. Later stages and later blocks finish
+  // their backward first (under DualPipe, chunk 1 before chunk 0), so they are reduced first.
   std::vector<parallel::ReplicatedParameters> sets;
+  size_t max_blocks = 0;
+  for (auto& chunk : chunks_) max_blocks = std::max(max_blocks, chunk->blocks().size() + 1);
   for (int c = 0; c < static_cast<int>(chunks_.size()); ++c) {
     const int stage = layout.stage_of(at.stage, c);
-    // Later stages finish their backward first (under DualPipe, chunk 1 before chunk 0), so
-    // their sets are reduced first, while the earlier stage still computes.
-    const int order = 2 * (layout.n_stages() - 1 - stage);
-    parallel::ReplicatedParameters dense{
-        "stage " + std::to_string(stage) + " dense", order, c, &grid_->dense_replicas(), {}};
-    parallel::ReplicatedParameters experts{
-        "stage " + std::to_string(stage) + " experts", order + 1, c, &grid_->expert_replicas(), {}};
-    for (Parameter* p : chunks_[c]->parameters())
-      (is_routed_expert(*p) ? experts : dense).params.push_back(p);
-    sets.push_back(std::move(dense));
-    sets.push_back(std::move(experts));
+    const std::vector<Block*> blocks = chunks_[c]->blocks();
+    for (size_t block = 0; block <= blocks.size(); ++block) {
+      const std::vector<Parameter*> params = block < blocks.size() ? blocks[block]->parameters()
+                                             : chunks_[c]->head() ? chunks_[c]->head()->parameters()
+                                                                  : std::vector<Parameter*>{};
+      const int order = 2 * static_cast<int>((layout.n_stages() - 1 - stage) * max_blocks +
+                                             (blocks.size() - block));
+      const std::string name = "stage " + std::to_string(stage) + " block " + std::to_string(block);
+      parallel::ReplicatedParameters dense{name + " dense",          order, c, block,
+                                           &grid_->dense_replicas(), {}};
+      parallel::ReplicatedParameters experts{name + " experts",         order + 1, c, block,
+                                             &grid_->expert_replicas(), {}};
+      for (Parameter* p : params) (is_routed_expert(*p) ? experts : dense).params.push_back(p);
+      sets.push_back(std::move(dense));
+      sets.push_back(std::move(experts));
+    }
   }
   sync_ = std::make_unique<parallel::GradientSync>(std::move(sets), config.parallel.zero1,
                                                    config.train);
   executor_->set_comm_timeout(config.comm.timeout_s);
   executor_->on_chunk_gradients_ready([this](int chunk) { sync_->chunk_ready(chunk); });
+  executor_->on_block_gradients_ready(
+      [this](int chunk, size_t block) { sync_->block_ready(chunk, block); });
   eval_program_ = parallel::forward_only(layout, config.parallel.microbatches)[at.stage];
   if (world_rank_ == 0)
     log_info("grid: pp ", shape_.pp, " × dp ", shape_.dp, " (ep ", shape_.ep, ", expert dp ",
