@@ -7,7 +7,7 @@
 // keeps the measurement clean on a 2-core machine: with the 4 ranks DualPipe needs, a rank that
 // sleeps on an all-to-all hands its core to another rank, which hides latency in both orders
 // alike. bench/pipeline_schedules measures the DualPipe grid itself.
-//   mpirun -np 2 overlap_test [--latency-us 1000] [--microbatches 12] [--steps 12] [--bound 0.4]
+//   mpirun -np 2 overlap_test [--latency-us 1000] [--microbatches 24] [--steps 8] [--bound 0.4]
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -38,8 +38,8 @@ int main(int argc, char** argv) {
   try {
     const auto latency =
         std::chrono::microseconds(static_cast<int64_t>(flag(argc, argv, "--latency-us", 1000)));
-    const int steps = static_cast<int>(flag(argc, argv, "--steps", 12));
-    const int64_t microbatches = static_cast<int64_t>(flag(argc, argv, "--microbatches", 12));
+    const int steps = static_cast<int>(flag(argc, argv, "--steps", 8));
+    const int64_t microbatches = static_cast<int64_t>(flag(argc, argv, "--microbatches", 24));
     const double bound = flag(argc, argv, "--bound", 0.4);
     ModelConfig model;
     model.seq_len = 128;
