@@ -30,11 +30,9 @@ double timed(Communicator& world, const std::function<void()>& body, int trials 
     world.barrier().wait();
     const auto start = std::chrono::steady_clock::now();
     body();
-    Tensor seconds = Tensor::empty({1}, DType::kF64);
-    seconds.data<double>()[0] =
+    const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    world.all_reduce(seconds, ReduceOp::kMax).wait();
-    best = std::min(best, seconds.data<double>()[0]);
+    best = std::min(best, all_reduce_value(world, seconds, ReduceOp::kMax));
   }
   return best;
 }

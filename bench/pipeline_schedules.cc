@@ -30,13 +30,6 @@ struct Measured {
   double alltoall_bytes = 0;      // per step, all ranks
 };
 
-double reduce(comm::Communicator& c, double value, comm::ReduceOp op) {
-  Tensor t = Tensor::empty({1}, DType::kF64);
-  t.data<double>()[0] = value;
-  c.all_reduce(t, op).wait();
-  return t.data<double>()[0];
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -67,8 +60,8 @@ Measured measure(const Config& config, comm::World& world, int steps) {
     engine.train_step(s);
     if (s == 0) continue;  // warm-up
     const parallel::StepTimeline& t = engine.last_timeline();
-    const double makespan = reduce(c, t.seconds, comm::ReduceOp::kMax);
-    const double least_busy = reduce(c, t.busy_seconds, comm::ReduceOp::kMin);
+    const double makespan = comm::all_reduce_value(c, t.seconds, comm::ReduceOp::kMax);
+    const double least_busy = comm::all_reduce_value(c, t.busy_seconds, comm::ReduceOp::kMin);
     step_times.push_back(makespan);
     bubbles.push_back((makespan - least_busy) / makespan);
     if (one_pipeline) {
@@ -91,8 +84,10 @@ Measured measure(const Config& config, comm::World& world, int steps) {
   }
   auto mean = [&](const char* kind) {
     const auto it = by_kind.find(kind);
-    const double sum = reduce(c, it == by_kind.end() ? 0 : it->second.first, comm::ReduceOp::kSum);
-    const double n = reduce(c, it == by_kind.end() ? 0 : it->second.second, comm::ReduceOp::kSum);
+    const double sum =
+        comm::all_reduce_value(c, it == by_kind.end() ? 0 : it->second.first, comm::ReduceOp::kSum);
+    const double n = comm::all_reduce_value(c, it == by_kind.end() ? 0 : it->second.second,
+                                            comm::ReduceOp::kSum);
     return n > 0 ? sum / n : 0.0;
   };
   Measured m;
@@ -105,8 +100,8 @@ Measured measure(const Config& config, comm::World& world, int steps) {
   m.costs.b = full_b > 0 ? full_b : b + w;
   m.costs.fb = fb;
   m.costs.comm = 0;
-  m.alltoall_exposed = reduce(c, exposed, comm::ReduceOp::kSum) / c.size() / steps;
-  m.alltoall_bytes = reduce(c, bytes, comm::ReduceOp::kSum) / steps;
+  m.alltoall_exposed = comm::all_reduce_value(c, exposed, comm::ReduceOp::kSum) / c.size() / steps;
+  m.alltoall_bytes = comm::all_reduce_value(c, bytes, comm::ReduceOp::kSum) / steps;
   return m;
 }
 

@@ -48,6 +48,13 @@ bool CommHandle::test() {
   return true;
 }
 
+double all_reduce_value(Communicator& group, double value, ReduceOp op) {
+  Tensor t = Tensor::empty({1}, DType::kF64);
+  t.data<double>()[0] = value;
+  group.all_reduce(t, op).wait();
+  return t.data<double>()[0];
+}
+
 std::vector<std::string> gather_strings(Communicator& group, const std::string& mine, int root) {
   Tensor length = Tensor::empty({1}, DType::kI64);
   Tensor lengths = Tensor::empty({group.size()}, DType::kI64);

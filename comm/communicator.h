@@ -97,6 +97,9 @@ size_t row_bytes(const Tensor& tensor);
 size_t check_all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_rows,
                           const Tensor& recv, const std::vector<int64_t>& recv_rows,
                           int group_size);
+// One number reduced over the group, in fp64 (losses, norms, timings); blocks until done.
+double all_reduce_value(Communicator& group, double value, ReduceOp op = ReduceOp::kSum);
+
 // Every rank's bytes, in rank order, on `root` (empty elsewhere): traces, parameter dumps and
 // timings of different lengths per rank. Collective over the group.
 std::vector<std::string> gather_strings(Communicator& group, const std::string& mine, int root);

@@ -91,38 +91,31 @@ Tensor ExpertDispatcher::from_experts(const Tensor& expert_rows, const DispatchL
   return start_from_experts(expert_rows, layout).wait();
 }
 
-namespace {
-int64_t bytes_to_peers(const std::vector<RowBlock>& sends, int self, const Tensor& source) {
-  int64_t rows = 0;
-  for (const RowBlock& b : sends)
-    if (b.peer != self) rows += b.rows;
-  return rows * static_cast<int64_t>(row_bytes(source));
-}
-}  // namespace
-
 PendingRows ExpertDispatcher::start_to_experts(const Tensor& slot_rows,
                                                const DispatchLayout& layout) {
   std::vector<RowBlock> token_side, expert_side;
   blocks(layout, token_side, expert_side);
-  PendingRows pending;
-  pending.source = slot_rows;
-  pending.rows =
-      Tensor::empty(with_rows(slot_rows, layout.expert_offsets.back()), slot_rows.dtype());
-  pending.bytes_to_peers = bytes_to_peers(token_side, group_.rank(), slot_rows);
-  pending.handle = group_.exchange_rows(slot_rows, token_side, pending.rows, expert_side);
-  return pending;
+  return start_exchange(slot_rows, layout.expert_offsets.back(), token_side, expert_side);
 }
 
 PendingRows ExpertDispatcher::start_from_experts(const Tensor& expert_rows,
                                                  const DispatchLayout& layout) {
   std::vector<RowBlock> token_side, expert_side;
   blocks(layout, token_side, expert_side);
+  return start_exchange(expert_rows, layout.tokens * layout.plan.top_k, expert_side, token_side);
+}
+
+PendingRows ExpertDispatcher::start_exchange(const Tensor& source, int64_t rows,
+                                             const std::vector<RowBlock>& sends,
+                                             const std::vector<RowBlock>& recvs) {
   PendingRows pending;
-  pending.source = expert_rows;
-  pending.rows =
-      Tensor::empty(with_rows(expert_rows, layout.tokens * layout.plan.top_k), expert_rows.dtype());
-  pending.bytes_to_peers = bytes_to_peers(expert_side, group_.rank(), expert_rows);
-  pending.handle = group_.exchange_rows(expert_rows, expert_side, pending.rows, token_side);
+  pending.source = source;
+  pending.rows = Tensor::empty(with_rows(source, rows), source.dtype());
+  int64_t rows_to_peers = 0;
+  for (const RowBlock& b : sends)
+    if (b.peer != group_.rank()) rows_to_peers += b.rows;
+  pending.bytes_to_peers = rows_to_peers * static_cast<int64_t>(row_bytes(source));
+  pending.handle = group_.exchange_rows(source, sends, pending.rows, recvs);
   return pending;
 }
 

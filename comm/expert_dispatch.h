@@ -75,6 +75,9 @@ class ExpertDispatcher {
  private:
   void blocks(const DispatchLayout& layout, std::vector<RowBlock>& token_side,
               std::vector<RowBlock>& expert_side) const;
+  // Starts moving `source`'s blocks `sends` into a new tensor of `rows` rows at `recvs`.
+  PendingRows start_exchange(const Tensor& source, int64_t rows, const std::vector<RowBlock>& sends,
+                             const std::vector<RowBlock>& recvs);
   Communicator& group_;
   int64_t n_experts_;
   int64_t experts_per_rank_;

@@ -20,7 +20,7 @@ struct GradientSync::Bucket {
   Tensor values;                 // ZeRO-1: flat [padded] parameters
   Tensor shard_grads;            // ZeRO-1: this rank's reduced shard [shard]
   Tensor m, v;                   // AdamW moments: of the shard (ZeRO-1) or of everything
-  bool ready = false, launched = false;
+  bool ready = false;
   comm::CommHandle handle;
 
   int64_t shard_begin() const { return set.group->rank() * shard; }
@@ -84,7 +84,6 @@ void GradientSync::launch_ready() {
     } else if (zero1_) {
       b.shard_grads.copy_from(b.grads);
     }
-    b.launched = true;
   }
 }
 
@@ -165,7 +164,7 @@ void GradientSync::step(double lr, double clip_coefficient) {
 void GradientSync::zero_grad() {
   for (auto& b : buckets_) b->grads.zero_();
   for (auto& b : buckets_) {
-    b->launched = b->ready = false;
+    b->ready = false;
     if (zero1_) b->shard_grads.zero_();
   }
   next_launch_ = 0;

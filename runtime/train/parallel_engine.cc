@@ -17,14 +17,6 @@ bool is_routed_expert(const Parameter& p) {
   return p.name.find(".experts.") != std::string::npos;
 }
 
-// Σ over `group` of a double, in fp64.
-double all_reduce_sum(comm::Communicator& group, double value) {
-  Tensor t = Tensor::empty({1}, DType::kF64);
-  t.data<double>()[0] = value;
-  group.all_reduce(t).wait();
-  return t.data<double>()[0];
-}
-
 }  // namespace
 
 ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
@@ -178,8 +170,8 @@ StepReport ParallelEngine::train_step(int64_t step) {
   }
 
   StepReport report;
-  report.loss = all_reduce_sum(world, last_timeline_.loss_sum) / global_tokens;
-  report.grad_norm = std::sqrt(all_reduce_sum(world, sync_->owned_sum_of_squares()));
+  report.loss = comm::all_reduce_value(world, last_timeline_.loss_sum) / global_tokens;
+  report.grad_norm = std::sqrt(comm::all_reduce_value(world, sync_->owned_sum_of_squares()));
   for (auto& chunk : chunks_) report.fp8.merge(chunk->fp8_stats());
   check_grad_norm(report.grad_norm, step);
   const double lr = kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr);
@@ -198,7 +190,7 @@ double ParallelEngine::evaluate() {
   double total = 0;
   for (int64_t b = 0; b < t.eval_batches; ++b)
     total += executor_->evaluate(eval_program_, microbatches(Split::kHeldOut, b)).loss_sum;
-  return all_reduce_sum(grid_->data_world(), total) /
+  return comm::all_reduce_value(grid_->data_world(), total) /
          static_cast<double>(t.batch_size * config_.model.seq_len * t.eval_batches);
 }
 
@@ -216,16 +208,14 @@ void ParallelEngine::finish() {
                               {"zero1", config_.parallel.zero1}};
   finished_fields_["schedule"] = config_.parallel.schedule;
   finished_fields_["microbatches"] = config_.parallel.microbatches;
-  finished_fields_["bubble_fraction"] = all_reduce_sum(world, bubble_sum_ / measured_steps) / ranks;
-  finished_fields_["alltoall_seconds"] = all_reduce_sum(world, all_to_all_.wait_seconds) / ranks;
+  finished_fields_["bubble_fraction"] =
+      comm::all_reduce_value(world, bubble_sum_ / measured_steps) / ranks;
+  finished_fields_["alltoall_seconds"] =
+      comm::all_reduce_value(world, all_to_all_.wait_seconds) / ranks;
   finished_fields_["alltoall_bytes"] =
-      all_reduce_sum(world, static_cast<double>(all_to_all_.bytes));
-  finished_fields_["optimizer_state_elements_max_rank"] = [&] {
-    Tensor t = Tensor::empty({1}, DType::kF64);
-    t.data<double>()[0] = static_cast<double>(sync_->optimizer_state_elements());
-    world.all_reduce(t, comm::ReduceOp::kMax).wait();
-    return t.data<double>()[0];
-  }();
+      comm::all_reduce_value(world, static_cast<double>(all_to_all_.bytes));
+  finished_fields_["optimizer_state_elements_max_rank"] = comm::all_reduce_value(
+      world, static_cast<double>(sync_->optimizer_state_elements()), comm::ReduceOp::kMax);
   if (!options_.trace_path.empty()) write_trace();
 }
 

@@ -92,10 +92,9 @@ int main(int argc, char** argv) {
         for (int slow = 0; slow < 2; ++slow) {
           forward_group.set_latency(slow ? latency : std::chrono::microseconds(0));
           backward_group.set_latency(slow ? latency : std::chrono::microseconds(0));
-          Tensor seconds = Tensor::empty({1}, DType::kF64);
-          seconds.data<double>()[0] = executor.run(list, data, 1e-4).seconds;
-          comm.all_reduce(seconds, comm::ReduceOp::kMax).wait();
-          if (s > 0) times[slow].push_back(seconds.data<double>()[0]);  // the first warms up
+          const double seconds = comm::all_reduce_value(
+              comm, executor.run(list, data, 1e-4).seconds, comm::ReduceOp::kMax);
+          if (s > 0) times[slow].push_back(seconds);  // the first warms up
         }
       }
       for (int slow = 0; slow < 2; ++slow) {
