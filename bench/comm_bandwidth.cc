@@ -1,6 +1,8 @@
 // Communication bandwidth on this machine, each figure against a reference measured in the same
 // run on the same bytes: tandem's all_to_all_v and expert dispatch+combine against Open MPI's own
 // MPI_Alltoallv and single-core memcpy, and UCX against MPI for pipeline-sized send/recv.
+// Dispatch + combine runs three ways: messages over MPI, messages over UCX, and in the node's
+// shared memory.
 //   mpirun -np 4 comm_bandwidth [MiB per rank, default 64]
 #include <mpi.h>
 
@@ -83,12 +85,26 @@ int main(int argc, char** argv) {
         static_cast<int32_t>((e + 1 + random_bits(8, rank, t) % (experts - 1)) % experts);
     gates.data<float>()[2 * t] = gates.data<float>()[2 * t + 1] = 0.5f;
   }
+  // The experts are the identity: combine sends back what dispatch delivered, from the buffer it
+  // was delivered in (in shared memory when the dispatcher uses it, as an expert's output is).
+  auto dispatch_combine = [&](ExpertDispatcher& dispatcher) {
+    return timed(world, [&] {
+      const DispatchLayout layout = dispatcher.plan(ids);
+      const Tensor expert_rows = dispatcher.dispatch(x, layout);
+      const Tensor y = dispatcher.combine(expert_rows, gates, layout);
+    });
+  };
   ExpertDispatcher dispatcher(world, experts);
-  const double dispatch_s = timed(world, [&] {
-    const DispatchLayout layout = dispatcher.plan(ids);
-    const Tensor expert_rows = dispatcher.dispatch(x, layout);
-    const Tensor y = dispatcher.combine(expert_rows, gates, layout);
-  });
+  const double dispatch_s = dispatch_combine(dispatcher);
+  std::string why_not;
+  auto shared = NodeSharedMemory::open(world, &why_not);
+  double shared_s = 0;
+  if (shared) {
+    ExpertDispatcher shared_dispatcher(world, experts, shared);
+    shared_s = dispatch_combine(shared_dispatcher);
+  } else if (lead) {
+    std::printf("shared memory unavailable: %s\n", why_not.c_str());
+  }
   // The reference for dispatch+combine: two MPI_Alltoallv of the same payload (there and back).
   const double reference_s = 2 * mpi_s;
 
@@ -131,8 +147,13 @@ int main(int argc, char** argv) {
     std::printf("%-40s %9.2f\n", "MPI_Alltoallv (bytes sent per rank)", gbs(mpi_s, bytes));
     std::printf("%-40s %9.2f   ratio to MPI_Alltoallv %.2f\n", "tandem all_to_all_v",
                 gbs(a2a_s, bytes), mpi_s / a2a_s);
-    std::printf("%-40s %9.2f   ratio to 2 x MPI_Alltoallv %.2f\n", "tandem dispatch + combine",
-                gbs(dispatch_s, 2.0 * bytes), reference_s / dispatch_s);
+    std::printf("%-40s %9.2f   ratio to 2 x MPI_Alltoallv %.2f\n",
+                "dispatch + combine, messages (MPI)", gbs(dispatch_s, 2.0 * bytes),
+                reference_s / dispatch_s);
+    if (shared)
+      std::printf("%-40s %9.2f   ratio to 2 x MPI_Alltoallv %.2f\n",
+                  "dispatch + combine, shared memory", gbs(shared_s, 2.0 * bytes),
+                  reference_s / shared_s);
     if (n >= 2) {
       std::printf("\npipeline send/recv, %lld MiB messages, rank 0 -> 1:\n",
                   static_cast<long long>(message >> 20));
@@ -140,7 +161,7 @@ int main(int argc, char** argv) {
       std::printf("%-40s %9.2f   ratio to MPI %.2f\n", "UCX (tandem backend)", ucx_p2p / 1e9,
                   ucx_p2p / mpi_p2p);
       std::printf("%-40s %9.2f   ratio to 2 x MPI_Alltoallv %.2f\n",
-                  "dispatch + combine on the UCX backend", gbs(ucx_dispatch_s, 2.0 * bytes),
+                  "dispatch + combine, messages (UCX)", gbs(ucx_dispatch_s, 2.0 * bytes),
                   reference_s / ucx_dispatch_s);
     }
   }

@@ -1,8 +1,12 @@
 // Dispatch/combine: the count exchange, then payload blocks placed directly where the other side
-// wants them (expert-major on the experts' ranks, slot order on the tokens' ranks).
+// wants them (expert-major on the experts' ranks, slot order on the tokens' ranks), as messages
+// or written and read in the node's shared memory.
 #include "comm/expert_dispatch.h"
 
+#include <atomic>
 #include <cstring>
+#include <functional>
+#include <numeric>
 
 #include "kernels/elementwise.h"
 
@@ -16,13 +20,93 @@ Shape with_rows(const Tensor& like, int64_t rows) {
   return shape;
 }
 
+// Bytes of one row of the leading dimension, also for a tensor with no rows.
+size_t bytes_per_row(const Tensor& t) {
+  const Shape& shape = t.shape();
+  return static_cast<size_t>(
+             std::accumulate(shape.begin() + 1, shape.end(), int64_t{1}, std::multiplies<>())) *
+         dtype_size(t.dtype());
+}
+
+// An exchange in steps: a collective, local work once it has completed, then optionally a closing
+// collective. The fences order this rank's writes to peers' memory before the closing collective
+// tells them the rows are there, and their writes before our reads after it.
+class StepsWork final : public Work {
+ public:
+  StepsWork(CommHandle first, std::function<void()> then, std::function<CommHandle()> closing,
+            std::shared_ptr<bool> finished)
+      : first_(std::move(first)),
+        then_(std::move(then)),
+        closing_(std::move(closing)),
+        finished_(std::move(finished)) {}
+  bool test() override {
+    if (stage_ == 0) {
+      if (!first_.test()) return false;
+      run_then();
+    }
+    if (stage_ == 1) {
+      if (!last_.test()) return false;
+      finish();
+    }
+    return true;
+  }
+  void wait() override {
+    if (stage_ == 0) {
+      first_.wait();
+      run_then();
+    }
+    if (stage_ == 1) {
+      last_.wait();
+      finish();
+    }
+  }
+
+ private:
+  void run_then() {
+    then_();
+    if (!closing_) return finish();
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    last_ = closing_();
+    stage_ = 1;
+  }
+  void finish() {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    stage_ = 2;
+    if (finished_) *finished_ = true;
+  }
+  CommHandle first_, last_;
+  std::function<void()> then_;
+  std::function<CommHandle()> closing_;
+  std::shared_ptr<bool> finished_;
+  int stage_ = 0;
+};
+
+int64_t rows_to_peers(const std::vector<RowBlock>& sends, int rank) {
+  int64_t rows = 0;
+  for (const RowBlock& b : sends)
+    if (b.peer != rank) rows += b.rows;
+  return rows;
+}
+
 }  // namespace
 
-ExpertDispatcher::ExpertDispatcher(Communicator& expert_group, int64_t n_experts)
-    : group_(expert_group), n_experts_(n_experts) {
+ExpertDispatcher::ExpertDispatcher(Communicator& expert_group, int64_t n_experts,
+                                   std::shared_ptr<NodeSharedMemory> shared)
+    : group_(expert_group), n_experts_(n_experts), shared_(std::move(shared)) {
   TANDEM_USER_CHECK(n_experts % expert_group.size() == 0, "model.n_routed_experts = ", n_experts,
                     " is not divisible by the expert-parallel group size ", expert_group.size());
   experts_per_rank_ = n_experts / expert_group.size();
+}
+
+Tensor ExpertDispatcher::expert_output(Shape shape, DType dtype) {
+  return shared_ ? shared_->empty(std::move(shape), dtype) : Tensor::empty(std::move(shape), dtype);
+}
+
+void ExpertDispatcher::check_previous_finished() {
+  TANDEM_CHECK(!shared_ || !last_finished_ || *last_finished_, "an expert exchange on ",
+               group_.name(),
+               " started before the previous one completed; in shared memory each must be waited "
+               "before the next starts");
 }
 
 DispatchLayout ExpertDispatcher::plan(const Tensor& expert_ids) {
@@ -31,6 +115,7 @@ DispatchLayout ExpertDispatcher::plan(const Tensor& expert_ids) {
 }
 
 PendingPlan ExpertDispatcher::start_plan(const Tensor& expert_ids) {
+  check_previous_finished();
   const int peers = group_.size();
   const int64_t local = experts_per_rank_;
   PendingPlan pending;
@@ -95,48 +180,192 @@ PendingRows ExpertDispatcher::start_to_experts(const Tensor& slot_rows,
                                                const DispatchLayout& layout) {
   std::vector<RowBlock> token_side, expert_side;
   blocks(layout, token_side, expert_side);
-  return start_exchange(slot_rows, layout.expert_offsets.back(), token_side, expert_side);
+  return start_exchange(slot_rows, nullptr, layout.expert_offsets.back(), token_side, expert_side);
 }
 
 PendingRows ExpertDispatcher::start_from_experts(const Tensor& expert_rows,
                                                  const DispatchLayout& layout) {
   std::vector<RowBlock> token_side, expert_side;
   blocks(layout, token_side, expert_side);
-  return start_exchange(expert_rows, layout.tokens * layout.plan.top_k, expert_side, token_side);
+  return start_exchange(expert_rows, nullptr, layout.tokens * layout.plan.top_k, expert_side,
+                        token_side);
 }
 
-PendingRows ExpertDispatcher::start_exchange(const Tensor& source, int64_t rows,
-                                             const std::vector<RowBlock>& sends,
-                                             const std::vector<RowBlock>& recvs) {
-  PendingRows pending;
-  pending.source = source;
-  pending.rows = Tensor::empty(with_rows(source, rows), source.dtype());
-  int64_t rows_to_peers = 0;
-  for (const RowBlock& b : sends)
-    if (b.peer != group_.rank()) rows_to_peers += b.rows;
-  pending.bytes_to_peers = rows_to_peers * static_cast<int64_t>(row_bytes(source));
-  pending.handle = group_.exchange_rows(source, sends, pending.rows, recvs);
-  return pending;
+PendingRows ExpertDispatcher::start_dispatch(const Tensor& x, const DispatchLayout& layout) {
+  std::vector<RowBlock> token_side, expert_side;
+  blocks(layout, token_side, expert_side);
+  return start_exchange(x, &layout.plan, layout.expert_offsets.back(), token_side, expert_side);
 }
 
 Tensor ExpertDispatcher::dispatch(const Tensor& x, const DispatchLayout& layout) {
-  Tensor slot_rows = Tensor::empty({layout.tokens * layout.plan.top_k, x.dim(1)}, x.dtype());
-  kernels::permute_rows(x, layout.plan, slot_rows);
-  return to_experts(slot_rows, layout);
+  return start_dispatch(x, layout).wait();
+}
+
+PendingRows ExpertDispatcher::start_exchange(const Tensor& source,
+                                             const kernels::PermutePlan* gather, int64_t rows,
+                                             const std::vector<RowBlock>& sends,
+                                             const std::vector<RowBlock>& recvs) {
+  if (shared_) return start_shared_exchange(source, gather, rows, sends, recvs);
+  PendingRows pending;
+  pending.source = source;
+  if (gather) {
+    pending.source =
+        Tensor::empty(with_rows(source, gather->n_tokens * gather->top_k), source.dtype());
+    kernels::permute_rows(source, *gather, pending.source);
+  }
+  pending.rows = Tensor::empty(with_rows(source, rows), source.dtype());
+  pending.bytes_to_peers =
+      rows_to_peers(sends, group_.rank()) * static_cast<int64_t>(bytes_per_row(source));
+  pending.handle = group_.exchange_rows(pending.source, sends, pending.rows, recvs);
+  return pending;
+}
+
+CommHandle ExpertDispatcher::exchange_places(const Tensor& tensor,
+                                             const std::vector<RowBlock>& listed,
+                                             const std::vector<RowBlock>& matching,
+                                             Tensor& places) {
+  const int peers = group_.size();
+  const size_t row = bytes_per_row(tensor);
+  std::vector<int64_t> send_counts(peers, 0), recv_counts(peers, 0);
+  for (const RowBlock& b : listed) send_counts[b.peer] += b.rows > 0;
+  for (const RowBlock& b : matching) recv_counts[b.peer] += b.rows > 0;
+  Tensor mine = Tensor::empty(
+      {std::accumulate(send_counts.begin(), send_counts.end(), int64_t{0}), 3}, DType::kI64);
+  int64_t* out = mine.data<int64_t>();
+  for (int p = 0; p < peers; ++p)
+    for (const RowBlock& b : listed) {
+      if (b.peer != p || b.rows == 0) continue;
+      const auto ref = shared_->find(static_cast<const char*>(tensor.raw_data()) + b.row * row);
+      TANDEM_CHECK(ref.has_value(), "expert exchange: rows to share are not in shared memory");
+      *out++ = ref->fd, *out++ = ref->segment_bytes, *out++ = ref->offset;
+    }
+  places = Tensor::empty({std::accumulate(recv_counts.begin(), recv_counts.end(), int64_t{0}), 3},
+                         DType::kI64);
+  return group_.all_to_all_v(mine, send_counts, places, recv_counts);
+}
+
+// Push: the receiving rank allocates its rows in shared memory and sends each peer the places of
+// that peer's blocks; each rank then writes its blocks there; a barrier says all are written.
+PendingRows ExpertDispatcher::start_shared_exchange(const Tensor& source,
+                                                    const kernels::PermutePlan* gather,
+                                                    int64_t rows,
+                                                    const std::vector<RowBlock>& sends,
+                                                    const std::vector<RowBlock>& recvs) {
+  check_previous_finished();
+  last_finished_ = std::make_shared<bool>(false);
+  PendingRows pending;
+  pending.source = source;
+  pending.rows = shared_->empty(with_rows(source, rows), source.dtype());
+  const size_t row = bytes_per_row(source);
+  pending.bytes_to_peers = rows_to_peers(sends, group_.rank()) * static_cast<int64_t>(row);
+  auto places = std::make_shared<Tensor>();
+  CommHandle first = exchange_places(pending.rows, recvs, sends, *places);
+  std::vector<int64_t> token_of_row;
+  if (gather) token_of_row = gather->token_of_row;
+  auto write = [this, source, row, sends, places, token_of_row = std::move(token_of_row)] {
+    const char* src = static_cast<const char*>(source.raw_data());
+    const int64_t* place = places->data<int64_t>();
+    for (int p = 0; p < group_.size(); ++p)
+      for (const RowBlock& b : sends) {
+        if (b.peer != p || b.rows == 0) continue;
+        char* dst = shared_->address(p, {place[0], place[1], place[2]});
+        place += 3;
+        if (token_of_row.empty()) {
+          std::memcpy(dst, src + b.row * row, b.rows * row);
+          continue;
+        }
+        for (int64_t i = 0; i < b.rows; ++i)
+          std::memcpy(dst + i * row, src + token_of_row[b.row + i] * row, row);
+      }
+  };
+  pending.handle = CommHandle(std::make_unique<StepsWork>(
+      std::move(first), std::move(write), [this] { return group_.barrier(); }, last_finished_));
+  return pending;
 }
 
 Tensor ExpertDispatcher::combine(const Tensor& expert_out, const Tensor& gate_weights,
                                  const DispatchLayout& layout, Tensor* slot_rows) {
-  Tensor back = from_experts(expert_out, layout);
-  if (back.dtype() == DType::kBF16) {  // bf16 on the wire (half the bytes), summed in fp32
-    Tensor wide = Tensor::empty(back.shape(), DType::kF32);
-    kernels::convert(back, wide);
-    back = wide;
+  PendingRows pending = start_combine(expert_out, gate_weights, layout, slot_rows != nullptr);
+  pending.handle.wait();
+  if (slot_rows) *slot_rows = pending.slot_rows;
+  return pending.rows;
+}
+
+PendingRows ExpertDispatcher::start_combine(const Tensor& expert_out, const Tensor& gate_weights,
+                                            const DispatchLayout& layout, bool keep_slot_rows) {
+  std::vector<RowBlock> token_side, expert_side;
+  blocks(layout, token_side, expert_side);
+  const int64_t slots = layout.tokens * layout.plan.top_k, d = expert_out.dim(1);
+  // bf16 outputs travel as bf16 (half the bytes) and are summed in fp32.
+  const DType sum_dtype = expert_out.dtype() == DType::kBF16 ? DType::kF32 : expert_out.dtype();
+  Tensor y = Tensor::empty({layout.tokens, d}, sum_dtype);
+  Tensor kept = keep_slot_rows ? Tensor::empty({slots, d}, sum_dtype) : Tensor();
+  auto keep = [kept](const Tensor& back) mutable {
+    if (!kept.defined()) return;
+    if (back.dtype() == kept.dtype())
+      kept.copy_from(back);
+    else
+      kernels::convert(back, kept);
+  };
+
+  if (!shared_) {
+    PendingRows pending = start_exchange(expert_out, nullptr, slots, expert_side, token_side);
+    Tensor back = pending.rows;
+    auto sum = [back, gate_weights, plan = layout.plan, y, keep]() mutable {
+      Tensor wide = back;
+      if (back.dtype() == DType::kBF16) {
+        wide = Tensor::empty(back.shape(), DType::kF32);
+        kernels::convert(back, wide);
+      }
+      kernels::unpermute_weighted(wide, gate_weights, plan, y);
+      keep(wide);
+    };
+    pending.handle = CommHandle(
+        std::make_unique<StepsWork>(std::move(pending.handle), std::move(sum), nullptr, nullptr));
+    pending.rows = y;
+    pending.slot_rows = kept;
+    return pending;
   }
-  Tensor y = Tensor::empty({layout.tokens, expert_out.dim(1)}, back.dtype());
-  kernels::unpermute_weighted(back, gate_weights, layout.plan, y);
-  if (slot_rows) *slot_rows = back;
-  return y;
+
+  // Pull: the experts' ranks send the places of their output blocks; each tokens' rank reads its
+  // rows where they lie and sums them with the gate weights as it reads. Outputs not allocated
+  // with expert_output() are first copied into shared memory.
+  check_previous_finished();
+  last_finished_ = std::make_shared<bool>(false);
+  Tensor out = expert_out;
+  if (!shared_->find(out.raw_data())) {
+    out = shared_->empty(expert_out.shape(), expert_out.dtype());
+    out.copy_from(expert_out);
+  }
+  PendingRows pending;
+  pending.source = out;
+  pending.rows = y;
+  pending.slot_rows = kept;
+  const size_t row = bytes_per_row(out);
+  pending.bytes_to_peers = rows_to_peers(expert_side, group_.rank()) * static_cast<int64_t>(row);
+  auto places = std::make_shared<Tensor>();
+  CommHandle first = exchange_places(out, expert_side, token_side, *places);
+  auto read = [this, token_side, places, row, slots, dtype = out.dtype(), gate_weights,
+               plan = layout.plan, y, kept, keep]() mutable {
+    std::vector<const void*> rows(slots);
+    const int64_t* place = places->data<int64_t>();
+    for (int p = 0; p < group_.size(); ++p)
+      for (const RowBlock& b : token_side) {
+        if (b.peer != p || b.rows == 0) continue;
+        const char* src = shared_->address(p, {place[0], place[1], place[2]});
+        place += 3;
+        for (int64_t i = 0; i < b.rows; ++i) rows[b.row + i] = src + i * row;
+      }
+    kernels::unpermute_weighted_rows(rows, dtype, gate_weights, plan, y);
+    if (!kept.defined()) return;
+    Tensor back = Tensor::empty({slots, y.dim(1)}, dtype);
+    for (int64_t r = 0; r < slots; ++r)
+      std::memcpy(static_cast<char*>(back.raw_data()) + r * row, rows[r], row);
+    keep(back);
+  };
+  pending.handle = CommHandle(std::make_unique<StepsWork>(
+      std::move(first), std::move(read), [this] { return group_.barrier(); }, last_finished_));
+  return pending;
 }
 
 }  // namespace tandem::comm

@@ -5,11 +5,21 @@
 // backward: the gradient of dispatch is a combine of gradients (without weights) and the gradient
 // of combine is a dispatch of gradients. First the row counts are exchanged, then the payloads.
 // Payload rows may be of any dtype (fp32, bf16, or packed FP8 rows with their scales).
+//
+// Rows move one of two ways. As messages over the group's communicator (exchange_rows), or, when
+// the dispatcher is given the node's shared memory (every rank of the group on one node), in
+// place: the receiving rank allocates its rows in shared memory and tells each sender where its
+// blocks go; the sender writes them there, gathering straight from the token rows, so dispatch
+// needs no permuted copy; combine reads the expert outputs where the expert's rank wrote them and
+// forms the weighted sum as it reads. Each byte is then copied once, as in MPI's own single-copy
+// all-to-all, and the permutation and the weighted sum cost no extra pass over memory.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/shared_memory.h"
 #include "kernels/permute.h"
 
 namespace tandem::comm {
@@ -30,9 +40,11 @@ struct PendingPlan {
 };
 
 // Rows on their way: `rows` is complete once `handle` is waited. `source` keeps the sent tensor
-// alive meanwhile; `bytes_to_peers` is what this rank sends to other ranks.
+// alive meanwhile; `bytes_to_peers` is what this rank sends to other ranks. A combine also
+// fills `slot_rows` when asked: the returned rows in the plan's order, which its backward needs.
 struct PendingRows {
   Tensor rows;
+  Tensor slot_rows;
   Tensor source;
   CommHandle handle;
   int64_t bytes_to_peers = 0;
@@ -44,7 +56,13 @@ struct PendingRows {
 
 class ExpertDispatcher {
  public:
-  ExpertDispatcher(Communicator& expert_group, int64_t n_experts);
+  // With `shared` (NodeSharedMemory::open over the same ranks), rows move in shared memory.
+  ExpertDispatcher(Communicator& expert_group, int64_t n_experts,
+                   std::shared_ptr<NodeSharedMemory> shared = nullptr);
+  bool in_shared_memory() const { return shared_ != nullptr; }
+  // A tensor for rows this rank will send back to the tokens' ranks (expert outputs): in shared
+  // memory when the dispatcher uses it, so combine reads them where they are.
+  Tensor expert_output(Shape shape, DType dtype);
   int64_t experts_per_rank() const { return experts_per_rank_; }
   int64_t first_local_expert() const { return experts_per_rank_ * group_.rank(); }
   int rank_of_expert(int64_t expert) const { return static_cast<int>(expert / experts_per_rank_); }
@@ -54,8 +72,10 @@ class ExpertDispatcher {
   // The same in two halves, so that other work runs while the counts travel.
   PendingPlan start_plan(const Tensor& expert_ids);
   DispatchLayout finish_plan(PendingPlan& pending);
-  // x [N, d] → rows for the local experts, expert-major [expert_offsets.back(), d].
+  // x [N, d] (token rows, any dtype) → rows for the local experts, expert-major
+  // [expert_offsets.back(), d]: each token once per expert it is routed to.
   Tensor dispatch(const Tensor& x, const DispatchLayout& layout);
+  PendingRows start_dispatch(const Tensor& x, const DispatchLayout& layout);
   // Expert outputs (expert-major) → y [N, d] = Σ_j gate[t, j] · out(t, j) on the tokens' ranks.
   // bf16 outputs travel as bf16 and are summed in fp32 (y is fp32).
   // slot_rows receives the returned rows ([N·k, d], in layout.plan's order: slot (t, j) is row
@@ -63,6 +83,9 @@ class ExpertDispatcher {
   // which the backward of combine needs.
   Tensor combine(const Tensor& expert_out, const Tensor& gate_weights, const DispatchLayout& layout,
                  Tensor* slot_rows = nullptr);
+  // Started; the sum is formed by the time the handle completes (rows = y).
+  PendingRows start_combine(const Tensor& expert_out, const Tensor& gate_weights,
+                            const DispatchLayout& layout, bool keep_slot_rows);
 
   // The two movements everything above is made of: rows grouped by global expert on the token's
   // rank ↔ expert-major rows on the expert's rank.
@@ -75,12 +98,28 @@ class ExpertDispatcher {
  private:
   void blocks(const DispatchLayout& layout, std::vector<RowBlock>& token_side,
               std::vector<RowBlock>& expert_side) const;
-  // Starts moving `source`'s blocks `sends` into a new tensor of `rows` rows at `recvs`.
-  PendingRows start_exchange(const Tensor& source, int64_t rows, const std::vector<RowBlock>& sends,
+  // Starts moving `source`'s blocks `sends` into a new tensor of `rows` rows at `recvs`. With
+  // `gather`, `source` holds token rows and the rows sent are the permuted ones
+  // (row r = source[gather->token_of_row[r]]).
+  PendingRows start_exchange(const Tensor& source, const kernels::PermutePlan* gather, int64_t rows,
+                             const std::vector<RowBlock>& sends,
                              const std::vector<RowBlock>& recvs);
+  PendingRows start_shared_exchange(const Tensor& source, const kernels::PermutePlan* gather,
+                                    int64_t rows, const std::vector<RowBlock>& sends,
+                                    const std::vector<RowBlock>& recvs);
+  // Each rank tells the peers of `listed` where those blocks of `tensor` lie in its shared memory;
+  // returns the handle and the tensor that will hold, in order, the places of the blocks of
+  // `matching` (the other side's list).
+  CommHandle exchange_places(const Tensor& tensor, const std::vector<RowBlock>& listed,
+                             const std::vector<RowBlock>& matching, Tensor& places);
+  // In shared memory, exchanges on one group must not overlap: each is a pair of collectives
+  // (places, then a barrier once the rows are written) that every rank issues in the same order.
+  void check_previous_finished();
   Communicator& group_;
   int64_t n_experts_;
   int64_t experts_per_rank_;
+  std::shared_ptr<NodeSharedMemory> shared_;
+  std::shared_ptr<bool> last_finished_;
 };
 
 }  // namespace tandem::comm

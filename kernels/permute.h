@@ -29,6 +29,11 @@ void permute_rows_backward(const Tensor& dxp, const PermutePlan& plan, Tensor& d
 // y[t] = Σ_j w[t, j] · yp[row_of_slot[t·k+j]] (overwrites y).
 void unpermute_weighted(const Tensor& yp, const Tensor& gate_weights, const PermutePlan& plan,
                         Tensor& y);
+// The same with the permuted rows found through pointers (rows[r] is permuted row r, d elements
+// of row_dtype, possibly in another process's memory); rows of bf16 are summed in fp32. y and the
+// gate weights are fp32 or fp64 like each other, and rows of fp32 need y of fp32.
+void unpermute_weighted_rows(const std::vector<const void*>& rows, DType row_dtype,
+                             const Tensor& gate_weights, const PermutePlan& plan, Tensor& y);
 // dyp[row(t,j)] = w[t,j]·dy[t]; dgate_weights[t,j] = dy[t]·yp[row(t,j)] (both overwritten).
 void unpermute_weighted_backward(const Tensor& dy, const Tensor& yp, const Tensor& gate_weights,
                                  const PermutePlan& plan, Tensor& dyp, Tensor& dgate_weights);

@@ -14,11 +14,12 @@ Tensor received(comm::PendingRows& pending, AllToAllStats* stats) {
   return pending.wait();
 }
 
-// The rows each expert rank receives: fp32 as they are, or FP8-packed under fp8.
-Tensor dispatch_payload(const Tensor& permuted, const Fp8Settings& fp8) {
-  if (!fp8.enabled) return permuted;
+// The token rows as they travel to the experts: fp32 as they are, or FP8-packed under fp8 (each
+// row quantized on its own, so packing before the copies are made is the same as after).
+Tensor dispatch_payload(const Tensor& tokens, const Fp8Settings& fp8) {
+  if (!fp8.enabled) return tokens;
   return kernels::pack_fp8_rows(
-      kernels::quantize(permuted, kernels::ScaleGranularity::kTile1x128, fp8.options));
+      kernels::quantize(tokens, kernels::ScaleGranularity::kTile1x128, fp8.options));
 }
 
 Tensor expert_input(const Tensor& received, int64_t cols, const Fp8Settings& fp8) {
@@ -105,15 +106,18 @@ PhasedTask forward_task(ModelChunk& chunk, Tensor input, MicroBatchState& state,
     comm::PendingPlan counts = dispatcher.start_plan(st.expert_ids);
     co_await until_done{counts.handle};
     const comm::DispatchLayout layout = dispatcher.finish_plan(counts);
+    // Each token row goes once per routed expert; the dispatcher makes the copies as it sends.
     comm::PendingRows dispatched =
-        dispatcher.start_to_experts(dispatch_payload(st.permuted, moe->fp8()), layout);
+        dispatcher.start_dispatch(dispatch_payload(st.normed, moe->fp8()), layout);
     moe->run_shared(st);  // the shared expert needs no other rank: it runs under the dispatch
     co_await until_done{dispatched.handle};
     const Tensor rows = expert_input(received(dispatched, comm.stats), x.dim(1), moe->fp8());
-    const Tensor expert_out = moe->run_experts(rows, layout.expert_offsets, st);
-    comm::PendingRows combined = dispatcher.start_from_experts(expert_out, layout);
+    const Tensor expert_out = moe->run_experts(
+        rows, layout.expert_offsets, st, dispatcher.expert_output(rows.shape(), rows.dtype()));
+    comm::PendingRows combined =
+        dispatcher.start_combine(expert_out, st.gate_weights, layout, /*keep_slot_rows=*/true);
     co_await until_done{combined.handle};
-    x = moe->unpermute(x, received(combined, comm.stats), st);
+    x = moe->add_routed(x, received(combined, comm.stats), st, combined.slot_rows);
     st.dispatch = layout;
   }
   if (!chunk.head()) {

@@ -73,15 +73,31 @@ void permute_rows_backward(const Tensor& dxp, const PermutePlan& plan, Tensor& d
 
 void unpermute_weighted(const Tensor& yp, const Tensor& gate_weights, const PermutePlan& plan,
                         Tensor& y) {
-  TANDEM_PROFILE_SCOPE("unpermute_weighted");
   const int64_t d = y.dim(1), k = plan.top_k;
   check_shape(yp, {plan.n_tokens * k, d}, "unpermute input");
+  check_same_dtype({&yp, &gate_weights, &y}, "unpermute_weighted");
+  std::vector<const void*> rows(plan.n_tokens * k);
+  const size_t row_bytes = d * dtype_size(yp.dtype());
+  for (size_t r = 0; r < rows.size(); ++r)
+    rows[r] = static_cast<const char*>(yp.raw_data()) + r * row_bytes;
+  unpermute_weighted_rows(rows, yp.dtype(), gate_weights, plan, y);
+}
+
+void unpermute_weighted_rows(const std::vector<const void*>& rows, DType row_dtype,
+                             const Tensor& gate_weights, const PermutePlan& plan, Tensor& y) {
+  TANDEM_PROFILE_SCOPE("unpermute_weighted_rows");
+  const int64_t d = y.dim(1), k = plan.top_k;
+  TANDEM_CHECK(static_cast<int64_t>(rows.size()) == plan.n_tokens * k,
+               "unpermute_weighted_rows: ", rows.size(), " row pointers for ", plan.n_tokens * k,
+               " permuted rows");
   check_shape(gate_weights, {plan.n_tokens, k}, "unpermute gate weights");
   check_shape(y, {plan.n_tokens, d}, "unpermute output");
-  check_same_dtype({&yp, &gate_weights, &y}, "unpermute_weighted");
+  check_same_dtype({&gate_weights, &y}, "unpermute_weighted_rows");
+  TANDEM_CHECK(row_dtype == y.dtype() || row_dtype == DType::kBF16,
+               "unpermute_weighted_rows: rows of ", dtype_name(row_dtype), " into ",
+               dtype_name(y.dtype()));
   dispatch_float(y.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    const T* src = yp.data<T>();
     const T* w = gate_weights.data<T>();
     T* out = y.data<T>();
 #pragma omp parallel for schedule(static)
@@ -89,10 +105,16 @@ void unpermute_weighted(const Tensor& yp, const Tensor& gate_weights, const Perm
       T* o = out + t * d;
       std::memset(o, 0, d * sizeof(T));
       for (int64_t j = 0; j < k; ++j) {
-        const T* row = src + plan.row_of_slot[t * k + j] * d;
+        const void* row = rows[plan.row_of_slot[t * k + j]];
         const T wj = w[t * k + j];
+        if (row_dtype == DType::kBF16) {
+          const bf16* r = static_cast<const bf16*>(row);
+          for (int64_t c = 0; c < d; ++c) o[c] += wj * static_cast<T>(to_float(r[c]));
+        } else {
+          const T* r = static_cast<const T*>(row);
 #pragma omp simd
-        for (int64_t c = 0; c < d; ++c) o[c] += wj * row[c];
+          for (int64_t c = 0; c < d; ++c) o[c] += wj * r[c];
+        }
       }
     }
   });

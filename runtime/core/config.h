@@ -70,7 +70,8 @@ struct CommConfig {
   std::string pipeline = "auto";  // per traffic class: auto, mpi, ucx, nccl
   std::string expert = "auto";
   std::string data = "auto";
-  std::string dispatch = "flat";  // expert dispatch: flat or hierarchical
+  std::string dispatch = "flat";         // expert dispatch: flat or hierarchical
+  std::string expert_exchange = "auto";  // flat dispatch rows: auto, shared_memory, messages
   double timeout_s = 300;
   int64_t ranks_per_node = 0;  // 0: from hostnames; > 0 simulates nodes of that many ranks
 };

@@ -6,14 +6,21 @@
 
 namespace tandem {
 
+// `owner` is the allocator of memory that is not the device's own (memory shared with other
+// processes); it stays alive as long as the storage does.
 struct Tensor::Storage {
-  Storage(size_t bytes, Device device)
-      : device(device), bytes(bytes), pointer(allocator_for(device).allocate(bytes)) {}
-  ~Storage() { allocator_for(device).deallocate(pointer, bytes); }
+  Storage(size_t bytes, Device device, std::shared_ptr<Allocator> owner)
+      : device(device),
+        bytes(bytes),
+        owner(std::move(owner)),
+        pointer(allocator().allocate(bytes)) {}
+  ~Storage() { allocator().deallocate(pointer, bytes); }
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
+  Allocator& allocator() const { return owner ? *owner : allocator_for(device); }
   Device device;
   size_t bytes;
+  std::shared_ptr<Allocator> owner;
   void* pointer;
 };
 
@@ -24,13 +31,22 @@ std::string shape_string(const Shape& shape) {
 }
 
 Tensor Tensor::empty(Shape shape, DType dtype, Device device) {
+  return empty_on(std::move(shape), dtype, device, nullptr);
+}
+
+Tensor Tensor::empty(Shape shape, DType dtype, std::shared_ptr<Allocator> allocator) {
+  TANDEM_CHECK(allocator != nullptr, "Tensor::empty with a null allocator");
+  return empty_on(std::move(shape), dtype, Device::cpu(), std::move(allocator));
+}
+
+Tensor Tensor::empty_on(Shape shape, DType dtype, Device device, std::shared_ptr<Allocator> owner) {
   Tensor tensor;
   for (int64_t extent : shape)
     TANDEM_CHECK(extent >= 0, "negative extent in shape ", shape_string(shape));
   tensor.shape_ = std::move(shape);
   tensor.dtype_ = dtype;
   tensor.device_ = device;
-  tensor.storage_ = std::make_shared<Storage>(tensor.nbytes(), device);
+  tensor.storage_ = std::make_shared<Storage>(tensor.nbytes(), device, std::move(owner));
   return tensor;
 }
 

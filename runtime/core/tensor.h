@@ -24,6 +24,9 @@ class Tensor {
 
   static Tensor empty(Shape shape, DType dtype, Device device = Device::cpu());
   static Tensor zeros(Shape shape, DType dtype, Device device = Device::cpu());
+  // CPU memory from a given allocator (memory other processes map, for instance); the tensor's
+  // storage keeps the allocator alive.
+  static Tensor empty(Shape shape, DType dtype, std::shared_ptr<Allocator> allocator);
 
   bool defined() const { return storage_ != nullptr; }
   DType dtype() const { return dtype_; }
@@ -55,6 +58,7 @@ class Tensor {
 
  private:
   struct Storage;
+  static Tensor empty_on(Shape shape, DType dtype, Device device, std::shared_ptr<Allocator> owner);
   std::shared_ptr<Storage> storage_;
   size_t offset_bytes_ = 0;
   Shape shape_;

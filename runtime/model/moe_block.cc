@@ -52,19 +52,18 @@ void MoeFfnBlock::route(const Tensor& x, MoeState& st) {
                           {config_.n_expert_groups, config_.max_groups_per_token});
   kernels::count_expert_load(st.expert_ids, load_);
   st.plan = kernels::make_permute_plan(st.expert_ids, e);
-  st.permuted = Tensor::empty({n * k, x.dim(1)}, x.dtype());
-  kernels::permute_rows(st.normed, st.plan, st.permuted);
 }
 
 Tensor MoeFfnBlock::run_experts(const Tensor& rows, const std::vector<int64_t>& expert_offsets,
-                                MoeState& st) {
+                                MoeState& st, Tensor out) {
   const int64_t e = static_cast<int64_t>(expert_offsets.size()) - 1;
   TANDEM_CHECK(e == n_local_experts() && expert_offsets.back() == rows.dim(0),
                "run_experts: ", rows.dim(0), " rows for offsets ending at ", expert_offsets.back(),
                " over ", e, " experts (this block holds ", n_local_experts(), ")");
   st.expert_offsets = expert_offsets;
   st.experts.assign(e, MlpSaved{});
-  Tensor out = Tensor::empty(rows.shape(), rows.dtype());
+  if (!out.defined()) out = Tensor::empty(rows.shape(), rows.dtype());
+  check_shape(out, rows.shape(), "expert outputs");
   for (int64_t x = 0; x < e; ++x) {
     const int64_t begin = expert_offsets[x], end = expert_offsets[x + 1];
     if (begin == end) continue;
@@ -88,7 +87,9 @@ Tensor MoeFfnBlock::unpermute(const Tensor& x, const Tensor& expert_out, MoeStat
   return y;
 }
 
-Tensor MoeFfnBlock::add_routed(const Tensor& x, const Tensor& routed, MoeState& st) {
+Tensor MoeFfnBlock::add_routed(const Tensor& x, const Tensor& routed, MoeState& st,
+                               Tensor slot_rows) {
+  if (slot_rows.defined()) st.expert_out = slot_rows;
   Tensor y = routed.clone();
   kernels::axpy(1.0, x, y);
   if (st.shared_out.defined()) kernels::axpy(1.0, st.shared_out, y);
@@ -101,7 +102,9 @@ Tensor MoeFfnBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& state)
                " (expert parallelism runs the sub-stages with dispatch and combine between)");
   auto st = std::make_unique<MoeState>();
   route(x, *st);
-  Tensor expert_out = run_experts(st->permuted, st->plan.expert_offsets, *st);
+  Tensor permuted = Tensor::empty({x.dim(0) * config_.top_k, x.dim(1)}, x.dtype());
+  kernels::permute_rows(st->normed, st->plan, permuted);
+  Tensor expert_out = run_experts(permuted, st->plan.expert_offsets, *st);
   run_shared(*st);
   Tensor y = unpermute(x, expert_out, *st);
   state = std::move(st);

@@ -30,7 +30,6 @@ struct MoeState final : BlockState {
   Tensor expert_ids;    // int32 [N, k]
   Tensor gate_weights;  // [N, k]
   kernels::PermutePlan plan;
-  Tensor permuted;  // [N·k, d]: routed copies of the normed tokens, grouped by expert
   std::vector<int64_t> expert_offsets;  // rows of each local expert in the expert stage's input
   std::vector<MlpSaved> experts;        // one per local expert
   Tensor expert_out;                    // [rows, d], same grouping as the expert stage's input
@@ -50,15 +49,20 @@ class MoeFfnBlock final : public Block {
   std::vector<Parameter*> parameters() override;
 
   // Forward sub-stages.
-  void route(const Tensor& x, MoeState& st);  // norm, router, top-k, permute; counts expert load
+  // Norm, router, top-k and the permutation plan (the copies themselves are made by whoever moves
+  // them: forward() here, the dispatcher under expert parallelism); counts expert load.
+  void route(const Tensor& x, MoeState& st);
   // rows are grouped by this block's experts: expert first_local_expert() + i owns rows
-  // [expert_offsets[i], expert_offsets[i + 1]).
-  Tensor run_experts(const Tensor& rows, const std::vector<int64_t>& expert_offsets, MoeState& st);
+  // [expert_offsets[i], expert_offsets[i + 1]). The outputs go to `out` when given (the
+  // dispatcher's buffer, so combine reads them in place), else to a new tensor.
+  Tensor run_experts(const Tensor& rows, const std::vector<int64_t>& expert_offsets, MoeState& st,
+                     Tensor out = {});
   void run_shared(MoeState& st);
   Tensor unpermute(const Tensor& x, const Tensor& expert_out, MoeState& st);  // y = x + ...
   // y = x + routed + shared, when the gate-weighted sum of the routed experts (`routed`, [N, d])
-  // was formed elsewhere (hierarchical combine sums on the experts' node).
-  Tensor add_routed(const Tensor& x, const Tensor& routed, MoeState& st);
+  // was formed elsewhere (by the combine). `slot_rows`, when given, are the expert outputs in the
+  // plan's order, kept for unpermute_backward.
+  Tensor add_routed(const Tensor& x, const Tensor& routed, MoeState& st, Tensor slot_rows = {});
   // Backward sub-stages, in reverse.
   Tensor unpermute_backward(const Tensor& dy, MoeState& st);  // → d(expert_out); sets dgate_weights
   Tensor experts_backward(const Tensor& dexpert_out, MoeState& st);                // → d(rows)

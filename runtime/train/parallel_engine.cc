@@ -19,6 +19,33 @@ bool is_routed_expert(const Parameter& p) {
 
 }  // namespace
 
+// The flat dispatch's rows move in the node's shared memory when comm.expert_exchange allows it
+// and every rank of the expert group can map the others' memory (nodes simulated with
+// comm.ranks_per_node count as nodes). Collective over the expert group.
+std::shared_ptr<comm::NodeSharedMemory> ParallelEngine::expert_shared_memory(const Config& config) {
+  const std::string& mode = config.comm.expert_exchange;
+  if (mode == "messages") return nullptr;
+  std::string why_not;
+  std::shared_ptr<comm::NodeSharedMemory> shared;
+  const comm::Topology topology =
+      comm::discover_topology(grid_->expert(), static_cast<int>(config.comm.ranks_per_node));
+  if (topology.nodes > 1)
+    why_not = "the expert group spans " + std::to_string(topology.nodes) + " nodes";
+  else
+    shared = comm::NodeSharedMemory::open(grid_->expert(), &why_not);
+  TANDEM_USER_CHECK(shared || mode == "auto", "comm.expert_exchange = \"shared_memory\" is not ",
+                    "possible here: ", why_not, "; set comm.expert_exchange = \"messages\" (or ",
+                    "\"auto\", which picks messages in this case)");
+  expert_exchange_ = shared ? "shared_memory" : "messages";
+  if (world_rank_ == 0) {
+    if (shared)
+      log_info("expert rows move in shared memory (comm.expert_exchange = \"", mode, "\")");
+    else
+      log_info("expert rows move as messages: ", why_not);
+  }
+  return shared;
+}
+
 ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
                                ParallelEngineOptions options)
     : config_(config),
@@ -63,13 +90,14 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
           "implemented for \"flat\"); the experts still compute in FP8");
   }
   if (shape_.ep > 1 && !hierarchical) {
+    std::shared_ptr<comm::NodeSharedMemory> shared = expert_shared_memory(config);
     auto dispatcher = [&](comm::Communicator& group) {
       comm::Communicator* used = &group;
       if (options_.wrap_expert_group) {
         wrapped_expert_groups_.push_back(options_.wrap_expert_group(group));
         used = wrapped_expert_groups_.back().get();
       }
-      return std::make_unique<comm::ExpertDispatcher>(*used, config.model.n_routed_experts);
+      return std::make_unique<comm::ExpertDispatcher>(*used, config.model.n_routed_experts, shared);
     };
     forward_dispatcher_ = dispatcher(grid_->expert());
     backward_dispatcher_ = dispatcher(grid_->expert_backward());
@@ -212,6 +240,7 @@ void ParallelEngine::finish() {
       comm::all_reduce_value(world, bubble_sum_ / measured_steps) / ranks;
   finished_fields_["alltoall_seconds"] =
       comm::all_reduce_value(world, all_to_all_.wait_seconds) / ranks;
+  finished_fields_["expert_exchange"] = expert_exchange_;
   finished_fields_["alltoall_bytes"] =
       comm::all_reduce_value(world, static_cast<double>(all_to_all_.bytes));
   finished_fields_["optimizer_state_elements_max_rank"] = comm::all_reduce_value(

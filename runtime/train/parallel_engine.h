@@ -48,6 +48,7 @@ class ParallelEngine final : public TrainEngine {
  private:
   parallel::MicroBatches microbatches(Split split, int64_t batch) const;
   void write_trace();
+  std::shared_ptr<comm::NodeSharedMemory> expert_shared_memory(const Config& config);
 
   Config config_;
   ParallelEngineOptions options_;
@@ -71,6 +72,7 @@ class ParallelEngine final : public TrainEngine {
   double bubble_sum_ = 0;  // over steps after the first (which includes warm-up)
   double step_seconds_ = 0;
   parallel::AllToAllStats all_to_all_;
+  std::string expert_exchange_ = "none";  // how expert rows moved: shared_memory or messages
   nlohmann::json finished_fields_ = nlohmann::json::object();
 };
 

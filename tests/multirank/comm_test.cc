@@ -204,10 +204,92 @@ Tensor random_routes(int64_t tokens, int64_t experts, uint64_t seed) {
   return ids;
 }
 
-TEST(ExpertDispatch, RoundTripRestoresTokensExactly) {
+// Each rank's shared memory: allocations are reused once freed (neighbours coalesced), a tensor
+// too big for the first segment gets a new one, and every peer reads what a rank wrote, in place.
+TEST(SharedMemory, PeersReadEachOthersTensorsInPlace) {
+  const int r = world->rank(), n = world->size();
+  std::string why_not;
+  auto shared = NodeSharedMemory::open(*world, &why_not);
+  ASSERT_TRUE(shared != nullptr) << why_not;
+  const void* first_address;
+  {
+    Tensor a = shared->empty({1000}, DType::kF32), b = shared->empty({3000}, DType::kF32);
+    first_address = a.raw_data();
+    EXPECT_EQ(static_cast<const char*>(b.raw_data()) - static_cast<const char*>(a.raw_data()),
+              4096);  // 4000 bytes rounded up to the 256-byte alignment
+  }
+  Tensor both = shared->empty({4000}, DType::kF32);  // fits only where a and b were, together
+  EXPECT_EQ(both.raw_data(), first_address);
+  EXPECT_FALSE(shared->find(&r).has_value());
+  const size_t before = shared->segment_bytes_total();
+  const int64_t big = (int64_t{80} << 20) + 4 * r;  // past the first segment: a second one
+  Tensor large = shared->empty({big}, DType::kU8);
+  EXPECT_GT(shared->segment_bytes_total(), before);
+  large.data<uint8_t>()[0] = static_cast<uint8_t>(r + 1);
+  large.data<uint8_t>()[big - 1] = static_cast<uint8_t>(r + 101);
+  for (int64_t i = 0; i < both.numel(); ++i) both.data<float>()[i] = 1000.0f * r + i;
+  // Everyone's places of both tensors, then every rank reads every other rank's values.
+  Tensor mine = Tensor::empty({2, 3}, DType::kI64), all = Tensor::empty({2 * n, 3}, DType::kI64);
+  for (int t = 0; t < 2; ++t) {
+    const auto ref = shared->find(t == 0 ? both.raw_data() : large.raw_data());
+    ASSERT_TRUE(ref.has_value());
+    mine.data<int64_t>()[3 * t] = ref->fd;
+    mine.data<int64_t>()[3 * t + 1] = ref->segment_bytes;
+    mine.data<int64_t>()[3 * t + 2] = ref->offset;
+  }
+  world->all_gather(mine, all).wait();
+  const int64_t* place = all.data<int64_t>();
+  for (int p = 0; p < n; ++p) {
+    const float* values = reinterpret_cast<const float*>(
+        shared->address(p, {place[6 * p], place[6 * p + 1], place[6 * p + 2]}));
+    for (int64_t i = 0; i < 4000; ++i) ASSERT_EQ(values[i], 1000.0f * p + i) << "rank " << p;
+    const auto* bytes = reinterpret_cast<const uint8_t*>(
+        shared->address(p, {place[6 * p + 3], place[6 * p + 4], place[6 * p + 5]}));
+    EXPECT_EQ(bytes[0], p + 1);
+    EXPECT_EQ(bytes[(int64_t{80} << 20) + 4 * p - 1], p + 101);
+  }
+  world->barrier().wait();  // nobody frees (or reuses) its memory while another still reads it
+}
+
+// Exchanges in shared memory are pairs of collectives, so one must finish before the next starts;
+// starting a second one early is refused rather than left to deadlock.
+TEST(SharedMemory, OverlappingExchangesOnOneGroupAreRefused) {
+  const int r = world->rank(), n = world->size();
+  std::string why_not;
+  auto shared = NodeSharedMemory::open(*world, &why_not);
+  ASSERT_TRUE(shared != nullptr) << why_not;
+  ExpertDispatcher dispatcher(*world, 2 * n, shared);
+  Tensor x = Tensor::zeros({4, 8}, DType::kF32);
+  const DispatchLayout layout = dispatcher.plan(random_routes(4, 2 * n, 3 + r));
+  PendingRows first = dispatcher.start_dispatch(x, layout);
+  EXPECT_THROW(dispatcher.start_dispatch(x, layout), Error);
+  first.wait();
+  EXPECT_NO_THROW(dispatcher.start_dispatch(x, layout).wait());
+}
+
+// The flat dispatch tests run twice: rows as messages, and rows written and read in the node's
+// shared memory (every rank of these tests is on one node).
+class ExpertDispatchModes : public ::testing::TestWithParam<std::string> {
+ protected:
+  ExpertDispatcher make_dispatcher(int64_t experts) {
+    if (GetParam() == "messages") return ExpertDispatcher(*world, experts);
+    static std::shared_ptr<NodeSharedMemory> shared;  // one per process, opened collectively
+    if (!shared) {
+      std::string why_not;
+      shared = NodeSharedMemory::open(*world, &why_not);
+      EXPECT_TRUE(shared != nullptr) << why_not;
+    }
+    return ExpertDispatcher(*world, experts, shared);
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Rows, ExpertDispatchModes, ::testing::Values("messages", "shared_memory"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(ExpertDispatchModes, RoundTripRestoresTokensExactly) {
   const int r = world->rank(), n = world->size();
   const int64_t experts = 2 * n, tokens = 5 + r, d = 6;
-  ExpertDispatcher dispatcher(*world, experts);
+  ExpertDispatcher dispatcher = make_dispatcher(experts);
   Tensor x = Tensor::empty({tokens, d}, DType::kF32);
   fill_normal(x, 1.0, 100 + r, 1);
   const Tensor ids = random_routes(tokens, experts, 7 + r);
@@ -236,10 +318,10 @@ TEST(ExpertDispatch, RoundTripRestoresTokensExactly) {
 
 // Backward of dispatch is combine of gradients (unweighted) and backward of combine is dispatch of
 // (gate-weighted) gradients: checked as adjoint identities <A x, g> = <x, Aᵀ g> summed over ranks.
-TEST(ExpertDispatch, BackwardOfDispatchAndCombineAreEachOthersTransposes) {
+TEST_P(ExpertDispatchModes, BackwardOfDispatchAndCombineAreEachOthersTransposes) {
   const int r = world->rank(), n = world->size();
   const int64_t experts = 2 * n, tokens = 4 + r, d = 3;
-  ExpertDispatcher dispatcher(*world, experts);
+  ExpertDispatcher dispatcher = make_dispatcher(experts);
   const Tensor ids = random_routes(tokens, experts, 50 + r);
   const DispatchLayout layout = dispatcher.plan(ids);
   const int64_t rows = layout.expert_offsets.back();
@@ -278,7 +360,7 @@ TEST(ExpertDispatch, BackwardOfDispatchAndCombineAreEachOthersTransposes) {
               1e-9 * (1 + std::abs(sums.data<double>()[2])));
 }
 
-TEST(ExpertDispatch, ExpertParallelMoeEqualsTheSingleProcessLayer) {
+TEST_P(ExpertDispatchModes, ExpertParallelMoeEqualsTheSingleProcessLayer) {
   const int r = world->rank(), n = world->size();
   ModelConfig c;
   c.d_model = 24;
@@ -295,19 +377,30 @@ TEST(ExpertDispatch, ExpertParallelMoeEqualsTheSingleProcessLayer) {
   std::unique_ptr<BlockState> state;
   const Tensor expected = reference.forward(x, state);
 
-  ExpertDispatcher dispatcher(*world, c.n_routed_experts);
+  ExpertDispatcher dispatcher = make_dispatcher(c.n_routed_experts);
+  // As the pipeline executor runs it: dispatch the normed tokens, experts write into the
+  // dispatcher's buffer, combine forms the weighted sum and returns the rows for the backward.
   MoeState st;
   parallel.route(x, st);
   const DispatchLayout layout = dispatcher.plan(st.expert_ids);
-  const Tensor rows = dispatcher.to_experts(st.permuted, layout);
+  const Tensor rows = dispatcher.dispatch(st.normed, layout);
   // Only this rank's experts have rows; the others are empty ranges.
   EXPECT_EQ(parallel.first_local_expert(), dispatcher.first_local_expert());
-  const Tensor out = parallel.run_experts(rows, layout.expert_offsets, st);
+  const Tensor out = parallel.run_experts(rows, layout.expert_offsets, st,
+                                          dispatcher.expert_output(rows.shape(), rows.dtype()));
   parallel.run_shared(st);
-  const Tensor y = parallel.unpermute(x, dispatcher.from_experts(out, layout), st);
+  Tensor slot_rows;
+  const Tensor routed = dispatcher.combine(out, st.gate_weights, layout, &slot_rows);
+  const Tensor y = parallel.add_routed(x, routed, st, slot_rows);
   for (int64_t i = 0; i < y.numel(); ++i)
     ASSERT_NEAR(y.data<float>()[i], expected.data<float>()[i],
                 1e-5 * (1 + std::abs(expected.data<float>()[i])));
+  // The pieces the backward needs are the single-process layer's: the routed rows in plan order.
+  const Tensor& expected_slots = static_cast<const MoeState&>(*state).expert_out;
+  ASSERT_EQ(slot_rows.shape(), expected_slots.shape());
+  for (int64_t i = 0; i < slot_rows.numel(); ++i)
+    ASSERT_NEAR(slot_rows.data<float>()[i], expected_slots.data<float>()[i],
+                1e-5 * (1 + std::abs(expected_slots.data<float>()[i])));
 }
 
 TEST(ExpertDispatch, NodeLimitedRoutingReachesAtMostMaxNodes) {
@@ -453,14 +546,14 @@ TEST(ExpertDispatch, HierarchicalBackwardMatchesItsDefinition) {
               1e-4 * (1 + std::abs(sums.data<double>()[2])));
 }
 
-TEST(ExpertDispatch, Fp8PayloadTravelsWithItsScales) {
+TEST_P(ExpertDispatchModes, Fp8PayloadTravelsWithItsScales) {
   const int r = world->rank(), n = world->size();
   const int64_t tokens = 6, d = 200;
   Tensor x = Tensor::empty({tokens, d}, DType::kF32);
   fill_normal(x, 3.0, 400 + r, 1);
   const auto q = kernels::quantize(x, kernels::ScaleGranularity::kTile1x128);
   const Tensor payload = kernels::pack_fp8_rows(q);
-  ExpertDispatcher dispatcher(*world, n);
+  ExpertDispatcher dispatcher = make_dispatcher(n);
   Tensor ids = random_routes(tokens, std::max(n, 2), 9 + r);
   if (n == 1) ids.zero_();
   for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int32_t>()[i] %= n;

@@ -49,6 +49,7 @@ Config test_config(int argc, char** argv) {
   c.train.min_lr = 1e-4;
   c.data.path = std::string(TANDEM_SOURCE_DIR) + "/data/kjv.txt";
   c.comm.timeout_s = 120;
+  bool messages = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     auto next = [&]() -> std::string {
@@ -71,6 +72,8 @@ Config test_config(int argc, char** argv) {
       c.train.steps = std::stoi(next());
     else if (arg == "--fp8")
       c.fp8.enabled = true;
+    else if (arg == "--messages")
+      messages = true;
     else if (arg == "--hierarchical") {  // nodes of this many ranks (simulated)
       c.comm.dispatch = "hierarchical";
       c.comm.ranks_per_node = std::stoi(next());
@@ -82,6 +85,9 @@ Config test_config(int argc, char** argv) {
     else
       TANDEM_USER_CHECK(false, "unknown option ", arg);
   }
+  // Flat dispatch in shared memory unless asked otherwise, and refused (not silently replaced by
+  // messages) if the ranks cannot share memory.
+  c.comm.expert_exchange = messages || c.comm.dispatch != "flat" ? "messages" : "shared_memory";
   validate_config(c);
   return c;
 }
