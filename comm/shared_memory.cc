@@ -39,8 +39,7 @@ std::string node_identity() {
 
 }  // namespace
 
-NodeSharedMemory::NodeSharedMemory(int rank, std::vector<pid_t> pids)
-    : rank_(rank), pids_(std::move(pids)) {}
+NodeSharedMemory::NodeSharedMemory(OpenedByOpen, int rank) : rank_(rank) {}
 
 NodeSharedMemory::~NodeSharedMemory() {
   for (auto& [key, mapping] : peers_) munmap(mapping.first, mapping.second);
@@ -53,7 +52,7 @@ NodeSharedMemory::~NodeSharedMemory() {
 std::shared_ptr<NodeSharedMemory> NodeSharedMemory::open(Communicator& group,
                                                          std::string* why_not) {
   const int size = group.size(), rank = group.rank();
-  std::shared_ptr<NodeSharedMemory> memory(new NodeSharedMemory(rank, {}));
+  auto memory = std::make_shared<NodeSharedMemory>(OpenedByOpen{}, rank);
   // The first bytes of the first segment hold a token that peers read back to prove the mapping.
   Segment& first = memory->add_segment(kSegmentBytes);
   const int64_t token = static_cast<int64_t>(std::hash<std::string>{}(

@@ -31,8 +31,15 @@ class NodeSharedMemory final : public Allocator,
                                public std::enable_shared_from_this<NodeSharedMemory> {
  public:
   // Collective over `group`. Null when some rank cannot map another's memory (ranks on different
-  // nodes, or a kernel that forbids it); *why_not then says which and why, the same on every rank.
+  // nodes, or a kernel that forbids it); every rank then returns null, and *why_not names the
+  // first rank that failed (with the system's reason on that rank).
   static std::shared_ptr<NodeSharedMemory> open(Communicator& group, std::string* why_not);
+
+ private:
+  struct OpenedByOpen {};  // only open() can name it, so only open() builds one
+
+ public:
+  NodeSharedMemory(OpenedByOpen, int rank);
   ~NodeSharedMemory() override;
   NodeSharedMemory(const NodeSharedMemory&) = delete;
   NodeSharedMemory& operator=(const NodeSharedMemory&) = delete;
@@ -55,7 +62,6 @@ class NodeSharedMemory final : public Allocator,
     char* base = nullptr;
     std::map<size_t, size_t> free;  // offset → length, coalesced
   };
-  NodeSharedMemory(int rank, std::vector<pid_t> pids);
   Segment& add_segment(size_t bytes);
   Segment* segment_of(const void* pointer) const;
 
