@@ -28,7 +28,7 @@ size_t bytes_per_row(const Tensor& t) {
          dtype_size(t.dtype());
 }
 
-// An exchange in steps: a collective, local work once it has completed, then optionally a closing
+// An exchange in steps: a collective, local work once it has completed, then a closing
 // collective. The fences order this rank's writes to peers' memory before the closing collective
 // tells them the rows are there, and their writes before our reads after it.
 class StepsWork final : public Work {
@@ -64,7 +64,6 @@ class StepsWork final : public Work {
  private:
   void run_then() {
     then_();
-    if (!closing_) return finish();
     std::atomic_thread_fence(std::memory_order_seq_cst);
     last_ = closing_();
     stage_ = 1;
@@ -93,6 +92,10 @@ int64_t rows_to_peers(const std::vector<RowBlock>& sends, int rank) {
 ExpertDispatcher::ExpertDispatcher(Communicator& expert_group, int64_t n_experts,
                                    std::shared_ptr<NodeSharedMemory> shared)
     : group_(expert_group), n_experts_(n_experts), shared_(std::move(shared)) {
+  TANDEM_CHECK(!shared_ || (shared_->group_size() == group_.size() &&
+                            shared_->group_rank() == group_.rank()),
+               "the shared memory given to the expert dispatcher on ", group_.name(),
+               " was opened over a different group");
   TANDEM_USER_CHECK(n_experts % expert_group.size() == 0, "model.n_routed_experts = ", n_experts,
                     " is not divisible by the expert-parallel group size ", expert_group.size());
   experts_per_rank_ = n_experts / expert_group.size();
@@ -105,8 +108,8 @@ Tensor ExpertDispatcher::expert_output(Shape shape, DType dtype) {
 void ExpertDispatcher::check_previous_finished() {
   TANDEM_CHECK(!shared_ || !last_finished_ || *last_finished_, "an expert exchange on ",
                group_.name(),
-               " started before the previous one completed; in shared memory each must be waited "
-               "before the next starts");
+               " started before the previous one completed (or after one was abandoned by an "
+               "error); in shared memory each must be waited before the next starts");
 }
 
 DispatchLayout ExpertDispatcher::plan(const Tensor& expert_ids) {
@@ -222,7 +225,7 @@ PendingRows ExpertDispatcher::start_exchange(const Tensor& source,
 
 CommHandle ExpertDispatcher::exchange_places(const Tensor& tensor,
                                              const std::vector<RowBlock>& listed,
-                                             const std::vector<RowBlock>& matching,
+                                             const std::vector<RowBlock>& matching, Tensor& sent,
                                              Tensor& places) {
   const int peers = group_.size();
   const size_t row = bytes_per_row(tensor);
@@ -241,6 +244,7 @@ CommHandle ExpertDispatcher::exchange_places(const Tensor& tensor,
     }
   places = Tensor::empty({std::accumulate(recv_counts.begin(), recv_counts.end(), int64_t{0}), 3},
                          DType::kI64);
+  sent = mine;  // the caller keeps it until the handle completes: the backend may read it late
   return group_.all_to_all_v(mine, send_counts, places, recv_counts);
 }
 
@@ -259,10 +263,14 @@ PendingRows ExpertDispatcher::start_shared_exchange(const Tensor& source,
   const size_t row = bytes_per_row(source);
   pending.bytes_to_peers = rows_to_peers(sends, group_.rank()) * static_cast<int64_t>(row);
   auto places = std::make_shared<Tensor>();
-  CommHandle first = exchange_places(pending.rows, recvs, sends, *places);
+  Tensor sent;
+  CommHandle first = exchange_places(pending.rows, recvs, sends, sent, *places);
   std::vector<int64_t> token_of_row;
   if (gather) token_of_row = gather->token_of_row;
-  auto write = [this, source, row, sends, places, token_of_row = std::move(token_of_row)] {
+  // The step owns every buffer the exchange touches (also the rows peers write into), so that a
+  // handle abandoned by an error never lets memory a peer still uses be reallocated.
+  auto write = [this, source, received = pending.rows, sent, row, sends, places,
+                token_of_row = std::move(token_of_row)] {
     const char* src = static_cast<const char*>(source.raw_data());
     const int64_t* place = places->data<int64_t>();
     for (int p = 0; p < group_.size(); ++p)
@@ -286,7 +294,7 @@ PendingRows ExpertDispatcher::start_shared_exchange(const Tensor& source,
 Tensor ExpertDispatcher::combine(const Tensor& expert_out, const Tensor& gate_weights,
                                  const DispatchLayout& layout, Tensor* slot_rows) {
   PendingRows pending = start_combine(expert_out, gate_weights, layout, slot_rows != nullptr);
-  pending.handle.wait();
+  pending.wait();
   if (slot_rows) *slot_rows = pending.slot_rows;
   return pending.rows;
 }
@@ -320,8 +328,7 @@ PendingRows ExpertDispatcher::start_combine(const Tensor& expert_out, const Tens
       kernels::unpermute_weighted(wide, gate_weights, plan, y);
       keep(wide);
     };
-    pending.handle = CommHandle(
-        std::make_unique<StepsWork>(std::move(pending.handle), std::move(sum), nullptr, nullptr));
+    pending.finish = std::move(sum);
     pending.rows = y;
     pending.slot_rows = kept;
     return pending;
@@ -344,8 +351,9 @@ PendingRows ExpertDispatcher::start_combine(const Tensor& expert_out, const Tens
   const size_t row = bytes_per_row(out);
   pending.bytes_to_peers = rows_to_peers(expert_side, group_.rank()) * static_cast<int64_t>(row);
   auto places = std::make_shared<Tensor>();
-  CommHandle first = exchange_places(out, expert_side, token_side, *places);
-  auto read = [this, token_side, places, row, slots, dtype = out.dtype(), gate_weights,
+  Tensor sent;
+  CommHandle first = exchange_places(out, expert_side, token_side, sent, *places);
+  auto read = [this, out, sent, token_side, places, row, slots, dtype = out.dtype(), gate_weights,
                plan = layout.plan, y, kept, keep]() mutable {
     std::vector<const void*> rows(slots);
     const int64_t* place = places->data<int64_t>();

@@ -15,7 +15,9 @@
 // all-to-all, and the permutation and the weighted sum cost no extra pass over memory.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -42,14 +44,19 @@ struct PendingPlan {
 // Rows on their way: `rows` is complete once `handle` is waited. `source` keeps the sent tensor
 // alive meanwhile; `bytes_to_peers` is what this rank sends to other ranks. A combine also
 // fills `slot_rows` when asked: the returned rows in the plan's order, which its backward needs.
+// `finish`, when set, is local work wait() runs once the handle completes (the weighted sum of a
+// combine done with messages): it is compute, so it runs outside the handle's polling, which the
+// executor books as waiting for the all-to-all.
 struct PendingRows {
   Tensor rows;
   Tensor slot_rows;
   Tensor source;
   CommHandle handle;
   int64_t bytes_to_peers = 0;
+  std::function<void()> finish;
   Tensor wait() {
     handle.wait();
+    if (finish) std::exchange(finish, nullptr)();
     return rows;
   }
 };
@@ -108,10 +115,10 @@ class ExpertDispatcher {
                                     int64_t rows, const std::vector<RowBlock>& sends,
                                     const std::vector<RowBlock>& recvs);
   // Each rank tells the peers of `listed` where those blocks of `tensor` lie in its shared memory;
-  // returns the handle and the tensor that will hold, in order, the places of the blocks of
-  // `matching` (the other side's list).
+  // returns the handle, the places sent (to keep until it completes) and the tensor that will
+  // hold, in order, the places of the blocks of `matching` (the other side's list).
   CommHandle exchange_places(const Tensor& tensor, const std::vector<RowBlock>& listed,
-                             const std::vector<RowBlock>& matching, Tensor& places);
+                             const std::vector<RowBlock>& matching, Tensor& sent, Tensor& places);
   // In shared memory, exchanges on one group must not overlap: each is a pair of collectives
   // (places, then a barrier once the rows are written) that every rank issues in the same order.
   void check_previous_finished();

@@ -54,21 +54,29 @@ std::shared_ptr<NodeSharedMemory> NodeSharedMemory::open(Communicator& group,
   const int size = group.size(), rank = group.rank();
   auto memory = std::make_shared<NodeSharedMemory>(OpenedByOpen{}, rank);
   // The first bytes of the first segment hold a token that peers read back to prove the mapping.
-  Segment& first = memory->add_segment(kSegmentBytes);
-  const int64_t token = static_cast<int64_t>(std::hash<std::string>{}(
-      node_identity() + std::to_string(getpid()) + '|' +
-      std::to_string(std::chrono::steady_clock::now().time_since_epoch().count())));
-  std::memcpy(first.base, &token, sizeof token);
-  first.free.clear();
-  first.free.emplace(kAlignment, first.bytes - kAlignment);
+  // A failure here is only reported after the collective steps, so that every rank agrees.
+  std::string failure;
+  Segment* first = nullptr;
+  int64_t token = 0;
+  try {
+    first = &memory->add_segment(kSegmentBytes);
+    token = static_cast<int64_t>(std::hash<std::string>{}(
+        node_identity() + std::to_string(getpid()) + '|' +
+        std::to_string(std::chrono::steady_clock::now().time_since_epoch().count())));
+    std::memcpy(first->base, &token, sizeof token);
+    first->free.clear();
+    first->free.emplace(kAlignment, first->bytes - kAlignment);
+  } catch (const Error& error) {
+    failure = error.what();
+  }
 
   constexpr int kFields = 5;
   Tensor mine = Tensor::empty({kFields}, DType::kI64);
   int64_t* m = mine.data<int64_t>();
   m[0] = static_cast<int64_t>(std::hash<std::string>{}(node_identity()));
   m[1] = getpid();
-  m[2] = first.fd;
-  m[3] = static_cast<int64_t>(first.bytes);
+  m[2] = first ? first->fd : -1;
+  m[3] = first ? static_cast<int64_t>(first->bytes) : 0;
   m[4] = token;
   Tensor all = Tensor::empty({static_cast<int64_t>(size) * kFields}, DType::kI64);
   group.all_gather(mine, all).wait();
@@ -81,9 +89,12 @@ std::shared_ptr<NodeSharedMemory> NodeSharedMemory::open(Communicator& group,
   }
   for (int r = 0; r < size; ++r) memory->pids_.push_back(static_cast<pid_t>(a[r * kFields + 1]));
 
-  std::string failure;
   for (int r = 0; r < size && failure.empty(); ++r) {
     if (r == rank) continue;
+    if (a[r * kFields + 2] < 0) {
+      failure = "rank " + std::to_string(r) + " has no shared memory to map";
+      break;
+    }
     try {
       int64_t seen = 0;
       const SharedRef ref{a[r * kFields + 2], a[r * kFields + 3], 0};
@@ -99,7 +110,7 @@ std::shared_ptr<NodeSharedMemory> NodeSharedMemory::open(Communicator& group,
   if (first_failing < size) {
     if (why_not) {
       *why_not = "rank " + std::to_string(first_failing) +
-                 " of the group cannot map another rank's memory";
+                 " of the group cannot share memory with the others";
       if (!failure.empty()) *why_not += " (here: " + failure + ")";
     }
     return nullptr;

@@ -51,6 +51,8 @@ class NodeSharedMemory final : public Allocator,
   // The address of `ref` of group rank `rank` in this process (its segment mapped on first use).
   char* address(int rank, const SharedRef& ref);
   size_t segment_bytes_total() const;
+  int group_rank() const { return rank_; }
+  int group_size() const { return static_cast<int>(pids_.size()); }
 
   void* allocate(size_t bytes) override;
   void deallocate(void* pointer, size_t bytes) override;
