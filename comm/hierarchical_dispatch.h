@@ -7,6 +7,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "comm/expert_dispatch.h"
@@ -30,7 +31,12 @@ struct HierarchicalLayout {
 
 class HierarchicalDispatcher {
  public:
-  HierarchicalDispatcher(Communicator& expert_group, const Topology& topology, int64_t n_experts);
+  // `in_node_rows` is comm.expert_exchange for the fan-out inside a node ("auto": in shared
+  // memory where the node's ranks can map each other's memory). Collective over expert_group.
+  HierarchicalDispatcher(Communicator& expert_group, const Topology& topology, int64_t n_experts,
+                         const std::string& in_node_rows = "messages");
+  bool fan_out_in_shared_memory() const { return fan_out_->in_shared_memory(); }
+  const std::string& why_fan_out_as_messages() const { return why_messages_; }
   int64_t experts_per_rank() const { return experts_per_rank_; }
   int64_t first_local_expert() const { return experts_per_rank_ * group_.rank(); }
 
@@ -64,6 +70,7 @@ class HierarchicalDispatcher {
   int64_t n_experts_, experts_per_rank_, experts_per_node_;
   std::unique_ptr<Communicator> rail_, node_;
   std::unique_ptr<ExpertDispatcher> fan_out_;
+  std::string why_messages_;
   int64_t rows_across_nodes_ = 0;
 };
 

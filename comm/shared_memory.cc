@@ -13,6 +13,8 @@
 #include <fstream>
 #include <functional>
 
+#include "comm/topology.h"
+
 namespace tandem::comm {
 
 namespace {
@@ -232,6 +234,26 @@ char* NodeSharedMemory::address(int rank, const SharedRef& ref) {
              .first;
   }
   return it->second.first + ref.offset;
+}
+
+std::shared_ptr<NodeSharedMemory> shared_memory_for_rows(Communicator& group,
+                                                         const std::string& mode,
+                                                         int ranks_per_node, std::string* why_not) {
+  std::string reason = "comm.expert_exchange = \"messages\"";
+  std::shared_ptr<NodeSharedMemory> shared;
+  if (mode != "messages") {
+    const Topology topology = discover_topology(group, ranks_per_node);
+    if (topology.nodes > 1)
+      reason = "the group spans " + std::to_string(topology.nodes) + " nodes";
+    else
+      shared = NodeSharedMemory::open(group, &reason);
+  }
+  TANDEM_USER_CHECK(shared || mode != "shared_memory",
+                    "comm.expert_exchange = \"shared_memory\" is not possible here: ", reason,
+                    "; set comm.expert_exchange = \"messages\" (or \"auto\", which picks messages ",
+                    "in this case)");
+  if (why_not) *why_not = shared ? "" : reason;
+  return shared;
 }
 
 size_t NodeSharedMemory::segment_bytes_total() const {

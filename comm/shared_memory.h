@@ -74,4 +74,12 @@ class NodeSharedMemory final : public Allocator,
   std::map<std::pair<int, int64_t>, std::pair<char*, size_t>> peers_;  // (rank, fd) → mapping
 };
 
+// What comm.expert_exchange asks for on `group`: its shared memory, or null to move rows as
+// messages ("messages", or "auto" where the ranks cannot share memory; nodes simulated with
+// ranks_per_node > 0 count as nodes). "shared_memory" where that is impossible is an error naming
+// the fix. *why_not says why the result is null. Collective over `group`.
+std::shared_ptr<NodeSharedMemory> shared_memory_for_rows(Communicator& group,
+                                                         const std::string& mode,
+                                                         int ranks_per_node, std::string* why_not);
+
 }  // namespace tandem::comm

@@ -277,9 +277,6 @@ void validate_config(const Config& c) {
                         c.comm.expert_exchange == "messages",
                     "config: comm.expert_exchange = \"", c.comm.expert_exchange,
                     "\"; expected auto, shared_memory or messages");
-  TANDEM_USER_CHECK(c.comm.expert_exchange != "shared_memory" || c.comm.dispatch == "flat",
-                    "config: comm.expert_exchange = \"shared_memory\" is for comm.dispatch = "
-                    "\"flat\"; the hierarchical dispatch moves rows as messages");
   TANDEM_USER_CHECK(c.comm.timeout_s > 0, "config: comm.timeout_s must be positive, got ",
                     c.comm.timeout_s);
   TANDEM_USER_CHECK(c.comm.ranks_per_node >= 0, "config: comm.ranks_per_node must be >= 0");

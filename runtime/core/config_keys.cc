@@ -84,12 +84,13 @@ const std::vector<ConfigKey>& config_keys() {
                  "Expert dispatch: \"flat\" (one all-to-all) or \"hierarchical\" (once per "
                  "destination node over the rail, then inside the node)."),
       TANDEM_KEY(comm, expert_exchange,
-                 "How the flat dispatch moves rows: \"shared_memory\" (written and read in place "
-                 "in the other ranks' memory: one copy per byte, no permuted copy, the weighted "
-                 "sum formed while reading; the expert group must be on one node), \"messages\" "
-                 "(over comm.expert's backend), or \"auto\" (shared memory on CPU when the "
-                 "expert group is on one node and the kernel lets ranks map each other's memory, "
-                 "else messages; the choice and its reason are logged)."),
+                 "How expert rows move between the ranks of one node (the flat dispatch, whose "
+                 "expert group must then be on one node, or the hierarchical dispatch's fan-out "
+                 "inside each node): \"shared_memory\" (written and read in place in the other "
+                 "ranks' memory: one copy per byte, no permuted copy, the weighted sum formed "
+                 "while reading), \"messages\" (over comm.expert's backend), or \"auto\" "
+                 "(shared memory on CPU where the ranks can map each other's memory, else "
+                 "messages; the choice and its reason are logged)."),
       TANDEM_KEY(comm, timeout_s,
                  "Watchdog deadline of every collective and send/recv, in seconds; past it the job "
                  "stops naming the operation and the ranks that never arrived."),

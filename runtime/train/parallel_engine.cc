@@ -19,31 +19,16 @@ bool is_routed_expert(const Parameter& p) {
 
 }  // namespace
 
-// The flat dispatch's rows move in the node's shared memory when comm.expert_exchange allows it
-// and every rank of the expert group can map the others' memory (nodes simulated with
-// comm.ranks_per_node count as nodes). Collective over the expert group.
-std::shared_ptr<comm::NodeSharedMemory> ParallelEngine::expert_shared_memory(const Config& config) {
-  const std::string& mode = config.comm.expert_exchange;
-  if (mode == "messages") return nullptr;
-  std::string why_not;
-  std::shared_ptr<comm::NodeSharedMemory> shared;
-  const comm::Topology topology =
-      comm::discover_topology(grid_->expert(), static_cast<int>(config.comm.ranks_per_node));
-  if (topology.nodes > 1)
-    why_not = "the expert group spans " + std::to_string(topology.nodes) + " nodes";
-  else
-    shared = comm::NodeSharedMemory::open(grid_->expert(), &why_not);
-  TANDEM_USER_CHECK(shared || mode == "auto", "comm.expert_exchange = \"shared_memory\" is not ",
-                    "possible here: ", why_not, "; set comm.expert_exchange = \"messages\" (or ",
-                    "\"auto\", which picks messages in this case)");
+// Records and logs (rank 0) how expert rows move inside a node.
+void ParallelEngine::note_expert_exchange(bool shared, const std::string& why_not,
+                                          const char* what) {
   expert_exchange_ = shared ? "shared_memory" : "messages";
-  if (world_rank_ == 0) {
-    if (shared)
-      log_info("expert rows move in shared memory (comm.expert_exchange = \"", mode, "\")");
-    else
-      log_info("expert rows move as messages: ", why_not);
-  }
-  return shared;
+  if (world_rank_ != 0) return;
+  if (shared)
+    log_info(what, " in shared memory (comm.expert_exchange = \"", config_.comm.expert_exchange,
+             "\")");
+  else
+    log_info(what, " as messages: ", why_not);
 }
 
 ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
@@ -83,14 +68,21 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
     const comm::Topology topology =
         comm::discover_topology(grid_->expert(), static_cast<int>(config.comm.ranks_per_node));
     hierarchical_dispatcher_ = std::make_unique<comm::HierarchicalDispatcher>(
-        grid_->expert(), topology, config.model.n_routed_experts);
+        grid_->expert(), topology, config.model.n_routed_experts, config.comm.expert_exchange);
+    note_expert_exchange(hierarchical_dispatcher_->fan_out_in_shared_memory(),
+                         hierarchical_dispatcher_->why_fan_out_as_messages(),
+                         "expert rows fan out inside a node");
     if (world_rank_ == 0 && config.fp8.enabled)
       log_warn(
           "comm.dispatch = \"hierarchical\" moves expert inputs in fp32 (the FP8 payload is "
           "implemented for \"flat\"); the experts still compute in FP8");
   }
   if (shape_.ep > 1 && !hierarchical) {
-    std::shared_ptr<comm::NodeSharedMemory> shared = expert_shared_memory(config);
+    std::string why_not;
+    std::shared_ptr<comm::NodeSharedMemory> shared =
+        comm::shared_memory_for_rows(grid_->expert(), config.comm.expert_exchange,
+                                     static_cast<int>(config.comm.ranks_per_node), &why_not);
+    note_expert_exchange(shared != nullptr, why_not, "expert rows move");
     auto dispatcher = [&](comm::Communicator& group) {
       comm::Communicator* used = &group;
       if (options_.wrap_expert_group) {

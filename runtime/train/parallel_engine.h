@@ -48,7 +48,7 @@ class ParallelEngine final : public TrainEngine {
  private:
   parallel::MicroBatches microbatches(Split split, int64_t batch) const;
   void write_trace();
-  std::shared_ptr<comm::NodeSharedMemory> expert_shared_memory(const Config& config);
+  void note_expert_exchange(bool shared, const std::string& why_not, const char* what);
 
   Config config_;
   ParallelEngineOptions options_;

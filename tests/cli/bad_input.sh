@@ -40,8 +40,6 @@ expect_error "--set train.steps: value 'many' is not an integer" $cfg --set trai
 expect_error "model.n_heads = 3 does not divide model.d_model = 128" $cfg --set model.n_heads=3
 expect_error 'comm.expert_exchange = "memory"; expected auto, shared_memory or messages' $cfg \
   --set comm.expert_exchange=memory
-expect_error 'comm.expert_exchange = "shared_memory" is for comm.dispatch = "flat"' $cfg \
-  --set comm.expert_exchange=shared_memory --set comm.dispatch=hierarchical
 expect_error "model.top_k = 9 must be between 1 and model.n_routed_experts = 8" $cfg --set model.top_k=9
 expect_error "train.batch_size must be positive, got 0" $cfg --set train.batch_size=0
 expect_error "cannot open data file '/nonexistent/kjv.txt'" $cfg --set data.path=/nonexistent/kjv.txt

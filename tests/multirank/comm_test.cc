@@ -267,8 +267,9 @@ TEST(SharedMemory, OverlappingExchangesOnOneGroupAreRefused) {
   EXPECT_NO_THROW(dispatcher.start_dispatch(x, layout).wait());
 }
 
-// The flat dispatch tests run twice: rows as messages, and rows written and read in the node's
-// shared memory (every rank of these tests is on one node).
+// The dispatch tests run twice: rows as messages, and rows written and read in the node's shared
+// memory (every rank of these tests is on one node; for the hierarchical dispatch, the fan-out
+// inside each simulated node).
 class ExpertDispatchModes : public ::testing::TestWithParam<std::string> {
  protected:
   ExpertDispatcher make_dispatcher(int64_t experts) {
@@ -428,7 +429,7 @@ TEST(ExpertDispatch, NodeLimitedRoutingReachesAtMostMaxNodes) {
   EXPECT_EQ(sent, tokens * 4);
 }
 
-TEST(ExpertDispatch, HierarchicalEqualsFlatAndCrossesNodesLess) {
+TEST_P(ExpertDispatchModes, HierarchicalEqualsFlatAndCrossesNodesLess) {
   const int r = world->rank(), n = world->size();
   if (n % 2 != 0) GTEST_SKIP() << "needs an even number of ranks to simulate 2 nodes";
   const Topology topology = discover_topology(*world, n / 2);
@@ -446,7 +447,7 @@ TEST(ExpertDispatch, HierarchicalEqualsFlatAndCrossesNodesLess) {
   std::unique_ptr<BlockState> state;
   const Tensor expected = reference.forward(x, state);
 
-  HierarchicalDispatcher dispatcher(*world, topology, c.n_routed_experts);
+  HierarchicalDispatcher dispatcher(*world, topology, c.n_routed_experts, GetParam());  // fan-out
   MoeState st;
   parallel.route(x, st);
   const HierarchicalLayout layout = dispatcher.plan(st.expert_ids, st.gate_weights);
@@ -481,12 +482,12 @@ TEST(ExpertDispatch, HierarchicalEqualsFlatAndCrossesNodesLess) {
 }
 
 // Experts e(x) = (e + 1)·x make every expected value computable on the token's rank.
-TEST(ExpertDispatch, HierarchicalBackwardMatchesItsDefinition) {
+TEST_P(ExpertDispatchModes, HierarchicalBackwardMatchesItsDefinition) {
   const int r = world->rank(), n = world->size();
   if (n % 2 != 0) GTEST_SKIP() << "needs an even number of ranks to simulate 2 nodes";
   const Topology topology = discover_topology(*world, n / 2);
   const int64_t experts = 2 * n, tokens = 6 + r, d = 5, k = 3;
-  HierarchicalDispatcher dispatcher(*world, topology, experts);
+  HierarchicalDispatcher dispatcher(*world, topology, experts, GetParam());
   Tensor ids = Tensor::empty({tokens, k}, DType::kI32), w = Tensor::empty({tokens, k}, DType::kF32);
   for (int64_t t = 0; t < tokens; ++t)
     for (int64_t j = 0; j < k; ++j) {  // k distinct experts per token

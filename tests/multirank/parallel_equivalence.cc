@@ -85,9 +85,10 @@ Config test_config(int argc, char** argv) {
     else
       TANDEM_USER_CHECK(false, "unknown option ", arg);
   }
-  // Flat dispatch in shared memory unless asked otherwise, and refused (not silently replaced by
-  // messages) if the ranks cannot share memory.
-  c.comm.expert_exchange = messages || c.comm.dispatch != "flat" ? "messages" : "shared_memory";
+  // Expert rows in shared memory (the flat dispatch, or the hierarchical one's fan-out inside a
+  // node) unless asked otherwise, and refused (not silently replaced by messages) if the ranks
+  // cannot share memory.
+  c.comm.expert_exchange = messages ? "messages" : "shared_memory";
   validate_config(c);
   return c;
 }
