@@ -24,6 +24,7 @@ using namespace tandem;
 struct Measured {
   double step_seconds = 0;        // median over steps of the slowest rank
   double bubble_fraction = 0;     // median over steps: (makespan − least busy rank) / makespan
+  bool simulated = false;         // the replay needs one pipeline (world = pp)
   double simulated_fraction = 0;  // median over steps: the simulator's, from the same durations
   parallel::ScheduleCosts costs;  // mean measured instruction times, in seconds
   double alltoall_exposed = 0;    // mean over ranks and steps, seconds per step
@@ -93,7 +94,8 @@ Measured measure(const Config& config, comm::World& world, int steps) {
   Measured m;
   m.step_seconds = median(step_times);
   m.bubble_fraction = median(bubbles);
-  m.simulated_fraction = simulated.empty() ? 0.0 : median(simulated);
+  m.simulated = !simulated.empty();
+  m.simulated_fraction = m.simulated ? median(simulated) : 0.0;
   const double f = mean("F"), full_b = mean("B"), b = mean("b"), w = mean("W"), fb = mean("F&B");
   m.costs.f = f;
   m.costs.w = w;
@@ -120,7 +122,7 @@ int main(int argc, char** argv) {
                       "usage: pipeline_schedules CONFIG.toml --schedules a,b [--steps N]"
                       " [--overlap-compare] [--set k=v]...");
     Config config = load_config_file(argv[1]);
-    std::vector<std::string> schedules = {config.parallel.schedule};
+    std::vector<std::string> schedules;  // default: parallel.schedule, after the --set overrides
     int steps = 6;
     bool overlap_compare = false;
     for (int i = 2; i < argc; ++i) {
@@ -137,6 +139,7 @@ int main(int argc, char** argv) {
       else
         TANDEM_USER_CHECK(false, "unknown option ", arg);
     }
+    if (schedules.empty()) schedules = {config.parallel.schedule};
     config.train.steps = steps + 1;
     comm::World world = comm::join_world({"auto", 300000});
     runtime().rank = world.comm->rank();
@@ -146,17 +149,23 @@ int main(int argc, char** argv) {
       config.parallel.schedule = name;
       validate_config(config);
       const Measured m = measure(config, world, steps);
-      if (root)
-        std::printf(
-            "%-9s pp %lld × dp %d, %lld micro-batches: step %.1f ms | bubble measured "
-            "%.3f, simulated from the measured instruction times %.3f (ratio %.2f) | mean "
-            "F %.2f ms, B %.2f, W %.2f, F&B %.2f\n",
-            name.c_str(), static_cast<long long>(config.parallel.pp),
-            world.comm->size() / static_cast<int>(config.parallel.pp),
-            static_cast<long long>(config.parallel.microbatches), m.step_seconds * 1e3,
-            m.bubble_fraction, m.simulated_fraction,
-            m.simulated_fraction > 0 ? m.bubble_fraction / m.simulated_fraction : 0.0,
-            m.costs.f * 1e3, m.costs.b * 1e3, m.costs.w * 1e3, m.costs.fb * 1e3);
+      if (!root) continue;
+      char prediction[128];
+      if (m.simulated)
+        std::snprintf(prediction, sizeof prediction,
+                      "simulated from the measured instruction times %.3f (ratio %.2f)",
+                      m.simulated_fraction,
+                      m.simulated_fraction > 0 ? m.bubble_fraction / m.simulated_fraction : 0.0);
+      else
+        std::snprintf(prediction, sizeof prediction, "not simulated (the replay needs world = pp)");
+      std::printf(
+          "%-9s pp %lld × dp %d, %lld micro-batches: step %.1f ms | bubble measured %.3f, %s | "
+          "mean F %.2f ms, B %.2f, W %.2f, F&B %.2f\n",
+          name.c_str(), static_cast<long long>(config.parallel.pp),
+          world.comm->size() / static_cast<int>(config.parallel.pp),
+          static_cast<long long>(config.parallel.microbatches), m.step_seconds * 1e3,
+          m.bubble_fraction, prediction, m.costs.f * 1e3, m.costs.b * 1e3, m.costs.w * 1e3,
+          m.costs.fb * 1e3);
     }
     if (overlap_compare) {
       double exposed[2] = {0, 0}, step[2] = {0, 0}, bytes = 0;
