@@ -4,9 +4,11 @@
 #include "comm/expert_dispatch.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <functional>
 #include <numeric>
+#include <thread>
 
 #include "kernels/elementwise.h"
 
@@ -28,56 +30,73 @@ size_t bytes_per_row(const Tensor& t) {
          dtype_size(t.dtype());
 }
 
-// An exchange in steps: a collective, local work once it has completed, then a closing
-// collective. The fences order this rank's writes to peers' memory before the closing collective
-// tells them the rows are there, and their writes before our reads after it.
-class StepsWork final : public Work {
+// A started shared-memory exchange: the places travel (a collective); then this rank's step,
+// which writes or reads rows in peers' memory and tells each peer it is done by storing the
+// exchange's number in that peer's control block; then the wait until every peer has told us
+// the same. A wait past the deadline names the peers that never did, instead of hanging.
+class SharedExchangeWork final : public Work {
  public:
-  StepsWork(CommHandle first, std::function<void()> then, std::function<CommHandle()> closing,
-            std::shared_ptr<bool> finished)
-      : first_(std::move(first)),
-        then_(std::move(then)),
-        closing_(std::move(closing)),
+  SharedExchangeWork(CommHandle places, std::function<void()> step,
+                     std::function<std::vector<int>()> missing, std::string what, int timeout_ms,
+                     std::shared_ptr<bool> finished)
+      : places_(std::move(places)),
+        step_(std::move(step)),
+        missing_(std::move(missing)),
+        what_(std::move(what)),
+        timeout_ms_(timeout_ms),
         finished_(std::move(finished)) {}
   bool test() override {
-    if (stage_ == 0) {
-      if (!first_.test()) return false;
-      run_then();
+    if (!stepped_) {
+      if (!places_.test()) return false;
+      run_step();
     }
-    if (stage_ == 1) {
-      if (!last_.test()) return false;
-      finish();
-    }
+    if (!missing_().empty()) return false;
+    *finished_ = true;
     return true;
   }
   void wait() override {
-    if (stage_ == 0) {
-      first_.wait();
-      run_then();
+    if (!stepped_) {
+      places_.wait();
+      run_step();
     }
-    if (stage_ == 1) {
-      last_.wait();
-      finish();
+    // Yield first (a peer may only need the core back), then sleep progressively longer.
+    const auto start = std::chrono::steady_clock::now();
+    std::chrono::microseconds pause{0};
+    for (std::vector<int> missing = missing_(); !missing.empty(); missing = missing_()) {
+      const double waited =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (waited * 1000 > timeout_ms_) {
+        std::string ranks;
+        for (int rank : missing) ranks += (ranks.empty() ? "" : ", ") + std::to_string(rank);
+        throw CommTimeout(what_ + ": after " + std::to_string(static_cast<int>(waited)) +
+                          " s, rank(s) " + ranks +
+                          " of the group never finished writing to or reading from this rank "
+                          "(stuck before or inside this exchange)");
+      }
+      if (pause.count() == 0) {
+        std::this_thread::yield();
+        if (++yields_ > 64) pause = std::chrono::microseconds{10};
+      } else {
+        std::this_thread::sleep_for(pause);
+        pause = std::min(pause * 2, std::chrono::microseconds{1000});
+      }
     }
+    *finished_ = true;
   }
 
  private:
-  void run_then() {
-    then_();
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    last_ = closing_();
-    stage_ = 1;
+  void run_step() {
+    stepped_ = true;
+    step_();
   }
-  void finish() {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    stage_ = 2;
-    if (finished_) *finished_ = true;
-  }
-  CommHandle first_, last_;
-  std::function<void()> then_;
-  std::function<CommHandle()> closing_;
+  CommHandle places_;
+  std::function<void()> step_;
+  std::function<std::vector<int>()> missing_;
+  std::string what_;
+  int timeout_ms_;
   std::shared_ptr<bool> finished_;
-  int stage_ = 0;
+  bool stepped_ = false;
+  int yields_ = 0;
 };
 
 int64_t rows_to_peers(const std::vector<RowBlock>& sends, int rank) {
@@ -96,6 +115,10 @@ ExpertDispatcher::ExpertDispatcher(Communicator& expert_group, int64_t n_experts
                             shared_->group_rank() == group_.rank()),
                "the shared memory given to the expert dispatcher on ", group_.name(),
                " was opened over a different group");
+  if (shared_) {
+    control_ = shared_->empty({kControlLine * group_.size()}, DType::kI64);
+    control_.zero_();
+  }
   TANDEM_USER_CHECK(n_experts % expert_group.size() == 0, "model.n_routed_experts = ", n_experts,
                     " is not divisible by the expert-parallel group size ", expert_group.size());
   experts_per_rank_ = n_experts / expert_group.size();
@@ -229,19 +252,23 @@ CommHandle ExpertDispatcher::exchange_places(const Tensor& tensor,
                                              Tensor& places) {
   const int peers = group_.size();
   const size_t row = bytes_per_row(tensor);
-  std::vector<int64_t> send_counts(peers, 0), recv_counts(peers, 0);
+  // Per peer: the places of the non-empty blocks, then that of this rank's control block.
+  std::vector<int64_t> send_counts(peers, 1), recv_counts(peers, 1);
   for (const RowBlock& b : listed) send_counts[b.peer] += b.rows > 0;
   for (const RowBlock& b : matching) recv_counts[b.peer] += b.rows > 0;
   Tensor mine = Tensor::empty(
       {std::accumulate(send_counts.begin(), send_counts.end(), int64_t{0}), 3}, DType::kI64);
   int64_t* out = mine.data<int64_t>();
-  for (int p = 0; p < peers; ++p)
-    for (const RowBlock& b : listed) {
-      if (b.peer != p || b.rows == 0) continue;
-      const auto ref = shared_->find(static_cast<const char*>(tensor.raw_data()) + b.row * row);
-      TANDEM_CHECK(ref.has_value(), "expert exchange: rows to share are not in shared memory");
-      *out++ = ref->fd, *out++ = ref->segment_bytes, *out++ = ref->offset;
-    }
+  auto put = [&](const void* pointer) {
+    const auto ref = shared_->find(pointer);
+    TANDEM_CHECK(ref.has_value(), "expert exchange: rows to share are not in shared memory");
+    *out++ = ref->fd, *out++ = ref->segment_bytes, *out++ = ref->offset;
+  };
+  for (int p = 0; p < peers; ++p) {
+    for (const RowBlock& b : listed)
+      if (b.peer == p && b.rows > 0) put(static_cast<const char*>(tensor.raw_data()) + b.row * row);
+    put(control_.raw_data());
+  }
   places = Tensor::empty({std::accumulate(recv_counts.begin(), recv_counts.end(), int64_t{0}), 3},
                          DType::kI64);
   sent = mine;  // the caller keeps it until the handle completes: the backend may read it late
@@ -249,14 +276,14 @@ CommHandle ExpertDispatcher::exchange_places(const Tensor& tensor,
 }
 
 // Push: the receiving rank allocates its rows in shared memory and sends each peer the places of
-// that peer's blocks; each rank then writes its blocks there; a barrier says all are written.
+// that peer's blocks; each rank writes its blocks there and signals the peer; the exchange is
+// complete when every peer has signalled.
 PendingRows ExpertDispatcher::start_shared_exchange(const Tensor& source,
                                                     const kernels::PermutePlan* gather,
                                                     int64_t rows,
                                                     const std::vector<RowBlock>& sends,
                                                     const std::vector<RowBlock>& recvs) {
-  check_previous_finished();
-  last_finished_ = std::make_shared<bool>(false);
+  const uint64_t number = begin_shared_exchange();
   PendingRows pending;
   pending.source = source;
   pending.rows = shared_->empty(with_rows(source, rows), source.dtype());
@@ -269,15 +296,19 @@ PendingRows ExpertDispatcher::start_shared_exchange(const Tensor& source,
   if (gather) token_of_row = gather->token_of_row;
   // The step owns every buffer the exchange touches (also the rows peers write into), so that a
   // handle abandoned by an error never lets memory a peer still uses be reallocated.
-  auto write = [this, source, received = pending.rows, sent, row, sends, places,
+  auto write = [this, number, source, received = pending.rows, sent, row, sends, places,
                 token_of_row = std::move(token_of_row)] {
     const char* src = static_cast<const char*>(source.raw_data());
     const int64_t* place = places->data<int64_t>();
-    for (int p = 0; p < group_.size(); ++p)
+    auto next = [&place] {
+      const SharedRef ref{place[0], place[1], place[2]};
+      place += 3;
+      return ref;
+    };
+    for (int p = 0; p < group_.size(); ++p) {
       for (const RowBlock& b : sends) {
         if (b.peer != p || b.rows == 0) continue;
-        char* dst = shared_->address(p, {place[0], place[1], place[2]});
-        place += 3;
+        char* dst = shared_->address(p, next());
         if (token_of_row.empty()) {
           std::memcpy(dst, src + b.row * row, b.rows * row);
           continue;
@@ -285,10 +316,45 @@ PendingRows ExpertDispatcher::start_shared_exchange(const Tensor& source,
         for (int64_t i = 0; i < b.rows; ++i)
           std::memcpy(dst + i * row, src + token_of_row[b.row + i] * row, row);
       }
+      signal(p, next(), number);
+    }
   };
-  pending.handle = CommHandle(std::make_unique<StepsWork>(
-      std::move(first), std::move(write), [this] { return group_.barrier(); }, last_finished_));
+  pending.handle = shared_work(std::move(first), std::move(write), number);
   return pending;
+}
+
+uint64_t ExpertDispatcher::begin_shared_exchange() {
+  check_previous_finished();
+  last_finished_ = std::make_shared<bool>(false);
+  return ++shared_exchanges_;
+}
+
+// Rank r's line in peer p's control block says which exchange r last finished for p. The store is
+// a release: the rows written (or read) before it are visible (or done) once p sees the number.
+// The full fence first also orders the non-temporal stores a large memcpy may use, which a
+// release store alone does not.
+void ExpertDispatcher::signal(int peer, const SharedRef& control, uint64_t number) {
+  auto* lines = reinterpret_cast<int64_t*>(shared_->address(peer, control));
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  std::atomic_ref<int64_t>(lines[kControlLine * group_.rank()])
+      .store(static_cast<int64_t>(number), std::memory_order_release);
+}
+
+CommHandle ExpertDispatcher::shared_work(CommHandle places, std::function<void()> step,
+                                         uint64_t number) {
+  auto missing = [this, number, control = control_] {
+    std::vector<int> ranks;
+    auto* lines = control.data<int64_t>();
+    for (int q = 0; q < group_.size(); ++q)
+      if (std::atomic_ref<int64_t>(lines[kControlLine * q]).load(std::memory_order_acquire) <
+          static_cast<int64_t>(number))
+        ranks.push_back(q);
+    return ranks;
+  };
+  return CommHandle(std::make_unique<SharedExchangeWork>(
+      std::move(places), std::move(step), std::move(missing),
+      "expert exchange #" + std::to_string(number) + " in shared memory on " + group_.name(),
+      shared_->timeout_ms(), last_finished_));
 }
 
 Tensor ExpertDispatcher::combine(const Tensor& expert_out, const Tensor& gate_weights,
@@ -335,10 +401,10 @@ PendingRows ExpertDispatcher::start_combine(const Tensor& expert_out, const Tens
   }
 
   // Pull: the experts' ranks send the places of their output blocks; each tokens' rank reads its
-  // rows where they lie and sums them with the gate weights as it reads. Outputs not allocated
-  // with expert_output() are first copied into shared memory.
-  check_previous_finished();
-  last_finished_ = std::make_shared<bool>(false);
+  // rows where they lie and sums them with the gate weights as it reads, then signals every peer
+  // that it is done with their memory. Outputs not allocated with expert_output() are first
+  // copied into shared memory.
+  const uint64_t number = begin_shared_exchange();
   Tensor out = expert_out;
   if (!shared_->find(out.raw_data())) {
     out = shared_->empty(expert_out.shape(), expert_out.dtype());
@@ -353,26 +419,31 @@ PendingRows ExpertDispatcher::start_combine(const Tensor& expert_out, const Tens
   auto places = std::make_shared<Tensor>();
   Tensor sent;
   CommHandle first = exchange_places(out, expert_side, token_side, sent, *places);
-  auto read = [this, out, sent, token_side, places, row, slots, dtype = out.dtype(), gate_weights,
-               plan = layout.plan, y, kept, keep]() mutable {
+  auto read = [this, number, out, sent, token_side, places, row, slots, dtype = out.dtype(),
+               gate_weights, plan = layout.plan, y, kept, keep]() mutable {
     std::vector<const void*> rows(slots);
+    std::vector<SharedRef> controls;
     const int64_t* place = places->data<int64_t>();
-    for (int p = 0; p < group_.size(); ++p)
+    for (int p = 0; p < group_.size(); ++p) {
       for (const RowBlock& b : token_side) {
         if (b.peer != p || b.rows == 0) continue;
         const char* src = shared_->address(p, {place[0], place[1], place[2]});
         place += 3;
         for (int64_t i = 0; i < b.rows; ++i) rows[b.row + i] = src + i * row;
       }
+      controls.push_back({place[0], place[1], place[2]});
+      place += 3;
+    }
     kernels::unpermute_weighted_rows(rows, dtype, gate_weights, plan, y);
-    if (!kept.defined()) return;
-    Tensor back = Tensor::empty({slots, y.dim(1)}, dtype);
-    for (int64_t r = 0; r < slots; ++r)
-      std::memcpy(static_cast<char*>(back.raw_data()) + r * row, rows[r], row);
-    keep(back);
+    if (kept.defined()) {
+      Tensor back = Tensor::empty({slots, y.dim(1)}, dtype);
+      for (int64_t r = 0; r < slots; ++r)
+        std::memcpy(static_cast<char*>(back.raw_data()) + r * row, rows[r], row);
+      keep(back);
+    }
+    for (int p = 0; p < group_.size(); ++p) signal(p, controls[p], number);
   };
-  pending.handle = CommHandle(std::make_unique<StepsWork>(
-      std::move(first), std::move(read), [this] { return group_.barrier(); }, last_finished_));
+  pending.handle = shared_work(std::move(first), std::move(read), number);
   return pending;
 }
 

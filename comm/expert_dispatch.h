@@ -119,14 +119,24 @@ class ExpertDispatcher {
   // hold, in order, the places of the blocks of `matching` (the other side's list).
   CommHandle exchange_places(const Tensor& tensor, const std::vector<RowBlock>& listed,
                              const std::vector<RowBlock>& matching, Tensor& sent, Tensor& places);
-  // In shared memory, exchanges on one group must not overlap: each is a pair of collectives
-  // (places, then a barrier once the rows are written) that every rank issues in the same order.
+  // In shared memory, exchanges on one group must not overlap: each starts with a collective (the
+  // places), which every rank must issue in the same order, and is numbered in that order.
   void check_previous_finished();
+  uint64_t begin_shared_exchange();
+  // Tells `peer` (through its control block at `control`) that exchange `number` is done here.
+  void signal(int peer, const SharedRef& control, uint64_t number);
+  // The handle of a shared exchange: places, then `step`, then every peer's signal.
+  CommHandle shared_work(CommHandle places, std::function<void()> step, uint64_t number);
   Communicator& group_;
   int64_t n_experts_;
   int64_t experts_per_rank_;
   std::shared_ptr<NodeSharedMemory> shared_;
   std::shared_ptr<bool> last_finished_;
+  // Line q (kControlLine int64s, a cache line apart) holds the last exchange rank q finished for
+  // this rank; written by peers in place.
+  static constexpr int64_t kControlLine = 8;
+  Tensor control_;
+  uint64_t shared_exchanges_ = 0;
 };
 
 }  // namespace tandem::comm

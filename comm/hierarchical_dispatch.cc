@@ -7,7 +7,8 @@
 namespace tandem::comm {
 
 HierarchicalDispatcher::HierarchicalDispatcher(Communicator& expert_group, const Topology& topology,
-                                               int64_t n_experts, const std::string& in_node_rows)
+                                               int64_t n_experts, const std::string& in_node_rows,
+                                               int timeout_ms)
     : group_(expert_group), topology_(topology), n_experts_(n_experts) {
   const int size = expert_group.size();
   TANDEM_USER_CHECK(n_experts % size == 0, "model.n_routed_experts = ", n_experts,
@@ -20,7 +21,8 @@ HierarchicalDispatcher::HierarchicalDispatcher(Communicator& expert_group, const
   rail_ = rail_group(group_, topology_);  // rank in the rail = node index
   node_ = node_group(group_, topology_);  // rank in the node = local index
   fan_out_ = std::make_unique<ExpertDispatcher>(
-      *node_, experts_per_node_, shared_memory_for_rows(*node_, in_node_rows, 0, &why_messages_));
+      *node_, experts_per_node_,
+      shared_memory_for_rows(*node_, in_node_rows, 0, timeout_ms, &why_messages_));
 }
 
 HierarchicalLayout HierarchicalDispatcher::plan(const Tensor& expert_ids,

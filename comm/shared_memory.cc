@@ -41,7 +41,8 @@ std::string node_identity() {
 
 }  // namespace
 
-NodeSharedMemory::NodeSharedMemory(OpenedByOpen, int rank) : rank_(rank) {}
+NodeSharedMemory::NodeSharedMemory(OpenedByOpen, int rank, int timeout_ms)
+    : rank_(rank), timeout_ms_(timeout_ms) {}
 
 NodeSharedMemory::~NodeSharedMemory() {
   for (auto& [key, mapping] : peers_) munmap(mapping.first, mapping.second);
@@ -51,10 +52,10 @@ NodeSharedMemory::~NodeSharedMemory() {
   }
 }
 
-std::shared_ptr<NodeSharedMemory> NodeSharedMemory::open(Communicator& group,
-                                                         std::string* why_not) {
+std::shared_ptr<NodeSharedMemory> NodeSharedMemory::open(Communicator& group, std::string* why_not,
+                                                         int timeout_ms) {
   const int size = group.size(), rank = group.rank();
-  auto memory = std::make_shared<NodeSharedMemory>(OpenedByOpen{}, rank);
+  auto memory = std::make_shared<NodeSharedMemory>(OpenedByOpen{}, rank, timeout_ms);
   // The first bytes of the first segment hold a token that peers read back to prove the mapping.
   // A failure here is only reported after the collective steps, so that every rank agrees.
   std::string failure;
@@ -238,7 +239,8 @@ char* NodeSharedMemory::address(int rank, const SharedRef& ref) {
 
 std::shared_ptr<NodeSharedMemory> shared_memory_for_rows(Communicator& group,
                                                          const std::string& mode,
-                                                         int ranks_per_node, std::string* why_not) {
+                                                         int ranks_per_node, int timeout_ms,
+                                                         std::string* why_not) {
   std::string reason = "comm.expert_exchange = \"messages\"";
   std::shared_ptr<NodeSharedMemory> shared;
   if (mode != "messages") {
@@ -246,7 +248,7 @@ std::shared_ptr<NodeSharedMemory> shared_memory_for_rows(Communicator& group,
     if (topology.nodes > 1)
       reason = "the group spans " + std::to_string(topology.nodes) + " nodes";
     else
-      shared = NodeSharedMemory::open(group, &reason);
+      shared = NodeSharedMemory::open(group, &reason, timeout_ms);
   }
   TANDEM_USER_CHECK(shared || mode != "shared_memory",
                     "comm.expert_exchange = \"shared_memory\" is not possible here: ", reason,

@@ -33,13 +33,15 @@ class NodeSharedMemory final : public Allocator,
   // Collective over `group`. Null when some rank cannot map another's memory (ranks on different
   // nodes, or a kernel that forbids it); every rank then returns null, and *why_not names the
   // first rank that failed (with the system's reason on that rank).
-  static std::shared_ptr<NodeSharedMemory> open(Communicator& group, std::string* why_not);
+  // `timeout_ms` bounds the waits of exchanges in this memory (comm.timeout_s).
+  static std::shared_ptr<NodeSharedMemory> open(Communicator& group, std::string* why_not,
+                                                int timeout_ms = 300000);
 
  private:
   struct OpenedByOpen {};  // only open() can name it, so only open() builds one
 
  public:
-  NodeSharedMemory(OpenedByOpen, int rank);
+  NodeSharedMemory(OpenedByOpen, int rank, int timeout_ms);
   ~NodeSharedMemory() override;
   NodeSharedMemory(const NodeSharedMemory&) = delete;
   NodeSharedMemory& operator=(const NodeSharedMemory&) = delete;
@@ -53,6 +55,7 @@ class NodeSharedMemory final : public Allocator,
   size_t segment_bytes_total() const;
   int group_rank() const { return rank_; }
   int group_size() const { return static_cast<int>(pids_.size()); }
+  int timeout_ms() const { return timeout_ms_; }
 
   void* allocate(size_t bytes) override;
   void deallocate(void* pointer, size_t bytes) override;
@@ -68,6 +71,7 @@ class NodeSharedMemory final : public Allocator,
   Segment* segment_of(const void* pointer) const;
 
   int rank_;
+  int timeout_ms_;
   std::vector<pid_t> pids_;
   mutable std::mutex mutex_;
   std::vector<std::unique_ptr<Segment>> own_;
@@ -80,6 +84,7 @@ class NodeSharedMemory final : public Allocator,
 // the fix. *why_not says why the result is null. Collective over `group`.
 std::shared_ptr<NodeSharedMemory> shared_memory_for_rows(Communicator& group,
                                                          const std::string& mode,
-                                                         int ranks_per_node, std::string* why_not);
+                                                         int ranks_per_node, int timeout_ms,
+                                                         std::string* why_not);
 
 }  // namespace tandem::comm

@@ -68,7 +68,8 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
     const comm::Topology topology =
         comm::discover_topology(grid_->expert(), static_cast<int>(config.comm.ranks_per_node));
     hierarchical_dispatcher_ = std::make_unique<comm::HierarchicalDispatcher>(
-        grid_->expert(), topology, config.model.n_routed_experts, config.comm.expert_exchange);
+        grid_->expert(), topology, config.model.n_routed_experts, config.comm.expert_exchange,
+        static_cast<int>(config.comm.timeout_s * 1000));
     note_expert_exchange(hierarchical_dispatcher_->fan_out_in_shared_memory(),
                          hierarchical_dispatcher_->why_fan_out_as_messages(),
                          "expert rows fan out inside a node");
@@ -79,9 +80,9 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
   }
   if (shape_.ep > 1 && !hierarchical) {
     std::string why_not;
-    std::shared_ptr<comm::NodeSharedMemory> shared =
-        comm::shared_memory_for_rows(grid_->expert(), config.comm.expert_exchange,
-                                     static_cast<int>(config.comm.ranks_per_node), &why_not);
+    std::shared_ptr<comm::NodeSharedMemory> shared = comm::shared_memory_for_rows(
+        grid_->expert(), config.comm.expert_exchange, static_cast<int>(config.comm.ranks_per_node),
+        static_cast<int>(config.comm.timeout_s * 1000), &why_not);
     note_expert_exchange(shared != nullptr, why_not, "expert rows move");
     auto dispatcher = [&](comm::Communicator& group) {
       comm::Communicator* used = &group;

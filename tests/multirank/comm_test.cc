@@ -251,8 +251,9 @@ TEST(SharedMemory, PeersReadEachOthersTensorsInPlace) {
   world->barrier().wait();  // nobody frees (or reuses) its memory while another still reads it
 }
 
-// Exchanges in shared memory are pairs of collectives, so one must finish before the next starts;
-// starting a second one early is refused rather than left to deadlock.
+// Exchanges in shared memory are numbered in the order their collectives start, and peers signal
+// by number, so one must finish before the next starts; starting a second one early is refused
+// rather than left to deadlock or to mix up signals.
 TEST(SharedMemory, OverlappingExchangesOnOneGroupAreRefused) {
   const int r = world->rank(), n = world->size();
   std::string why_not;
@@ -265,6 +266,35 @@ TEST(SharedMemory, OverlappingExchangesOnOneGroupAreRefused) {
   EXPECT_THROW(dispatcher.start_dispatch(x, layout), Error);
   first.wait();
   EXPECT_NO_THROW(dispatcher.start_dispatch(x, layout).wait());
+}
+
+// A rank that never does its part of a shared-memory exchange (writing its rows, then saying so)
+// is named once the deadline passes, instead of leaving the others waiting forever.
+TEST(SharedMemory, AStalledPeerIsNamedAfterTheDeadline) {
+  const int r = world->rank(), n = world->size();
+  if (n < 2) GTEST_SKIP() << "needs a peer";
+  std::string why_not;
+  auto shared = NodeSharedMemory::open(*world, &why_not, /*timeout_ms=*/1500);
+  ASSERT_TRUE(shared != nullptr) << why_not;
+  ExpertDispatcher dispatcher(*world, 2 * n, shared);
+  Tensor x = Tensor::zeros({4, 8}, DType::kF32);
+  const DispatchLayout layout = dispatcher.plan(random_routes(4, 2 * n, 5 + r));
+  PendingRows pending = dispatcher.start_dispatch(x, layout);
+  if (r == 1) {  // stalls: writes nothing until the others have given up, then completes
+    world->barrier().wait();
+    pending.wait();
+    return;
+  }
+  try {
+    pending.wait();
+    ADD_FAILURE() << "rank 1 never wrote its rows, yet the exchange completed";
+  } catch (const CommTimeout& timeout) {
+    const std::string what = timeout.what();
+    EXPECT_NE(what.find("rank(s) 1 of the group never finished"), std::string::npos) << what;
+    EXPECT_NE(what.find("expert exchange #1 in shared memory"), std::string::npos) << what;
+  }
+  world->barrier().wait();
+  pending.wait();  // rank 1 has done its part by now
 }
 
 // The dispatch tests run twice: rows as messages, and rows written and read in the node's shared
