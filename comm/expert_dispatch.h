@@ -12,7 +12,9 @@
 // blocks go; the sender writes them there, gathering straight from the token rows, so dispatch
 // needs no permuted copy; combine reads the expert outputs where the expert's rank wrote them and
 // forms the weighted sum as it reads. Each byte is then copied once, as in MPI's own single-copy
-// all-to-all, and the permutation and the weighted sum cost no extra pass over memory.
+// all-to-all, and the permutation and the weighted sum cost no extra pass over memory. The places
+// are the exchange's one collective; each rank then tells every peer it is done by storing the
+// exchange's number in the peer's control block, and an exchange completes when all peers have.
 #pragma once
 
 #include <functional>
