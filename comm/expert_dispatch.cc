@@ -99,6 +99,16 @@ class SharedExchangeWork final : public Work {
   int yields_ = 0;
 };
 
+// Reads the places a peer sent, in the order exchange_places wrote them (three int64 each).
+struct PlaceCursor {
+  const int64_t* at;
+  SharedRef next() {
+    const SharedRef ref{at[0], at[1], at[2]};
+    at += 3;
+    return ref;
+  }
+};
+
 int64_t rows_to_peers(const std::vector<RowBlock>& sends, int rank) {
   int64_t rows = 0;
   for (const RowBlock& b : sends)
@@ -299,16 +309,11 @@ PendingRows ExpertDispatcher::start_shared_exchange(const Tensor& source,
   auto write = [this, number, source, received = pending.rows, sent, row, sends, places,
                 token_of_row = std::move(token_of_row)] {
     const char* src = static_cast<const char*>(source.raw_data());
-    const int64_t* place = places->data<int64_t>();
-    auto next = [&place] {
-      const SharedRef ref{place[0], place[1], place[2]};
-      place += 3;
-      return ref;
-    };
+    PlaceCursor place{places->data<int64_t>()};
     for (int p = 0; p < group_.size(); ++p) {
       for (const RowBlock& b : sends) {
         if (b.peer != p || b.rows == 0) continue;
-        char* dst = shared_->address(p, next());
+        char* dst = shared_->address(p, place.next());
         if (token_of_row.empty()) {
           std::memcpy(dst, src + b.row * row, b.rows * row);
           continue;
@@ -316,7 +321,7 @@ PendingRows ExpertDispatcher::start_shared_exchange(const Tensor& source,
         for (int64_t i = 0; i < b.rows; ++i)
           std::memcpy(dst + i * row, src + token_of_row[b.row + i] * row, row);
       }
-      signal(p, next(), number);
+      signal(p, place.next(), number);
     }
   };
   pending.handle = shared_work(std::move(first), std::move(write), number);
@@ -373,30 +378,18 @@ PendingRows ExpertDispatcher::start_combine(const Tensor& expert_out, const Tens
   // bf16 outputs travel as bf16 (half the bytes) and are summed in fp32.
   const DType sum_dtype = expert_out.dtype() == DType::kBF16 ? DType::kF32 : expert_out.dtype();
   Tensor y = Tensor::empty({layout.tokens, d}, sum_dtype);
-  Tensor kept = keep_slot_rows ? Tensor::empty({slots, d}, sum_dtype) : Tensor();
-  auto keep = [kept](const Tensor& back) mutable {
-    if (!kept.defined()) return;
-    if (back.dtype() == kept.dtype())
-      kept.copy_from(back);
-    else
-      kernels::convert(back, kept);
-  };
 
   if (!shared_) {
+    // The received rows are the rows kept for the backward: widened once when bf16, else as is.
     PendingRows pending = start_exchange(expert_out, nullptr, slots, expert_side, token_side);
-    Tensor back = pending.rows;
-    auto sum = [back, gate_weights, plan = layout.plan, y, keep]() mutable {
-      Tensor wide = back;
-      if (back.dtype() == DType::kBF16) {
-        wide = Tensor::empty(back.shape(), DType::kF32);
-        kernels::convert(back, wide);
-      }
+    const Tensor back = pending.rows;
+    Tensor wide = back.dtype() == sum_dtype ? back : Tensor::empty(back.shape(), sum_dtype);
+    pending.finish = [back, wide, gate_weights, plan = layout.plan, y]() mutable {
+      if (back.dtype() != wide.dtype()) kernels::convert(back, wide);
       kernels::unpermute_weighted(wide, gate_weights, plan, y);
-      keep(wide);
     };
-    pending.finish = std::move(sum);
     pending.rows = y;
-    pending.slot_rows = kept;
+    if (keep_slot_rows) pending.slot_rows = wide;
     return pending;
   }
 
@@ -413,33 +406,31 @@ PendingRows ExpertDispatcher::start_combine(const Tensor& expert_out, const Tens
   PendingRows pending;
   pending.source = out;
   pending.rows = y;
-  pending.slot_rows = kept;
+  if (keep_slot_rows) pending.slot_rows = Tensor::empty({slots, d}, sum_dtype);
   const size_t row = bytes_per_row(out);
   pending.bytes_to_peers = rows_to_peers(expert_side, group_.rank()) * static_cast<int64_t>(row);
   auto places = std::make_shared<Tensor>();
   Tensor sent;
   CommHandle first = exchange_places(out, expert_side, token_side, sent, *places);
-  auto read = [this, number, out, sent, token_side, places, row, slots, dtype = out.dtype(),
-               gate_weights, plan = layout.plan, y, kept, keep]() mutable {
+  auto read = [this, number, out, sent, token_side, places, row, slots, gate_weights,
+               plan = layout.plan, y, kept = pending.slot_rows]() mutable {
     std::vector<const void*> rows(slots);
     std::vector<SharedRef> controls;
-    const int64_t* place = places->data<int64_t>();
+    PlaceCursor place{places->data<int64_t>()};
     for (int p = 0; p < group_.size(); ++p) {
       for (const RowBlock& b : token_side) {
         if (b.peer != p || b.rows == 0) continue;
-        const char* src = shared_->address(p, {place[0], place[1], place[2]});
-        place += 3;
+        const char* src = shared_->address(p, place.next());
         for (int64_t i = 0; i < b.rows; ++i) rows[b.row + i] = src + i * row;
       }
-      controls.push_back({place[0], place[1], place[2]});
-      place += 3;
+      controls.push_back(place.next());
     }
-    kernels::unpermute_weighted_rows(rows, dtype, gate_weights, plan, y);
-    if (kept.defined()) {
-      Tensor back = Tensor::empty({slots, y.dim(1)}, dtype);
+    kernels::unpermute_weighted_rows(rows, out.dtype(), gate_weights, plan, y);
+    if (kept.defined()) {  // the rows in plan order, for the backward (bf16 widened once)
+      Tensor copy = out.dtype() == kept.dtype() ? kept : Tensor::empty(kept.shape(), out.dtype());
       for (int64_t r = 0; r < slots; ++r)
-        std::memcpy(static_cast<char*>(back.raw_data()) + r * row, rows[r], row);
-      keep(back);
+        std::memcpy(static_cast<char*>(copy.raw_data()) + r * row, rows[r], row);
+      if (copy.dtype() != kept.dtype()) kernels::convert(copy, kept);
     }
     for (int p = 0; p < group_.size(); ++p) signal(p, controls[p], number);
   };

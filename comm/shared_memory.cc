@@ -56,6 +56,7 @@ std::shared_ptr<NodeSharedMemory> NodeSharedMemory::open(Communicator& group, st
                                                          int timeout_ms) {
   const int size = group.size(), rank = group.rank();
   auto memory = std::make_shared<NodeSharedMemory>(OpenedByOpen{}, rank, timeout_ms);
+  const std::string node = node_identity();
   // The first bytes of the first segment hold a token that peers read back to prove the mapping.
   // A failure here is only reported after the collective steps, so that every rank agrees.
   std::string failure;
@@ -64,7 +65,7 @@ std::shared_ptr<NodeSharedMemory> NodeSharedMemory::open(Communicator& group, st
   try {
     first = &memory->add_segment(kSegmentBytes);
     token = static_cast<int64_t>(std::hash<std::string>{}(
-        node_identity() + std::to_string(getpid()) + '|' +
+        node + std::to_string(getpid()) + '|' +
         std::to_string(std::chrono::steady_clock::now().time_since_epoch().count())));
     std::memcpy(first->base, &token, sizeof token);
     first->free.clear();
@@ -76,7 +77,7 @@ std::shared_ptr<NodeSharedMemory> NodeSharedMemory::open(Communicator& group, st
   constexpr int kFields = 5;
   Tensor mine = Tensor::empty({kFields}, DType::kI64);
   int64_t* m = mine.data<int64_t>();
-  m[0] = static_cast<int64_t>(std::hash<std::string>{}(node_identity()));
+  m[0] = static_cast<int64_t>(std::hash<std::string>{}(node));
   m[1] = getpid();
   m[2] = first ? first->fd : -1;
   m[3] = first ? static_cast<int64_t>(first->bytes) : 0;
@@ -244,9 +245,10 @@ std::shared_ptr<NodeSharedMemory> shared_memory_for_rows(Communicator& group,
   std::string reason = "comm.expert_exchange = \"messages\"";
   std::shared_ptr<NodeSharedMemory> shared;
   if (mode != "messages") {
-    const Topology topology = discover_topology(group, ranks_per_node);
-    if (topology.nodes > 1)
-      reason = "the group spans " + std::to_string(topology.nodes) + " nodes";
+    // Simulated nodes need no exchange to be known; real ones, open() tells apart itself.
+    const int nodes = ranks_per_node > 0 ? discover_topology(group, ranks_per_node).nodes : 1;
+    if (nodes > 1)
+      reason = "the group spans " + std::to_string(nodes) + " nodes";
     else
       shared = NodeSharedMemory::open(group, &reason, timeout_ms);
   }

@@ -334,10 +334,17 @@ TEST_P(ExpertDispatchModes, RoundTripRestoresTokensExactly) {
   // Combine in bf16: half the bytes; each token comes back as its bf16 rounding.
   Tensor rows_bf16 = Tensor::empty(rows.shape(), DType::kBF16);
   kernels::convert(rows, rows_bf16);
-  const Tensor y16 = dispatcher.combine(rows_bf16, half, layout);
+  Tensor slots16;
+  const Tensor y16 = dispatcher.combine(rows_bf16, half, layout, &slots16);
   check_dtype(y16, DType::kF32, "bf16 combine result");
   for (int64_t i = 0; i < tokens * d; ++i)
     ASSERT_EQ(y16.data<float>()[i], to_float(to_bf16(x.data<float>()[i])));
+  // The rows kept for the backward: widened to fp32, in the plan's order.
+  check_dtype(slots16, DType::kF32, "bf16 combine slot rows");
+  for (int64_t s = 0; s < 2 * tokens; ++s)
+    for (int64_t c = 0; c < d; ++c)
+      ASSERT_EQ(slots16.data<float>()[s * d + c],
+                to_float(to_bf16(x.data<float>()[layout.plan.token_of_row[s] * d + c])));
   // Every rank received exactly the copies routed to its experts by everyone.
   Tensor local = Tensor::zeros({experts}, DType::kI64);
   for (int64_t i = 0; i < 2 * tokens; ++i) ++local.data<int64_t>()[ids.data<int32_t>()[i]];
