@@ -88,11 +88,8 @@ HierarchicalLayout HierarchicalDispatcher::plan(const Tensor& expert_ids,
 // Token rows → the forwarding ranks, one row per trip.
 Tensor HierarchicalDispatcher::trips_out(const Tensor& rows, const HierarchicalLayout& layout) {
   const int64_t d = rows.dim(1), trips = static_cast<int64_t>(layout.trip_token.size());
-  const size_t row = d * dtype_size(rows.dtype());
   Tensor out = Tensor::empty({trips, d}, rows.dtype());
-  for (int64_t i = 0; i < trips; ++i)
-    std::memcpy(static_cast<char*>(out.raw_data()) + i * row,
-                static_cast<const char*>(rows.raw_data()) + layout.trip_token[i] * row, row);
+  kernels::gather_rows(rows, layout.trip_token, out);
   Tensor arrived = Tensor::empty({layout.trip_meta.dim(0), d}, rows.dtype());
   rail_->all_to_all_v(out, layout.rail_send, arrived, layout.rail_recv).wait();
   return arrived;
@@ -138,11 +135,8 @@ Tensor HierarchicalDispatcher::dispatch(const Tensor& x, const HierarchicalLayou
     if (n != topology_.node) rows_across_nodes_ += layout.rail_send[n];
   const Tensor arrived = trips_out(x, layout);
   const int64_t d = x.dim(1), copies = static_cast<int64_t>(layout.copy_trip.size());
-  const size_t row = d * dtype_size(x.dtype());
   Tensor copy_rows = Tensor::empty({copies, d}, x.dtype());
-  for (int64_t c = 0; c < copies; ++c)
-    std::memcpy(static_cast<char*>(copy_rows.raw_data()) + c * row,
-                static_cast<const char*>(arrived.raw_data()) + layout.copy_trip[c] * row, row);
+  kernels::gather_rows(arrived, layout.copy_trip, copy_rows);
   return fan_out_->dispatch(copy_rows, layout.node);
 }
 

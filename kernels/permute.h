@@ -22,6 +22,8 @@ struct PermutePlan {
 // Stable counting sort of (token, slot) by expert id: within an expert, tokens keep their order.
 PermutePlan make_permute_plan(const Tensor& expert_ids, int64_t n_experts);
 
+// dst[i] = src[index[i]] for every row i of dst (rows of any dtype and shape).
+void gather_rows(const Tensor& src, const std::vector<int64_t>& index, Tensor& dst);
 // xp[r] = x[token_of_row[r]]; x [N, d], xp [N·k, d].
 void permute_rows(const Tensor& x, const PermutePlan& plan, Tensor& xp);
 // dx[t] = Σ_j dxp[row_of_slot[t·k+j]] (overwrites dx).

@@ -34,18 +34,31 @@ PermutePlan make_permute_plan(const Tensor& expert_ids, int64_t n_experts) {
   return plan;
 }
 
-void permute_rows(const Tensor& x, const PermutePlan& plan, Tensor& xp) {
-  TANDEM_PROFILE_SCOPE("permute_rows");
-  const int64_t d = x.dim(1), rows = plan.n_tokens * plan.top_k;
-  check_shape(x, {plan.n_tokens, d}, "permute input");
-  check_shape(xp, {rows, d}, "permute output");
-  check_same_dtype({&x, &xp}, "permute_rows");
-  const size_t row_bytes = d * dtype_size(x.dtype());
-  const char* src = static_cast<const char*>(x.raw_data());
-  char* dst = static_cast<char*>(xp.raw_data());
+void gather_rows(const Tensor& src, const std::vector<int64_t>& index, Tensor& dst) {
+  TANDEM_PROFILE_SCOPE("gather_rows");
+  const int64_t rows = static_cast<int64_t>(index.size());
+  TANDEM_CHECK(dst.ndim() >= 1 && dst.dim(0) == rows, "gather_rows: ", rows,
+               " indices for an output of shape ", shape_string(dst.shape()));
+  check_same_dtype({&src, &dst}, "gather_rows");
+  const int64_t src_rows = src.ndim() ? src.dim(0) : 0;
+  const size_t row_bytes = rows > 0 ? dst.nbytes() / rows : 0;
+  TANDEM_CHECK(rows == 0 || src_rows * row_bytes == src.nbytes(), "gather_rows: rows of ",
+               row_bytes, " bytes from a source of shape ", shape_string(src.shape()));
+  for (int64_t i : index)  // checked before the parallel loop, which must not throw
+    TANDEM_CHECK(i >= 0 && i < src_rows, "gather_rows: index ", i, " outside a source of ",
+                 src_rows, " rows");
+  const char* from = static_cast<const char*>(src.raw_data());
+  char* to = static_cast<char*>(dst.raw_data());
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r)
-    std::memcpy(dst + r * row_bytes, src + plan.token_of_row[r] * row_bytes, row_bytes);
+    std::memcpy(to + r * row_bytes, from + index[r] * row_bytes, row_bytes);
+}
+
+void permute_rows(const Tensor& x, const PermutePlan& plan, Tensor& xp) {
+  const int64_t d = x.dim(1);
+  check_shape(x, {plan.n_tokens, d}, "permute input");
+  check_shape(xp, {plan.n_tokens * plan.top_k, d}, "permute output");
+  gather_rows(x, plan.token_of_row, xp);
 }
 
 void permute_rows_backward(const Tensor& dxp, const PermutePlan& plan, Tensor& dx) {
