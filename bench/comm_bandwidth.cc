@@ -42,7 +42,7 @@ double timed(Communicator& world, const std::function<void()>& body, int trials 
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto world_owner = MpiCommunicator::world({120000});
+  auto world_owner = MpiCommunicator::world(WatchdogOptions::with_timeout(120000));
   Communicator& world = *world_owner;
   const int rank = world.rank(), n = world.size();
   const double mib = argc > 1 ? std::atof(argv[1]) : 64.0;
@@ -112,15 +112,7 @@ int main(int argc, char** argv) {
   double mpi_p2p = 0, ucx_p2p = 0, ucx_dispatch_s = 0;
   const int64_t message = 4 << 20;  // a micro-batch of activations: 4096 tokens × 256 fp32
   if (n >= 2) {
-    std::unique_ptr<StoreServer> server;
-    int port = 0;
-    if (lead) {
-      server = std::make_unique<StoreServer>("127.0.0.1", 0);
-      port = server->port();
-    }
-    MPI_Bcast(&port, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    auto store = std::make_shared<StoreClient>("127.0.0.1", port, 30000);
-    auto ucx = UcxCommunicator::world(store, rank, n, 120000);
+    auto ucx = UcxCommunicator::over(world);
     Tensor msg = Tensor::empty({message}, DType::kU8);
     auto pingpong = [&](Communicator& c) {
       return [&c, &msg, rank] {

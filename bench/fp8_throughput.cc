@@ -13,6 +13,7 @@
 #include <functional>
 #include <vector>
 
+#include "comm/bootstrap.h"
 #include "kernels/fp8.h"
 #include "runtime/core/random.h"
 #include "runtime/core/runtime_context.h"
@@ -36,7 +37,7 @@ double best_seconds(const std::function<void()>& body, int reps) {
 
 int main() {
   using namespace tandem;
-  set_thread_count(default_thread_count());
+  set_thread_count(default_thread_count(comm::detect_launch().local_size));
   std::printf("fp8_throughput: %d threads, AVX2 encode path: %s\n\n", runtime().threads,
               kernels::fp8_uses_avx2() ? "yes" : "no");
 

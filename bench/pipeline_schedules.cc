@@ -141,7 +141,7 @@ int main(int argc, char** argv) {
     }
     if (schedules.empty()) schedules = {config.parallel.schedule};
     config.train.steps = steps + 1;
-    comm::World world = comm::join_world({"auto", 300000});
+    comm::World world = comm::join_world({"auto", 300000, "", true});
     runtime().rank = world.comm->rank();
     set_thread_count(1);
     const bool root = world.comm->rank() == 0;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/bootstrap.h"
 #include "runtime/core/config.h"
 #include "runtime/core/runtime_context.h"
 #include "runtime/model/model_stats.h"
@@ -108,8 +109,9 @@ int main(int argc, char** argv) {
     for (const auto& o : overrides) apply_override(config, o);
     config.train.steps = warmup + steps;
     validate_config(config);
-    set_thread_count(config.train.threads > 0 ? static_cast<int>(config.train.threads)
-                                              : default_thread_count());
+    set_thread_count(config.train.threads > 0
+                         ? static_cast<int>(config.train.threads)
+                         : default_thread_count(comm::detect_launch().local_size));
     std::printf("train_efficiency: %s, %d threads, batch %lld x %lld tokens\n", config_path.c_str(),
                 runtime().threads, static_cast<long long>(config.train.batch_size),
                 static_cast<long long>(config.model.seq_len));

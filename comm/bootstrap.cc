@@ -1,7 +1,10 @@
 // Launcher environment detection.
 #include "comm/bootstrap.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
+#include <fstream>
 #include <optional>
 #include <sstream>
 #include <vector>
@@ -161,7 +164,6 @@ LaunchInfo detect_launch(const EnvironmentLookup& lookup) {
     found.push_back(read_set(set, lookup));
     found_sets.push_back(&set);
   }
-  if (found.empty()) return LaunchInfo{};
   for (size_t i = 1; i < found.size(); ++i) {
     if (found[i].rank == found[0].rank && found[i].world_size == found[0].world_size &&
         found[i].local_rank == found[0].local_rank && found[i].local_size == found[0].local_size)
@@ -173,7 +175,7 @@ LaunchInfo detect_launch(const EnvironmentLookup& lookup) {
                       "unset the variables of the launcher that did not start this process");
   }
   // Keep what each launcher adds: slurm's node id, torchrun's rendezvous address.
-  LaunchInfo info = found[0];
+  LaunchInfo info = found.empty() ? LaunchInfo{} : found[0];
   for (const auto& other : found) {
     if (other.node_id >= 0) info.node_id = other.node_id;
     if (!other.master_addr.empty()) {
@@ -181,11 +183,41 @@ LaunchInfo detect_launch(const EnvironmentLookup& lookup) {
       info.master_port = other.master_port;
     }
   }
+  if (const char* run_id = lookup("TANDEM_RUN_ID"); run_id && *run_id) {
+    info.run_id = run_id;
+  } else if (const char* job = lookup("SLURM_JOB_ID"); job && *job) {
+    info.run_id = std::string("slurm-") + job;
+  }
+  TANDEM_USER_CHECK(info.run_id.find_first_of("/ \t\n") == std::string::npos, "TANDEM_RUN_ID='",
+                    info.run_id,
+                    "' must not contain '/' or white space (it names the job's store keys)");
+  if (lookup("TANDEM_RESTART_COUNT")) info.restart_count = to_int(lookup, "TANDEM_RESTART_COUNT");
+  if (const char* token = lookup("TANDEM_STORE_TOKEN")) info.store_token = token;
   return info;
 }
 
-LaunchInfo detect_launch() {
-  return detect_launch([](const char* name) -> const char* { return std::getenv(name); });
+std::string LaunchInfo::store_namespace() const {
+  return "tandem/" + run_id + "/attempt" + std::to_string(restart_count) + "/";
+}
+
+const LaunchInfo& detect_launch() {
+  // Computed once and never changed: the environment a process was started with.
+  static const LaunchInfo info =
+      detect_launch([](const char* name) -> const char* { return std::getenv(name); });
+  return info;
+}
+
+const std::string& node_identity() {
+  static const std::string identity = [] {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    std::string boot;
+    std::ifstream("/proc/sys/kernel/random/boot_id") >> boot;
+    char ns[128] = {};
+    const ssize_t n = readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+    return std::string(host) + '|' + boot + '|' + (n > 0 ? std::string(ns, n) : std::string());
+  }();
+  return identity;
 }
 
 }  // namespace tandem::comm

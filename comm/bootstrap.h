@@ -1,7 +1,9 @@
 // Who am I: a rank learns its place in the job from whatever started it — Open MPI's mpirun
 // (OMPI_COMM_WORLD_*), slurm's srun (SLURM_*), or the torchrun convention (RANK, WORLD_SIZE,
 // LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT). A partial set of variables, or two
-// launchers that disagree, is refused with a message listing everything found.
+// launchers that disagree, is refused with a message listing everything found. Everything else
+// that depends on the launcher — ranks per node (for thread counts), which node this is (for the
+// topology and shared memory), the store's namespace and token — is computed here and only here.
 #pragma once
 
 #include <functional>
@@ -21,13 +23,26 @@ struct LaunchInfo {
   int node_id = -1;         // slurm only; otherwise derived from hostnames (topology)
   std::string master_addr;  // torchrun: where the rendezvous store is served
   int master_port = 0;
+  // Which job and which attempt of it (tandem-launch sets TANDEM_RUN_ID and
+  // TANDEM_RESTART_COUNT; slurm's job id or "job" otherwise, attempt 0): store keys live under
+  // store_namespace(), so a restarted job never reads a key of an earlier attempt.
+  std::string run_id = "job";
+  int restart_count = 0;
+  std::string store_token;  // TANDEM_STORE_TOKEN: the shared secret a store client must present
+  std::string store_namespace() const;
 };
 
 using EnvironmentLookup = std::function<const char*(const char*)>;
 
 // Reads the launcher variables through `lookup` (std::getenv by default; tests pass a map).
 LaunchInfo detect_launch(const EnvironmentLookup& lookup);
-LaunchInfo detect_launch();
+// This process's launch, read from the environment once (later calls return the same).
+const LaunchInfo& detect_launch();
+
+// What makes two processes "on the same node" for tandem: the hostname (a UTS namespace counts as
+// a host of its own), the boot id and the pid namespace (only then can they map each other's
+// memory through /proc/<pid>). The same text on every rank of a node.
+const std::string& node_identity();
 
 // Tasks on node `node_id` from slurm's SLURM_TASKS_PER_NODE syntax, e.g. "4(x2),3" → 4, 4, 3.
 int slurm_tasks_on_node(const std::string& tasks_per_node, int node_id);

@@ -2,18 +2,17 @@
 #include "comm/communicator.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 
 namespace tandem::comm {
 
-CommHandle& CommHandle::operator=(CommHandle&& other) noexcept {
+CommHandle& CommHandle::operator=(CommHandle&& other) {
   if (this != &other) {
-    if (work_) {
-      try {
-        work_->wait();
-      } catch (...) {
-      }
-    }
+    // test() may throw the old operation's failure: it then reaches the one assigning.
+    TANDEM_CHECK(!work_ || test(), "assigning over the unfinished ", work_->describe(),
+                 ": wait() on it (or test() until true) before reusing its handle");
     work_ = std::move(other.work_);
   }
   return *this;
@@ -23,27 +22,49 @@ CommHandle::~CommHandle() {
   if (!work_) return;
   if (std::uncaught_exceptions() > 0) {
     // An error is on its way out: waiting here for a peer that may never come would stall the
-    // report by a whole watchdog timeout per pending operation. The operation is abandoned
-    // (leaked, deliberately); the owner keeps its buffers alive or the process is ending.
-    static_cast<void>(work_.release());
+    // report by a whole watchdog timeout per pending operation.
+    abandon();
     return;
   }
+  std::string failure;
   try {
-    work_->wait();
-  } catch (...) {
-    // A destructor cannot report; the owner saw (or will see) the timeout through another wait.
+    if (work_->test()) return;
+    failure = "destroyed the handle of the unfinished " + work_->describe() +
+              " without waiting on it: its buffers could be freed under the transport";
+  } catch (const std::exception& error) {
+    failure = "destroyed the handle of " + work_->describe() +
+              " without waiting on it, and the operation failed: " + error.what();
   }
+  std::fprintf(stderr, "tandem: fatal: %s\n", failure.c_str());
+  std::fflush(nullptr);
+  std::abort();
+}
+
+void CommHandle::abandon() {
+  // Leaked deliberately: the operation's buffers stay valid for a transport that may still write
+  // them; the process is reporting an error and will end.
+  static_cast<void>(work_.release());
 }
 
 void CommHandle::wait() {
   if (!work_) return;
-  work_->wait();
+  try {
+    work_->wait();
+  } catch (...) {
+    abandon();
+    throw;
+  }
   work_.reset();
 }
 
 bool CommHandle::test() {
   if (!work_) return true;
-  if (!work_->test()) return false;
+  try {
+    if (!work_->test()) return false;
+  } catch (...) {
+    abandon();
+    throw;
+  }
   work_.reset();
   return true;
 }

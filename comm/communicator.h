@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/faults.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/tensor.h"
 
@@ -23,34 +24,39 @@ struct RowBlock {
   int64_t rows;
 };
 
-// Thrown by CommHandle::wait() when an operation passes its deadline; what() is the full report.
-class CommTimeout : public Error {
- public:
-  using Error::Error;
-};
+class Watchdog;
 
 // A started operation.
 class Work {
  public:
   virtual ~Work() = default;
-  virtual bool test() = 0;  // true once complete; never blocks
-  virtual void wait() = 0;  // blocks until complete or throws CommTimeout
+  // true once complete; never blocks; throws the operation's failure (CommFault, Error)
+  virtual bool test() = 0;
+  virtual void wait() = 0;  // blocks until complete, or throws CommTimeout or the failure
+  // "all_reduce #3 on group 'world' (4096 bytes)", for errors about the handle itself.
+  virtual std::string describe() const = 0;
 };
 
-// Owns a started operation. Destroying an unfinished handle waits for it: the buffers it reads and
-// writes must not be freed under it. While an exception unwinds it abandons the operation instead,
-// so that an error is reported at once rather than after a timeout per pending operation.
+// Owns a started operation; whoever holds it must wait() (or test() until true) before dropping
+// it. A failure reaches whoever waits: wait() and test() rethrow it, once, and the handle is then
+// empty (the operation is abandoned, with its buffers kept, since a transport may still touch
+// them). Assigning over an unfinished handle throws an Error naming its operation; destroying
+// one is a fatal error that names it — never a silent wait that might swallow a failure. While
+// an exception unwinds, a destroyed handle abandons its operation instead, so the error is
+// reported at once rather than after a timeout per pending operation.
 class CommHandle {
  public:
   CommHandle() = default;
   explicit CommHandle(std::unique_ptr<Work> work) : work_(std::move(work)) {}
   CommHandle(CommHandle&&) = default;
-  CommHandle& operator=(CommHandle&& other) noexcept;
+  CommHandle& operator=(CommHandle&& other);
   ~CommHandle();
   void wait();
   bool test();
+  bool pending() const { return work_ != nullptr; }
 
  private:
+  void abandon();
   std::unique_ptr<Work> work_;
 };
 
@@ -63,6 +69,9 @@ class Communicator {
   virtual const std::string& name() const = 0;
   // World ranks of this group's members, by group rank.
   virtual const std::vector<int>& world_ranks() const = 0;
+  // The job's watchdog (flight recorder, store), shared by every group of the process; null for
+  // a communicator that has none.
+  virtual std::shared_ptr<Watchdog> watchdog() const { return nullptr; }
 
   // In place over every rank's tensor. Reductions need fp32, fp64, int32 or int64.
   virtual CommHandle all_reduce(Tensor& tensor, ReduceOp op = ReduceOp::kSum) = 0;

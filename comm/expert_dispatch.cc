@@ -83,6 +83,7 @@ class SharedExchangeWork final : public Work {
     }
     *finished_ = true;
   }
+  std::string describe() const override { return what_; }
 
  private:
   void run_step() {

@@ -10,9 +10,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <fstream>
 #include <functional>
 
+#include "comm/bootstrap.h"
 #include "comm/topology.h"
 
 namespace tandem::comm {
@@ -25,18 +25,6 @@ constexpr size_t kSegmentGranule = size_t{2} << 20;
 
 size_t round_up(size_t n, size_t to) {
   return (n + to - 1) / to * to;
-}
-
-// What tells two processes apart as being on the same machine and in the same pid namespace:
-// only then does /proc/<pid> of a peer name that peer.
-std::string node_identity() {
-  char host[256] = {};
-  gethostname(host, sizeof host - 1);
-  std::string boot;
-  std::ifstream("/proc/sys/kernel/random/boot_id") >> boot;
-  char ns[128] = {};
-  const ssize_t n = readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
-  return std::string(host) + '|' + boot + '|' + (n > 0 ? std::string(ns, n) : std::string());
 }
 
 }  // namespace

@@ -1,14 +1,13 @@
-// Node discovery by hostname and the node/rail sub-groups.
+// Node discovery by node identity and the node/rail sub-groups.
 #include "comm/topology.h"
 
-#include <unistd.h>
-
-#include "runtime/core/device.h"
-
 #include <algorithm>
-#include <cstring>
+#include <functional>
 #include <map>
 #include <string>
+
+#include "comm/bootstrap.h"
+#include "runtime/core/device.h"
 
 namespace tandem::comm {
 
@@ -21,15 +20,15 @@ Topology discover_topology(Communicator& group, int ranks_per_node) {
                       " does not divide the ", size, " ranks");
     for (int r = 0; r < size; ++r) t.node_of_rank[r] = r / ranks_per_node;
   } else {
-    constexpr int kHostBytes = 256;
-    Tensor mine = Tensor::zeros({kHostBytes}, DType::kU8);
-    gethostname(reinterpret_cast<char*>(mine.data<uint8_t>()), kHostBytes - 1);
-    Tensor all = Tensor::empty({static_cast<int64_t>(size) * kHostBytes}, DType::kU8);
+    // 64 bits of each rank's node identity: two nodes alike by chance is a 2^-64 event.
+    Tensor mine = Tensor::empty({1}, DType::kI64);
+    mine.data<int64_t>()[0] = static_cast<int64_t>(std::hash<std::string>{}(node_identity()));
+    Tensor all = Tensor::empty({size}, DType::kI64);
     group.all_gather(mine, all).wait();
-    std::map<std::string, int> node_ids;  // numbered in order of first appearance
+    std::map<int64_t, int> node_ids;  // numbered in order of first appearance
     for (int r = 0; r < size; ++r) {
-      const std::string host(reinterpret_cast<const char*>(all.data<uint8_t>()) + r * kHostBytes);
-      const auto [it, inserted] = node_ids.emplace(host, static_cast<int>(node_ids.size()));
+      const auto [it, inserted] =
+          node_ids.emplace(all.data<int64_t>()[r], static_cast<int>(node_ids.size()));
       t.node_of_rank[r] = it->second;
     }
   }

@@ -1,6 +1,7 @@
-// Which ranks share a node (hostname exchange, or a ranks-per-node override to simulate nodes on
-// one machine), and the groups hierarchical communication uses: the ranks of one node (the NVLink
-// domain) and the ranks with the same local index across nodes (one InfiniBand rail).
+// Which ranks share a node (node identities exchanged, see bootstrap.h, or a ranks-per-node
+// override to simulate nodes on one machine), and the groups hierarchical communication uses: the
+// ranks of one node (the NVLink domain) and the ranks with the same local index across nodes (one
+// InfiniBand rail).
 #pragma once
 
 #include <memory>

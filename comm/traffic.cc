@@ -58,7 +58,9 @@ Communicator& BackendWorlds::backend(const std::string& name) {
   } else if (name == "ucx") {
     if (!joined_is_mpi) return joined;  // the joined world already is UCX
     // Under MPI, UCX worker addresses travel through an all-gather on the MPI world.
-    comm = UcxCommunicator::over(joined, static_cast<MpiCommunicator&>(joined).store(), timeout_ms);
+    auto ucx = UcxCommunicator::over(joined);
+    ucx->set_node_collectives(config_.node_collectives);
+    comm = std::move(ucx);
   } else if (name == "nccl") {
 #ifdef TANDEM_HAVE_CUDA
     comm = NcclCommunicator::create(joined, cuda_device_, timeout_ms);

@@ -1,37 +1,117 @@
-// Deadline waits and the "who never arrived" report.
+// Deadline waits, the heartbeat that answers peers' requests for flight records, and the "who
+// never arrived" report built from those records.
 #include "comm/watchdog.h"
 
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <map>
 #include <sstream>
-#include <thread>
 
-#include "comm/communicator.h"
+#include "comm/faults.h"
+#include "runtime/core/logging.h"
 
 namespace tandem::comm {
 
 namespace {
-std::string arrival_key(const std::string& group, int world_rank) {
-  return "tandem/entered/" + group + "/" + std::to_string(world_rank);
+
+using Clock = std::chrono::steady_clock;
+
+// Store keys (the store client prefixes them with the job's namespace).
+constexpr const char* kDumpKey = "flight/requests";
+std::string record_key(int world_rank) {
+  return "flight/record/" + std::to_string(world_rank);
 }
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
 }  // namespace
 
-Watchdog::Watchdog(std::shared_ptr<StoreClient> store, int world_rank, int timeout_ms)
-    : store_(std::move(store)), world_rank_(world_rank), timeout_ms_(timeout_ms) {}
+std::string describe_op(const OpRecord& op) {
+  std::ostringstream out;
+  out << op.op;
+  if (op.seq > 0) out << " #" << op.seq;
+  out << " on group '" << op.group << "' (" << op.bytes << " bytes)";
+  return out.str();
+}
 
-void Watchdog::enter(const OpRecord& op) {
-  if (store_) store_->set(arrival_key(op.group, world_rank_), std::to_string(op.seq) + " " + op.op);
+Watchdog::Watchdog(std::shared_ptr<StoreClient> store, int world_rank, WatchdogOptions options)
+    : store_(std::move(store)),
+      world_rank_(world_rank),
+      options_(std::move(options)),
+      recorder_(world_rank) {
+  if (store_) heartbeat_ = std::thread([this] { heartbeat_loop(); });
+}
+
+Watchdog::~Watchdog() {
+  {
+    std::lock_guard lock(stop_mutex_);
+    stopping_ = true;
+  }
+  stop_.notify_all();
+  if (heartbeat_.joinable()) heartbeat_.join();
+}
+
+std::string Watchdog::flight_record_path() const {
+  std::string dir = options_.flight_record_dir;
+  if (dir.empty()) {
+    const char* log_dir = std::getenv("TANDEM_LOG_DIR");
+    dir = log_dir && *log_dir ? log_dir : ".";
+  }
+  return dir + "/tandem-flight-rank" + std::to_string(world_rank_) + ".tsv";
+}
+
+double Watchdog::report_window_s() const {
+  return std::min(10.0, 3.0 * options_.heartbeat_ms / 1000.0 + 1.0);
+}
+
+void Watchdog::linger_for_peer_reports() const {
+  if (options_.serves_store)
+    std::this_thread::sleep_for(std::chrono::duration<double>(report_window_s() + 1.0));
+}
+
+void Watchdog::heartbeat_loop() {
+  std::unique_lock lock(stop_mutex_);
+  while (!stopping_) {
+    stop_.wait_for(lock, std::chrono::milliseconds(options_.heartbeat_ms));
+    if (stopping_) return;
+    lock.unlock();
+    try {
+      // The one request of a healthy job: has any rank asked for the records since we last
+      // published ours?
+      const int64_t requested = store_->add(kDumpKey, 0);
+      if (requested > 0) publish(static_cast<uint64_t>(requested));
+    } catch (const std::exception& error) {
+      lock.lock();
+      store_failure_ = error.what();
+      return;  // the client is broken for good; a wait that times out reports it
+    }
+    lock.lock();
+  }
+}
+
+// Writes this rank's record to the store (answering request `generation`) and to its file.
+void Watchdog::publish(uint64_t generation) {
+  std::lock_guard lock(publish_mutex_);
+  if (generation <= published_generation_) return;
+  const std::string record = recorder_.serialize();
+  const std::string path = flight_record_path();
+  std::ofstream file(path);
+  file << record;
+  if (!file.good()) log_warn("could not write the flight record to ", path);
+  store_->set(record_key(world_rank_), std::to_string(generation) + "\n" + record);
+  published_generation_ = generation;
 }
 
 void Watchdog::wait(const std::function<bool()>& poll, const OpRecord& op) {
-  using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
-  const auto deadline = start + std::chrono::milliseconds(timeout_ms_);
+  const auto deadline = start + std::chrono::milliseconds(options_.timeout_ms);
   auto pause = std::chrono::microseconds(0);
   for (int spins = 0;; ++spins) {
     if (poll()) return;
-    const auto now = Clock::now();
-    if (now >= deadline)
-      throw CommTimeout(report(op, std::chrono::duration<double>(now - start).count()));
+    if (Clock::now() >= deadline) throw CommTimeout(report(op, seconds_since(start)));
     // Spin briefly for latency, then back off to sleeping up to 1 ms between polls.
     if (spins > 200) {
       pause = std::min(std::chrono::microseconds(1000), pause + std::chrono::microseconds(20));
@@ -46,29 +126,103 @@ std::string Watchdog::report(const OpRecord& op, double waited_seconds) {
   std::ostringstream out;
   out.setf(std::ios::fixed);
   out.precision(1);
-  out << "rank " << world_rank_ << ": " << op.op << " #" << op.seq << " on group '" << op.group
-      << "' (" << op.bytes << " bytes) did not complete within " << waited_seconds << " s";
-  if (op.seq == 0) return out.str() + "; check that the peer posts the matching send/recv";
-  if (!store_) return out.str() + "; no out-of-band store to tell which ranks are missing";
-  std::vector<std::string> missing;
-  for (int member : op.members) {
-    const auto entered = store_->get(arrival_key(op.group, member), 200);
-    uint64_t seq = 0;
-    std::string name;
-    if (entered) std::istringstream(*entered) >> seq >> name;
-    if (entered && (seq > op.seq || (seq == op.seq && name == op.op))) continue;
+  out << "rank " << world_rank_ << ": " << describe_op(op) << " did not complete within "
+      << waited_seconds << " s";
+  const std::vector<int> members = op.members ? *op.members : std::vector<int>{};
+  if (!store_) {
+    // Without a store there is still this rank's own record.
+    std::ofstream(flight_record_path()) << recorder_.serialize();
+    return out.str() +
+           (op.seq == 0 ? "; check that the peer posts the matching send/recv"
+                        : "; no out-of-band store to tell which ranks are missing") +
+           " (flight record: " + flight_record_path() + ")";
+  }
+  {
+    std::lock_guard lock(stop_mutex_);
+    if (!store_failure_.empty())
+      return out.str() + "; the store cannot be asked which ranks are missing: " + store_failure_;
+  }
+  // Ask everyone for their records, publish ours, and collect the members' within a bound that
+  // lets every live peer's heartbeat answer.
+  std::map<int, PeerRecord> records;
+  const auto start = Clock::now();
+  // A record counts if it was written after this wait began: peers that timed out themselves
+  // and have exited left theirs, written for their own request.
+  const double waited_since_s =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count() -
+      waited_seconds - 1.0;
+  const double answer_s = report_window_s();
+  std::string store_trouble;
+  try {
+    const auto generation = static_cast<uint64_t>(store_->add(kDumpKey, 1));
+    publish(generation);
+    std::vector<int> waiting;
+    for (int member : members)
+      if (member != world_rank_) waiting.push_back(member);
+    while (!waiting.empty() && seconds_since(start) < answer_s) {
+      std::erase_if(waiting, [&](int member) {
+        const auto text = store_->get(record_key(member), 0);
+        if (!text) return false;
+        const size_t newline = text->find('\n');
+        if (newline == std::string::npos) return false;
+        PeerRecord record = FlightRecorder::parse(text->substr(newline + 1));
+        if (record.written_s < waited_since_s) return false;  // from before this hang
+        records[member] = std::move(record);
+        return true;
+      });
+      if (!waiting.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  } catch (const std::exception& error) {
+    // What was gathered still counts; the ranks not heard from are listed as silent.
+    store_trouble = error.what();
+  }
+  std::vector<std::string> missing, silent;
+  for (int member : members) {
+    if (member == world_rank_) continue;
+    const auto found = records.find(member);
+    if (found == records.end()) {
+      silent.push_back(std::to_string(member));
+      continue;
+    }
+    const PeerRecord& peer = found->second;
+    if (op.seq == 0) {
+      // A send/recv: say what the peer is doing instead.
+      out << "; rank " << member << " is "
+          << (peer.oldest_pending.empty() ? "in no communication (computing, or past this point)"
+                                          : "waiting in " + peer.oldest_pending);
+      continue;
+    }
+    const auto group = peer.groups.find(op.group);
+    const GroupProgress progress = group != peer.groups.end() ? group->second : GroupProgress{};
+    if (progress.entered_seq > op.seq ||
+        (progress.entered_seq == op.seq && progress.entered_op == op.op))
+      continue;
     std::ostringstream who;
     who << member << " (last entered on this group: "
-        << (entered ? name + " #" + std::to_string(seq) : std::string("nothing")) << ")";
+        << (progress.entered_seq ? progress.entered_op + " #" + std::to_string(progress.entered_seq)
+                                 : std::string("nothing"));
+    if (!peer.oldest_pending.empty()) who << "; waiting in " << peer.oldest_pending;
+    who << ")";
     missing.push_back(who.str());
   }
-  if (missing.empty()) {
-    out << "; every rank of the group entered it, so one is stuck inside it (a dead peer or "
-           "network?)";
-  } else {
-    out << "; ranks that never arrived: ";
-    for (size_t i = 0; i < missing.size(); ++i) out << (i ? ", " : "") << missing[i];
+  auto join = [](const std::vector<std::string>& items) {
+    std::string text;
+    for (const auto& item : items) text += (text.empty() ? "" : ", ") + item;
+    return text;
+  };
+  if (op.seq > 0) {
+    if (!missing.empty()) {
+      out << "; ranks that never arrived: " << join(missing);
+    } else if (silent.empty()) {
+      out << "; every rank of the group entered it, so one is stuck inside it (a dead peer or "
+             "network?)";
+    }
   }
+  if (!silent.empty())
+    out << "; ranks that did not answer within " << answer_s
+        << " s (frozen, dead, or cut off from the store): " << join(silent);
+  if (!store_trouble.empty()) out << "; and the store stopped answering: " << store_trouble;
+  out << " (flight records: " << flight_record_path() << " and the same name per rank)";
   return out.str();
 }
 

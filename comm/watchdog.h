@@ -1,41 +1,88 @@
-// The hang watchdog. Each rank records in the store which operation of which group it entered
-// last; a wait that passes its deadline reads those records and reports the ranks that never
-// arrived, instead of hanging silently.
+// The hang watchdog. Operations are recorded only in this process (the flight recorder); the
+// store is touched once per heartbeat, whatever the number of collectives. A wait that passes
+// comm.timeout_s asks every peer, through the store, to publish its record, writes this rank's
+// to comm.flight_record_dir, and throws CommTimeout naming the op, its sequence number, the
+// group and the ranks that never arrived or never answered.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "comm/flight_recorder.h"
 #include "comm/store.h"
 
 namespace tandem::comm {
 
-struct OpRecord {
-  std::string op;     // "all_reduce"
-  std::string group;  // communicator name
-  uint64_t seq = 0;   // per-group sequence number, 1-based
-  size_t bytes = 0;
-  std::vector<int> members;  // world ranks of the group
+struct WatchdogOptions {
+  static WatchdogOptions with_timeout(int timeout_ms) {
+    WatchdogOptions options;
+    options.timeout_ms = timeout_ms;
+    return options;
+  }
+  int timeout_ms = 300000;
+  // Where each rank writes its flight record when a wait times out; empty: the launcher's log
+  // directory (TANDEM_LOG_DIR) when there is one, else the working directory.
+  std::string flight_record_dir;
+  // How often the heartbeat thread asks the store whether a peer wants the records: one request
+  // per interval is all the store sees of a healthy job.
+  int heartbeat_ms = 1000;
+  // This process serves the job's store (rank 0, when no launcher does).
+  bool serves_store = false;
 };
 
 class Watchdog {
  public:
   // store may be null (single process, or no out-of-band channel): reports then say so.
-  Watchdog(std::shared_ptr<StoreClient> store, int world_rank, int timeout_ms);
-  int timeout_ms() const { return timeout_ms_; }
-  void enter(const OpRecord& op);
+  Watchdog(std::shared_ptr<StoreClient> store, int world_rank, WatchdogOptions options);
+  ~Watchdog();
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+  int timeout_ms() const { return options_.timeout_ms; }
+  int world_rank() const { return world_rank_; }
+  const std::shared_ptr<StoreClient>& store() const { return store_; }
+  FlightRecorder& recorder() { return recorder_; }
+  const FlightRecorder& recorder() const { return recorder_; }
+
+  // Records the op (and sets op.ticket); no communication.
+  void enter(OpRecord& op) { recorder_.enter(op); }
+  void complete(const OpRecord& op) { recorder_.complete(op); }
   // Polls until poll() is true, sleeping progressively longer (never burning a core for long);
   // past the deadline throws CommTimeout with the report.
   void wait(const std::function<bool()>& poll, const OpRecord& op);
   std::string report(const OpRecord& op, double waited_seconds);
+  // Where this rank's record is written on a timeout.
+  std::string flight_record_path() const;
+  // How long a timed-out rank waits for its peers' records.
+  double report_window_s() const;
+  // Called before a process exits on a communication fault: if it serves the store, it keeps
+  // serving for one report window, so that the peers' own reports can still read the records.
+  void linger_for_peer_reports() const;
 
  private:
+  void heartbeat_loop();
+  void publish(uint64_t generation);
   std::shared_ptr<StoreClient> store_;
   int world_rank_;
-  int timeout_ms_;
+  WatchdogOptions options_;
+  FlightRecorder recorder_;
+  std::mutex publish_mutex_;
+  uint64_t published_generation_ = 0;
+  std::mutex stop_mutex_;
+  std::condition_variable stop_;
+  bool stopping_ = false;
+  std::string store_failure_;  // what the heartbeat learnt about the store, under stop_mutex_
+  std::thread heartbeat_;
 };
+
+// "all_reduce #3 on group 'world' (4096 bytes)"
+std::string describe_op(const OpRecord& op);
 
 }  // namespace tandem::comm

@@ -6,6 +6,19 @@
 
 namespace tandem::comm {
 
+StoreClientOptions job_store_options(const LaunchInfo& launch, int connect_timeout_ms,
+                                     const std::string& host_description) {
+  StoreClientOptions options;
+  options.connect_timeout_ms = connect_timeout_ms;
+  // A healthy store answers in milliseconds; a frozen host is reported after 5 s, well inside
+  // comm.timeout_s + 10 s even when a wait times out just before.
+  options.request_timeout_ms = 5000;
+  options.token = launch.store_token;
+  options.key_prefix = launch.store_namespace();
+  options.host_description = host_description;
+  return options;
+}
+
 World join_world(const WorldOptions& options) {
   World world;
   world.launch = detect_launch();
@@ -13,6 +26,9 @@ World join_world(const WorldOptions& options) {
   TANDEM_USER_CHECK(
       options.backend == "auto" || options.backend == "mpi" || options.backend == "ucx",
       "comm backend '", options.backend, "': expected auto, mpi or ucx");
+  WatchdogOptions watchdog_options;
+  watchdog_options.timeout_ms = options.timeout_ms;
+  watchdog_options.flight_record_dir = options.flight_record_dir;
   const bool mpi =
       options.backend == "mpi" || (options.backend == "auto" && l.launcher == Launcher::kOpenMpi);
   if (mpi) {
@@ -20,18 +36,29 @@ World join_world(const WorldOptions& options) {
                           l.launcher == Launcher::kSlurm,
                       "the MPI backend needs a job started by mpirun or srun --mpi=pmix, not ",
                       launcher_name(l.launcher), "; use the ucx backend");
-    world.comm = MpiCommunicator::world({options.timeout_ms});
+    world.comm = MpiCommunicator::world(watchdog_options);
+    world.watchdog = world.comm->watchdog();
+    world.store = world.watchdog->store();
     return world;
   }
   if (l.world_size > 1) {
     TANDEM_USER_CHECK(!l.master_addr.empty() && l.master_port > 0, "rank ", l.rank, " of ",
                       l.world_size, " (", launcher_name(l.launcher),
                       ") has no rendezvous address: set MASTER_ADDR and MASTER_PORT");
-    if (l.rank == 0)
-      world.store_server = std::make_unique<StoreServer>(l.master_addr, l.master_port);
-    world.store = std::make_shared<StoreClient>(l.master_addr, l.master_port, options.timeout_ms);
+    if (l.rank == 0) {
+      StoreOptions server_options;
+      server_options.token = l.store_token;
+      world.store_server =
+          std::make_unique<StoreServer>(l.master_addr, l.master_port, server_options);
+    }
+    world.store = std::make_shared<StoreClient>(l.master_addr, l.master_port,
+                                                job_store_options(l, options.timeout_ms, "rank 0"));
   }
-  world.comm = UcxCommunicator::world(world.store, l.rank, l.world_size, options.timeout_ms);
+  watchdog_options.serves_store = world.store_server != nullptr;
+  world.watchdog = std::make_shared<Watchdog>(world.store, l.rank, watchdog_options);
+  auto ucx = UcxCommunicator::world(world.store, world.watchdog, l.rank, l.world_size);
+  ucx->set_node_collectives(options.node_collectives);
+  world.comm = std::move(ucx);
   return world;
 }
 

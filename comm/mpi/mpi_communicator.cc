@@ -4,8 +4,11 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 
+#include "comm/bootstrap.h"
 #include "comm/mpi/mpi_check.h"
+#include "comm/world.h"
 
 namespace tandem::comm {
 
@@ -69,11 +72,11 @@ int byte_count(size_t bytes, const char* op) {
 
 class MpiWork final : public Work {
  public:
-  MpiWork(std::vector<MPI_Request> requests, OpRecord op, Watchdog& watchdog,
+  MpiWork(std::vector<MPI_Request> requests, OpRecord op, std::shared_ptr<Watchdog> watchdog,
           std::shared_ptr<void> keep_alive)
       : requests_(std::move(requests)),
         op_(std::move(op)),
-        watchdog_(watchdog),
+        watchdog_(std::move(watchdog)),
         keep_alive_(std::move(keep_alive)) {}
   bool test() override {
     if (done_) return true;
@@ -81,16 +84,18 @@ class MpiWork final : public Work {
     TANDEM_CHECK_MPI(MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag,
                                  MPI_STATUSES_IGNORE));
     done_ = flag != 0;
+    if (done_) watchdog_->complete(op_);
     return done_;
   }
   void wait() override {
-    if (!done_) watchdog_.wait([this] { return test(); }, op_);
+    if (!done_) watchdog_->wait([this] { return test(); }, op_);
   }
+  std::string describe() const override { return describe_op(op_); }
 
  private:
   std::vector<MPI_Request> requests_;
   OpRecord op_;
-  Watchdog& watchdog_;
+  std::shared_ptr<Watchdog> watchdog_;
   std::shared_ptr<void> keep_alive_;  // counts and displacements MPI reads until completion
   bool done_ = false;
 };
@@ -100,35 +105,49 @@ class MpiWork final : public Work {
 struct MpiCommunicator::Shared {
   std::unique_ptr<StoreServer> server;
   std::shared_ptr<StoreClient> client;
-  std::unique_ptr<Watchdog> watchdog;
+  std::shared_ptr<Watchdog> watchdog;  // after the client: its heartbeat uses it
+  ~Shared() {
+    watchdog.reset();
+    client.reset();
+  }
 };
 
-std::unique_ptr<MpiCommunicator> MpiCommunicator::world(const MpiOptions& options) {
+std::unique_ptr<MpiCommunicator> MpiCommunicator::world(const WatchdogOptions& options) {
   static MpiSession session;
   int rank = 0, size = 1;
   TANDEM_CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
   TANDEM_CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size));
   auto shared = std::make_shared<Shared>();
   if (size > 1) {
-    // The store lives on world rank 0; its host and port travel over MPI. All ranks on one host
-    // use the loopback address.
+    // The store lives on world rank 0; its host name and port travel over MPI. When every rank
+    // is on rank 0's node, they use the loopback address.
+    const LaunchInfo& launch = detect_launch();
+    int64_t node = static_cast<int64_t>(std::hash<std::string>{}(node_identity()));
+    int64_t nodes_alike = 0;
+    int64_t first_node = node;
+    TANDEM_CHECK_MPI(MPI_Bcast(&first_node, 1, MPI_INT64_T, 0, MPI_COMM_WORLD));
+    int64_t here = node == first_node ? 1 : 0;
+    TANDEM_CHECK_MPI(MPI_Allreduce(&here, &nodes_alike, 1, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD));
+    const bool one_node = nodes_alike == size;
     char host[256] = {};
     gethostname(host, sizeof host - 1);
-    std::vector<char> hosts(static_cast<size_t>(size) * 256);
-    TANDEM_CHECK_MPI(
-        MPI_Allgather(host, 256, MPI_CHAR, hosts.data(), 256, MPI_CHAR, MPI_COMM_WORLD));
-    bool one_host = true;
-    for (int r = 1; r < size; ++r) one_host &= std::strcmp(&hosts[r * 256], &hosts[0]) == 0;
-    const std::string store_host = one_host ? "127.0.0.1" : std::string(&hosts[0]);
+    TANDEM_CHECK_MPI(MPI_Bcast(host, sizeof host, MPI_CHAR, 0, MPI_COMM_WORLD));
+    const std::string store_host = one_node ? "127.0.0.1" : std::string(host);
     int port = 0;
     if (rank == 0) {
-      shared->server = std::make_unique<StoreServer>(one_host ? "127.0.0.1" : "0.0.0.0", 0);
+      StoreOptions server_options;
+      server_options.token = launch.store_token;
+      shared->server =
+          std::make_unique<StoreServer>(one_node ? "127.0.0.1" : "0.0.0.0", 0, server_options);
       port = shared->server->port();
     }
     TANDEM_CHECK_MPI(MPI_Bcast(&port, 1, MPI_INT, 0, MPI_COMM_WORLD));
-    shared->client = std::make_shared<StoreClient>(store_host, port, 30000);
+    shared->client =
+        std::make_shared<StoreClient>(store_host, port, job_store_options(launch, 30000, "rank 0"));
   }
-  shared->watchdog = std::make_unique<Watchdog>(shared->client, rank, options.timeout_ms);
+  WatchdogOptions watchdog_options = options;
+  watchdog_options.serves_store = shared->server != nullptr;
+  shared->watchdog = std::make_shared<Watchdog>(shared->client, rank, watchdog_options);
   MPI_Comm comm;
   TANDEM_CHECK_MPI(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
   return std::unique_ptr<MpiCommunicator>(new MpiCommunicator(comm, "world", std::move(shared)));
@@ -150,10 +169,11 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, std::shared_pt
       MPI_Group_translate_ranks(group, size_, local.data(), world_group, world_ranks_.data()));
   MPI_Group_free(&group);
   MPI_Group_free(&world_group);
+  members_ = std::make_shared<const std::vector<int>>(world_ranks_);
 }
 
-std::shared_ptr<StoreClient> MpiCommunicator::store() const {
-  return shared_->client;
+std::shared_ptr<Watchdog> MpiCommunicator::watchdog() const {
+  return shared_->watchdog;
 }
 
 MpiCommunicator::~MpiCommunicator() {
@@ -166,15 +186,30 @@ MpiCommunicator::~MpiCommunicator() {
 }
 
 OpRecord MpiCommunicator::begin(const char* op, size_t bytes) {
-  OpRecord record{op, name_, ++seq_, bytes, world_ranks_};
+  OpRecord record;
+  record.op = op;
+  record.group = name_;
+  record.seq = ++seq_;
+  record.bytes = bytes;
+  record.members = members_;
+  shared_->watchdog->enter(record);
+  return record;
+}
+
+OpRecord MpiCommunicator::begin_point_to_point(const char* op, size_t bytes, int peer) {
+  OpRecord record;
+  record.op = op;
+  record.group = name_;
+  record.bytes = bytes;
+  record.members = std::make_shared<const std::vector<int>>(1, world_ranks_[peer]);
   shared_->watchdog->enter(record);
   return record;
 }
 
 CommHandle MpiCommunicator::started(std::vector<MPI_Request> requests, OpRecord op,
                                     std::shared_ptr<void> keep_alive) {
-  return CommHandle(std::make_unique<MpiWork>(std::move(requests), std::move(op),
-                                              *shared_->watchdog, std::move(keep_alive)));
+  return CommHandle(std::make_unique<MpiWork>(std::move(requests), std::move(op), shared_->watchdog,
+                                              std::move(keep_alive)));
 }
 
 CommHandle MpiCommunicator::all_reduce(Tensor& tensor, ReduceOp op) {
@@ -278,7 +313,7 @@ CommHandle MpiCommunicator::exchange_rows(const Tensor& send, const std::vector<
 CommHandle MpiCommunicator::send(const Tensor& tensor, int peer, int tag) {
   TANDEM_CHECK(peer >= 0 && peer < size_ && peer != rank_, "send to rank ", peer, " from ", rank_,
                " in a group of ", size_);
-  OpRecord record{"send", name_, 0, tensor.nbytes(), {world_ranks_[peer]}};
+  OpRecord record = begin_point_to_point("send", tensor.nbytes(), peer);
   MPI_Request request;
   TANDEM_CHECK_MPI(MPI_Isend(tensor.raw_data(), byte_count(tensor.nbytes(), "send"), MPI_BYTE, peer,
                              tag, comm_, &request));
@@ -288,8 +323,7 @@ CommHandle MpiCommunicator::send(const Tensor& tensor, int peer, int tag) {
 CommHandle MpiCommunicator::recv(Tensor& tensor, int peer, int tag) {
   TANDEM_CHECK(peer >= 0 && peer < size_ && peer != rank_, "recv from rank ", peer, " on ", rank_,
                " in a group of ", size_);
-  OpRecord record{
-      "recv from rank " + std::to_string(world_ranks_[peer]), name_, 0, tensor.nbytes(), {}};
+  OpRecord record = begin_point_to_point("recv", tensor.nbytes(), peer);
   MPI_Request request;
   TANDEM_CHECK_MPI(MPI_Irecv(tensor.raw_data(), byte_count(tensor.nbytes(), "recv"), MPI_BYTE, peer,
                              tag, comm_, &request));

@@ -12,15 +12,11 @@
 
 namespace tandem::comm {
 
-struct MpiOptions {
-  int timeout_ms = 300000;
-};
-
 class MpiCommunicator final : public Communicator {
  public:
   // MPI_COMM_WORLD. Initialises MPI on first use (finalised at exit), and serves the out-of-band
   // store from world rank 0 (its address is broadcast over MPI) for the watchdog.
-  static std::unique_ptr<MpiCommunicator> world(const MpiOptions& options = {});
+  static std::unique_ptr<MpiCommunicator> world(const WatchdogOptions& options = {});
   ~MpiCommunicator() override;
 
   int rank() const override { return rank_; }
@@ -42,13 +38,13 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<Communicator> split(int color, int key) override;
 
   MPI_Comm handle() const { return comm_; }
-  // The job's out-of-band store (null for a single rank), for other backends' watchdogs.
-  std::shared_ptr<StoreClient> store() const;
+  std::shared_ptr<Watchdog> watchdog() const override;
 
  private:
   struct Shared;  // the store server (rank 0), store client and watchdog, shared by splits
   MpiCommunicator(MPI_Comm comm, std::string name, std::shared_ptr<Shared> shared);
   OpRecord begin(const char* op, size_t bytes);
+  OpRecord begin_point_to_point(const char* op, size_t bytes, int peer);
   CommHandle started(std::vector<MPI_Request> requests, OpRecord op,
                      std::shared_ptr<void> keep_alive = nullptr);
 
@@ -57,6 +53,7 @@ class MpiCommunicator final : public Communicator {
   int rank_ = 0, size_ = 1;
   std::string name_;
   std::vector<int> world_ranks_;
+  std::shared_ptr<const std::vector<int>> members_;
   uint64_t seq_ = 0;
   int splits_ = 0;
   std::shared_ptr<Shared> shared_;

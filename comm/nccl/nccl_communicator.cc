@@ -65,11 +65,13 @@ class NcclWork final : public Work {
     }
     TANDEM_CHECK_CUDA(status);
     done_ = true;
+    watchdog_->complete(op_);
     return true;
   }
   void wait() override {
     if (!done_) watchdog_->wait([this] { return test(); }, op_);
   }
+  std::string describe() const override { return describe_op(op_); }
 
  private:
   cudaEvent_t event_;
@@ -92,8 +94,14 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Communicator& bootstr
   std::memcpy(&id, bytes.raw_data(), sizeof id);
   ncclComm_t comm;
   TANDEM_CHECK_NCCL(ncclCommInitRank(&comm, bootstrap.size(), id, bootstrap.rank()));
-  auto watchdog =
-      std::make_shared<Watchdog>(nullptr, bootstrap.world_ranks()[bootstrap.rank()], timeout_ms);
+  // The bootstrap's watchdog, so NCCL's operations are in the same flight record.
+  auto watchdog = bootstrap.watchdog();
+  if (!watchdog) {
+    WatchdogOptions options;
+    options.timeout_ms = timeout_ms;
+    watchdog =
+        std::make_shared<Watchdog>(nullptr, bootstrap.world_ranks()[bootstrap.rank()], options);
+  }
   return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(
       comm, device, bootstrap.name() + "/nccl", bootstrap.world_ranks(), watchdog));
 }
@@ -118,8 +126,12 @@ NcclCommunicator::~NcclCommunicator() {
 }
 
 OpRecord NcclCommunicator::begin(const char* op, size_t bytes, bool collective) {
-  OpRecord record{op, name_, collective ? ++seq_ : 0, bytes,
-                  collective ? world_ranks_ : std::vector<int>{}};
+  OpRecord record;
+  record.op = op;
+  record.group = name_;
+  record.seq = collective ? ++seq_ : 0;
+  record.bytes = bytes;
+  if (collective) record.members = std::make_shared<const std::vector<int>>(world_ranks_);
   watchdog_->enter(record);
   return record;
 }

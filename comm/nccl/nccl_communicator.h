@@ -24,6 +24,7 @@ class NcclCommunicator final : public Communicator {
   int size() const override { return size_; }
   const std::string& name() const override { return name_; }
   const std::vector<int>& world_ranks() const override { return world_ranks_; }
+  std::shared_ptr<Watchdog> watchdog() const override { return watchdog_; }
 
   CommHandle all_reduce(Tensor& tensor, ReduceOp op) override;
   CommHandle reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) override;

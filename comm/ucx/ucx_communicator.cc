@@ -5,9 +5,10 @@
 
 #include <algorithm>
 #include <cstring>
-#include <tuple>
+#include <string>
 
-#include "runtime/core/random.h"
+#include "comm/faults.h"
+#include "comm/ucx/ucx_signals.h"
 
 #define TANDEM_CHECK_UCX(call)                                                \
   do {                                                                        \
@@ -21,7 +22,23 @@ namespace tandem::comm {
 struct UcxCommunicator::Context {
   ucp_context_h context = nullptr;
   ucp_worker_h worker = nullptr;
-  std::vector<ucp_ep_h> endpoints;  // by world rank; null for self
+  std::vector<ucp_ep_h> endpoints;  // by rank of the group the context connected; null for self
+  std::vector<int> world_rank_of;   // the same ranks in the world, for messages
+  // UCS_OK until UCX reports that peer's endpoint failed (its process died, its host went away).
+  std::vector<ucs_status_t> peer_status;
+  struct PeerRef {
+    Context* context;
+    int peer;
+  };
+  std::vector<PeerRef> peer_refs;  // stable addresses for the error handler's argument
+  uint64_t next_group_id = 2;      // the world is group 1; see P2PCommunicator::agree_split
+  // The endpoint of a world rank (a group's members are world ranks).
+  int endpoint_index(int world_rank) const;
+  static void on_peer_failure(void* arg, ucp_ep_h, ucs_status_t status) {
+    auto* ref = static_cast<PeerRef*>(arg);
+    if (ref->context->peer_status[ref->peer] == UCS_OK)
+      ref->context->peer_status[ref->peer] = status;
+  }
   ~Context() {
     std::vector<void*> closing;
     ucp_request_param_t param{};
@@ -43,36 +60,69 @@ struct UcxCommunicator::Context {
 
 namespace {
 
+// A posted message. A peer's failure completes its sends and matched receives with an error; a
+// receive not yet matched belongs to the worker, not to the endpoint, so it is cancelled here once
+// the peer's endpoint has failed.
 class UcxRequest final : public P2PRequest {
  public:
-  UcxRequest(ucp_worker_h worker, ucs_status_ptr_t request, const char* what)
-      : worker_(worker), request_(request), what_(what) {
-    if (UCS_PTR_IS_ERR(request))
-      TANDEM_FAIL("UCX ", what, " failed: ", ucs_status_string(UCS_PTR_STATUS(request)));
+  UcxRequest(ucp_worker_h worker, ucs_status_ptr_t request, bool receive, int peer_world_rank,
+             const ucs_status_t* peer_status)
+      : worker_(worker),
+        request_(request),
+        receive_(receive),
+        peer_world_rank_(peer_world_rank),
+        peer_status_(peer_status) {
+    if (UCS_PTR_IS_ERR(request)) fail(UCS_PTR_STATUS(request));
     if (!UCS_PTR_IS_PTR(request)) request_ = nullptr;  // completed immediately
   }
   ~UcxRequest() override {
-    if (request_) {
+    if (!request_) return;
+    if (receive_) {
+      // A receive must not land in a buffer that is about to be freed: cancel and finish it.
       ucp_request_cancel(worker_, request_);
       while (ucp_request_check_status(request_) == UCS_INPROGRESS) ucp_worker_progress(worker_);
-      ucp_request_free(request_);
     }
+    // A send cannot be cancelled; UCX releases it when it completes or its endpoint is closed.
+    ucp_request_free(request_);
   }
   bool test() override {
     if (!request_) return true;
-    ucp_worker_progress(worker_);
-    const ucs_status_t status = ucp_request_check_status(request_);
-    if (status == UCS_INPROGRESS) return false;
+    ucs_status_t status = ucp_request_check_status(request_);
+    if (status == UCS_INPROGRESS) {
+      if (!receive_ || *peer_status_ == UCS_OK) return false;
+      ucp_request_cancel(worker_, request_);
+      while ((status = ucp_request_check_status(request_)) == UCS_INPROGRESS)
+        ucp_worker_progress(worker_);
+    }
     ucp_request_free(request_);
     request_ = nullptr;
-    if (status != UCS_OK) TANDEM_FAIL("UCX ", what_, " failed: ", ucs_status_string(status));
+    if (status != UCS_OK) fail(status);
     return true;
   }
 
  private:
+  [[noreturn]] void fail(ucs_status_t status) const {
+    const char* what = receive_ ? "receive from" : "send to";
+    if (*peer_status_ != UCS_OK || status == UCS_ERR_ENDPOINT_TIMEOUT ||
+        status == UCS_ERR_CONNECTION_RESET || status == UCS_ERR_UNREACHABLE ||
+        status == UCS_ERR_CANCELED)
+      throw PeerLost("rank " + std::to_string(peer_world_rank_) + " is gone: UCX " + what +
+                     " it failed (" + ucs_status_string(status) +
+                     (*peer_status_ != UCS_OK
+                          ? std::string(", its connection: ") + ucs_status_string(*peer_status_)
+                          : std::string()) +
+                     "); its process died or its host is unreachable");
+    if (status == UCS_ERR_MESSAGE_TRUNCATED)
+      TANDEM_FAIL("UCX ", what, " rank ", peer_world_rank_,
+                  ": a message larger than the receive posted for it (the ranks disagree about "
+                  "the size of a tensor in the same operation)");
+    TANDEM_FAIL("UCX ", what, " rank ", peer_world_rank_, " failed: ", ucs_status_string(status));
+  }
   ucp_worker_h worker_;
   void* request_;
-  const char* what_;
+  bool receive_;
+  int peer_world_rank_;
+  const ucs_status_t* peer_status_;
 };
 
 }  // namespace
@@ -82,17 +132,25 @@ class UcxRequest final : public P2PRequest {
 std::unique_ptr<UcxCommunicator> UcxCommunicator::connect(
     int rank, int size, const std::string& name, std::vector<int> world_ranks,
     const std::function<std::string(const std::string&)>& publish,
-    std::shared_ptr<StoreClient> store, int timeout_ms) {
+    std::shared_ptr<Watchdog> watchdog) {
   auto context = std::make_shared<Context>();
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
   params.features = UCP_FEATURE_TAG;
-  TANDEM_CHECK_UCX(ucp_init(&params, nullptr, &context->context));
+  ucp_config_t* config = nullptr;
+  TANDEM_CHECK_UCX(ucp_config_read(nullptr, nullptr, &config));
+  const ucs_status_t init = ucp_init(&params, config, &context->context);
+  ucp_config_release(config);
+  TANDEM_CHECK_UCX(init);
+  return_signals_from_ucx();
   ucp_worker_params_t worker_params{};
   worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
   worker_params.thread_mode = UCS_THREAD_MODE_SINGLE;
   TANDEM_CHECK_UCX(ucp_worker_create(context->context, &worker_params, &context->worker));
   context->endpoints.assign(size, nullptr);
+  context->world_rank_of = world_ranks;
+  context->peer_status.assign(size, UCS_OK);
+  context->peer_refs.resize(size);  // never resized again: the handlers point into it
   if (size > 1) {
     ucp_address_t* address = nullptr;
     size_t length = 0;
@@ -106,14 +164,18 @@ std::unique_ptr<UcxCommunicator> UcxCommunicator::connect(
       const char* remote = all.data() + offset + 4;
       offset += 4 + n;
       if (peer == rank) continue;
+      context->peer_refs[peer] = {context.get(), peer};
       ucp_ep_params_t ep_params{};
-      ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
+      ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS |
+                             UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
       ep_params.address = reinterpret_cast<const ucp_address_t*>(remote);
+      // A peer's death becomes an error on its operations instead of an abort inside UCX.
+      ep_params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+      ep_params.err_handler.cb = &Context::on_peer_failure;
+      ep_params.err_handler.arg = &context->peer_refs[peer];
       TANDEM_CHECK_UCX(ucp_ep_create(context->worker, &ep_params, &context->endpoints[peer]));
     }
   }
-  const int world_rank = world_ranks[rank];
-  auto watchdog = std::make_shared<Watchdog>(std::move(store), world_rank, timeout_ms);
   auto comm = std::unique_ptr<UcxCommunicator>(
       new UcxCommunicator(context, name, rank, std::move(world_ranks), 1, watchdog));
   comm->barrier().wait();  // every endpoint is wired before anyone returns
@@ -128,16 +190,18 @@ std::string length_prefixed(const std::string& bytes) {
 }  // namespace
 
 std::unique_ptr<UcxCommunicator> UcxCommunicator::world(std::shared_ptr<StoreClient> store,
-                                                        int rank, int size, int timeout_ms) {
+                                                        std::shared_ptr<Watchdog> watchdog,
+                                                        int rank, int size) {
   TANDEM_CHECK(size == 1 || store != nullptr, "UCX needs the rendezvous store to connect ", size,
                " ranks");
+  const int timeout_ms = watchdog->timeout_ms();
   std::vector<int> members(size);
   for (int r = 0; r < size; ++r) members[r] = r;
   auto publish = [&](const std::string& mine) {
-    store->set("tandem/ucx/" + std::to_string(rank), mine);
+    store->set("ucx/" + std::to_string(rank), mine);
     std::string all;
     for (int peer = 0; peer < size; ++peer) {
-      const auto remote = store->get("tandem/ucx/" + std::to_string(peer), timeout_ms);
+      const auto remote = store->get("ucx/" + std::to_string(peer), timeout_ms);
       TANDEM_USER_CHECK(remote.has_value(), "rank ", peer,
                         " did not publish its UCX address within ", timeout_ms,
                         " ms: is it running, with the same MASTER_ADDR/MASTER_PORT?");
@@ -145,12 +209,12 @@ std::unique_ptr<UcxCommunicator> UcxCommunicator::world(std::shared_ptr<StoreCli
     }
     return all;
   };
-  return connect(rank, size, "world", members, publish, store, timeout_ms);
+  return connect(rank, size, "world", members, publish, std::move(watchdog));
 }
 
-std::unique_ptr<UcxCommunicator> UcxCommunicator::over(Communicator& bootstrap,
-                                                       std::shared_ptr<StoreClient> store,
-                                                       int timeout_ms) {
+std::unique_ptr<UcxCommunicator> UcxCommunicator::over(Communicator& bootstrap) {
+  TANDEM_CHECK(bootstrap.watchdog() != nullptr, "UCX over '", bootstrap.name(),
+               "': the bootstrap group has no watchdog");
   const int size = bootstrap.size();
   auto publish = [&](const std::string& mine) {
     // Lengths first, then the addresses padded to the longest.
@@ -173,62 +237,58 @@ std::unique_ptr<UcxCommunicator> UcxCommunicator::over(Communicator& bootstrap,
     return joined;
   };
   return connect(bootstrap.rank(), size, bootstrap.name() + "/ucx", bootstrap.world_ranks(),
-                 publish, std::move(store), timeout_ms);
+                 publish, bootstrap.watchdog());
 }
 
 UcxCommunicator::UcxCommunicator(std::shared_ptr<Context> context, std::string name, int rank,
                                  std::vector<int> world_ranks, uint16_t group_id,
                                  std::shared_ptr<Watchdog> watchdog)
     : P2PCommunicator(std::move(name), rank, std::move(world_ranks), group_id, std::move(watchdog)),
-      context_(std::move(context)) {}
+      context_(std::move(context)) {
+  for (int member : this->world_ranks()) peer_index_.push_back(context_->endpoint_index(member));
+}
+
+int UcxCommunicator::Context::endpoint_index(int world_rank) const {
+  const auto found = std::find(world_rank_of.begin(), world_rank_of.end(), world_rank);
+  TANDEM_CHECK(found != world_rank_of.end(), "world rank ", world_rank,
+               " is not connected by this UCX context");
+  return static_cast<int>(found - world_rank_of.begin());
+}
 
 std::unique_ptr<P2PRequest> UcxCommunicator::post_send(const void* data, size_t bytes, int peer,
                                                        uint64_t tag) {
+  const int index = peer_index_[peer];
   ucp_request_param_t param{};
   return std::make_unique<UcxRequest>(
-      context_->worker,
-      ucp_tag_send_nbx(context_->endpoints[world_ranks()[peer]], data, bytes, tag, &param),
-      "tagged send");
+      context_->worker, ucp_tag_send_nbx(context_->endpoints[index], data, bytes, tag, &param),
+      false, world_ranks()[peer], &context_->peer_status[index]);
 }
 
 std::unique_ptr<P2PRequest> UcxCommunicator::post_recv(void* data, size_t bytes, int peer,
                                                        uint64_t tag) {
-  (void)peer;  // the source rank is part of the tag
+  // The source rank is part of the tag, so the worker's receive matches that peer only.
+  const int index = peer_index_[peer];
   ucp_request_param_t param{};
   return std::make_unique<UcxRequest>(
-      context_->worker, ucp_tag_recv_nbx(context_->worker, data, bytes, tag, ~0ull, &param),
-      "tagged receive");
+      context_->worker, ucp_tag_recv_nbx(context_->worker, data, bytes, tag, ~0ull, &param), true,
+      world_ranks()[peer], &context_->peer_status[index]);
+}
+
+std::function<void()> UcxCommunicator::progress_engine() const {
+  return [context = context_] {
+    // A few rounds while there is work, so a burst of completions is taken in one call.
+    for (int round = 0; round < 8 && ucp_worker_progress(context->worker) != 0; ++round) {
+    }
+  };
 }
 
 std::unique_ptr<Communicator> UcxCommunicator::split(int color, int key) {
-  const int n = size();
-  Tensor mine = Tensor::empty({3}, DType::kI64), all = Tensor::empty({3 * n}, DType::kI64);
-  mine.data<int64_t>()[0] = color;
-  mine.data<int64_t>()[1] = key;
-  mine.data<int64_t>()[2] = world_ranks()[rank()];
-  all_gather(mine, all).wait();
-  std::vector<std::tuple<int64_t, int, int>> members;  // (key, group rank, world rank)
-  for (int p = 0; p < n; ++p) {
-    const int64_t* v = all.data<int64_t>() + 3 * p;
-    if (v[0] == color) members.emplace_back(v[1], p, static_cast<int>(v[2]));
-  }
-  std::sort(members.begin(), members.end());
-  std::vector<int> world;
-  int new_rank = 0;
-  for (size_t i = 0; i < members.size(); ++i) {
-    if (std::get<1>(members[i]) == rank()) new_rank = static_cast<int>(i);
-    world.push_back(std::get<2>(members[i]));
-  }
-  ++splits_;
-  // Every member derives the same id from (parent, split number, color); 0 and 1 are reserved.
-  const uint16_t id = static_cast<uint16_t>(
-      2 + mix64((static_cast<uint64_t>(group_id()) << 40) ^ (static_cast<uint64_t>(splits_) << 20) ^
-                static_cast<uint64_t>(static_cast<uint32_t>(color))) %
-              65534);
-  const std::string name =
-      this->name() + "/split" + std::to_string(splits_) + "(" + std::to_string(color) + ")";
-  return std::unique_ptr<Communicator>(
-      new UcxCommunicator(context_, name, new_rank, world, id, watchdog()));
+  SplitGroup group = agree_split(color, key, context_->next_group_id);
+  auto comm = std::unique_ptr<UcxCommunicator>(
+      new UcxCommunicator(context_, std::move(group.name), group.rank, std::move(group.world_ranks),
+                          group.id, watchdog()));
+  comm->set_node_collectives(group.node_collectives);
+  return comm;
 }
 
 }  // namespace tandem::comm

@@ -15,13 +15,14 @@ namespace tandem::comm {
 class UcxCommunicator final : public P2PCommunicator {
  public:
   // Collective over `size` processes: publishes this worker's address under the store and
-  // connects to every other rank's. timeout_ms bounds the wait for peers and every operation.
-  static std::unique_ptr<UcxCommunicator> world(std::shared_ptr<StoreClient> store, int rank,
-                                                int size, int timeout_ms);
-  // The same group as `bootstrap` (any backend), addresses exchanged by an all-gather on it.
-  // store (optional) lets the watchdog name missing ranks.
-  static std::unique_ptr<UcxCommunicator> over(Communicator& bootstrap,
-                                               std::shared_ptr<StoreClient> store, int timeout_ms);
+  // connects to every other rank's. The watchdog's timeout bounds the wait for peers and every
+  // operation.
+  static std::unique_ptr<UcxCommunicator> world(std::shared_ptr<StoreClient> store,
+                                                std::shared_ptr<Watchdog> watchdog, int rank,
+                                                int size);
+  // The same group as `bootstrap` (any backend), addresses exchanged by an all-gather on it;
+  // operations are recorded by the bootstrap's watchdog.
+  static std::unique_ptr<UcxCommunicator> over(Communicator& bootstrap);
   std::unique_ptr<Communicator> split(int color, int key) override;
 
  private:
@@ -29,15 +30,16 @@ class UcxCommunicator final : public P2PCommunicator {
   static std::unique_ptr<UcxCommunicator> connect(
       int rank, int size, const std::string& name, std::vector<int> world_ranks,
       const std::function<std::string(const std::string&)>& publish,
-      std::shared_ptr<StoreClient> store, int timeout_ms);
+      std::shared_ptr<Watchdog> watchdog);
   UcxCommunicator(std::shared_ptr<Context> context, std::string name, int rank,
                   std::vector<int> world_ranks, uint16_t group_id,
                   std::shared_ptr<Watchdog> watchdog);
   std::unique_ptr<P2PRequest> post_send(const void* data, size_t bytes, int peer,
                                         uint64_t tag) override;
   std::unique_ptr<P2PRequest> post_recv(void* data, size_t bytes, int peer, uint64_t tag) override;
+  std::function<void()> progress_engine() const override;
   std::shared_ptr<Context> context_;
-  int splits_ = 0;
+  std::vector<int> peer_index_;  // by group rank: the context's endpoint (and status) index
 };
 
 }  // namespace tandem::comm

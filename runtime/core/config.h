@@ -73,7 +73,9 @@ struct CommConfig {
   std::string dispatch = "flat";         // expert dispatch: flat or hierarchical
   std::string expert_exchange = "auto";  // flat dispatch rows: auto, shared_memory, messages
   double timeout_s = 300;
-  int64_t ranks_per_node = 0;  // 0: from hostnames; > 0 simulates nodes of that many ranks
+  std::string flight_record_dir;  // "": the launcher's log directory, else the working directory
+  bool node_collectives = true;   // UCX: large collectives of a one-node group in shared memory
+  int64_t ranks_per_node = 0;     // 0: from hostnames; > 0 simulates nodes of that many ranks
 };
 
 struct ParallelConfig {

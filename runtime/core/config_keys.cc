@@ -94,6 +94,14 @@ const std::vector<ConfigKey>& config_keys() {
       TANDEM_KEY(comm, timeout_s,
                  "Watchdog deadline of every collective and send/recv, in seconds; past it the job "
                  "stops naming the operation and the ranks that never arrived."),
+      TANDEM_KEY(comm, flight_record_dir,
+                 "Where each rank writes its flight record (its last operations on every group) "
+                 "when a wait passes comm.timeout_s; empty: the launcher's log directory "
+                 "(TANDEM_LOG_DIR) when there is one, else the working directory."),
+      TANDEM_KEY(comm, node_collectives,
+                 "UCX backend: large all-reduces, reduce-scatters and all-gathers of a group whose "
+                 "ranks share a node move through the node's shared memory (true), or as ring "
+                 "messages, as between nodes (false)."),
       TANDEM_KEY(comm, ranks_per_node,
                  "0: nodes from hostnames; > 0: treat every that many consecutive ranks as a node "
                  "(to test node-aware communication on one machine)."),

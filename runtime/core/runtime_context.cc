@@ -4,8 +4,7 @@
 #include <omp.h>
 #include <sched.h>
 
-#include <cstdlib>
-#include <string>
+#include <algorithm>
 
 #include "runtime/core/errors.h"
 
@@ -18,25 +17,11 @@ RuntimeContext& runtime() {
   return context;
 }
 
-int local_ranks_from_environment() {
-  for (const char* name :
-       {"OMPI_COMM_WORLD_LOCAL_SIZE", "LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"}) {
-    if (const char* value = std::getenv(name)) {
-      char* end = nullptr;
-      long n = std::strtol(value, &end, 10);
-      TANDEM_USER_CHECK(end != value && *end == '\0' && n > 0, "environment variable ", name, "='",
-                        value, "' is not a positive integer; unset it or fix the launcher");
-      return static_cast<int>(n);
-    }
-  }
-  return 1;
-}
-
-int default_thread_count() {
+int default_thread_count(int ranks_on_node) {
   cpu_set_t set;
   CPU_ZERO(&set);
   int cores = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
-  int per_rank = cores / local_ranks_from_environment();
+  int per_rank = cores / std::max(ranks_on_node, 1);
   return per_rank > 0 ? per_rank : 1;
 }
 

@@ -19,12 +19,9 @@ struct RuntimeContext {
 
 RuntimeContext& runtime();
 
-// Number of ranks sharing this node, read from whichever launcher started the process
-// (Open MPI, slurm, torchrun); 1 when started by hand.
-int local_ranks_from_environment();
-
-// Cores this process may run on (its affinity mask), divided by the ranks on this node, at least 1.
-int default_thread_count();
+// Cores this process may run on (its affinity mask), divided by the ranks sharing this node
+// (comm::detect_launch().local_size, which reads every launcher's way of saying it), at least 1.
+int default_thread_count(int ranks_on_node);
 
 // Sets the CPU thread pool size for our kernels and for OpenBLAS together.
 void set_thread_count(int threads);

@@ -41,7 +41,8 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
       schedule_(parallel::make_schedule(parallel::parse_schedule_kind(config.parallel.schedule),
                                         shape_.pp, config.parallel.microbatches)),
       dataset_(Dataset::open(config.data, config.model)),
-      loader_(dataset_, config.model.seq_len, static_cast<uint64_t>(config.train.seed)) {
+      loader_(dataset_, config.model.seq_len, static_cast<uint64_t>(config.train.seed)),
+      watchdog_(world.watchdog) {
   const DeviceType device = DeviceType::kCPU;
   grid_ = std::make_unique<parallel::ProcessGrid>(
       shape_, schedule_.kind, world_rank_, backends_.for_traffic(comm::Traffic::kPipeline, device),
@@ -165,6 +166,7 @@ parallel::MicroBatches ParallelEngine::microbatches(Split split, int64_t batch) 
 }
 
 StepReport ParallelEngine::train_step(int64_t step) {
+  const uint64_t requests_before = store_requests(), operations_before = recorded_operations();
   const auto& t = config_.train;
   const double global_tokens = static_cast<double>(t.batch_size * config_.model.seq_len);
   for (MoeFfnBlock* moe : moe_blocks_) moe->reset_expert_load();
@@ -199,11 +201,21 @@ StepReport ParallelEngine::train_step(int64_t step) {
   sync_->step(lr, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
   sync_->zero_grad();
 
+  step_store_requests_ += store_requests() - requests_before;
+  step_operations_ += recorded_operations() - operations_before;
   if (steps_ > 0) bubble_sum_ += last_timeline_.bubble_fraction();
   step_seconds_ += last_timeline_.seconds;
   all_to_all_.merge(last_timeline_.all_to_all);
   ++steps_;
   return report;
+}
+
+uint64_t ParallelEngine::store_requests() const {
+  return watchdog_ && watchdog_->store() ? watchdog_->store()->requests() : 0;
+}
+
+uint64_t ParallelEngine::recorded_operations() const {
+  return watchdog_ ? watchdog_->recorder().entered_total() : 0;
 }
 
 double ParallelEngine::evaluate() {
@@ -236,6 +248,13 @@ void ParallelEngine::finish() {
   finished_fields_["expert_exchange"] = expert_exchange_;
   finished_fields_["alltoall_bytes"] =
       comm::all_reduce_value(world, static_cast<double>(all_to_all_.bytes));
+  // The watchdog's store traffic: before the flight recorder, each recorded operation was one
+  // store request; now a healthy step costs at most the heartbeat's one request per second.
+  const double steps = static_cast<double>(std::max<int64_t>(1, steps_));
+  finished_fields_["store_requests_per_step_per_rank"] =
+      comm::all_reduce_value(world, static_cast<double>(step_store_requests_)) / ranks / steps;
+  finished_fields_["communication_ops_per_step_per_rank"] =
+      comm::all_reduce_value(world, static_cast<double>(step_operations_)) / ranks / steps;
   finished_fields_["optimizer_state_elements_max_rank"] = comm::all_reduce_value(
       world, static_cast<double>(sync_->optimizer_state_elements()), comm::ReduceOp::kMax);
   if (!options_.trace_path.empty()) write_trace();

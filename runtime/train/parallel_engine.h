@@ -48,6 +48,8 @@ class ParallelEngine final : public TrainEngine {
  private:
   parallel::MicroBatches microbatches(Split split, int64_t batch) const;
   void write_trace();
+  uint64_t store_requests() const;
+  uint64_t recorded_operations() const;
   void note_expert_exchange(bool shared, const std::string& why_not, const char* what);
 
   Config config_;
@@ -72,6 +74,9 @@ class ParallelEngine final : public TrainEngine {
   double bubble_sum_ = 0;  // over steps after the first (which includes warm-up)
   double step_seconds_ = 0;
   parallel::AllToAllStats all_to_all_;
+  // What the watchdog costs: store requests and recorded operations over the training steps.
+  std::shared_ptr<comm::Watchdog> watchdog_;
+  uint64_t step_store_requests_ = 0, step_operations_ = 0;
   std::string expert_exchange_ = "none";  // how expert rows moved: shared_memory or messages
   nlohmann::json finished_fields_ = nlohmann::json::object();
 };

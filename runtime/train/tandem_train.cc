@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "comm/bootstrap.h"
+#include "comm/faults.h"
 #include "comm/world.h"
 #include "runtime/core/config.h"
 #include "runtime/core/logging.h"
@@ -100,17 +101,19 @@ int main(int argc, char** argv) {
     }
   } catch (const std::exception& error) {
     std::fprintf(stderr, "tandem-train: error: %s\n", error.what());
-    return 2;
+    return comm::kUsageExitCode;
   }
   try {
-    set_thread_count(config.train.threads > 0 ? static_cast<int>(config.train.threads)
-                                              : default_thread_count());
+    set_thread_count(config.train.threads > 0
+                         ? static_cast<int>(config.train.threads)
+                         : default_thread_count(comm::detect_launch().local_size));
     // A launcher's environment (or a grid asking for more than this process) means a multi-rank
     // job; otherwise the whole model runs here.
     const bool parallel = launch.world_size > 1 || config.parallel.pp > 1;
     std::unique_ptr<TrainEngine> engine;
     if (parallel) {
-      world = comm::join_world({config.comm.world, static_cast<int>(config.comm.timeout_s * 1000)});
+      world = comm::join_world({config.comm.world, static_cast<int>(config.comm.timeout_s * 1000),
+                                config.comm.flight_record_dir, config.comm.node_collectives});
       runtime().rank = world.comm->rank();
       runtime().world_size = world.comm->size();
     }
@@ -153,13 +156,20 @@ int main(int argc, char** argv) {
       log_info("summary written to ", args.summary_path);
     }
   } catch (const std::exception& error) {
-    std::fprintf(stderr, "tandem-train: error: %s\n", error.what());
+    // A communication fault (peer lost, collective timeout, store lost) is worth a restart; a
+    // configuration refused only once the job is up is not.
+    const bool fault = dynamic_cast<const comm::CommFault*>(&error) != nullptr;
+    const int code = fault ? comm::kCommFaultExitCode : comm::kOtherErrorExitCode;
+    std::fprintf(stderr, "tandem-train: %s: %s\n", fault ? "communication fault" : "error",
+                 error.what());
     if (world.comm) {
-      // Other ranks may be blocked on this one; the launcher stops them when this exits.
+      // Other ranks may be blocked on this one; the launcher stops them when this exits. The
+      // store's host first lets the others finish their own reports.
       std::fflush(nullptr);
-      std::_Exit(1);
+      if (fault && world.watchdog) world.watchdog->linger_for_peer_reports();
+      std::_Exit(code);
     }
-    return 1;
+    return code;
   }
-  return 0;
+  return comm::kSuccessExitCode;
 }

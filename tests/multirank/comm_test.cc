@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -14,8 +15,10 @@
 #include "comm/expert_dispatch.h"
 #include "comm/hierarchical_dispatch.h"
 #include "comm/mpi/mpi_communicator.h"
+#include "comm/p2p_collectives.h"
 #include "comm/topology.h"
 #include "comm/traffic.h"
+#include "comm/ucx/ucx_communicator.h"
 #include "comm/world.h"
 #include "kernels/elementwise.h"
 #include "kernels/fp8.h"
@@ -28,6 +31,8 @@ namespace {
 
 Communicator* world = nullptr;  // set by main for the tests below
 World* joined = nullptr;
+// The UCX backend over the same ranks: the world itself when it is UCX, else made over MPI.
+P2PCommunicator* ucx = nullptr;
 
 const DType kAllDTypes[] = {DType::kF32,    DType::kF64, DType::kBF16, DType::kF8E4M3,
                             DType::kF8E5M2, DType::kI32, DType::kI64,  DType::kU8};
@@ -151,6 +156,213 @@ TEST(Collectives, SendRecvRingBarrierAndSplit) {
   int64_t expected = 0;
   for (int q = r % 2; q < n; q += 2) expected += q;
   EXPECT_EQ(t.data<int64_t>()[0], expected);
+}
+
+// 64 bits summarising a tensor's bytes, to compare results across ranks.
+int64_t digest(const Tensor& t) {
+  uint64_t h = 1469598103934665603ull;
+  const auto* bytes = static_cast<const uint8_t*>(t.raw_data());
+  for (size_t i = 0; i < t.nbytes(); ++i) h = (h ^ bytes[i]) * 1099511628211ull;
+  return static_cast<int64_t>(h);
+}
+
+// True when every rank of `group` holds the same digest.
+bool same_on_every_rank(Communicator& group, const Tensor& t) {
+  Tensor mine = Tensor::empty({1}, DType::kI64), all = Tensor::empty({group.size()}, DType::kI64);
+  mine.data<int64_t>()[0] = digest(t);
+  group.all_gather(mine, all).wait();
+  for (int p = 0; p < group.size(); ++p)
+    if (all.data<int64_t>()[p] != mine.data<int64_t>()[0]) return false;
+  return true;
+}
+
+// Rank r's contribution to element i: random, so that the order of the sums shows in the bits.
+double contribution(int r, int64_t i) {
+  return static_cast<double>(random_bits(77, r, i) % 2000001) / 1000.0 - 1000.0;
+}
+
+// The UCX backend's two ways for large collectives, each on a group of all ranks: the ring of
+// messages, and (on one node) the node's shared memory. Messages sent per rank are counted.
+struct UcxGroups {
+  std::unique_ptr<Communicator> ring, node;
+  UcxGroups() {
+    const bool before = ucx->node_collectives();
+    ucx->set_node_collectives(false);
+    ring = ucx->split(0, ucx->rank());
+    ucx->set_node_collectives(true);
+    node = ucx->split(0, ucx->rank());
+    ucx->set_node_collectives(before);
+    // The first large collective opens the shared memory (a few small messages), not counted.
+    Tensor first = Tensor::zeros({P2PCommunicator::kRingMinBytes / 4}, DType::kF32);
+    node->all_reduce(first).wait();
+  }
+  std::vector<std::pair<const char*, P2PCommunicator*>> both() const {
+    return {{"ring", static_cast<P2PCommunicator*>(ring.get())},
+            {"shared memory", static_cast<P2PCommunicator*>(node.get())}};
+  }
+};
+
+// All-reduce on sizes around the small-message threshold and past several ring chunks, on uneven
+// blocks: exact (integers), identical bits on every rank (random floats), and for the ring at
+// most 2(N-1)/N of the buffer sent per rank; the shared-memory way sends no message at all.
+TEST(UcxCollectives, AllReduceIsCorrectIdenticalEverywhereAndSendsTheRingsBytes) {
+  UcxGroups groups;
+  for (auto [way, group] : groups.both()) {
+    const int r = group->rank(), n = group->size();
+    for (int64_t numel : {int64_t{5}, int64_t{4099}, int64_t{100003}, int64_t{(1 << 20) + 7}}) {
+      SCOPED_TRACE(std::string(way) + ", " + std::to_string(numel) + " elements");
+      Tensor exact = Tensor::empty({numel}, DType::kI64);
+      for (int64_t i = 0; i < numel; ++i) exact.data<int64_t>()[i] = (r + 1) * (i % 1009);
+      const uint64_t before = group->bytes_sent();
+      group->all_reduce(exact).wait();
+      const uint64_t sent = group->bytes_sent() - before;
+      for (int64_t i = 0; i < numel; ++i)
+        ASSERT_EQ(exact.data<int64_t>()[i], int64_t{n} * (n + 1) / 2 * (i % 1009));
+      const double bytes = static_cast<double>(exact.nbytes());
+      if (bytes >= P2PCommunicator::kRingMinBytes) {
+        if (group == groups.both()[0].second) {
+          EXPECT_LE(sent, 2.0 * (n - 1) * ((numel + n - 1) / n) * 8) << sent / bytes << " x";
+          EXPECT_LE(sent, 2.0 * (n - 1) / n * bytes + 2.0 * (n - 1) * 8);
+          if (n > 1) {
+            EXPECT_GT(sent, 0u);
+          }
+        } else {
+          EXPECT_EQ(sent, 0u) << "the shared-memory way sent messages";
+        }
+      }
+      Tensor noisy = Tensor::empty({numel}, DType::kF32);
+      for (int64_t i = 0; i < numel; ++i)
+        noisy.data<float>()[i] = static_cast<float>(contribution(r, i));
+      group->all_reduce(noisy).wait();
+      EXPECT_TRUE(same_on_every_rank(*group, noisy));
+      for (int64_t i = 0; i < numel; i += 97) {
+        double expected = 0;
+        for (int q = 0; q < n; ++q) expected += static_cast<float>(contribution(q, i));
+        ASSERT_NEAR(noisy.data<float>()[i], expected, 1e-3) << i;
+      }
+      Tensor biggest = Tensor::empty({numel}, DType::kF64);
+      for (int64_t i = 0; i < numel; ++i) biggest.data<double>()[i] = contribution(r, i);
+      group->all_reduce(biggest, ReduceOp::kMax).wait();
+      for (int64_t i = 0; i < numel; i += 101) {
+        double expected = contribution(0, i);
+        for (int q = 1; q < n; ++q) expected = std::max(expected, contribution(q, i));
+        ASSERT_EQ(biggest.data<double>()[i], expected);
+      }
+    }
+  }
+}
+
+TEST(UcxCollectives, ReduceScatterAndAllGather) {
+  UcxGroups groups;
+  for (auto [way, group] : groups.both()) {
+    const int r = group->rank(), n = group->size();
+    const bool ring = group == groups.both()[0].second;
+    for (int64_t per_rank : {int64_t{3}, int64_t{70001}}) {
+      SCOPED_TRACE(std::string(way) + ", " + std::to_string(per_rank) + " per rank");
+      const bool large = n * per_rank * 8 >= int64_t{P2PCommunicator::kRingMinBytes};
+      const uint64_t expected_bytes = ring || !large ? (n - 1) * per_rank * 8 : 0;
+      Tensor in = Tensor::empty({n * per_rank}, DType::kF64);
+      Tensor out = Tensor::empty({per_rank}, DType::kF64);
+      for (int64_t i = 0; i < n * per_rank; ++i) in.data<double>()[i] = r * 100.0 + i;
+      uint64_t before = group->bytes_sent();
+      group->reduce_scatter(in, out).wait();
+      EXPECT_EQ(group->bytes_sent() - before, expected_bytes);
+      for (int64_t i = 0; i < per_rank; ++i)
+        ASSERT_EQ(out.data<double>()[i], 100.0 * n * (n - 1) / 2 + n * double(r * per_rank + i));
+      Tensor all = Tensor::empty({n * per_rank}, DType::kF64);
+      before = group->bytes_sent();
+      group->all_gather(out, all).wait();
+      EXPECT_EQ(group->bytes_sent() - before, expected_bytes);
+      for (int64_t i = 0; i < n * per_rank; ++i)
+        ASSERT_EQ(all.data<double>()[i], 100.0 * n * (n - 1) / 2 + n * double(i));
+    }
+  }
+}
+
+// Several large collectives in flight on one group at once (as gradient buckets are), waited in
+// the reverse order: each completes with its own result, both ways.
+TEST(UcxCollectives, ManyInFlightCompleteInAnyWaitOrder) {
+  UcxGroups groups;
+  for (auto [way, group] : groups.both()) {
+    SCOPED_TRACE(way);
+    const int n = group->size();
+    std::vector<Tensor> tensors;
+    std::vector<CommHandle> handles;
+    for (int k = 0; k < 5; ++k) {
+      tensors.push_back(Tensor::empty({30000 + 1000 * k}, DType::kI64));
+      for (int64_t i = 0; i < tensors.back().numel(); ++i)
+        tensors.back().data<int64_t>()[i] = k + 1;
+      handles.push_back(group->all_reduce(tensors.back()));
+    }
+    for (int k = 4; k >= 0; --k) handles[k].wait();
+    for (int k = 0; k < 5; ++k) EXPECT_EQ(tensors[k].data<int64_t>()[29999], (k + 1) * n);
+  }
+}
+
+// Two groups with the same members (as the expert and expert-backward groups are) get different
+// ids by agreement, and their interleaved collectives and sends never meet.
+TEST(UcxGroups, IdenticalMembersGetDistinctIdsAndNeverCrossMessages) {
+  const int r = ucx->rank(), n = ucx->size();
+  auto a = ucx->split(0, r), b = ucx->split(0, r);
+  auto* pa = dynamic_cast<P2PCommunicator*>(a.get());
+  auto* pb = dynamic_cast<P2PCommunicator*>(b.get());
+  ASSERT_TRUE(pa && pb);
+  EXPECT_NE(pa->group_id(), pb->group_id());
+  EXPECT_NE(pa->group_id(), ucx->group_id());
+  const int64_t numel = 50000;
+  Tensor x = Tensor::empty({numel}, DType::kI64), y = x.clone();
+  for (int64_t i = 0; i < numel; ++i) x.data<int64_t>()[i] = 1, y.data<int64_t>()[i] = 1000;
+  std::vector<int64_t> rows(n, 2);
+  Tensor send_a = Tensor::empty({2 * n, 3}, DType::kI32), recv_a = send_a.clone();
+  Tensor send_b = send_a.clone(), recv_b = send_a.clone();
+  for (int64_t i = 0; i < send_a.numel(); ++i)
+    send_a.data<int32_t>()[i] = r, send_b.data<int32_t>()[i] = 100 + r;
+  // Started a, b, a, b; waited in the other order.
+  CommHandle ha = a->all_reduce(x), hb = b->all_reduce(y);
+  CommHandle ta = a->all_to_all_v(send_a, rows, recv_a, rows);
+  CommHandle tb = b->all_to_all_v(send_b, rows, recv_b, rows);
+  tb.wait();
+  ta.wait();
+  hb.wait();
+  ha.wait();
+  EXPECT_EQ(x.data<int64_t>()[numel - 1], n);
+  EXPECT_EQ(y.data<int64_t>()[numel - 1], 1000 * n);
+  for (int p = 0; p < n; ++p) {
+    EXPECT_EQ(recv_a.data<int32_t>()[p * 6], p);
+    EXPECT_EQ(recv_b.data<int32_t>()[p * 6], 100 + p);
+  }
+  if (n > 1) {  // the same user tag on both groups
+    Tensor in_a = Tensor::empty({4}, DType::kI64), in_b = in_a.clone();
+    Tensor out_a = Tensor::empty({4}, DType::kI64), out_b = out_a.clone();
+    for (int i = 0; i < 4; ++i) out_a.data<int64_t>()[i] = 1, out_b.data<int64_t>()[i] = 2;
+    CommHandle rb = b->recv(in_b, (r + n - 1) % n, 9), ra = a->recv(in_a, (r + n - 1) % n, 9);
+    CommHandle sa = a->send(out_a, (r + 1) % n, 9), sb = b->send(out_b, (r + 1) % n, 9);
+    ra.wait();
+    rb.wait();
+    sa.wait();
+    sb.wait();
+    EXPECT_EQ(in_a.data<int64_t>()[0], 1);
+    EXPECT_EQ(in_b.data<int64_t>()[0], 2);
+  }
+}
+
+// The flight recorder keeps operations in process memory: a thousand collectives cost the store
+// nothing beyond the heartbeat's one request per second.
+TEST(Watchdog, CollectivesCauseNoStoreRequests) {
+  for (Communicator* group : {world, static_cast<Communicator*>(ucx)}) {
+    auto watchdog = group->watchdog();
+    ASSERT_TRUE(watchdog != nullptr);
+    if (!watchdog->store()) continue;  // a single process has no store
+    const uint64_t before = watchdog->store()->requests();
+    const auto start = std::chrono::steady_clock::now();
+    Tensor t = Tensor::zeros({16}, DType::kF32);
+    for (int i = 0; i < 1000; ++i) group->all_reduce(t).wait();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const uint64_t requests = watchdog->store()->requests() - before;
+    EXPECT_LE(requests, seconds / 1.0 + 2) << requests << " store requests for 1000 all_reduces in "
+                                           << seconds << " s on " << group->name();
+  }
 }
 
 TEST(Traffic, EachClassOpensItsBackendAndCarriesMessages) {
@@ -608,17 +820,24 @@ TEST_P(ExpertDispatchModes, Fp8PayloadTravelsWithItsScales) {
 }
 
 int skip_collective_demo(int timeout_ms) {
-  auto owner = MpiCommunicator::world({timeout_ms});
-  Communicator* comm = owner.get();
+  WorldOptions options;
+  options.timeout_ms = timeout_ms;
+  World job = join_world(options);  // MPI under mpirun, UCX when started the torchrun way
+  Communicator* comm = job.comm.get();
   Tensor t = Tensor::zeros({1024}, DType::kF32);
   try {
     comm->all_reduce(t).wait();                         // #1: everyone
     if (comm->rank() != 1) comm->all_reduce(t).wait();  // #2: rank 1 skips it...
     comm->barrier().wait();                             // ...and waits at the barrier
-  } catch (const CommTimeout& timeout) {
-    std::fprintf(stderr, "comm_test: %s\n", timeout.what());
+  } catch (const CommFault& fault) {
+    std::fprintf(stderr, "comm_test: %s\n", fault.what());
     std::fflush(stderr);
-    std::_Exit(3);  // MPI cannot be finalised with an operation stuck in flight
+    job.watchdog->linger_for_peer_reports();
+    std::_Exit(kCommFaultExitCode);  // MPI cannot be finalised with an operation stuck in flight
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "comm_test: not a communication fault: %s\n", error.what());
+    std::fflush(stderr);
+    std::_Exit(kOtherErrorExitCode);
   }
   std::fprintf(stderr, "comm_test: no timeout happened\n");
   std::_Exit(0);
@@ -645,6 +864,12 @@ int main(int argc, char** argv) {
     Communicator* comm = job.comm.get();
     world = comm;
     joined = &job;
+    std::unique_ptr<Communicator> ucx_over_mpi;
+    ucx = dynamic_cast<P2PCommunicator*>(comm);
+    if (!ucx) {
+      ucx_over_mpi = UcxCommunicator::over(*comm);
+      ucx = static_cast<P2PCommunicator*>(ucx_over_mpi.get());
+    }
     if (comm->rank() == 0)
       std::printf("comm_test: %d ranks, %s launch, %s backend\n", comm->size(),
                   launcher_name(job.launch.launcher), options.backend.c_str());
@@ -661,6 +886,7 @@ int main(int argc, char** argv) {
     failed = any.data<int32_t>()[0];
     world = nullptr;
     joined = nullptr;
+    ucx = nullptr;
   }
   return failed ? 1 : 0;
 }

@@ -57,6 +57,7 @@ class LatencyCommunicator final : public comm::Communicator {
       std::this_thread::sleep_until(ready_);
       inner_.wait();
     }
+    std::string describe() const override { return "a delayed operation"; }
 
    private:
     comm::CommHandle inner_;

@@ -1,22 +1,59 @@
 #!/usr/bin/env bash
-# Watchdog: rank 1 of 3 skips an all_reduce. The others must stop within timeout + 5 s with a
-# message naming rank 1 as the one that never arrived, and the job must exit non-zero.
-# Usage: watchdog.sh PATH/TO/comm_test
+# Watchdog: rank 1 of 3 skips an all_reduce and waits at the next barrier. The job must stop
+# within timeout + 5 s with exit code 3 and a report naming the mismatch — rank 1 missing from
+# all_reduce #2 (what ranks 0 and 2 see) or ranks 0 and 2 missing from barrier #2 (what rank 1
+# sees; under mpirun whichever reports first ends the job) — and every rank's flight record
+# must be in the flight-record directory.
+# Usage: watchdog.sh mpirun|torchrun PATH/TO/comm_test
 set -u
-comm_test=$1
+mode=$1 comm_test=$2
 timeout_s=3
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+out=$dir/out
 start=$(date +%s.%N)
-TANDEM_COMM_TIMEOUT_MS=$((timeout_s * 1000)) timeout 60 mpirun --allow-run-as-root --oversubscribe \
-  --mca mpi_yield_when_idle 1 -np 3 "$comm_test" --skip-collective > "$out" 2>&1
-rc=$?
+export TANDEM_COMM_TIMEOUT_MS=$((timeout_s * 1000)) TANDEM_LOG_DIR=$dir
+if [ "$mode" = mpirun ]; then
+  timeout 60 mpirun --allow-run-as-root --oversubscribe --mca mpi_yield_when_idle 1 -np 3 \
+    -x TANDEM_COMM_TIMEOUT_MS -x TANDEM_LOG_DIR "$comm_test" --skip-collective > "$out" 2>&1
+  rc=$?
+else
+  port=$((20000 + RANDOM % 20000))
+  pids=()
+  for r in 0 1 2; do
+    RANK=$r WORLD_SIZE=3 LOCAL_RANK=$r LOCAL_WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+      timeout 60 "$comm_test" --skip-collective >> "$out" 2>&1 &
+    pids+=($!)
+  done
+  rc=0
+  for pid in "${pids[@]}"; do
+    wait "$pid"
+    code=$?
+    [ $code -ne 3 ] && rc=$code
+    [ $rc -eq 0 ] && rc=3
+  done
+fi
 elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 cat "$out"
 fail() { echo "watchdog: FAIL: $*"; exit 1; }
-[ $rc -ne 0 ] || fail "the job exited 0"
 [ $rc -ne 124 ] || fail "the job hung until the test's own 60 s limit"
-awk -v e="$elapsed" -v t=$timeout_s 'BEGIN { exit !(e < t + 5 + 2) }' || fail "took ${elapsed}s, more than timeout + 5 s (+2 s start-up)"
-grep -q "all_reduce #2 on group 'world' (4096 bytes) did not complete within 3.[0-9] s; ranks that never arrived: 1 (last entered on this group: barrier #2)" "$out" \
-  || fail "no report naming rank 1 as missing from all_reduce #2"
-echo "watchdog: stopped after ${elapsed}s with the missing rank named"
+[ $rc -eq 3 ] || fail "exit code $rc, expected 3 (a communication fault)"
+awk -v e="$elapsed" -v t=$timeout_s 'BEGIN { exit !(e < t + 5 + 2) }' \
+  || fail "took ${elapsed}s, more than timeout + 5 s (+2 s start-up)"
+# The UCX world's first collective is the barrier that ends its set-up, so its numbers are one up.
+skipped=2
+[ "$mode" = torchrun ] && skipped=3
+seen_by_others="all_reduce #$skipped on group 'world' (4096 bytes) did not complete within 3.[0-9] s; ranks that never arrived: 1 (last entered on this group: barrier #$skipped; waiting in barrier #$skipped"
+seen_by_rank1="rank 1: barrier #$skipped on group 'world' (0 bytes) did not complete within 3.[0-9] s; ranks that never arrived: 0 (last entered on this group: all_reduce #$skipped; waiting in all_reduce #$skipped on group 'world' (4096 bytes), pending for 3.[0-9] s), 2 (last entered on this group: all_reduce #$skipped;"
+grep -q "$seen_by_others" "$out" || grep -q "$seen_by_rank1" "$out" \
+  || fail "no report naming the rank missing from all_reduce #2 (or those missing from barrier #2)"
+if [ "$mode" = torchrun ]; then  # nothing kills the others: each reports
+  [ "$(grep -c "$seen_by_others" "$out")" -eq 2 ] || fail "ranks 0 and 2 did not both report"
+  grep -q "$seen_by_rank1" "$out" || fail "rank 1 did not report ranks 0 and 2 missing"
+fi
+for r in 0 1 2; do
+  record=$dir/tandem-flight-rank$r.tsv
+  [ -s "$record" ] || fail "no flight record of rank $r in $dir"
+  grep -q "^group	world	$skipped	" "$record" || fail "rank $r's record does not show world at #$skipped"
+done
+echo "watchdog ($mode): stopped after ${elapsed}s with the mismatch named and 3 flight records"

@@ -61,6 +61,15 @@ TEST(Bootstrap, ReadsEachLauncher) {
   EXPECT_EQ(info.node_id, 2);
 
   EXPECT_EQ(detect_launch(FakeEnvironment{}.lookup()).launcher, Launcher::kNone);
+  // Ranks per node (what sizes each rank's thread pool) in slurm's compressed form.
+  slurm.values["SLURM_TASKS_PER_NODE"] = "2(x3),1";
+  slurm.values["SLURM_NODEID"] = "1";
+  slurm.values["SLURM_PROCID"] = "3";
+  EXPECT_EQ(detect_launch(slurm.lookup()).local_size, 2);
+  slurm.values["SLURM_NODEID"] = "3";
+  slurm.values["SLURM_PROCID"] = "6";
+  EXPECT_EQ(detect_launch(slurm.lookup()).local_size, 1);
+  EXPECT_EQ(detect_launch(slurm.lookup()).run_id, "job");
   EXPECT_EQ(slurm_tasks_on_node("4(x2),3", 0), 4);
   EXPECT_EQ(slurm_tasks_on_node("4(x2),3", 1), 4);
   EXPECT_EQ(slurm_tasks_on_node("4(x2),3", 2), 3);
@@ -104,6 +113,31 @@ TEST(Bootstrap, RefusesPartialAndContradictoryEnvironments) {
   EXPECT_NE(error_of([&] {
               detect_launch(text.lookup());
             }).find("OMPI_COMM_WORLD_RANK='one' is not a non-negative integer"),
+            std::string::npos);
+}
+
+TEST(Bootstrap, StoreNamespaceIsPerJobAndAttempt) {
+  FakeEnvironment env{{{"RANK", "0"},
+                       {"WORLD_SIZE", "2"},
+                       {"LOCAL_RANK", "0"},
+                       {"LOCAL_WORLD_SIZE", "2"},
+                       {"MASTER_ADDR", "127.0.0.1"},
+                       {"MASTER_PORT", "29500"}}};
+  EXPECT_EQ(detect_launch(env.lookup()).store_namespace(), "tandem/job/attempt0/");
+  env.values["TANDEM_RUN_ID"] = "exp7";
+  env.values["TANDEM_RESTART_COUNT"] = "2";
+  env.values["TANDEM_STORE_TOKEN"] = "s3cret";
+  const LaunchInfo info = detect_launch(env.lookup());
+  EXPECT_EQ(info.store_namespace(), "tandem/exp7/attempt2/");
+  EXPECT_EQ(info.store_token, "s3cret");
+  env.values["TANDEM_RESTART_COUNT"] = "-1";
+  EXPECT_NE(error_of([&] {
+              detect_launch(env.lookup());
+            }).find("TANDEM_RESTART_COUNT='-1' is not a non-negative integer"),
+            std::string::npos);
+  env.values["TANDEM_RESTART_COUNT"] = "0";
+  env.values["TANDEM_RUN_ID"] = "a/b";
+  EXPECT_NE(error_of([&] { detect_launch(env.lookup()); }).find("TANDEM_RUN_ID='a/b'"),
             std::string::npos);
 }
 

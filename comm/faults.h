@@ -1,0 +1,42 @@
+// The communication faults a job can restart from: a collective that passed its deadline, a peer
+// that died, a rendezvous store that is gone or frozen. Each is a tandem::Error whose what() is
+// the whole report; tools exit with kCommFaultExitCode for every one of them, so a launcher can
+// tell "worth a restart" from a configuration error (2) or anything else (1).
+#pragma once
+
+#include "runtime/core/errors.h"
+
+namespace tandem::comm {
+
+// Exit codes of tandem's tools, defined once (README, "Exit codes").
+inline constexpr int kSuccessExitCode = 0;
+inline constexpr int kOtherErrorExitCode = 1;
+inline constexpr int kUsageExitCode = 2;      // usage or configuration error: restarting won't help
+inline constexpr int kCommFaultExitCode = 3;  // a communication fault: a restart may succeed
+
+class CommFault : public Error {
+ public:
+  using Error::Error;
+};
+
+// A wait passed comm.timeout_s; the report names the op, its sequence number, the group and the
+// ranks that never arrived (or never answered).
+class CommTimeout : public CommFault {
+ public:
+  using CommFault::CommFault;
+};
+
+// The transport reported that a peer is gone (its process died, its connection was reset).
+class PeerLost : public CommFault {
+ public:
+  using CommFault::CommFault;
+};
+
+// The rendezvous store did not answer within its deadline, or its connection was lost; the
+// report names the rank (or launcher) that hosts it.
+class StoreLost : public CommFault {
+ public:
+  using CommFault::CommFault;
+};
+
+}  // namespace tandem::comm

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# A frozen store host: rank 0 of a 2-rank job started the torchrun way (it serves the store) is
+# stopped with SIGSTOP mid-training. Rank 1 must stop within comm.timeout_s + 10 s with exit code
+# 3 (a communication fault worth a restart) and a message naming rank 0, instead of hanging.
+# Usage: store_frozen.sh TANDEM_TRAIN
+set -u
+train=$1
+timeout_s=4
+dir=$(mktemp -d)
+pids=()
+cleanup() { kill -CONT "${pids[@]}" 2>/dev/null; kill -9 "${pids[@]}" 2>/dev/null; rm -rf "$dir"; }
+trap cleanup EXIT
+fail() { echo "store_frozen: FAIL: $*"; tail -5 "$dir"/rank1.log; exit 1; }
+port=$((20000 + RANDOM % 20000))
+export OMP_NUM_THREADS=1
+for r in 0 1; do
+  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+    TANDEM_LOG_DIR=$dir "$train" examples/configs/tiny.toml --set train.steps=100000 \
+    --set comm.timeout_s=$timeout_s > "$dir/rank$r.log" 2>&1 &
+  pids+=($!)
+done
+for _ in $(seq 100); do
+  grep -q "step 5/" "$dir/rank0.log" 2>/dev/null && break
+  sleep 0.2
+done
+grep -q "step 5/" "$dir/rank0.log" || fail "the job did not reach step 5"
+kill -STOP "${pids[0]}"
+start=$(date +%s.%N)
+timeout 60 tail --pid="${pids[1]}" -f /dev/null
+wait "${pids[1]}"
+rc=$?
+elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+cat "$dir/rank1.log" | grep -v "step\|^ \|=" | tail -3
+[ $rc -eq 3 ] || fail "rank 1 exited $rc, expected 3"
+awk -v e="$elapsed" -v t=$timeout_s 'BEGIN { exit !(e <= t + 10) }' \
+  || fail "rank 1 took ${elapsed} s, more than comm.timeout_s + 10 s"
+grep -q "communication fault: .*rank 0" "$dir/rank1.log" || fail "no message naming rank 0"
+echo "store_frozen: rank 1 stopped ${elapsed} s after rank 0 froze, naming it"
