@@ -39,6 +39,8 @@ bench: build data
 	$(BUILD)/bin/train_efficiency examples/configs/small.toml
 	$(BUILD)/bin/fp8_throughput
 	$(MPIRUN) -np 4 $(BUILD)/bin/comm_bandwidth
+	$(MPIRUN) -np 4 $(BUILD)/bin/collectives_bandwidth
+	bench/loopback_traffic.sh $(BUILD)
 	$(MPIRUN) -np 2 $(BUILD)/bin/pipeline_schedules examples/configs/tiny.toml \
 	  --set parallel.pp=2 --set parallel.microbatches=8 --schedules 1f1b,zb-h1,dualpipe,dualpipev
 	$(MPIRUN) -np 4 $(BUILD)/bin/pipeline_schedules examples/configs/tiny.toml \

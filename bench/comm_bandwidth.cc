@@ -14,6 +14,7 @@
 #include <functional>
 #include <vector>
 
+#include "bench/collective_timing.h"
 #include "comm/expert_dispatch.h"
 #include "comm/mpi/mpi_communicator.h"
 #include "comm/ucx/ucx_communicator.h"
@@ -24,20 +25,7 @@ namespace {
 using namespace tandem;
 using namespace tandem::comm;
 
-// Best time of a few trials, all ranks starting together; the slowest rank's time counts.
-double timed(Communicator& world, const std::function<void()>& body, int trials = 5) {
-  double best = 1e30;
-  body();  // warm-up
-  for (int t = 0; t < trials; ++t) {
-    world.barrier().wait();
-    const auto start = std::chrono::steady_clock::now();
-    body();
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    best = std::min(best, all_reduce_value(world, seconds, ReduceOp::kMax));
-  }
-  return best;
-}
+using bench::best_time_s;
 
 }  // namespace
 
@@ -54,12 +42,12 @@ int main(int argc, char** argv) {
 
   // memcpy on one core, same bytes.
   std::vector<char> a(bytes, 1), b(bytes, 0);
-  const double memcpy_s = timed(world, [&] { std::memcpy(b.data(), a.data(), bytes); });
+  const double memcpy_s = best_time_s(world, [&] { std::memcpy(b.data(), a.data(), bytes); });
 
   // MPI_Alltoallv, equal blocks, on the raw buffers.
   std::vector<int> counts(n, static_cast<int>(bytes / n)), displs(n);
   for (int p = 0; p < n; ++p) displs[p] = static_cast<int>(p * (bytes / n));
-  const double mpi_s = timed(world, [&] {
+  const double mpi_s = best_time_s(world, [&] {
     MPI_Alltoallv(a.data(), counts.data(), displs.data(), MPI_BYTE, b.data(), counts.data(),
                   displs.data(), MPI_BYTE, MPI_COMM_WORLD);
   });
@@ -69,7 +57,7 @@ int main(int argc, char** argv) {
   Tensor send = Tensor::empty({rows, 256}, DType::kF32), recv = send.clone();
   std::vector<int64_t> per_peer(n, rows / n);
   const double a2a_s =
-      timed(world, [&] { world.all_to_all_v(send, per_peer, recv, per_peer).wait(); });
+      best_time_s(world, [&] { world.all_to_all_v(send, per_peer, recv, per_peer).wait(); });
 
   // Expert dispatch + combine: tokens of d = 256 fp32, top-2 over 2 experts per rank, uniform
   // routing, sized so one dispatch moves the same bytes per rank as the exchanges above.
@@ -88,7 +76,7 @@ int main(int argc, char** argv) {
   // The experts are the identity: combine sends back what dispatch delivered, from the buffer it
   // was delivered in (in shared memory when the dispatcher uses it, as an expert's output is).
   auto dispatch_combine = [&](ExpertDispatcher& dispatcher) {
-    return timed(world, [&] {
+    return best_time_s(world, [&] {
       const DispatchLayout layout = dispatcher.plan(ids);
       const Tensor expert_rows = dispatcher.dispatch(x, layout);
       const Tensor y = dispatcher.combine(expert_rows, gates, layout);
@@ -122,10 +110,10 @@ int main(int argc, char** argv) {
         }
       };
     };
-    mpi_p2p = 4.0 * message / timed(world, pingpong(world));
-    ucx_p2p = 4.0 * message / timed(world, pingpong(*ucx));
+    mpi_p2p = 4.0 * message / best_time_s(world, pingpong(world));
+    ucx_p2p = 4.0 * message / best_time_s(world, pingpong(*ucx));
     ExpertDispatcher ucx_dispatcher(*ucx, experts);
-    ucx_dispatch_s = timed(world, [&] {
+    ucx_dispatch_s = best_time_s(world, [&] {
       const DispatchLayout layout = ucx_dispatcher.plan(ids);
       const Tensor y = ucx_dispatcher.combine(ucx_dispatcher.dispatch(x, layout), gates, layout);
     });

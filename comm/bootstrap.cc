@@ -185,6 +185,8 @@ LaunchInfo detect_launch(const EnvironmentLookup& lookup) {
   }
   if (const char* run_id = lookup("TANDEM_RUN_ID"); run_id && *run_id) {
     info.run_id = run_id;
+  } else if (const char* elastic = lookup("TORCHELASTIC_RUN_ID"); elastic && *elastic) {
+    info.run_id = std::string("torchelastic-") + elastic;
   } else if (const char* job = lookup("SLURM_JOB_ID"); job && *job) {
     info.run_id = std::string("slurm-") + job;
   }

@@ -43,6 +43,7 @@ CommHandle::~CommHandle() {
 void CommHandle::abandon() {
   // Leaked deliberately: the operation's buffers stay valid for a transport that may still write
   // them; the process is reporting an error and will end.
+  work_->abandon();
   static_cast<void>(work_.release());
 }
 
@@ -67,6 +68,42 @@ bool CommHandle::test() {
   }
   work_.reset();
   return true;
+}
+
+namespace {
+template <class T>
+void reduce_typed(T* out, const T* a, const T* b, int64_t n, ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+      return;
+    case ReduceOp::kMax:
+      for (int64_t i = 0; i < n; ++i) out[i] = std::max(a[i], b[i]);
+      return;
+    case ReduceOp::kMin:
+      for (int64_t i = 0; i < n; ++i) out[i] = std::min(a[i], b[i]);
+      return;
+  }
+}
+}  // namespace
+
+void reduce_elements(DType dtype, void* out, const void* a, const void* b, int64_t n, ReduceOp op) {
+  switch (dtype) {
+    case DType::kF32:
+      return reduce_typed(static_cast<float*>(out), static_cast<const float*>(a),
+                          static_cast<const float*>(b), n, op);
+    case DType::kF64:
+      return reduce_typed(static_cast<double*>(out), static_cast<const double*>(a),
+                          static_cast<const double*>(b), n, op);
+    case DType::kI32:
+      return reduce_typed(static_cast<int32_t*>(out), static_cast<const int32_t*>(a),
+                          static_cast<const int32_t*>(b), n, op);
+    case DType::kI64:
+      return reduce_typed(static_cast<int64_t*>(out), static_cast<const int64_t*>(a),
+                          static_cast<const int64_t*>(b), n, op);
+    default:
+      TANDEM_FAIL("reductions need fp32, fp64, int32 or int64, not ", dtype_name(dtype));
+  }
 }
 
 double all_reduce_value(Communicator& group, double value, ReduceOp op) {

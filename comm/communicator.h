@@ -35,6 +35,8 @@ class Work {
   virtual void wait() = 0;  // blocks until complete, or throws CommTimeout or the failure
   // "all_reduce #3 on group 'world' (4096 bytes)", for errors about the handle itself.
   virtual std::string describe() const = 0;
+  // Its handle gives it up (an error is on its way): it must never be advanced again.
+  virtual void abandon() {}
 };
 
 // Owns a started operation; whoever holds it must wait() (or test() until true) before dropping
@@ -112,6 +114,10 @@ double all_reduce_value(Communicator& group, double value, ReduceOp op = ReduceO
 // Every rank's bytes, in rank order, on `root` (empty elsewhere): traces, parameter dumps and
 // timings of different lengths per rank. Collective over the group.
 std::vector<std::string> gather_strings(Communicator& group, const std::string& mine, int root);
+
+// out = a (op) b over n elements of a reducible dtype (fp32, fp64, int32, int64); out may be a.
+// The one elementwise reduction of the collectives that reduce on the CPU themselves.
+void reduce_elements(DType dtype, void* out, const void* a, const void* b, int64_t n, ReduceOp op);
 
 // Validates an exchange_rows request; shared by the backends.
 void check_row_blocks(const Tensor& send, const std::vector<RowBlock>& sends, const Tensor& recv,

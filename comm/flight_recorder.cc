@@ -76,7 +76,7 @@ uint64_t FlightRecorder::entered_total() const {
   return next_ticket_ - 1;
 }
 
-std::string FlightRecorder::serialize() const {
+std::string FlightRecorder::serialize(bool timed_out, bool pending_only) const {
   const double now = now_s();
   std::lock_guard lock(mutex_);
   std::ostringstream out;
@@ -85,7 +85,8 @@ std::string FlightRecorder::serialize() const {
   const uint64_t entered = next_ticket_ - 1;
   out << "# tandem flight record of rank " << world_rank_ << " at " << now
       << " (unix s): " << entered << " operations entered, the last "
-      << std::min<uint64_t>(entered, ring_.size()) << " below\n";
+      << std::min<uint64_t>(entered, ring_.size()) << " below"
+      << (timed_out ? "; this rank timed out" : "") << "\n";
   out << "# group\tname\tlast entered seq\tits op\tlast completed seq\n";
   for (const auto& [name, g] : groups_)
     out << "group\t" << name << '\t' << g.entered_seq << '\t' << g.entered_op << '\t'
@@ -95,6 +96,7 @@ std::string FlightRecorder::serialize() const {
   const uint64_t first = entered >= ring_.size() ? entered - ring_.size() + 1 : 1;
   for (uint64_t t = first; t <= entered; ++t) {
     const Entry& e = ring_[t % ring_.size()];
+    if (pending_only && e.completed_s >= 0) continue;
     out << "op\t" << e.ticket << '\t' << e.group << '\t' << e.op << '\t' << e.seq << '\t' << e.bytes
         << '\t' << e.entered_s << '\t';
     if (e.completed_s >= 0) {
@@ -116,6 +118,7 @@ PeerRecord FlightRecorder::parse(const std::string& text) {
     if (line.starts_with("# tandem flight record of rank ")) {
       std::sscanf(line.c_str(), "# tandem flight record of rank %d at %lf", &record.rank, &at);
       record.written_s = at;
+      record.timed_out = line.find("; this rank timed out") != std::string::npos;
       continue;
     }
     const std::vector<std::string> f = split_tabs(line);

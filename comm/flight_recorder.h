@@ -36,7 +36,8 @@ struct GroupProgress {
 // Another rank's published record, as far as a report needs it.
 struct PeerRecord {
   int rank = -1;
-  double written_s = 0;  // wall clock (unix s) when the rank wrote it
+  double written_s = 0;    // wall clock (unix s) when the rank wrote it
+  bool timed_out = false;  // written by a rank done reporting a timeout of its own
   std::map<std::string, GroupProgress> groups;
   std::string oldest_pending;  // "all_reduce #3 on group 'world' (1024 bytes) for 2.1 s", or ""
 };
@@ -50,7 +51,10 @@ class FlightRecorder {
   void complete(const OpRecord& op);
   uint64_t entered_total() const;
   // The whole record as text: one line per group, then the last operations, oldest first.
-  std::string serialize() const;
+  // timed_out marks the record of a rank that is reporting a timeout of its own; pending_only
+  // keeps, of the operations, only those still pending (what peers need: kilobytes, not the
+  // whole ring, when thousands of ranks read each other's).
+  std::string serialize(bool timed_out = false, bool pending_only = false) const;
   static PeerRecord parse(const std::string& text);
 
  private:

@@ -2,9 +2,15 @@
 // tell each other how far they are by storing a number in each peer's control block.
 #include "comm/node_collectives.h"
 
+#include <signal.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstring>
+#include <string>
+
+#include "comm/faults.h"
 
 namespace tandem::comm {
 
@@ -15,57 +21,21 @@ constexpr int kPhases = 4;    // progress values: kPhases · (op number) + phase
 
 enum Phase : int64_t { kStaged = 1, kReduced = 2, kRead = 3 };
 
-template <class T>
-void reduce_chunk(T* out, const T* a, const T* b, int64_t n, ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum:
-      for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
-      return;
-    case ReduceOp::kMax:
-      for (int64_t i = 0; i < n; ++i) out[i] = std::max(a[i], b[i]);
-      return;
-    case ReduceOp::kMin:
-      for (int64_t i = 0; i < n; ++i) out[i] = std::min(a[i], b[i]);
-      return;
-  }
-}
-
 // out = inputs[0] op inputs[1] op ... in this order, a cache-sized chunk at a time.
-template <class T>
-void reduce_in_order(T* out, const std::vector<const T*>& inputs, int64_t n, ReduceOp op) {
+void reduce_in_order(DType dtype, char* out, const std::vector<const char*>& inputs, int64_t n,
+                     ReduceOp op) {
   constexpr int64_t kChunk = 8192;
+  const size_t element = dtype_size(dtype);
   for (int64_t first = 0; first < n; first += kChunk) {
     const int64_t count = std::min(kChunk, n - first);
+    char* o = out + first * element;
     if (inputs.size() == 1) {
-      std::memcpy(out + first, inputs[0] + first, count * sizeof(T));
+      std::memcpy(o, inputs[0] + first * element, count * element);
       continue;
     }
-    reduce_chunk(out + first, inputs[0] + first, inputs[1] + first, count, op);
+    reduce_elements(dtype, o, inputs[0] + first * element, inputs[1] + first * element, count, op);
     for (size_t q = 2; q < inputs.size(); ++q)
-      reduce_chunk(out + first, out + first, inputs[q] + first, count, op);
-  }
-}
-
-template <class T>
-void reduce_typed(void* out, const std::vector<const char*>& inputs, int64_t n, ReduceOp op) {
-  std::vector<const T*> typed;
-  for (const char* input : inputs) typed.push_back(reinterpret_cast<const T*>(input));
-  reduce_in_order(static_cast<T*>(out), typed, n, op);
-}
-
-void reduce_bytes(DType dtype, void* out, const std::vector<const char*>& inputs, int64_t n,
-                  ReduceOp op) {
-  switch (dtype) {
-    case DType::kF32:
-      return reduce_typed<float>(out, inputs, n, op);
-    case DType::kF64:
-      return reduce_typed<double>(out, inputs, n, op);
-    case DType::kI32:
-      return reduce_typed<int32_t>(out, inputs, n, op);
-    case DType::kI64:
-      return reduce_typed<int64_t>(out, inputs, n, op);
-    default:
-      TANDEM_FAIL("node collectives reduce fp32, fp64, int32 or int64, not ", dtype_name(dtype));
+      reduce_elements(dtype, o, o, inputs[q] + first * element, count, op);
   }
 }
 
@@ -88,7 +58,8 @@ std::unique_ptr<NodeCollectives> NodeCollectives::open(Communicator& group) {
   auto memory = NodeSharedMemory::open(group, &why_not);
   if (!memory) return nullptr;
   const int n = group.size(), rank = group.rank();
-  auto collectives = std::unique_ptr<NodeCollectives>(new NodeCollectives(memory, rank, n));
+  auto collectives =
+      std::unique_ptr<NodeCollectives>(new NodeCollectives(memory, rank, group.world_ranks()));
   // Control blocks travel once: then each operation needs no message at all.
   const SharedRef mine = *memory->find(collectives->control_.raw_data());
   Tensor ref = Tensor::empty({3}, DType::kI64), refs = Tensor::empty({3 * n}, DType::kI64);
@@ -104,8 +75,13 @@ std::unique_ptr<NodeCollectives> NodeCollectives::open(Communicator& group) {
   return collectives;
 }
 
-NodeCollectives::NodeCollectives(std::shared_ptr<NodeSharedMemory> memory, int rank, int size)
-    : memory_(std::move(memory)), rank_(rank), size_(size), peer_control_(size, nullptr) {
+NodeCollectives::NodeCollectives(std::shared_ptr<NodeSharedMemory> memory, int rank,
+                                 std::vector<int> world_ranks)
+    : memory_(std::move(memory)),
+      rank_(rank),
+      size_(static_cast<int>(world_ranks.size())),
+      world_ranks_(std::move(world_ranks)),
+      peer_control_(size_, nullptr) {
   control_ = memory_->empty({kLine * (size_ + 1)}, DType::kI64);
   control_.zero_();
 }
@@ -119,12 +95,28 @@ void NodeCollectives::signal(int64_t value) {
         .store(value, std::memory_order_release);
 }
 
-bool NodeCollectives::everyone_reached(int64_t value) const {
+bool NodeCollectives::everyone_reached(int64_t value) {
   const int64_t* lines = control_.data<int64_t>();
-  for (int q = 0; q < size_; ++q)
+  int behind = -1;
+  for (int q = 0; q < size_ && behind < 0; ++q)
     if (std::atomic_ref<const int64_t>(lines[kLine * q]).load(std::memory_order_acquire) < value)
-      return false;
-  return true;
+      behind = q;
+  if (behind < 0) return true;
+  // A few times a second, ask whether the ranks still behind are alive at all.
+  const auto now = std::chrono::steady_clock::now();
+  if (now < next_liveness_check_) return false;
+  next_liveness_check_ = now + std::chrono::milliseconds(100);
+  for (int q = behind; q < size_; ++q) {
+    if (std::atomic_ref<const int64_t>(lines[kLine * q]).load(std::memory_order_acquire) >= value)
+      continue;
+    const pid_t pid = memory_->pid_of(q);
+    if (::kill(pid, 0) != 0 && errno == ESRCH)
+      throw PeerLost("rank " + std::to_string(world_ranks_[q]) + " is gone: its process " +
+                     std::to_string(pid) +
+                     " on this node exited while this rank waited for it in a shared-memory "
+                     "collective");
+  }
+  return false;
 }
 
 // Copies `source` into this rank's staging and says where it is (the line after the peers').
@@ -174,7 +166,7 @@ bool NodeCollectives::advance(Op& op) {
       char* out = op.kind == Op::Kind::kAllReduce
                       ? static_cast<char*>(op.output.raw_data()) + first * element
                       : static_cast<char*>(op.output.raw_data());
-      if (count) reduce_bytes(op.input.dtype(), out, inputs, count, op.reduce);
+      if (count) reduce_in_order(op.input.dtype(), out, inputs, count, op.reduce);
       if (op.kind == Op::Kind::kAllReduce) {
         // Peers gather this block from the staging, which held this rank's input there.
         if (count)

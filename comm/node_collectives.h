@@ -7,6 +7,7 @@
 // UCX backend runs its large collectives this way when the whole group is on one node.
 #pragma once
 
+#include <chrono>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -31,17 +32,21 @@ class NodeCollectives {
 
  private:
   struct Op;
-  explicit NodeCollectives(std::shared_ptr<NodeSharedMemory> memory, int rank, int size);
+  NodeCollectives(std::shared_ptr<NodeSharedMemory> memory, int rank, std::vector<int> world_ranks);
   Step enqueue(std::shared_ptr<Op> op);
   void advance();
   bool advance(Op& op);
   void signal(int64_t value);
-  bool everyone_reached(int64_t value) const;
+  // Whether every rank has signalled `value`; throws PeerLost once a rank that has not is found
+  // dead (its process gone), instead of leaving the wait to the watchdog's deadline.
+  bool everyone_reached(int64_t value);
   void stage(const Tensor& source);
   const char* staging_of(int rank);
 
   std::shared_ptr<NodeSharedMemory> memory_;
   int rank_, size_;
+  std::vector<int> world_ranks_;
+  std::chrono::steady_clock::time_point next_liveness_check_{};
   Tensor control_;                   // this rank's: a line per peer's progress, then its staging
   std::vector<char*> peer_control_;  // every rank's control block, mapped here
   Tensor staging_;                   // this rank's staged input (grown as needed)

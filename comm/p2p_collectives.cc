@@ -26,41 +26,6 @@ uint64_t TagLayout::user(uint64_t group_id, int64_t tag, int source) {
 
 namespace {
 
-template <class T>
-void combine(T* out, const T* a, const T* b, int64_t n, ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum:
-      for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
-      return;
-    case ReduceOp::kMax:
-      for (int64_t i = 0; i < n; ++i) out[i] = std::max(a[i], b[i]);
-      return;
-    case ReduceOp::kMin:
-      for (int64_t i = 0; i < n; ++i) out[i] = std::min(a[i], b[i]);
-      return;
-  }
-}
-
-// out = a (op) b over n elements; out may be a.
-void combine_bytes(DType dtype, void* out, const void* a, const void* b, int64_t n, ReduceOp op) {
-  switch (dtype) {
-    case DType::kF32:
-      return combine(static_cast<float*>(out), static_cast<const float*>(a),
-                     static_cast<const float*>(b), n, op);
-    case DType::kF64:
-      return combine(static_cast<double*>(out), static_cast<const double*>(a),
-                     static_cast<const double*>(b), n, op);
-    case DType::kI32:
-      return combine(static_cast<int32_t*>(out), static_cast<const int32_t*>(a),
-                     static_cast<const int32_t*>(b), n, op);
-    case DType::kI64:
-      return combine(static_cast<int64_t*>(out), static_cast<const int64_t*>(a),
-                     static_cast<const int64_t*>(b), n, op);
-    default:
-      TANDEM_FAIL("unreachable");
-  }
-}
-
 void check_reducible(DType dtype, const char* op) {
   TANDEM_CHECK(
       dtype == DType::kF32 || dtype == DType::kF64 || dtype == DType::kI32 || dtype == DType::kI64,
@@ -83,27 +48,39 @@ int mod(int64_t a, int n) {
 class P2PCommunicator::WatchedWork : public Work {
  public:
   WatchedWork(OpRecord op, std::shared_ptr<Watchdog> watchdog,
-              std::shared_ptr<std::atomic<int64_t>> in_flight, std::function<void()> progress)
+              std::shared_ptr<std::atomic<int64_t>> in_flight, std::function<void()> progress,
+              std::shared_ptr<ActiveWorks> active)
       : op_(std::move(op)),
         watchdog_(std::move(watchdog)),
         in_flight_(std::move(in_flight)),
-        progress_(std::move(progress)) {}
+        progress_(std::move(progress)),
+        active_(std::move(active)) {
+    active_->works.push_back(this);
+  }
   ~WatchedWork() override {
     if (!done_ && in_flight_) --*in_flight_;
+    std::erase(active_->works, this);
   }
   bool test() final {
     if (done_) return true;
     progress_();
-    if (!advance()) return false;
-    done_ = true;
-    watchdog_->complete(op_);
-    if (in_flight_) --*in_flight_;
-    return true;
+    // Every operation in flight on this backend moves on, whichever one is being waited for:
+    // ranks may wait on them in different orders, and each needs the others' messages.
+    if (!active_->advancing) {
+      active_->advancing = true;
+      for (size_t i = 0; i < active_->works.size(); ++i) active_->works[i]->step();
+      active_->advancing = false;
+    } else {
+      step();
+    }
+    if (failure_) std::rethrow_exception(std::exchange(failure_, nullptr));
+    return done_;
   }
   void wait() final {
     if (!done_) watchdog_->wait([this] { return test(); }, op_);
   }
   std::string describe() const final { return describe_op(op_); }
+  void abandon() final { abandoned_ = true; }
 
  protected:
   // True once every message of the operation has completed and its local work is done.
@@ -111,11 +88,28 @@ class P2PCommunicator::WatchedWork : public Work {
   const OpRecord& op() const { return op_; }
 
  private:
+  // Advances this operation; its failure is kept for whoever tests it.
+  void step() {
+    if (done_ || abandoned_ || failure_) return;
+    try {
+      if (!advance()) return;
+    } catch (...) {
+      failure_ = std::current_exception();
+      abandoned_ = true;
+      return;
+    }
+    done_ = true;
+    watchdog_->complete(op_);
+    if (in_flight_) --*in_flight_;
+  }
   OpRecord op_;
   std::shared_ptr<Watchdog> watchdog_;
   std::shared_ptr<std::atomic<int64_t>> in_flight_;
   std::function<void()> progress_;
+  std::shared_ptr<ActiveWorks> active_;
   bool done_ = false;
+  bool abandoned_ = false;  // failed or given up by its handle: never advanced again
+  std::exception_ptr failure_;
 };
 
 // Messages posted at once, then an optional local step (a reduction, or nothing).
@@ -123,9 +117,10 @@ class P2PCommunicator::PlainWork final : public WatchedWork {
  public:
   PlainWork(OpRecord op, std::shared_ptr<Watchdog> watchdog,
             std::shared_ptr<std::atomic<int64_t>> in_flight, std::function<void()> progress,
-            std::vector<std::unique_ptr<P2PRequest>> requests, std::function<void()> finish,
-            std::shared_ptr<void> keep_alive)
-      : WatchedWork(std::move(op), std::move(watchdog), std::move(in_flight), std::move(progress)),
+            std::shared_ptr<ActiveWorks> active, std::vector<std::unique_ptr<P2PRequest>> requests,
+            std::function<void()> finish, std::shared_ptr<void> keep_alive)
+      : WatchedWork(std::move(op), std::move(watchdog), std::move(in_flight), std::move(progress),
+                    std::move(active)),
         requests_(std::move(requests)),
         finish_(std::move(finish)),
         keep_alive_(std::move(keep_alive)) {}
@@ -159,7 +154,8 @@ class P2PCommunicator::RingWork final : public WatchedWork {
   };
   RingWork(P2PCommunicator& comm, OpRecord op, TagLayout::Collective which, Buffers buffers,
            bool reduce, bool gather, ReduceOp reduce_op)
-      : WatchedWork(op, comm.watchdog_, comm.in_flight_, comm.progress_engine()),
+      : WatchedWork(op, comm.watchdog_, comm.in_flight_, comm.progress_engine(),
+                    comm.active_works()),
         comm_(comm),
         which_(which),
         n_(comm.size()),
@@ -249,7 +245,7 @@ class P2PCommunicator::RingWork final : public WatchedWork {
           const int block = recv_block(state.step);
           const auto [first, count] = chunk(block, c);
           if (count > 0)
-            combine_bytes(
+            reduce_elements(
                 b_.dtype, accumulated(block, first), b_.input + first * element_,
                 static_cast<const char*>(scratch_.raw_data()) + c * chunk_elements_ * element_,
                 count, reduce_op_);
@@ -281,8 +277,10 @@ class P2PCommunicator::StepWork final : public WatchedWork {
  public:
   StepWork(OpRecord op, std::shared_ptr<Watchdog> watchdog,
            std::shared_ptr<std::atomic<int64_t>> in_flight, std::function<void()> progress,
-           NodeCollectives::Step step, std::shared_ptr<void> keep_alive)
-      : WatchedWork(std::move(op), std::move(watchdog), std::move(in_flight), std::move(progress)),
+           std::shared_ptr<ActiveWorks> active, NodeCollectives::Step step,
+           std::shared_ptr<void> keep_alive)
+      : WatchedWork(std::move(op), std::move(watchdog), std::move(in_flight), std::move(progress),
+                    std::move(active)),
         step_(std::move(step)),
         keep_alive_(std::move(keep_alive)) {}
 
@@ -295,7 +293,9 @@ class P2PCommunicator::StepWork final : public WatchedWork {
 NodeCollectives* P2PCommunicator::node() {
   if (node_state_ == 0) {
     // Collective: every rank reaches its first large collective on this group with the same
-    // setting, so they open (or decline) together.
+    // setting, so they open (or decline) together. Opening runs collectives of its own on this
+    // group (large ones on large groups): they take the message path.
+    node_state_ = -1;
     node_ = node_collectives_ && size() > 1 ? NodeCollectives::open(*this) : nullptr;
     node_state_ = node_ ? 1 : -1;
   }
@@ -304,8 +304,9 @@ NodeCollectives* P2PCommunicator::node() {
 
 CommHandle P2PCommunicator::launch_steps(OpRecord op, NodeCollectives::Step step,
                                          std::shared_ptr<void> keep) {
-  return CommHandle(std::make_unique<StepWork>(
-      std::move(op), watchdog_, in_flight_, progress_engine(), std::move(step), std::move(keep)));
+  return CommHandle(std::make_unique<StepWork>(std::move(op), watchdog_, in_flight_,
+                                               progress_engine(), active_works(), std::move(step),
+                                               std::move(keep)));
 }
 
 P2PCommunicator::P2PCommunicator(std::string name, int rank, std::vector<int> world_ranks,
@@ -332,7 +333,7 @@ OpRecord P2PCommunicator::begin(const char* op, size_t bytes, bool collective,
     TANDEM_USER_CHECK(*in_flight_ < TagLayout::kMaxInFlight, "group '", name_, "' has ",
                       in_flight_->load(), " collectives in flight; at most ",
                       TagLayout::kMaxInFlight,
-                      " can be (the tag's 16-bit sequence number wraps): wait on some first");
+                      " can be (the tag's 13-bit sequence number wraps): wait on some first");
     ++*in_flight_;
     record.seq = ++seq_;
     record.members = members_;
@@ -347,9 +348,9 @@ OpRecord P2PCommunicator::begin(const char* op, size_t bytes, bool collective,
 CommHandle P2PCommunicator::launch(OpRecord op, std::vector<std::unique_ptr<P2PRequest>> requests,
                                    std::function<void()> finish, std::shared_ptr<void> keep_alive) {
   auto in_flight = op.seq > 0 ? in_flight_ : nullptr;
-  return CommHandle(std::make_unique<PlainWork>(std::move(op), watchdog_, std::move(in_flight),
-                                                progress_engine(), std::move(requests),
-                                                std::move(finish), std::move(keep_alive)));
+  return CommHandle(std::make_unique<PlainWork>(
+      std::move(op), watchdog_, std::move(in_flight), progress_engine(), active_works(),
+      std::move(requests), std::move(finish), std::move(keep_alive)));
 }
 
 std::unique_ptr<P2PRequest> P2PCommunicator::send_bytes(const void* data, size_t bytes, int peer,
@@ -406,8 +407,8 @@ CommHandle P2PCommunicator::gather_and_reduce(Tensor& tensor, ReduceOp op) {
     const char* all = static_cast<const char*>(gathered->raw_data());
     if (bytes) std::memcpy(target.raw_data(), all, bytes);
     for (int p = 1; p < n; ++p)
-      combine_bytes(target.dtype(), target.raw_data(), target.raw_data(), all + p * bytes,
-                    target.numel(), op);
+      reduce_elements(target.dtype(), target.raw_data(), target.raw_data(), all + p * bytes,
+                      target.numel(), op);
   };
   return launch(std::move(record), std::move(requests), finish, gathered);
 }

@@ -106,6 +106,16 @@ class P2PCommunicator : public Communicator {
   // keep it (and what it captures) alive, so it must not refer to the communicator itself.
   virtual std::function<void()> progress_engine() const = 0;
 
+  class WatchedWork;
+  // The operations in flight on one backend context (all its groups), in start order: testing
+  // any of them advances all, since a peer may be waiting on another one. Shared by the groups
+  // of one context (the backend makes one and hands it to every group it creates).
+  struct ActiveWorks {
+    std::vector<WatchedWork*> works;
+    bool advancing = false;
+  };
+  virtual std::shared_ptr<ActiveWorks> active_works() const = 0;
+
   // The members of this rank's new group and the group's id, agreed over this group
   // (collective): the ids handed out are above every member's `next_free_id`, which each member
   // then raises past them, so no two groups with a common member share an id.
@@ -119,7 +129,6 @@ class P2PCommunicator : public Communicator {
   SplitGroup agree_split(int color, int key, uint64_t& next_free_id);
 
  private:
-  class WatchedWork;
   class PlainWork;
   class RingWork;
   class StepWork;

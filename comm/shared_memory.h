@@ -55,6 +55,7 @@ class NodeSharedMemory final : public Allocator,
   size_t segment_bytes_total() const;
   int group_rank() const { return rank_; }
   int group_size() const { return static_cast<int>(pids_.size()); }
+  pid_t pid_of(int rank) const { return pids_.at(rank); }
   int timeout_ms() const { return timeout_ms_; }
 
   void* allocate(size_t bytes) override;

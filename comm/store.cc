@@ -479,6 +479,9 @@ bool StoreServer::Loop::process(Connection& c) {
       return refuse(c, std::string("unknown store command byte ") + byte +
                            " (is this a tandem store client?)");
     }
+    // On a store with a token, nothing but the hello is read (or buffered) from a client that
+    // has not said it: a stranger costs at most a hello's bytes.
+    if (!options_.token.empty() && !c.greeted && command != 'H') return refuse(c, kTokenMismatch);
     if (have < 5) break;
     const uint32_t key_bytes = get_u32(&c.in[at + 1]);
     if (command == 'H' && key_bytes != 0)

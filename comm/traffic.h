@@ -1,6 +1,6 @@
 // Which backend carries which traffic: pipeline send/recv, the expert all-to-all and data-parallel
-// reductions each have a configured backend ("auto" picks by device: on the CPU UCX for the
-// pipeline and MPI for collectives; on the GPU NCCL), and a job opens one world communicator per
+// reductions each have a configured backend ("auto" picks by device: on the CPU MPI when the job
+// has it, else UCX; on the GPU NCCL), and a job opens one world communicator per
 // backend it uses, from which the parallel groups are split.
 #pragma once
 
@@ -18,7 +18,7 @@ enum class Traffic { kPipeline, kExpert, kData };
 const char* traffic_name(Traffic traffic);
 
 // The backend for a traffic class: the configured one, or for "auto" the device's default
-// (GPU: NCCL; CPU: UCX for the pipeline, MPI for collectives when the job has MPI, else UCX).
+// (GPU: NCCL; CPU: MPI when the job has MPI, else UCX).
 std::string backend_for(Traffic traffic, const CommConfig& config, DeviceType device,
                         bool mpi_available);
 

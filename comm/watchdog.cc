@@ -8,6 +8,12 @@
 #include <map>
 #include <sstream>
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "comm/bootstrap.h"
 #include "comm/faults.h"
 #include "runtime/core/logging.h"
 
@@ -21,6 +27,14 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kDumpKey = "flight/requests";
 std::string record_key(int world_rank) {
   return "flight/record/" + std::to_string(world_rank);
+}
+// Where a rank says which process it is: "<node identity hash> <pid>".
+std::string process_key(int world_rank) {
+  return "flight/process/" + std::to_string(world_rank);
+}
+std::string this_process() {
+  return std::to_string(std::hash<std::string>{}(node_identity())) + " " +
+         std::to_string(::getpid());
 }
 
 double seconds_since(Clock::time_point start) {
@@ -42,7 +56,11 @@ Watchdog::Watchdog(std::shared_ptr<StoreClient> store, int world_rank, WatchdogO
       world_rank_(world_rank),
       options_(std::move(options)),
       recorder_(world_rank) {
-  if (store_) heartbeat_ = std::thread([this] { heartbeat_loop(); });
+  if (store_) {
+    // Once per rank and job, so that a report can tell a dead peer on this node from a slow one.
+    store_->set(process_key(world_rank_), this_process());
+    heartbeat_ = std::thread([this] { heartbeat_loop(); });
+  }
 }
 
 Watchdog::~Watchdog() {
@@ -63,13 +81,76 @@ std::string Watchdog::flight_record_path() const {
   return dir + "/tandem-flight-rank" + std::to_string(world_rank_) + ".tsv";
 }
 
+// The pid of a rank's process when it runs on this node (0 otherwise or when unknown).
+long Watchdog::pid_here(int member) {
+  if (const auto known = pids_here_.find(member); known != pids_here_.end()) return known->second;
+  long pid = 0;
+  if (const auto process = store_->get(process_key(member), 0)) {
+    std::istringstream in(*process);
+    std::string node;
+    in >> node >> pid;
+    if (node != std::to_string(std::hash<std::string>{}(node_identity()))) pid = 0;
+  }
+  pids_here_[member] = pid;
+  return pid;
+}
+
+bool Watchdog::exited_here(int member) {
+  const long pid = pid_here(member);
+  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
+
+// What can be said of a rank that did not answer: whether its process on this node is gone.
+std::string Watchdog::silent_reason(int member) {
+  try {
+    const long pid = pid_here(member);
+    if (pid <= 0) return "";
+    return " (its process " + std::to_string(pid) + " on this node " +
+           (exited_here(member) ? "has exited)" : "is alive)");
+  } catch (const std::exception&) {
+    return "";  // the store is gone too: the report says so
+  }
+}
+
 double Watchdog::report_window_s() const {
   return std::min(10.0, 3.0 * options_.heartbeat_ms / 1000.0 + 1.0);
 }
 
-void Watchdog::linger_for_peer_reports() const {
-  if (options_.serves_store)
-    std::this_thread::sleep_for(std::chrono::duration<double>(report_window_s() + 1.0));
+void Watchdog::linger_for_peer_reports() {
+  if (!options_.serves_store || fault_members_.empty()) return;
+  try {
+    // Until every peer has reported its own timeout (or is dead): they may time out up to a
+    // whole comm.timeout_s after this rank did.
+    collect_records(fault_members_, fault_since_s_,
+                    options_.timeout_ms / 1000.0 + report_window_s(), true);
+  } catch (const std::exception&) {
+    // Our own store does not answer us: nothing left to wait for.
+  }
+}
+
+std::map<int, PeerRecord> Watchdog::collect_records(const std::vector<int>& members, double since_s,
+                                                    double within_s, bool timed_out_only) {
+  std::map<int, PeerRecord> records;
+  std::vector<int> waiting;
+  for (int member : members)
+    if (member != world_rank_) waiting.push_back(member);
+  const auto start = Clock::now();
+  while (!waiting.empty() && seconds_since(start) < within_s) {
+    std::erase_if(waiting, [&](int member) {
+      const auto text = store_->get(record_key(member), 0);
+      const size_t newline = text ? text->find('\n') : std::string::npos;
+      if (newline != std::string::npos) {
+        PeerRecord record = FlightRecorder::parse(text->substr(newline + 1));
+        if (record.written_s >= since_s && (record.timed_out || !timed_out_only)) {
+          records[member] = std::move(record);
+          return true;
+        }
+      }
+      return exited_here(member);  // a dead process on this node will never answer
+    });
+    if (!waiting.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return records;
 }
 
 void Watchdog::heartbeat_loop() {
@@ -92,16 +173,24 @@ void Watchdog::heartbeat_loop() {
   }
 }
 
-// Writes this rank's record to the store (answering request `generation`) and to its file.
-void Watchdog::publish(uint64_t generation) {
-  std::lock_guard lock(publish_mutex_);
-  if (generation <= published_generation_) return;
-  const std::string record = recorder_.serialize();
+// The whole ring, for the operator; first of all, so that it exists whatever the store does.
+void Watchdog::write_record_file() {
   const std::string path = flight_record_path();
   std::ofstream file(path);
-  file << record;
+  file << recorder_.serialize(reported_timeout_);
   if (!file.good()) log_warn("could not write the flight record to ", path);
-  store_->set(record_key(world_rank_), std::to_string(generation) + "\n" + record);
+}
+
+// Writes this rank's record to its file and (the groups and pending operations only) to the
+// store, answering request `generation`.
+void Watchdog::publish(uint64_t generation, bool done_reporting) {
+  std::lock_guard lock(publish_mutex_);
+  if (generation <= published_generation_ && !done_reporting) return;
+  generation = std::max(generation, published_generation_);
+  reported_timeout_ = reported_timeout_ || done_reporting;  // later answers keep saying so
+  write_record_file();
+  store_->set(record_key(world_rank_),
+              std::to_string(generation) + "\n" + recorder_.serialize(reported_timeout_, true));
   published_generation_ = generation;
 }
 
@@ -129,9 +218,11 @@ std::string Watchdog::report(const OpRecord& op, double waited_seconds) {
   out << "rank " << world_rank_ << ": " << describe_op(op) << " did not complete within "
       << waited_seconds << " s";
   const std::vector<int> members = op.members ? *op.members : std::vector<int>{};
+  {
+    std::lock_guard lock(publish_mutex_);
+    write_record_file();
+  }
   if (!store_) {
-    // Without a store there is still this rank's own record.
-    std::ofstream(flight_record_path()) << recorder_.serialize();
     return out.str() +
            (op.seq == 0 ? "; check that the peer posts the matching send/recv"
                         : "; no out-of-band store to tell which ranks are missing") +
@@ -140,38 +231,27 @@ std::string Watchdog::report(const OpRecord& op, double waited_seconds) {
   {
     std::lock_guard lock(stop_mutex_);
     if (!store_failure_.empty())
-      return out.str() + "; the store cannot be asked which ranks are missing: " + store_failure_;
+      return out.str() + "; the store cannot be asked which ranks are missing: " + store_failure_ +
+             " (flight record: " + flight_record_path() + ")";
   }
   // Ask everyone for their records, publish ours, and collect the members' within a bound that
   // lets every live peer's heartbeat answer.
   std::map<int, PeerRecord> records;
-  const auto start = Clock::now();
   // A record counts if it was written after this wait began: peers that timed out themselves
   // and have exited left theirs, written for their own request.
   const double waited_since_s =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count() -
       waited_seconds - 1.0;
   const double answer_s = report_window_s();
+  fault_members_ = members;
+  fault_since_s_ = waited_since_s;
   std::string store_trouble;
   try {
     const auto generation = static_cast<uint64_t>(store_->add(kDumpKey, 1));
     publish(generation);
-    std::vector<int> waiting;
-    for (int member : members)
-      if (member != world_rank_) waiting.push_back(member);
-    while (!waiting.empty() && seconds_since(start) < answer_s) {
-      std::erase_if(waiting, [&](int member) {
-        const auto text = store_->get(record_key(member), 0);
-        if (!text) return false;
-        const size_t newline = text->find('\n');
-        if (newline == std::string::npos) return false;
-        PeerRecord record = FlightRecorder::parse(text->substr(newline + 1));
-        if (record.written_s < waited_since_s) return false;  // from before this hang
-        records[member] = std::move(record);
-        return true;
-      });
-      if (!waiting.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    records = collect_records(members, waited_since_s, answer_s);
+    // Done with the store: the rank serving it may stop once every rank has said this.
+    publish(generation, true);
   } catch (const std::exception& error) {
     // What was gathered still counts; the ranks not heard from are listed as silent.
     store_trouble = error.what();
@@ -181,7 +261,7 @@ std::string Watchdog::report(const OpRecord& op, double waited_seconds) {
     if (member == world_rank_) continue;
     const auto found = records.find(member);
     if (found == records.end()) {
-      silent.push_back(std::to_string(member));
+      silent.push_back("rank " + std::to_string(member) + silent_reason(member));
       continue;
     }
     const PeerRecord& peer = found->second;

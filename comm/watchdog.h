@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -64,21 +65,36 @@ class Watchdog {
   double report_window_s() const;
   // Called before a process exits on a communication fault: if it serves the store, it keeps
   // serving for one report window, so that the peers' own reports can still read the records.
-  void linger_for_peer_reports() const;
+  void linger_for_peer_reports();
 
  private:
   void heartbeat_loop();
-  void publish(uint64_t generation);
+  void write_record_file();  // under publish_mutex_
+  // The members' records written since `since_s` (unix s), waiting up to `within_s` for each
+  // that has not answered yet and is not known dead.
+  std::map<int, PeerRecord> collect_records(const std::vector<int>& members, double since_s,
+                                            double within_s, bool timed_out_only = false);
+  long pid_here(int member);
+  bool exited_here(int member);
+  std::string silent_reason(int member);
+  // done_reporting: this rank timed out itself and has read what it needs from the store.
+  void publish(uint64_t generation, bool done_reporting = false);
   std::shared_ptr<StoreClient> store_;
   int world_rank_;
   WatchdogOptions options_;
   FlightRecorder recorder_;
   std::mutex publish_mutex_;
   uint64_t published_generation_ = 0;
+  bool reported_timeout_ = false;  // under publish_mutex_
   std::mutex stop_mutex_;
   std::condition_variable stop_;
   bool stopping_ = false;
   std::string store_failure_;  // what the heartbeat learnt about the store, under stop_mutex_
+  // The last timed-out op's members and since when their records count (for the store's host
+  // lingering after a fault); the main thread's only.
+  std::vector<int> fault_members_;
+  double fault_since_s_ = 0;
+  std::map<int, long> pids_here_;
   std::thread heartbeat_;
 };
 

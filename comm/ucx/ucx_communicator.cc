@@ -32,6 +32,8 @@ struct UcxCommunicator::Context {
   };
   std::vector<PeerRef> peer_refs;  // stable addresses for the error handler's argument
   uint64_t next_group_id = 2;      // the world is group 1; see P2PCommunicator::agree_split
+  std::shared_ptr<P2PCommunicator::ActiveWorks> active =
+      std::make_shared<P2PCommunicator::ActiveWorks>();
   // The endpoint of a world rank (a group's members are world ranks).
   int endpoint_index(int world_rank) const;
   static void on_peer_failure(void* arg, ucp_ep_h, ucs_status_t status) {
@@ -198,6 +200,12 @@ std::unique_ptr<UcxCommunicator> UcxCommunicator::world(std::shared_ptr<StoreCli
   std::vector<int> members(size);
   for (int r = 0; r < size; ++r) members[r] = r;
   auto publish = [&](const std::string& mine) {
+    // Each rank joins once per job and attempt: a second process claiming the same rank is
+    // another job on this MASTER_PORT (or a launcher started twice), not this rank again.
+    TANDEM_USER_CHECK(store->add("ucx/joined/" + std::to_string(rank), 1) == 1,
+                      "another process already joined this job as rank ", rank, " (store at ",
+                      store->where(), "): is MASTER_PORT used by another job? Give each job its ",
+                      "own MASTER_PORT or TANDEM_RUN_ID");
     store->set("ucx/" + std::to_string(rank), mine);
     std::string all;
     for (int peer = 0; peer < size; ++peer) {
@@ -280,6 +288,10 @@ std::function<void()> UcxCommunicator::progress_engine() const {
     for (int round = 0; round < 8 && ucp_worker_progress(context->worker) != 0; ++round) {
     }
   };
+}
+
+std::shared_ptr<P2PCommunicator::ActiveWorks> UcxCommunicator::active_works() const {
+  return context_->active;
 }
 
 std::unique_ptr<Communicator> UcxCommunicator::split(int color, int key) {

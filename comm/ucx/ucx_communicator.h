@@ -38,6 +38,7 @@ class UcxCommunicator final : public P2PCommunicator {
                                         uint64_t tag) override;
   std::unique_ptr<P2PRequest> post_recv(void* data, size_t bytes, int peer, uint64_t tag) override;
   std::function<void()> progress_engine() const override;
+  std::shared_ptr<ActiveWorks> active_works() const override;
   std::shared_ptr<Context> context_;
   std::vector<int> peer_index_;  // by group rank: the context's endpoint (and status) index
 };

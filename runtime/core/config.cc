@@ -277,7 +277,9 @@ void validate_config(const Config& c) {
                         c.comm.expert_exchange == "messages",
                     "config: comm.expert_exchange = \"", c.comm.expert_exchange,
                     "\"; expected auto, shared_memory or messages");
-  TANDEM_USER_CHECK(c.comm.timeout_s > 0, "config: comm.timeout_s must be positive, got ",
+  // Milliseconds of it must fit the int the communicators count in.
+  TANDEM_USER_CHECK(c.comm.timeout_s >= 0.01 && c.comm.timeout_s <= 86400,
+                    "config: comm.timeout_s must be between 0.01 and 86400 seconds (a day), got ",
                     c.comm.timeout_s);
   TANDEM_USER_CHECK(c.comm.ranks_per_node >= 0, "config: comm.ranks_per_node must be >= 0");
   if (c.data.format == "text") {

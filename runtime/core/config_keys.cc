@@ -70,15 +70,19 @@ const std::vector<ConfigKey>& config_keys() {
       TANDEM_KEY(comm, world,
                  "Backend of the world group: \"auto\" (MPI under mpirun, UCX when started the "
                  "torchrun or slurm way), \"mpi\" or \"ucx\". Used by multi-rank runs."),
-      TANDEM_KEY(comm, pipeline,
-                 "Backend of pipeline send/recv: \"auto\" (UCX on CPU, NCCL on GPU), \"mpi\", "
-                 "\"ucx\" or \"nccl\"."),
+      TANDEM_KEY(
+          comm, pipeline,
+          "Backend of pipeline send/recv: \"auto\" (MPI on CPU when the job has it, else UCX; "
+          "NCCL on GPU), \"mpi\", "
+          "\"ucx\" or \"nccl\"."),
       TANDEM_KEY(comm, expert,
-                 "Backend of the expert all-to-all: \"auto\" (MPI on CPU, NCCL on GPU), \"mpi\", "
+                 "Backend of the expert all-to-all: \"auto\" (MPI on CPU when the job has it, else "
+                 "UCX; NCCL on GPU), \"mpi\", "
                  "\"ucx\" or \"nccl\"."),
       TANDEM_KEY(
           comm, data,
-          "Backend of data-parallel reductions: \"auto\" (MPI on CPU, NCCL on GPU), \"mpi\", "
+          "Backend of data-parallel reductions: \"auto\" (MPI on CPU when the job has it, else "
+          "UCX; NCCL on GPU), \"mpi\", "
           "\"ucx\" or \"nccl\"."),
       TANDEM_KEY(comm, dispatch,
                  "Expert dispatch: \"flat\" (one all-to-all) or \"hierarchical\" (once per "

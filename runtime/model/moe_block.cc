@@ -156,6 +156,12 @@ Tensor MoeFfnBlock::backward_input(const Tensor& dy, BlockState& state) {
   return route_backward(dy, dpermuted, st);
 }
 
+void MoeFfnBlock::set_bias(const Tensor& bias) {
+  TANDEM_CHECK(bias.shape() == bias_.shape() && bias.dtype() == bias_.dtype(),
+               "router bias of shape ", bias.numel(), " for ", bias_.numel(), " experts");
+  bias_.copy_from(bias);
+}
+
 void MoeFfnBlock::update_bias(const std::vector<int64_t>& global_load) {
   kernels::update_router_bias(global_load, config_.router_bias_update_rate, bias_);
 }

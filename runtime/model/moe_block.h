@@ -77,6 +77,8 @@ class MoeFfnBlock final : public Block {
   void reset_expert_load() { load_.assign(load_.size(), 0); }
   void update_bias(const std::vector<int64_t>& global_load);
   const Tensor& bias() const { return bias_; }
+  // Sets the balancing bias (a copy of another model's, or a checkpoint's); same shape [E].
+  void set_bias(const Tensor& bias);
   const Fp8Settings& fp8() const { return fp8_; }
   int64_t n_experts() const { return config_.n_routed_experts; }  // routed, over all ranks
   int64_t n_local_experts() const { return static_cast<int64_t>(w13_.size()); }

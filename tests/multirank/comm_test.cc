@@ -279,23 +279,26 @@ TEST(UcxCollectives, ReduceScatterAndAllGather) {
   }
 }
 
-// Several large collectives in flight on one group at once (as gradient buckets are), waited in
-// the reverse order: each completes with its own result, both ways.
-TEST(UcxCollectives, ManyInFlightCompleteInAnyWaitOrder) {
+// Several large collectives in flight at once, on one group and across two groups with the same
+// members (as gradient buckets and the expert groups are), waited in a different order on
+// different ranks: each completes with its own result, both ways.
+TEST(UcxCollectives, ManyInFlightCompleteWhateverOrderEachRankWaitsIn) {
   UcxGroups groups;
+  auto other = groups.both()[1].second->split(0, groups.both()[1].second->rank());
   for (auto [way, group] : groups.both()) {
     SCOPED_TRACE(way);
-    const int n = group->size();
+    const int n = group->size(), r = group->rank();
     std::vector<Tensor> tensors;
     std::vector<CommHandle> handles;
-    for (int k = 0; k < 5; ++k) {
+    for (int k = 0; k < 6; ++k) {
       tensors.push_back(Tensor::empty({30000 + 1000 * k}, DType::kI64));
       for (int64_t i = 0; i < tensors.back().numel(); ++i)
         tensors.back().data<int64_t>()[i] = k + 1;
-      handles.push_back(group->all_reduce(tensors.back()));
+      Communicator& on = k % 2 == 0 ? *group : *other;
+      handles.push_back(on.all_reduce(tensors.back()));
     }
-    for (int k = 4; k >= 0; --k) handles[k].wait();
-    for (int k = 0; k < 5; ++k) EXPECT_EQ(tensors[k].data<int64_t>()[29999], (k + 1) * n);
+    for (int j = 0; j < 6; ++j) handles[r % 2 == 0 ? j : 5 - j].wait();
+    for (int k = 0; k < 6; ++k) EXPECT_EQ(tensors[k].data<int64_t>()[29999], (k + 1) * n);
   }
 }
 
@@ -367,7 +370,7 @@ TEST(Watchdog, CollectivesCauseNoStoreRequests) {
 
 TEST(Traffic, EachClassOpensItsBackendAndCarriesMessages) {
   const int r = world->rank(), n = world->size();
-  CommConfig config;  // auto: UCX pipeline; MPI collectives under mpirun, else UCX
+  CommConfig config;  // auto: MPI under mpirun, else UCX
   BackendWorlds backends(*joined, config);
   Communicator& pipeline = backends.for_traffic(Traffic::kPipeline, DeviceType::kCPU);
   Communicator& data = backends.for_traffic(Traffic::kData, DeviceType::kCPU);

@@ -143,12 +143,13 @@ TEST(Bootstrap, StoreNamespaceIsPerJobAndAttempt) {
 
 TEST(Traffic, AutoPicksByDeviceAndConfiguredBackendsAreChecked) {
   CommConfig config;
-  EXPECT_EQ(backend_for(Traffic::kPipeline, config, DeviceType::kCPU, true), "ucx");
+  EXPECT_EQ(backend_for(Traffic::kPipeline, config, DeviceType::kCPU, true), "mpi");
+  EXPECT_EQ(backend_for(Traffic::kPipeline, config, DeviceType::kCPU, false), "ucx");
   EXPECT_EQ(backend_for(Traffic::kExpert, config, DeviceType::kCPU, true), "mpi");
   EXPECT_EQ(backend_for(Traffic::kData, config, DeviceType::kCPU, false), "ucx");
   EXPECT_EQ(backend_for(Traffic::kExpert, config, DeviceType::kCUDA, true), "nccl");
-  config.pipeline = "mpi";
-  EXPECT_EQ(backend_for(Traffic::kPipeline, config, DeviceType::kCPU, true), "mpi");
+  config.pipeline = "ucx";
+  EXPECT_EQ(backend_for(Traffic::kPipeline, config, DeviceType::kCPU, true), "ucx");
   config.expert = "nccl";
   EXPECT_NE(error_of([&] {
               backend_for(Traffic::kExpert, config, DeviceType::kCPU, true);
