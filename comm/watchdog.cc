@@ -3,6 +3,7 @@
 #include "comm/watchdog.h"
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -175,10 +176,17 @@ void Watchdog::heartbeat_loop() {
 
 // The whole ring, for the operator; first of all, so that it exists whatever the store does.
 void Watchdog::write_record_file() {
+  // Written aside and renamed over the old one: a process ended mid-write (the heartbeat thread
+  // may be writing when the main thread exits) leaves the previous whole record, never half.
   const std::string path = flight_record_path();
-  std::ofstream file(path);
+  const std::string temporary = path + ".tmp" + std::to_string(::getpid());
+  std::ofstream file(temporary);
   file << recorder_.serialize(reported_timeout_);
-  if (!file.good()) log_warn("could not write the flight record to ", path);
+  file.close();
+  if (!file.good() || std::rename(temporary.c_str(), path.c_str()) != 0) {
+    log_warn("could not write the flight record to ", path);
+    std::remove(temporary.c_str());
+  }
 }
 
 // Writes this rank's record to its file and (the groups and pending operations only) to the
