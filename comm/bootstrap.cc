@@ -1,10 +1,13 @@
 // Launcher environment detection.
 #include "comm/bootstrap.h"
 
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <sstream>
 #include <vector>
@@ -207,6 +210,14 @@ const LaunchInfo& detect_launch() {
   static const LaunchInfo info =
       detect_launch([](const char* name) -> const char* { return std::getenv(name); });
   return info;
+}
+
+int64_t node_identity_hash() {
+  return static_cast<int64_t>(std::hash<std::string>{}(node_identity()));
+}
+
+bool process_exited(long pid) {
+  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
 }
 
 const std::string& node_identity() {

@@ -43,6 +43,11 @@ const LaunchInfo& detect_launch();
 // a host of its own), the boot id and the pid namespace (only then can they map each other's
 // memory through /proc/<pid>). The same text on every rank of a node.
 const std::string& node_identity();
+// 64 bits of it, for exchanging among ranks (two nodes alike by chance: a 2^-64 event).
+int64_t node_identity_hash();
+
+// Whether process `pid` of this node has exited (false while it runs or when it cannot be told).
+bool process_exited(long pid);
 
 // Tasks on node `node_id` from slurm's SLURM_TASKS_PER_NODE syntax, e.g. "4(x2),3" → 4, 4, 3.
 int slurm_tasks_on_node(const std::string& tasks_per_node, int node_id);

@@ -2,14 +2,12 @@
 // tell each other how far they are by storing a number in each peer's control block.
 #include "comm/node_collectives.h"
 
-#include <signal.h>
-
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <cstring>
 #include <string>
 
+#include "comm/bootstrap.h"
 #include "comm/faults.h"
 
 namespace tandem::comm {
@@ -110,7 +108,7 @@ bool NodeCollectives::everyone_reached(int64_t value) {
     if (std::atomic_ref<const int64_t>(lines[kLine * q]).load(std::memory_order_acquire) >= value)
       continue;
     const pid_t pid = memory_->pid_of(q);
-    if (::kill(pid, 0) != 0 && errno == ESRCH)
+    if (process_exited(pid))
       throw PeerLost("rank " + std::to_string(world_ranks_[q]) + " is gone: its process " +
                      std::to_string(pid) +
                      " on this node exited while this rank waited for it in a shared-memory "

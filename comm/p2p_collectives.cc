@@ -3,6 +3,7 @@
 #include "comm/p2p_collectives.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -44,17 +45,16 @@ int mod(int64_t a, int n) {
 }  // namespace
 
 // What every P2P operation shares: the watchdog's deadline on wait(), its record marked complete
-// once, and the group's count of collectives in flight.
+// once, the group's count of collectives in flight, and the backend's list of operations that any
+// test() advances. All of it comes from the communicator that started the operation.
 class P2PCommunicator::WatchedWork : public Work {
  public:
-  WatchedWork(OpRecord op, std::shared_ptr<Watchdog> watchdog,
-              std::shared_ptr<std::atomic<int64_t>> in_flight, std::function<void()> progress,
-              std::shared_ptr<ActiveWorks> active)
+  WatchedWork(const P2PCommunicator& comm, OpRecord op)
       : op_(std::move(op)),
-        watchdog_(std::move(watchdog)),
-        in_flight_(std::move(in_flight)),
-        progress_(std::move(progress)),
-        active_(std::move(active)) {
+        watchdog_(comm.watchdog_),
+        in_flight_(op_.seq > 0 ? comm.in_flight_ : nullptr),
+        progress_(comm.progress_engine()),
+        active_(comm.active_works()) {
     active_->works.push_back(this);
   }
   ~WatchedWork() override {
@@ -115,12 +115,10 @@ class P2PCommunicator::WatchedWork : public Work {
 // Messages posted at once, then an optional local step (a reduction, or nothing).
 class P2PCommunicator::PlainWork final : public WatchedWork {
  public:
-  PlainWork(OpRecord op, std::shared_ptr<Watchdog> watchdog,
-            std::shared_ptr<std::atomic<int64_t>> in_flight, std::function<void()> progress,
-            std::shared_ptr<ActiveWorks> active, std::vector<std::unique_ptr<P2PRequest>> requests,
-            std::function<void()> finish, std::shared_ptr<void> keep_alive)
-      : WatchedWork(std::move(op), std::move(watchdog), std::move(in_flight), std::move(progress),
-                    std::move(active)),
+  PlainWork(const P2PCommunicator& comm, OpRecord op,
+            std::vector<std::unique_ptr<P2PRequest>> requests, std::function<void()> finish,
+            std::shared_ptr<void> keep_alive)
+      : WatchedWork(comm, std::move(op)),
         requests_(std::move(requests)),
         finish_(std::move(finish)),
         keep_alive_(std::move(keep_alive)) {}
@@ -154,8 +152,7 @@ class P2PCommunicator::RingWork final : public WatchedWork {
   };
   RingWork(P2PCommunicator& comm, OpRecord op, TagLayout::Collective which, Buffers buffers,
            bool reduce, bool gather, ReduceOp reduce_op)
-      : WatchedWork(op, comm.watchdog_, comm.in_flight_, comm.progress_engine(),
-                    comm.active_works()),
+      : WatchedWork(comm, op),
         comm_(comm),
         which_(which),
         n_(comm.size()),
@@ -272,22 +269,15 @@ class P2PCommunicator::RingWork final : public WatchedWork {
   std::vector<ChunkState> chunk_state_;
 };
 
-// A node collective, stepped by whoever polls.
+// A node collective, stepped by whoever polls (its step holds the operation's tensors).
 class P2PCommunicator::StepWork final : public WatchedWork {
  public:
-  StepWork(OpRecord op, std::shared_ptr<Watchdog> watchdog,
-           std::shared_ptr<std::atomic<int64_t>> in_flight, std::function<void()> progress,
-           std::shared_ptr<ActiveWorks> active, NodeCollectives::Step step,
-           std::shared_ptr<void> keep_alive)
-      : WatchedWork(std::move(op), std::move(watchdog), std::move(in_flight), std::move(progress),
-                    std::move(active)),
-        step_(std::move(step)),
-        keep_alive_(std::move(keep_alive)) {}
+  StepWork(const P2PCommunicator& comm, OpRecord op, NodeCollectives::Step step)
+      : WatchedWork(comm, std::move(op)), step_(std::move(step)) {}
 
  private:
   bool advance() override { return step_(); }
   NodeCollectives::Step step_;
-  std::shared_ptr<void> keep_alive_;
 };
 
 NodeCollectives* P2PCommunicator::node() {
@@ -302,11 +292,8 @@ NodeCollectives* P2PCommunicator::node() {
   return node_.get();
 }
 
-CommHandle P2PCommunicator::launch_steps(OpRecord op, NodeCollectives::Step step,
-                                         std::shared_ptr<void> keep) {
-  return CommHandle(std::make_unique<StepWork>(std::move(op), watchdog_, in_flight_,
-                                               progress_engine(), active_works(), std::move(step),
-                                               std::move(keep)));
+CommHandle P2PCommunicator::launch_steps(OpRecord op, NodeCollectives::Step step) {
+  return CommHandle(std::make_unique<StepWork>(*this, std::move(op), std::move(step)));
 }
 
 P2PCommunicator::P2PCommunicator(std::string name, int rank, std::vector<int> world_ranks,
@@ -347,10 +334,8 @@ OpRecord P2PCommunicator::begin(const char* op, size_t bytes, bool collective,
 
 CommHandle P2PCommunicator::launch(OpRecord op, std::vector<std::unique_ptr<P2PRequest>> requests,
                                    std::function<void()> finish, std::shared_ptr<void> keep_alive) {
-  auto in_flight = op.seq > 0 ? in_flight_ : nullptr;
-  return CommHandle(std::make_unique<PlainWork>(
-      std::move(op), watchdog_, std::move(in_flight), progress_engine(), active_works(),
-      std::move(requests), std::move(finish), std::move(keep_alive)));
+  return CommHandle(std::make_unique<PlainWork>(*this, std::move(op), std::move(requests),
+                                                std::move(finish), std::move(keep_alive)));
 }
 
 std::unique_ptr<P2PRequest> P2PCommunicator::send_bytes(const void* data, size_t bytes, int peer,
@@ -366,8 +351,7 @@ CommHandle P2PCommunicator::all_gather(const Tensor& input, Tensor& output) {
                input.numel());
   if (output.nbytes() >= kRingMinBytes && node()) {
     OpRecord record = begin("all_gather", output.nbytes(), true);
-    return launch_steps(std::move(record), node_->all_gather(input, output),
-                        std::make_shared<std::pair<Tensor, Tensor>>(input, output));
+    return launch_steps(std::move(record), node_->all_gather(input, output));
   }
   OpRecord record = begin("all_gather", output.nbytes(), true);
   const size_t block = input.nbytes();
@@ -418,8 +402,7 @@ CommHandle P2PCommunicator::all_reduce(Tensor& tensor, ReduceOp op) {
   if (tensor.nbytes() < kRingMinBytes) return gather_and_reduce(tensor, op);
   if (node()) {
     OpRecord record = begin("all_reduce", tensor.nbytes(), true);
-    return launch_steps(std::move(record), node_->all_reduce(tensor, op),
-                        std::make_shared<Tensor>(tensor));
+    return launch_steps(std::move(record), node_->all_reduce(tensor, op));
   }
   if (size() <= 2) return gather_and_reduce(tensor, op);
   OpRecord record = begin("all_reduce", tensor.nbytes(), true);
@@ -444,8 +427,7 @@ CommHandle P2PCommunicator::reduce_scatter(const Tensor& input, Tensor& output, 
                n, " x the output's ", output.numel());
   if (input.nbytes() >= kRingMinBytes && node()) {
     OpRecord record = begin("reduce_scatter", input.nbytes(), true);
-    return launch_steps(std::move(record), node_->reduce_scatter(input, output, op),
-                        std::make_shared<std::pair<Tensor, Tensor>>(input, output));
+    return launch_steps(std::move(record), node_->reduce_scatter(input, output, op));
   }
   OpRecord record = begin("reduce_scatter", input.nbytes(), true);
   if (n == 1) {
@@ -453,17 +435,15 @@ CommHandle P2PCommunicator::reduce_scatter(const Tensor& input, Tensor& output, 
     return launch(std::move(record), {});
   }
   // Partial sums of the other blocks accumulate in a scratch buffer; block `rank` lands in place.
-  auto scratch = std::make_shared<std::pair<Tensor, Tensor>>(
-      Tensor::empty({input.numel()}, input.dtype()), output);
+  // The input stays alive too: the first step sends from it.
+  auto tensors = std::make_shared<std::array<Tensor, 3>>(
+      std::array{Tensor::empty({input.numel()}, input.dtype()), output, input});
   RingWork::Buffers buffers{input.dtype(),
                             input.numel(),
                             static_cast<const char*>(input.raw_data()),
-                            static_cast<char*>(scratch->first.raw_data()),
+                            static_cast<char*>((*tensors)[0].raw_data()),
                             static_cast<char*>(output.raw_data()),
-                            scratch};
-  // The input must stay alive too: the first step sends from it.
-  auto keep = std::make_shared<std::pair<std::shared_ptr<void>, Tensor>>(scratch, input);
-  buffers.keep_alive = keep;
+                            tensors};
   return CommHandle(std::make_unique<RingWork>(*this, std::move(record),
                                                TagLayout::Collective::kReduceScatter,
                                                std::move(buffers), true, false, op));

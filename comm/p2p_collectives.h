@@ -135,7 +135,7 @@ class P2PCommunicator : public Communicator {
   // The group's shared-memory collectives, opened (collectively) at the first large collective;
   // null when disabled or when the group spans nodes.
   NodeCollectives* node();
-  CommHandle launch_steps(OpRecord op, NodeCollectives::Step step, std::shared_ptr<void> keep);
+  CommHandle launch_steps(OpRecord op, NodeCollectives::Step step);
   // A started op as the watchdog and the in-flight count see it.
   OpRecord begin(const char* op, size_t bytes, bool collective, std::vector<int> peers = {});
   CommHandle launch(OpRecord op, std::vector<std::unique_ptr<P2PRequest>> requests,

@@ -2,7 +2,6 @@
 #include "comm/topology.h"
 
 #include <algorithm>
-#include <functional>
 #include <map>
 #include <string>
 
@@ -20,9 +19,8 @@ Topology discover_topology(Communicator& group, int ranks_per_node) {
                       " does not divide the ", size, " ranks");
     for (int r = 0; r < size; ++r) t.node_of_rank[r] = r / ranks_per_node;
   } else {
-    // 64 bits of each rank's node identity: two nodes alike by chance is a 2^-64 event.
     Tensor mine = Tensor::empty({1}, DType::kI64);
-    mine.data<int64_t>()[0] = static_cast<int64_t>(std::hash<std::string>{}(node_identity()));
+    mine.data<int64_t>()[0] = node_identity_hash();
     Tensor all = Tensor::empty({size}, DType::kI64);
     group.all_gather(mine, all).wait();
     std::map<int64_t, int> node_ids;  // numbered in order of first appearance

@@ -9,10 +9,7 @@
 #include <map>
 #include <sstream>
 
-#include <signal.h>
 #include <unistd.h>
-
-#include <cerrno>
 
 #include "comm/bootstrap.h"
 #include "comm/faults.h"
@@ -34,8 +31,7 @@ std::string process_key(int world_rank) {
   return "flight/process/" + std::to_string(world_rank);
 }
 std::string this_process() {
-  return std::to_string(std::hash<std::string>{}(node_identity())) + " " +
-         std::to_string(::getpid());
+  return std::to_string(node_identity_hash()) + " " + std::to_string(::getpid());
 }
 
 double seconds_since(Clock::time_point start) {
@@ -90,15 +86,14 @@ long Watchdog::pid_here(int member) {
     std::istringstream in(*process);
     std::string node;
     in >> node >> pid;
-    if (node != std::to_string(std::hash<std::string>{}(node_identity()))) pid = 0;
+    if (node != std::to_string(node_identity_hash())) pid = 0;
   }
   pids_here_[member] = pid;
   return pid;
 }
 
 bool Watchdog::exited_here(int member) {
-  const long pid = pid_here(member);
-  return pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+  return process_exited(pid_here(member));
 }
 
 // What can be said of a rank that did not answer: whether its process on this node is gone.

@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <functional>
 
 #include "comm/bootstrap.h"
 #include "comm/mpi/mpi_check.h"
@@ -122,7 +121,7 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::world(const WatchdogOptions& o
     // The store lives on world rank 0; its host name and port travel over MPI. When every rank
     // is on rank 0's node, they use the loopback address.
     const LaunchInfo& launch = detect_launch();
-    int64_t node = static_cast<int64_t>(std::hash<std::string>{}(node_identity()));
+    int64_t node = node_identity_hash();
     int64_t nodes_alike = 0;
     int64_t first_node = node;
     TANDEM_CHECK_MPI(MPI_Bcast(&first_node, 1, MPI_INT64_T, 0, MPI_COMM_WORLD));
