@@ -5,6 +5,7 @@
 # must end a rank (UCX's own handler would swallow it and switch its logs to debug).
 # Usage: peer_killed.sh TANDEM_TRAIN
 set -u
+source "$(dirname "$0")/torchrun_ranks.sh"
 train=$1
 timeout_s=5
 dir=$(mktemp -d)
@@ -14,19 +15,9 @@ trap cleanup EXIT
 fail() { echo "peer_killed: FAIL: $*"; grep -v "step\|^ \|=" "$dir"/rank0.log | tail -5; exit 1; }
 export OMP_NUM_THREADS=1 TANDEM_LOG_DIR=$dir
 start_job() {
-  local port=$((20000 + RANDOM % 20000)) r
-  pids=()
-  for r in 0 1; do
-    RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 \
-      MASTER_PORT=$port "$train" examples/configs/tiny.toml --set train.steps=100000 \
-      --set comm.timeout_s=$timeout_s "$@" > "$dir/rank$r.log" 2>&1 &
-    pids+=($!)
-  done
-  for _ in $(seq 150); do
-    grep -q "step 5/" "$dir/rank0.log" 2>/dev/null && return 0
-    sleep 0.2
-  done
-  fail "the job did not reach step 5"
+  start_torchrun_ranks 2 "$dir/rank" "$train" examples/configs/tiny.toml \
+    --set train.steps=100000 --set comm.timeout_s=$timeout_s
+  wait_for_line "$dir/rank0.log" "step 5/" || fail "the job did not reach step 5"
 }
 for attempt in 1 2 3; do
   start_job

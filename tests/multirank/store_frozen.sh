@@ -4,6 +4,7 @@
 # 3 (a communication fault worth a restart) and a message naming rank 0, instead of hanging.
 # Usage: store_frozen.sh TANDEM_TRAIN
 set -u
+source "$(dirname "$0")/torchrun_ranks.sh"
 train=$1
 timeout_s=4
 dir=$(mktemp -d)
@@ -11,19 +12,10 @@ pids=()
 cleanup() { kill -CONT "${pids[@]}" 2>/dev/null; kill -9 "${pids[@]}" 2>/dev/null; rm -rf "$dir"; }
 trap cleanup EXIT
 fail() { echo "store_frozen: FAIL: $*"; tail -5 "$dir"/rank1.log; exit 1; }
-port=$((20000 + RANDOM % 20000))
-export OMP_NUM_THREADS=1
-for r in 0 1; do
-  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-    TANDEM_LOG_DIR=$dir "$train" examples/configs/tiny.toml --set train.steps=100000 \
-    --set comm.timeout_s=$timeout_s > "$dir/rank$r.log" 2>&1 &
-  pids+=($!)
-done
-for _ in $(seq 100); do
-  grep -q "step 5/" "$dir/rank0.log" 2>/dev/null && break
-  sleep 0.2
-done
-grep -q "step 5/" "$dir/rank0.log" || fail "the job did not reach step 5"
+export OMP_NUM_THREADS=1 TANDEM_LOG_DIR=$dir
+start_torchrun_ranks 2 "$dir/rank" "$train" examples/configs/tiny.toml \
+  --set train.steps=100000 --set comm.timeout_s=$timeout_s
+wait_for_line "$dir/rank0.log" "step 5/" || fail "the job did not reach step 5"
 kill -STOP "${pids[0]}"
 start=$(date +%s.%N)
 timeout 60 tail --pid="${pids[1]}" -f /dev/null

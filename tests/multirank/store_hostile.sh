@@ -6,26 +6,18 @@
 # bad request was refused and that rank 0's memory stayed bounded.
 # Usage: store_hostile.sh TANDEM_TRAIN STORE_PROBE
 set -u
+source "$(dirname "$0")/torchrun_ranks.sh"
 train=$1 probe=$2
 dir=$(mktemp -d)
 pids=()
 cleanup() { kill -9 "${pids[@]}" 2>/dev/null; rm -rf "$dir"; }
 trap cleanup EXIT
 fail() { echo "store_hostile: FAIL: $*"; for f in "$dir"/rank*.log; do tail -5 "$f"; done; exit 1; }
-port=$((20000 + RANDOM % 20000))
 export TANDEM_STORE_TOKEN=job-secret-$RANDOM OMP_NUM_THREADS=1
-for r in 0 1; do
-  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-    "$train" examples/configs/tiny.toml --set train.steps=150 --set train.eval_batches=1 \
-    --summary-json "$dir/summary.json" > "$dir/rank$r.log" 2>&1 &
-  pids+=($!)
-done
+start_torchrun_ranks 2 "$dir/rank" "$train" examples/configs/tiny.toml --set train.steps=150 \
+  --set train.eval_batches=1 --summary-json "$dir/summary.json"
 # Probe once the first steps are done (the store is up and the job is past its set-up).
-for _ in $(seq 100); do
-  grep -q "step 10/" "$dir/rank0.log" 2>/dev/null && break
-  sleep 0.2
-done
-grep -q "step 10/" "$dir/rank0.log" || fail "the job did not reach step 10"
+wait_for_line "$dir/rank0.log" "step 10/" || fail "the job did not reach step 10"
 timeout 120 "$probe" "$port" "${pids[0]}"
 probe_rc=$?
 for r in 0 1; do

@@ -6,6 +6,7 @@
 # must be in the flight-record directory.
 # Usage: watchdog.sh mpirun|torchrun PATH/TO/comm_test
 set -u
+source "$(dirname "$0")/torchrun_ranks.sh"
 mode=$1 comm_test=$2
 timeout_s=3
 dir=$(mktemp -d)
@@ -18,20 +19,14 @@ if [ "$mode" = mpirun ]; then
     -x TANDEM_COMM_TIMEOUT_MS -x TANDEM_LOG_DIR "$comm_test" --skip-collective > "$out" 2>&1
   rc=$?
 else
-  port=$((20000 + RANDOM % 20000))
-  pids=()
-  for r in 0 1 2; do
-    RANK=$r WORLD_SIZE=3 LOCAL_RANK=$r LOCAL_WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
-      timeout 60 "$comm_test" --skip-collective >> "$out" 2>&1 &
-    pids+=($!)
-  done
-  rc=0
+  start_torchrun_ranks 3 "$dir/rank" timeout 60 "$comm_test" --skip-collective
+  rc=3  # every rank must exit 3: the first that does not decides
   for pid in "${pids[@]}"; do
     wait "$pid"
     code=$?
-    [ $code -ne 3 ] && rc=$code
-    [ $rc -eq 0 ] && rc=3
+    [ $code -ne 3 ] && [ $rc -eq 3 ] && rc=$code
   done
+  cat "$dir"/rank?.log > "$out"
 fi
 elapsed=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 cat "$out"
