@@ -17,6 +17,7 @@ if [ "${TANDEM_IN_NETNS:-}" != 1 ]; then
 fi
 ip link set lo up
 tx() { awk '/^ *lo:/ {print $10}' /proc/net/dev; }
+source tests/multirank/torchrun_ranks.sh
 config=examples/configs/tiny.toml
 short=5 long=25
 mpi_run() {  # steps, extra args...
@@ -27,7 +28,8 @@ mpi_run() {  # steps, extra args...
     --summary-json "$build/loopback-summary.json" "$@" > "$build/loopback-run.log" 2>&1
 }
 torchrun_run() {  # steps
-  local port=$((20000 + RANDOM % 20000)) pids=() r
+  local port pids=() r
+  port=$(free_port)
   for r in 0 1 2 3; do
     RANK=$r WORLD_SIZE=4 LOCAL_RANK=$r LOCAL_WORLD_SIZE=4 MASTER_ADDR=127.0.0.1 \
       MASTER_PORT=$port OMP_NUM_THREADS=1 UCX_TLS=tcp,self "$build/bin/tandem-train" $config \

@@ -1,27 +1,43 @@
 #!/usr/bin/env bash
 # Starts N copies of a program the way torchrun or slurm's srun would — each with its launcher's
-# environment variables, no mpirun — and fails unless every one exits 0.
+# environment variables, no mpirun — and fails unless every one exits 0. When one rank fails the
+# others are stopped at once (they would otherwise wait out their rendezvous timeout), and each
+# rank's output is printed with its rank in front.
 # Usage: launch_env.sh torchrun|slurm N PROGRAM [ARGS...]
 set -u
+source "$(dirname "$0")/torchrun_ranks.sh"
 mode=$1 n=$2
 shift 2
-port=$((20000 + RANDOM % 20000))
-job=$((RANDOM % 1000 + 1))
-[ "$mode" = slurm ] && port=$((29500 + job % 1000))
-pids=()
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+if [ "$mode" = torchrun ]; then
+  port=$(free_port) || exit 1
+else  # slurm: no MASTER_PORT, so the store's port is derived from the job id (29500 + id % 1000)
+  port=$(free_port 29500 30500) || exit 1
+  job=$((port - 29500 + 1000))
+fi
+declare -A rank_of
 for ((r = 0; r < n; r++)); do
   if [ "$mode" = torchrun ]; then
     env RANK=$r WORLD_SIZE=$n LOCAL_RANK=$r LOCAL_WORLD_SIZE=$n MASTER_ADDR=127.0.0.1 \
-      MASTER_PORT=$port "$@" &
+      MASTER_PORT=$port "$@" > "$dir/rank$r.log" 2>&1 &
   else
     env SLURM_PROCID=$r SLURM_NTASKS=$n SLURM_LOCALID=$r SLURM_NODEID=0 SLURM_TASKS_PER_NODE=$n \
-      SLURM_JOB_NODELIST=localhost SLURM_JOB_ID=$job "$@" &
+      SLURM_JOB_NODELIST=localhost SLURM_JOB_ID=$job "$@" > "$dir/rank$r.log" 2>&1 &
   fi
-  pids+=($!)
+  rank_of[$!]=$r
 done
 failed=0
-for r in "${!pids[@]}"; do
-  wait "${pids[$r]}" || { echo "launch_env: rank $r failed"; failed=1; }
+for ((left = n; left > 0; left--)); do
+  wait -n -p pid
+  rc=$?
+  [ $rc -eq 0 ] && continue
+  echo "launch_env: rank ${rank_of[$pid]} failed (exit $rc); stopping the others"
+  failed=1
+  kill "${!rank_of[@]}" 2> /dev/null
+  wait
+  break
 done
-[ $failed -eq 0 ] && echo "launch_env: $n ranks started the $mode way all passed"
+for ((r = 0; r < n; r++)); do sed "s/^/[rank $r] /" "$dir/rank$r.log"; done
+[ $failed -eq 0 ] && echo "launch_env: $n ranks started the $mode way (store port $port) all passed"
 exit $failed
