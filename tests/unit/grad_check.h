@@ -24,7 +24,8 @@ inline double dot(const Tensor& a, const Tensor& b) {
 }
 
 // Compares analytic[i] with (loss(x+ε) − loss(x−ε)) / 2ε for up to max_entries entries of wrt
-// (evenly spread), and returns max |analytic − numeric| / max |numeric| over them.
+// (evenly spread), and returns max |analytic − numeric| / max |numeric| over them (infinity when
+// either is NaN).
 inline double gradient_error(Tensor& wrt, const Tensor& analytic,
                              const std::function<double()>& loss, double eps = 1e-6,
                              int64_t max_entries = 48) {
@@ -41,6 +42,8 @@ inline double gradient_error(Tensor& wrt, const Tensor& analytic,
     const double down = loss();
     x[i] = saved;
     const double numeric = (up - down) / (2 * eps);
+    // std::max drops a NaN (every comparison with it is false): a NaN anywhere fails the check.
+    if (std::isnan(g[i]) || std::isnan(numeric)) return INFINITY;
     max_diff = std::max(max_diff, std::abs(g[i] - numeric));
     max_numeric = std::max(max_numeric, std::abs(numeric));
   }

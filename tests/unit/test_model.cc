@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <optional>
 
 #include "kernels/elementwise.h"
 #include "runtime/model/model_chunk.h"
@@ -12,7 +13,7 @@
 namespace tandem {
 namespace {
 
-ModelConfig small_model(const std::string& dtype) {
+ModelConfig small_model(DType dtype) {
   ModelConfig c;
   c.vocab_size = 29;
   c.seq_len = 6;
@@ -58,29 +59,54 @@ void accumulate_gradients(ModelChunk& model, const Batch& b, double grad_scale) 
 }
 
 TEST(Model, EveryParameterKindMatchesFiniteDifferences) {
-  const ModelConfig c = small_model("fp64");
+  const ModelConfig c = small_model(DType::kF64);
   ModelChunk model(c, 42, ChunkSpec::whole_model(c));
   const Batch batch = make_batch(3, c, 7);
+  for (MoeFfnBlock* moe : model.moe_blocks()) moe->reset_expert_load();
   accumulate_gradients(model, batch, 1.0 / batch.tokens.numel());
+  // Tokens each routed expert received in that forward. An expert that received none has a zero
+  // gradient and a zero finite difference, a check that passes whatever the backward does; so it
+  // must be exactly zero, and every layer must also have experts that did receive tokens, whose
+  // nonzero gradients are checked.
+  std::map<std::string, int64_t> tokens_of;  // "layers.2.ffn.experts.4." → tokens
+  for (MoeFfnBlock* moe : model.moe_blocks())
+    for (int64_t x = 0; x < moe->n_experts(); ++x)
+      tokens_of[moe->name() + ".experts." + std::to_string(x) + "."] = moe->expert_load()[x];
+  auto tokens_for = [&](const std::string& name) -> std::optional<int64_t> {
+    for (const auto& [prefix, tokens] : tokens_of)
+      if (name.rfind(prefix, 0) == 0) return tokens;
+    return std::nullopt;
+  };
   std::map<std::string, double> errors;
+  std::map<std::string, int> checked_experts_with_tokens;  // per MoE layer
   for (Parameter* p : model.parameters()) {
+    const std::optional<int64_t> tokens = tokens_for(p->name);
+    if (tokens && *tokens == 0) {
+      EXPECT_EQ(kernels::sum_of_squares(p->grad), 0.0) << p->name << " received no tokens";
+      continue;
+    }
+    EXPECT_GT(kernels::sum_of_squares(p->grad), 0.0) << p->name;
     // A few entries of every parameter; the loss is the mean cross-entropy.
     const double error = testing::gradient_error(
         p->value, p->grad, [&] { return mean_loss(model, batch); }, 1e-6, 6);
     errors[p->name] = error;
     EXPECT_LT(error, 1e-5) << p->name;
+    if (tokens) ++checked_experts_with_tokens[p->name.substr(0, p->name.find(".ffn."))];
+  }
+  for (MoeFfnBlock* moe : model.moe_blocks()) {
+    const std::string layer = moe->name().substr(0, moe->name().find(".ffn"));
+    EXPECT_GE(checked_experts_with_tokens[layer], 2 * c.top_k) << layer;
   }
   // The check covered every kind: embedding, attention, dense FFN, router, shared and routed
   // experts, norms, head.
   for (const char* name :
        {"embedding.weight", "layers.0.attention.wqkv", "layers.0.ffn.w13", "layers.1.ffn.router",
-        "layers.2.ffn.shared.w2", "layers.2.ffn.experts.4.w13", "layers.1.attention.norm",
-        "head.weight", "head.norm"})
+        "layers.2.ffn.shared.w2", "layers.1.attention.norm", "head.weight", "head.norm"})
     EXPECT_TRUE(errors.count(name)) << name;
 }
 
 TEST(Model, DeferredWeightGradientsEqualImmediateOnes) {
-  const ModelConfig c = small_model("fp32");
+  const ModelConfig c = small_model(DType::kF32);
   ModelChunk immediate(c, 3, ChunkSpec::whole_model(c)), deferred(c, 3, ChunkSpec::whole_model(c));
   const Batch a = make_batch(2, c, 11), b = make_batch(2, c, 12);
   const double scale = 1.0 / (2 * a.tokens.numel());
@@ -108,7 +134,7 @@ TEST(Model, DeferredWeightGradientsEqualImmediateOnes) {
 }
 
 TEST(Model, Fp32AgreesWithFp64AndInitIsDeterministic) {
-  const ModelConfig c64 = small_model("fp64"), c32 = small_model("fp32");
+  const ModelConfig c64 = small_model(DType::kF64), c32 = small_model(DType::kF32);
   ModelChunk m64(c64, 5, ChunkSpec::whole_model(c64)), m32(c32, 5, ChunkSpec::whole_model(c32));
   const Batch batch = make_batch(4, c64, 9);
   EXPECT_NEAR(mean_loss(m32, batch), mean_loss(m64, batch), 1e-5);
@@ -120,7 +146,7 @@ TEST(Model, Fp32AgreesWithFp64AndInitIsDeterministic) {
 TEST(Model, ChunksBuildTheSameParametersAsTheWholeModel) {
   // Initialisation depends on (seed, name) only, so a pipeline stage owning layers [1, 3) holds
   // exactly the weights the single-process model has for them.
-  const ModelConfig c = small_model("fp32");
+  const ModelConfig c = small_model(DType::kF32);
   ModelChunk whole(c, 8, ChunkSpec::whole_model(c)), tail(c, 8, ChunkSpec{1, 3, false, true, {}});
   std::map<std::string, Parameter*> by_name;
   for (Parameter* p : whole.parameters()) by_name[p->name] = p;
@@ -133,7 +159,7 @@ TEST(Model, ChunksBuildTheSameParametersAsTheWholeModel) {
 }
 
 TEST(Model, ParameterCountMatchesTheBuiltModel) {
-  const ModelConfig c = small_model("fp32");
+  const ModelConfig c = small_model(DType::kF32);
   ModelChunk model(c, 1, ChunkSpec::whole_model(c));
   int64_t total = 0;
   for (Parameter* p : model.parameters()) total += p->value.numel();

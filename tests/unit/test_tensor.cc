@@ -1,8 +1,10 @@
 // Tensors, dtypes, devices and the bf16 conversion.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <limits>
+#include <thread>
 
 #include "runtime/core/device.h"
 #include "runtime/core/tensor.h"
@@ -52,9 +54,15 @@ TEST(DType, Bf16RoundsToNearestEvenAndKeepsNaN) {
 TEST(Device, CpuStreamsEventsAndNoGpuHere) {
   auto stream = make_stream(Device::cpu());
   auto a = make_event(Device::cpu()), b = make_event(Device::cpu());
+  // Events 20 ms apart: the elapsed time is at least that (a sleep never returns early) and far
+  // less than a second; measured the other way round it is negative.
   a->record(*stream);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
   b->record(*stream);
-  EXPECT_GE(a->elapsed_ms(*b), 0.0);
+  const double elapsed_ms = a->elapsed_ms(*b);
+  EXPECT_GE(elapsed_ms, 20.0);
+  EXPECT_LT(elapsed_ms, 1000.0);
+  EXPECT_DOUBLE_EQ(b->elapsed_ms(*a), -elapsed_ms);
   EXPECT_EQ(Device::cuda(1).to_string(), "cuda:1");
   if (cuda_device_count() == 0) {
     EXPECT_THROW(Tensor::empty({4}, DType::kF32, Device::cuda(0)), Error);
