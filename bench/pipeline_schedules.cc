@@ -139,14 +139,14 @@ int main(int argc, char** argv) {
       else
         TANDEM_USER_CHECK(false, "unknown option ", arg);
     }
-    if (schedules.empty()) schedules = {config.parallel.schedule};
+    if (schedules.empty()) schedules = {std::string(choice_name(config.parallel.schedule))};
     config.train.steps = steps + 1;
-    comm::World world = comm::join_world({"auto", 300000, "", true});
+    comm::World world = comm::join_world({CommBackend::kAuto, 300000, "", true});
     runtime().rank = world.comm->rank();
     set_thread_count(1);
     const bool root = world.comm->rank() == 0;
     for (const std::string& name : schedules) {
-      config.parallel.schedule = name;
+      config.parallel.schedule = parse_choice<ScheduleKind>(name, "--schedules");
       validate_config(config);
       const Measured m = measure(config, world, steps);
       if (!root) continue;
@@ -179,9 +179,10 @@ int main(int argc, char** argv) {
         std::printf(
             "expert all-to-all (%s, ep %lld, %.1f MB per step): exposed %.1f ms per step "
             "without overlap, %.1f ms with (%.2f of it); step %.1f ms → %.1f ms\n",
-            config.parallel.schedule.c_str(), static_cast<long long>(config.parallel.ep),
-            bytes / 1e6, exposed[0] * 1e3, exposed[1] * 1e3,
-            exposed[0] > 0 ? exposed[1] / exposed[0] : 0.0, step[0] * 1e3, step[1] * 1e3);
+            std::string(choice_name(config.parallel.schedule)).c_str(),
+            static_cast<long long>(config.parallel.ep), bytes / 1e6, exposed[0] * 1e3,
+            exposed[1] * 1e3, exposed[0] > 0 ? exposed[1] / exposed[0] : 0.0, step[0] * 1e3,
+            step[1] * 1e3);
     }
     return 0;
   } catch (const std::exception& error) {

@@ -7,7 +7,7 @@
 namespace tandem::comm {
 
 HierarchicalDispatcher::HierarchicalDispatcher(Communicator& expert_group, const Topology& topology,
-                                               int64_t n_experts, const std::string& in_node_rows,
+                                               int64_t n_experts, ExpertExchange in_node_rows,
                                                int timeout_ms)
     : group_(expert_group), topology_(topology), n_experts_(n_experts) {
   const int size = expert_group.size();

@@ -34,7 +34,8 @@ class HierarchicalDispatcher {
   // `in_node_rows` is comm.expert_exchange for the fan-out inside a node ("auto": in shared
   // memory where the node's ranks can map each other's memory). Collective over expert_group.
   HierarchicalDispatcher(Communicator& expert_group, const Topology& topology, int64_t n_experts,
-                         const std::string& in_node_rows = "messages", int timeout_ms = 300000);
+                         ExpertExchange in_node_rows = ExpertExchange::kMessages,
+                         int timeout_ms = 300000);
   bool fan_out_in_shared_memory() const { return fan_out_->in_shared_memory(); }
   const std::string& why_fan_out_as_messages() const { return why_messages_; }
   int64_t experts_per_rank() const { return experts_per_rank_; }

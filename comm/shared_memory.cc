@@ -226,13 +226,12 @@ char* NodeSharedMemory::address(int rank, const SharedRef& ref) {
   return it->second.first + ref.offset;
 }
 
-std::shared_ptr<NodeSharedMemory> shared_memory_for_rows(Communicator& group,
-                                                         const std::string& mode,
+std::shared_ptr<NodeSharedMemory> shared_memory_for_rows(Communicator& group, ExpertExchange mode,
                                                          int ranks_per_node, int timeout_ms,
                                                          std::string* why_not) {
   std::string reason = "comm.expert_exchange = \"messages\"";
   std::shared_ptr<NodeSharedMemory> shared;
-  if (mode != "messages") {
+  if (mode != ExpertExchange::kMessages) {
     // Simulated nodes need no exchange to be known; real ones, open() tells apart itself.
     const int nodes = ranks_per_node > 0 ? discover_topology(group, ranks_per_node).nodes : 1;
     if (nodes > 1)
@@ -240,7 +239,7 @@ std::shared_ptr<NodeSharedMemory> shared_memory_for_rows(Communicator& group,
     else
       shared = NodeSharedMemory::open(group, &reason, timeout_ms);
   }
-  TANDEM_USER_CHECK(shared || mode != "shared_memory",
+  TANDEM_USER_CHECK(shared || mode != ExpertExchange::kSharedMemory,
                     "comm.expert_exchange = \"shared_memory\" is not possible here: ", reason,
                     "; set comm.expert_exchange = \"messages\" (or \"auto\", which picks messages ",
                     "in this case)");

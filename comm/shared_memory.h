@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "runtime/core/choices.h"
 
 namespace tandem::comm {
 
@@ -83,8 +84,7 @@ class NodeSharedMemory final : public Allocator,
 // messages ("messages", or "auto" where the ranks cannot share memory; nodes simulated with
 // ranks_per_node > 0 count as nodes). "shared_memory" where that is impossible is an error naming
 // the fix. *why_not says why the result is null. Collective over `group`.
-std::shared_ptr<NodeSharedMemory> shared_memory_for_rows(Communicator& group,
-                                                         const std::string& mode,
+std::shared_ptr<NodeSharedMemory> shared_memory_for_rows(Communicator& group, ExpertExchange mode,
                                                          int ranks_per_node, int timeout_ms,
                                                          std::string* why_not);
 

@@ -20,21 +20,21 @@ const char* traffic_name(Traffic traffic) {
   }
 }
 
-std::string backend_for(Traffic traffic, const CommConfig& config, DeviceType device,
+CommBackend backend_for(Traffic traffic, const CommConfig& config, DeviceType device,
                         bool mpi_available) {
-  const std::string& configured = traffic == Traffic::kPipeline ? config.pipeline
-                                  : traffic == Traffic::kExpert ? config.expert
-                                                                : config.data;
-  if (configured != "auto") {
-    TANDEM_USER_CHECK(configured != "nccl" || device == DeviceType::kCUDA, "comm.",
+  const CommBackend configured = traffic == Traffic::kPipeline ? config.pipeline
+                                 : traffic == Traffic::kExpert ? config.expert
+                                                               : config.data;
+  if (configured != CommBackend::kAuto) {
+    TANDEM_USER_CHECK(configured != CommBackend::kNccl || device == DeviceType::kCUDA, "comm.",
                       traffic_name(traffic),
                       " = \"nccl\" needs CUDA tensors; on the CPU use mpi or ucx");
     return configured;
   }
-  if (device == DeviceType::kCUDA) return "nccl";
+  if (device == DeviceType::kCUDA) return CommBackend::kNccl;
   // UCX's endpoints run in its peer-failure mode, which leaves out its shared-memory transports:
   // on one node MPI (shared memory, single copy) carries the pipeline faster.
-  return mpi_available ? "mpi" : "ucx";
+  return mpi_available ? CommBackend::kMpi : CommBackend::kUcx;
 }
 
 BackendWorlds::BackendWorlds(World& world, const CommConfig& config, int cuda_device)
@@ -45,32 +45,32 @@ Communicator& BackendWorlds::for_traffic(Traffic traffic, DeviceType device) {
   return backend(backend_for(traffic, config_, device, mpi));
 }
 
-Communicator& BackendWorlds::backend(const std::string& name) {
+Communicator& BackendWorlds::backend(CommBackend name) {
   if (auto it = opened_.find(name); it != opened_.end()) return *it->second;
   const int timeout_ms = static_cast<int>(config_.timeout_s * 1000);
   std::unique_ptr<Communicator> comm;
   Communicator& joined = *world_.comm;
   const bool joined_is_mpi = dynamic_cast<MpiCommunicator*>(&joined) != nullptr;
-  if (name == "mpi") {
+  if (name == CommBackend::kMpi) {
     TANDEM_USER_CHECK(joined_is_mpi,
                       "the mpi backend needs a job started by mpirun; this one "
                       "was started the ",
                       launcher_name(world_.launch.launcher), " way (set comm.* to ucx)");
     return joined;
-  } else if (name == "ucx") {
+  } else if (name == CommBackend::kUcx) {
     if (!joined_is_mpi) return joined;  // the joined world already is UCX
     // Under MPI, UCX worker addresses travel through an all-gather on the MPI world.
     auto ucx = UcxCommunicator::over(joined);
     ucx->set_node_collectives(config_.node_collectives);
     comm = std::move(ucx);
-  } else if (name == "nccl") {
+  } else if (name == CommBackend::kNccl) {
 #ifdef TANDEM_HAVE_CUDA
     comm = NcclCommunicator::create(joined, cuda_device_, timeout_ms);
 #else
     TANDEM_USER_CHECK(false, "the nccl backend needs a CUDA build of tandem");
 #endif
   } else {
-    TANDEM_USER_CHECK(false, "unknown communication backend '", name, "'");
+    TANDEM_CHECK(false, "backend \"", choice_name(name), "\" is resolved before a group is opened");
   }
   Communicator& ref = *comm;
   opened_[name] = std::move(comm);

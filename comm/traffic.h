@@ -19,7 +19,7 @@ const char* traffic_name(Traffic traffic);
 
 // The backend for a traffic class: the configured one, or for "auto" the device's default
 // (GPU: NCCL; CPU: MPI when the job has MPI, else UCX).
-std::string backend_for(Traffic traffic, const CommConfig& config, DeviceType device,
+CommBackend backend_for(Traffic traffic, const CommConfig& config, DeviceType device,
                         bool mpi_available);
 
 // One world communicator per backend, opened on first use from the joined world (MPI and UCX
@@ -28,13 +28,13 @@ class BackendWorlds {
  public:
   BackendWorlds(World& world, const CommConfig& config, int cuda_device = 0);
   Communicator& for_traffic(Traffic traffic, DeviceType device);
-  Communicator& backend(const std::string& name);
+  Communicator& backend(CommBackend backend);
 
  private:
   World& world_;
   CommConfig config_;
   int cuda_device_;
-  std::map<std::string, std::unique_ptr<Communicator>> opened_;
+  std::map<CommBackend, std::unique_ptr<Communicator>> opened_;
 };
 
 }  // namespace tandem::comm

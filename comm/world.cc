@@ -23,14 +23,14 @@ World join_world(const WorldOptions& options) {
   World world;
   world.launch = detect_launch();
   const LaunchInfo& l = world.launch;
-  TANDEM_USER_CHECK(
-      options.backend == "auto" || options.backend == "mpi" || options.backend == "ucx",
-      "comm backend '", options.backend, "': expected auto, mpi or ucx");
+  TANDEM_USER_CHECK(options.backend != CommBackend::kNccl,
+                    "the world group cannot be NCCL (it bootstraps the others); use auto, mpi or "
+                    "ucx");
   WatchdogOptions watchdog_options;
   watchdog_options.timeout_ms = options.timeout_ms;
   watchdog_options.flight_record_dir = options.flight_record_dir;
-  const bool mpi =
-      options.backend == "mpi" || (options.backend == "auto" && l.launcher == Launcher::kOpenMpi);
+  const bool mpi = options.backend == CommBackend::kMpi ||
+                   (options.backend == CommBackend::kAuto && l.launcher == Launcher::kOpenMpi);
   if (mpi) {
     TANDEM_USER_CHECK(l.launcher == Launcher::kOpenMpi || l.launcher == Launcher::kNone ||
                           l.launcher == Launcher::kSlurm,

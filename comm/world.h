@@ -11,11 +11,12 @@
 #include "comm/communicator.h"
 #include "comm/store.h"
 #include "comm/watchdog.h"
+#include "runtime/core/choices.h"
 
 namespace tandem::comm {
 
 struct WorldOptions {
-  std::string backend = "auto";  // "auto", "mpi" or "ucx"
+  CommBackend backend = CommBackend::kAuto;  // auto, mpi or ucx
   int timeout_ms = 300000;
   std::string flight_record_dir;  // see WatchdogOptions
   bool node_collectives = true;   // see P2PCommunicator::set_node_collectives

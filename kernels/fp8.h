@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "runtime/core/choices.h"
 #include "runtime/core/tensor.h"
 
 namespace tandem::kernels {
@@ -16,7 +17,7 @@ namespace tandem::kernels {
 // Encoding rounds to nearest even and keeps NaN a NaN. Saturating (the default) maps magnitudes
 // past the largest finite value, infinities included, to ±max; non-saturating gives NaN (E4M3) or
 // ±inf (E5M2). Decoding is exact.
-enum class Fp8Format : uint8_t { kE4M3, kE5M2 };
+using tandem::Fp8Format;  // with the other configuration choices (runtime/core/choices.h)
 
 struct Fp8FormatInfo {
   int mantissa_bits;

@@ -264,7 +264,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
         }
       }
       const auto end = Clock::now();
-      InstructionTiming timing{ins.to_string(), seconds_between(step.start, begin),
+      InstructionTiming timing{ins.op, ins.to_string(), seconds_between(step.start, begin),
                                seconds_between(step.start, end), step.wait_s};
       step.timeline.busy_seconds += timing.end_s - timing.start_s - timing.wait_s;
       step.timeline.instructions.push_back(std::move(timing));
@@ -287,9 +287,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
 std::string chrome_trace_events(const StepTimeline& timeline, int rank, double offset_s) {
   nlohmann::json events = nlohmann::json::array();
   for (const InstructionTiming& t : timeline.instructions) {
-    const char* category = t.name[0] == 'F' ? (t.name.find('&') != std::string::npos ? "F&B" : "F")
-                           : t.name[0] == 'W' ? "W"
-                                              : "B";
+    const char* category = op_category(t.op);
     events.push_back({{"name", t.name},
                       {"cat", category},
                       {"ph", "X"},

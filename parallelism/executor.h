@@ -26,6 +26,7 @@ struct MicroBatches {
 };
 
 struct InstructionTiming {
+  Op op = Op::kForward;
   std::string name;    // "F0.3", "W", "F0.3&B1.1"
   double start_s = 0;  // from the start of the step
   double end_s = 0;

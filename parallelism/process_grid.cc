@@ -39,12 +39,12 @@ GridShape make_grid_shape(int world_size, const Config& config) {
   if (m.n_dense_layers < m.n_layers)
     TANDEM_USER_CHECK(m.n_routed_experts % shape.ep == 0, "parallel.ep = ", p.ep,
                       " does not divide model.n_routed_experts = ", m.n_routed_experts);
-  const ScheduleKind kind = parse_schedule_kind(p.schedule);
+  const ScheduleKind kind = p.schedule;
   validate_schedule_request(kind, shape.pp, p.microbatches);
   const int stages = PipelineLayout(kind, shape.pp).n_stages();
   TANDEM_USER_CHECK(m.n_layers >= stages, "model.n_layers = ", m.n_layers, " is fewer than the ",
-                    stages, " pipeline stages of ", p.schedule, " with parallel.pp = ", p.pp,
-                    "; every stage needs at least one layer");
+                    stages, " pipeline stages of ", choice_name(p.schedule),
+                    " with parallel.pp = ", p.pp, "; every stage needs at least one layer");
   const int64_t sequences_per_microbatch = config.train.batch_size / (shape.dp * p.microbatches);
   TANDEM_USER_CHECK(sequences_per_microbatch * shape.dp * p.microbatches == config.train.batch_size,
                     "train.batch_size = ", config.train.batch_size,

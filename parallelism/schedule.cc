@@ -16,8 +16,6 @@ namespace tandem::parallel {
 
 namespace {
 
-constexpr const char* kKindChoices = "1f1b, zb-h1, dualpipe, dualpipev";
-
 // Builds one rank's list while keeping each chunk's forward and backward counters, so generators
 // only say "forward of chunk c next" and the micro-batch numbers follow.
 class RankListBuilder {
@@ -164,12 +162,6 @@ std::vector<Instruction> dualpipe_rank(int n, int half_rank, int64_t per_directi
   for (int i = 0; i <= h; ++i) list.weight();
   TANDEM_CHECK(list.pending_weights() == 0, "DualPipe phases left weight gradients queued");
   return list.take();
-}
-
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
 }
 
 // Where (direction, stage) data lives while a schedule is replayed.
@@ -339,30 +331,6 @@ void check_dependencies(const PipelineLayout& layout,
 
 }  // namespace
 
-ScheduleKind parse_schedule_kind(std::string_view name) {
-  const std::string key = lower(name);
-  if (key == "1f1b") return ScheduleKind::k1F1B;
-  if (key == "zb-h1") return ScheduleKind::kZBH1;
-  if (key == "dualpipe") return ScheduleKind::kDualPipe;
-  if (key == "dualpipev") return ScheduleKind::kDualPipeV;
-  TANDEM_USER_CHECK(false, "unknown pipeline schedule '", name, "'; choose one of ", kKindChoices);
-  return ScheduleKind::k1F1B;
-}
-
-const char* schedule_kind_name(ScheduleKind kind) {
-  switch (kind) {
-    case ScheduleKind::k1F1B:
-      return "1f1b";
-    case ScheduleKind::kZBH1:
-      return "zb-h1";
-    case ScheduleKind::kDualPipe:
-      return "dualpipe";
-    case ScheduleKind::kDualPipeV:
-      return "dualpipev";
-  }
-  return "?";
-}
-
 std::string Instruction::to_string() const {
   switch (op) {
     case Op::kForward:
@@ -375,6 +343,21 @@ std::string Instruction::to_string() const {
       return "W";
     case Op::kForwardBackward:
       return detail::concat("F", chunk, ".", mb, "&B", chunk_b, ".", mb_b);
+  }
+  return "?";
+}
+
+const char* op_category(Op op) {
+  switch (op) {
+    case Op::kForward:
+      return "F";
+    case Op::kBackward:
+    case Op::kBackwardInput:
+      return "B";
+    case Op::kWeight:
+      return "W";
+    case Op::kForwardBackward:
+      return "F&B";
   }
   return "?";
 }
@@ -444,7 +427,7 @@ int64_t PipelineLayout::global_microbatch(int direction, int64_t mb, int64_t mic
 }
 
 void validate_schedule_request(ScheduleKind kind, int pp, int64_t microbatches) {
-  const char* name = schedule_kind_name(kind);
+  const std::string_view name = choice_name(kind);
   TANDEM_USER_CHECK(pp >= 1, "the pipeline size must be at least 1, got pp = ", pp);
   TANDEM_USER_CHECK(microbatches >= 1, "a schedule needs at least 1 micro-batch, got ",
                     microbatches);

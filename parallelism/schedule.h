@@ -10,13 +10,13 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/core/choices.h"
+
 namespace tandem::parallel {
 
-enum class ScheduleKind { k1F1B, kZBH1, kDualPipe, kDualPipeV };
-
-// "1f1b", "zb-h1", "dualpipe", "dualpipev" (case-insensitive); throws naming the choices.
-ScheduleKind parse_schedule_kind(std::string_view name);
-const char* schedule_kind_name(ScheduleKind kind);
+// The kinds and their names ("1f1b", "zb-h1", "dualpipe", "dualpipev") live with the other
+// configuration choices: parse_choice<ScheduleKind>, choice_name.
+using tandem::ScheduleKind;
 
 enum class Op : uint8_t {
   kForward,          // F: forward of (chunk, mb)
@@ -36,6 +36,9 @@ struct Instruction {
   std::string to_string() const;
   bool operator==(const Instruction&) const = default;
 };
+
+// The trace category of an instruction kind: "F", "B" (a full or input-only backward), "W", "F&B".
+const char* op_category(Op op);
 
 // A rank's position in the pipeline: which model stage each of its chunks runs and which
 // direction micro-batches flow through it. 1F1B and ZB-H1: one chunk, stage = rank, one

@@ -130,7 +130,7 @@ std::string schedule_svg(const Schedule& schedule, const SimulationResult& resul
   // The body is written first so the canvas can be widened to fit the legend.
   SvgWriter svg;
   svg.text(kLeftMargin, 18,
-           detail::concat(schedule_kind_name(schedule.kind), ": pp ", schedule.pp, ", ",
+           detail::concat(choice_name(schedule.kind), ": pp ", schedule.pp, ", ",
                           schedule.microbatches, " micro-batches; makespan ", num(result.makespan),
                           ", bubble ", num(result.bubble)),
            13, "start");

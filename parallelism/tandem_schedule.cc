@@ -140,9 +140,9 @@ Arguments parse_arguments(int argc, char** argv) {
 int run(const Arguments& args) {
   ScheduleKind kind;
   try {
-    kind = parse_schedule_kind(args.schedule);
+    kind = parse_choice<ScheduleKind>(args.schedule, "--schedule");
   } catch (const Error& error) {
-    throw UsageError{std::string("--schedule: ") + error.what()};
+    throw UsageError{error.what()};
   }
   try {
     validate_schedule_request(kind, args.pp, args.microbatches);
@@ -155,8 +155,8 @@ int run(const Arguments& args) {
   const SimulationResult result = simulate(schedule, args.costs);
   const ScheduleCosts& c = args.costs;
 
-  std::printf("schedule %s, pp %d, %lld micro-batches\n", schedule_kind_name(kind), args.pp,
-              static_cast<long long>(args.microbatches));
+  std::printf("schedule %s, pp %d, %lld micro-batches\n", std::string(choice_name(kind)).c_str(),
+              args.pp, static_cast<long long>(args.microbatches));
   std::printf("costs: F %g, B %g, W %g", c.f, c.b, c.w);
   if (schedule.layout().chunks_per_rank() == 2) std::printf(", F&B %g", c.pair_cost());
   std::printf(", comm %g\n", c.comm);

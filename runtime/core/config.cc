@@ -10,26 +10,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "runtime/core/choices.h"
 #include "runtime/core/errors.h"
 
 namespace tandem {
 
 namespace {
-
-size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
 
 const ConfigKey* find_key(std::string_view name) {
   for (const auto& key : config_keys())
@@ -55,14 +41,25 @@ const ConfigKey* find_key(std::string_view name) {
 
 std::string type_name(const ConfigValueRef& ref) {
   return std::visit(
-      [](auto* pointer) -> std::string {
-        using T = std::remove_pointer_t<decltype(pointer)>;
+      [](const auto& bound) -> std::string {
+        using T = std::remove_pointer_t<std::decay_t<decltype(bound)>>;
         if constexpr (std::is_same_v<T, int64_t>) return "an integer";
         if constexpr (std::is_same_v<T, double>) return "a number";
         if constexpr (std::is_same_v<T, bool>) return "true or false";
         if constexpr (std::is_same_v<T, std::string>) return "a string";
+        if constexpr (std::is_same_v<T, ChoiceRef>) {
+          std::string names;
+          for (std::string_view name : bound.names)
+            names += detail::concat(names.empty() ? "" : ", ", "\"", name, "\"");
+          return "one of " + names;
+        }
       },
       ref);
+}
+
+// Sets a choice from its name, or throws naming the key, the choices and the nearest one.
+void set_choice(const ChoiceRef& choice, std::string_view name, std::string_view text) {
+  if (!choice.set(text)) throw_unknown_choice(name, text, choice.names);
 }
 
 void assign_from_toml(Config& config, const std::string& name, const toml::node& node,
@@ -71,14 +68,19 @@ void assign_from_toml(Config& config, const std::string& name, const toml::node&
   if (!key) unknown_key(name, source);
   ConfigValueRef ref = key->bind(config);
   bool ok = std::visit(
-      [&](auto* pointer) {
-        using T = std::remove_pointer_t<decltype(pointer)>;
-        if constexpr (std::is_same_v<T, double>) {
+      [&](auto& bound) {
+        using T = std::remove_pointer_t<std::decay_t<decltype(bound)>>;
+        if constexpr (std::is_same_v<T, ChoiceRef>) {
+          auto v = node.value_exact<std::string>();
+          if (v) set_choice(bound, name, *v);
+          return v.has_value();
+        } else if constexpr (std::is_same_v<T, double>) {
+          auto* pointer = bound;
           if (auto v = node.value_exact<double>()) return *pointer = *v, true;
           if (auto v = node.value_exact<int64_t>()) return *pointer = static_cast<double>(*v), true;
           return false;
         } else {
-          if (auto v = node.value_exact<T>()) return *pointer = *v, true;
+          if (auto v = node.value_exact<T>()) return *bound = *v, true;
           return false;
         }
       },
@@ -110,14 +112,15 @@ void walk_table(Config& config, const toml::table& table, const std::string& pre
 
 std::string value_string(const ConfigValueRef& ref) {
   return std::visit(
-      [](auto* pointer) -> std::string {
-        using T = std::remove_pointer_t<decltype(pointer)>;
-        if constexpr (std::is_same_v<T, std::string>) return "\"" + *pointer + "\"";
-        if constexpr (std::is_same_v<T, bool>) return *pointer ? "true" : "false";
-        if constexpr (std::is_same_v<T, int64_t>) return std::to_string(*pointer);
+      [](const auto& bound) -> std::string {
+        using T = std::remove_pointer_t<std::decay_t<decltype(bound)>>;
+        if constexpr (std::is_same_v<T, ChoiceRef>) return detail::concat("\"", bound.name(), "\"");
+        if constexpr (std::is_same_v<T, std::string>) return "\"" + *bound + "\"";
+        if constexpr (std::is_same_v<T, bool>) return *bound ? "true" : "false";
+        if constexpr (std::is_same_v<T, int64_t>) return std::to_string(*bound);
         if constexpr (std::is_same_v<T, double>) {
           std::ostringstream out;
-          out << *pointer;
+          out << *bound;
           return out.str();
         }
       },
@@ -160,23 +163,29 @@ void apply_override(Config& config, std::string_view assignment) {
   const ConfigKey* key = find_key(name);
   if (!key) unknown_key(name, "--set");
   ConfigValueRef ref = key->bind(config);
+  // Accept both value and "value" for strings, as a shell user would type either.
+  auto unquoted = [&] {
+    return text.size() >= 2 && text.front() == '"' && text.back() == '"'
+               ? text.substr(1, text.size() - 2)
+               : text;
+  };
   bool ok = std::visit(
-      [&](auto* pointer) {
-        using T = std::remove_pointer_t<decltype(pointer)>;
-        if constexpr (std::is_same_v<T, std::string>) {
-          // Accept both value and "value", as a shell user would type either.
-          if (text.size() >= 2 && text.front() == '"' && text.back() == '"')
-            text = text.substr(1, text.size() - 2);
-          return *pointer = text, true;
+      [&](auto& bound) {
+        using T = std::remove_pointer_t<std::decay_t<decltype(bound)>>;
+        if constexpr (std::is_same_v<T, ChoiceRef>) {
+          set_choice(bound, name, unquoted());
+          return true;
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          return *bound = unquoted(), true;
         } else if constexpr (std::is_same_v<T, bool>) {
-          if (text == "true") return *pointer = true, true;
-          if (text == "false") return *pointer = false, true;
+          if (text == "true") return *bound = true, true;
+          if (text == "false") return *bound = false, true;
           return false;
         } else {
           T value{};
           auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
           if (error != std::errc() || end != text.data() + text.size()) return false;
-          return *pointer = value, true;
+          return *bound = value, true;
         }
       },
       ref);
@@ -230,8 +239,6 @@ void validate_config(const Config& c) {
                       "config: model.n_shared_experts = ", m.n_shared_experts,
                       " must not be negative");
   }
-  TANDEM_USER_CHECK(m.dtype == "fp32" || m.dtype == "fp64", "config: model.dtype = \"", m.dtype,
-                    "\" is not supported on the CPU path; use \"fp32\" or \"fp64\"");
   TANDEM_USER_CHECK(m.norm_eps > 0 && m.init_std > 0 && m.rope_theta > 1,
                     "config: model.norm_eps and model.init_std must be > 0, model.rope_theta > 1");
   TANDEM_USER_CHECK(t.threads >= 0, "config: train.threads = ", t.threads,
@@ -241,11 +248,6 @@ void validate_config(const Config& c) {
   positive(p.pp, "parallel.pp");
   positive(p.ep, "parallel.ep");
   positive(p.microbatches, "parallel.microbatches");
-  TANDEM_USER_CHECK(p.schedule == "1f1b" || p.schedule == "zb-h1" || p.schedule == "dualpipe" ||
-                        p.schedule == "dualpipev",
-                    "config: parallel.schedule = \"", p.schedule,
-                    "\" is not a schedule; use \"1f1b\", \"zb-h1\", \"dualpipe\" or "
-                    "\"dualpipev\"");
   TANDEM_USER_CHECK(t.warmup_steps >= 0, "config: train.warmup_steps must be >= 0");
   TANDEM_USER_CHECK(t.lr > 0 && t.min_lr >= 0 && t.min_lr <= t.lr, "config: need train.lr > 0 and ",
                     "0 <= train.min_lr <= train.lr, got lr = ", t.lr, ", min_lr = ", t.min_lr);
@@ -253,36 +255,22 @@ void validate_config(const Config& c) {
                     "config: train.beta1 and train.beta2 must be in [0, 1)");
   TANDEM_USER_CHECK(t.weight_decay >= 0 && t.grad_clip >= 0 && t.adam_eps > 0,
                     "config: train.weight_decay and train.grad_clip must be >= 0, adam_eps > 0");
-  TANDEM_USER_CHECK(c.data.format == "text" || c.data.format == "uint16",
-                    "config: data.format = \"", c.data.format,
-                    "\"; expected \"text\" or \"uint16\"");
-  TANDEM_USER_CHECK(c.fp8.format == "e4m3" || c.fp8.format == "e5m2", "config: fp8.format = \"",
-                    c.fp8.format, "\"; expected \"e4m3\" or \"e5m2\"");
-  TANDEM_USER_CHECK(!(c.fp8.enabled || c.fp8.attention) || m.dtype == "fp32",
-                    "config: FP8 needs model.dtype = \"fp32\" (master weights), got \"", m.dtype,
-                    "\"");
+  TANDEM_USER_CHECK(!(c.fp8.enabled || c.fp8.attention) || m.dtype == DType::kF32,
+                    "config: FP8 needs model.dtype = \"fp32\" (master weights), got \"",
+                    choice_name(m.dtype), "\"");
   TANDEM_USER_CHECK(!c.fp8.attention || c.fp8.enabled,
                     "config: fp8.attention = true needs fp8.enabled = true");
-  for (const auto& [key, value] :
-       {std::pair{"comm.pipeline", c.comm.pipeline}, std::pair{"comm.expert", c.comm.expert},
-        std::pair{"comm.data", c.comm.data}})
-    TANDEM_USER_CHECK(value == "auto" || value == "mpi" || value == "ucx" || value == "nccl",
-                      "config: ", key, " = \"", value, "\"; expected auto, mpi, ucx or nccl");
-  TANDEM_USER_CHECK(c.comm.world == "auto" || c.comm.world == "mpi" || c.comm.world == "ucx",
-                    "config: comm.world = \"", c.comm.world, "\"; expected auto, mpi or ucx");
-  TANDEM_USER_CHECK(c.comm.dispatch == "flat" || c.comm.dispatch == "hierarchical",
-                    "config: comm.dispatch = \"", c.comm.dispatch,
-                    "\"; expected flat or hierarchical");
-  TANDEM_USER_CHECK(c.comm.expert_exchange == "auto" || c.comm.expert_exchange == "shared_memory" ||
-                        c.comm.expert_exchange == "messages",
-                    "config: comm.expert_exchange = \"", c.comm.expert_exchange,
-                    "\"; expected auto, shared_memory or messages");
+  // The world group is opened before any device exists, so it is never NCCL.
+  TANDEM_USER_CHECK(c.comm.world != CommBackend::kNccl,
+                    "config: comm.world = \"nccl\" is not possible (the world group bootstraps "
+                    "the others on the CPU); use \"auto\", \"mpi\" or \"ucx\", and comm.expert "
+                    "or comm.data = \"nccl\" for GPU traffic");
   // Milliseconds of it must fit the int the communicators count in.
   TANDEM_USER_CHECK(c.comm.timeout_s >= 0.01 && c.comm.timeout_s <= 86400,
                     "config: comm.timeout_s must be between 0.01 and 86400 seconds (a day), got ",
                     c.comm.timeout_s);
   TANDEM_USER_CHECK(c.comm.ranks_per_node >= 0, "config: comm.ranks_per_node must be >= 0");
-  if (c.data.format == "text") {
+  if (c.data.format == DataFormat::kText) {
     TANDEM_USER_CHECK(m.vocab_size >= 256,
                       "config: data.format = \"text\" is byte-level and needs ",
                       "model.vocab_size >= 256, got ", m.vocab_size);
@@ -309,7 +297,15 @@ nlohmann::json config_to_json(const Config& config) {
     std::string name(key.name);
     size_t dot = name.find('.');
     auto& slot = out[name.substr(0, dot)][name.substr(dot + 1)];
-    std::visit([&](auto* pointer) { slot = *pointer; }, key.bind(copy));
+    std::visit(
+        [&](const auto& bound) {
+          using T = std::decay_t<decltype(bound)>;
+          if constexpr (std::is_same_v<T, ChoiceRef>)
+            slot = std::string(bound.name());
+          else
+            slot = *bound;
+        },
+        key.bind(copy));
   }
   return out;
 }

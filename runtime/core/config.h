@@ -6,10 +6,13 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
+
+#include "runtime/core/choices.h"
 
 namespace tandem {
 
@@ -31,7 +34,7 @@ struct ModelConfig {
   double norm_eps = 1e-6;
   double init_std = 0.02;
   double router_bias_update_rate = 1e-3;
-  std::string dtype = "fp32";
+  DType dtype = DType::kF32;
 };
 
 struct TrainConfig {
@@ -52,7 +55,7 @@ struct TrainConfig {
 };
 
 struct DataConfig {
-  std::string format = "text";
+  DataFormat format = DataFormat::kText;
   std::string path = "data/kjv.txt";
   std::string val_path;
   double val_fraction = 0.05;
@@ -62,16 +65,16 @@ struct Fp8Config {
   bool enabled = false;
   bool attention = false;
   bool power_of_two_scales = false;
-  std::string format = "e4m3";
+  Fp8Format format = Fp8Format::kE4M3;
 };
 
 struct CommConfig {
-  std::string world = "auto";     // backend of the world group: auto, mpi, ucx
-  std::string pipeline = "auto";  // per traffic class: auto, mpi, ucx, nccl
-  std::string expert = "auto";
-  std::string data = "auto";
-  std::string dispatch = "flat";         // expert dispatch: flat or hierarchical
-  std::string expert_exchange = "auto";  // flat dispatch rows: auto, shared_memory, messages
+  CommBackend world = CommBackend::kAuto;     // of the world group: auto, mpi, ucx
+  CommBackend pipeline = CommBackend::kAuto;  // per traffic class
+  CommBackend expert = CommBackend::kAuto;
+  CommBackend data = CommBackend::kAuto;
+  ExpertDispatchMode dispatch = ExpertDispatchMode::kFlat;
+  ExpertExchange expert_exchange = ExpertExchange::kAuto;
   double timeout_s = 300;
   std::string flight_record_dir;  // "": the launcher's log directory, else the working directory
   bool node_collectives = true;   // UCX: large collectives of a one-node group in shared memory
@@ -81,7 +84,7 @@ struct CommConfig {
 struct ParallelConfig {
   int64_t pp = 1;  // pipeline ranks; dp = world / pp
   int64_t ep = 1;  // expert-parallel group size inside each stage; divides dp
-  std::string schedule = "1f1b";
+  ScheduleKind schedule = ScheduleKind::k1F1B;
   int64_t microbatches = 1;  // per data-parallel rank and step, over both directions
   bool zero1 = false;
   bool overlap = true;  // run F&B pairs interleaved at sub-layer granularity
@@ -96,7 +99,29 @@ struct Config {
   ParallelConfig parallel;
 };
 
-using ConfigValueRef = std::variant<int64_t*, double*, bool*, std::string*>;
+// A key whose value is one of a set of names (an enum field, see choices.h).
+struct ChoiceRef {
+  std::function<std::string_view()> name;     // of the current value
+  std::function<bool(std::string_view)> set;  // false (nothing changed) for an unknown name
+  std::vector<std::string_view> names;        // every valid one
+};
+using ConfigValueRef = std::variant<int64_t*, double*, bool*, std::string*, ChoiceRef>;
+
+// What a key's binder returns for a field: the field itself, or for an enum its ChoiceRef.
+template <class T>
+ConfigValueRef config_value_ref(T* field) {
+  if constexpr (std::is_enum_v<T>) {
+    return ChoiceRef{[field] { return choice_name(*field); },
+                     [field](std::string_view text) {
+                       std::optional<T> value = find_choice<T>(text);
+                       if (value) *field = *value;
+                       return value.has_value();
+                     },
+                     choice_names<T>()};
+  } else {
+    return field;
+  }
+}
 
 struct ConfigKey {
   std::string_view name;  // "section.key"

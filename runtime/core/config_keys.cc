@@ -6,7 +6,7 @@ namespace tandem {
 
 #define TANDEM_KEY(section, key, doc)                                                   \
   ConfigKey {                                                                           \
-#section "." #key, doc, [](Config & c) -> ConfigValueRef { return &c.section.key; } \
+#section "." #key, doc, [](Config & c) { return config_value_ref(&c.section.key); } \
   }
 
 const std::vector<ConfigKey>& config_keys() {

@@ -10,8 +10,7 @@ using kernels::ScaleGranularity;
 Fp8Settings Fp8Settings::from_config(const Fp8Config& config, kernels::Fp8Stats* stats) {
   Fp8Settings s;
   s.enabled = config.enabled;
-  s.options.format =
-      config.format == "e5m2" ? kernels::Fp8Format::kE5M2 : kernels::Fp8Format::kE4M3;
+  s.options.format = config.format;
   s.options.power_of_two_scales = config.power_of_two_scales;
   s.stats = stats;
   return s;

@@ -10,7 +10,7 @@ namespace tandem {
 ModelChunk::ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec,
                        const Fp8Config& fp8)
     : spec_(spec),
-      dtype_(parse_dtype(config.dtype)),
+      dtype_(config.dtype),
       d_model_(config.d_model),
       fp8_stats_(std::make_unique<kernels::Fp8Stats>()) {
   const Fp8Settings ffn_fp8 = Fp8Settings::from_config(fp8, fp8_stats_.get());

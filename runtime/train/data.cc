@@ -67,7 +67,7 @@ void check_long_enough(const TokenSpan& span, int64_t seq_len, const char* what)
 Dataset Dataset::open(const DataConfig& data, const ModelConfig& model) {
   Dataset ds;
   ds.train_file_ = std::make_shared<MappedFile>(data.path);
-  if (data.format == "text") {
+  if (data.format == DataFormat::kText) {
     const int64_t total = static_cast<int64_t>(ds.train_file_->size());
     const int64_t held = static_cast<int64_t>(total * data.val_fraction);
     ds.train_ = {ds.train_file_.get(), 1, 0, total - held};

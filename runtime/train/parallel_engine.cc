@@ -25,8 +25,8 @@ void ParallelEngine::note_expert_exchange(bool shared, const std::string& why_no
   expert_exchange_ = shared ? "shared_memory" : "messages";
   if (world_rank_ != 0) return;
   if (shared)
-    log_info(what, " in shared memory (comm.expert_exchange = \"", config_.comm.expert_exchange,
-             "\")");
+    log_info(what, " in shared memory (comm.expert_exchange = \"",
+             choice_name(config_.comm.expert_exchange), "\")");
   else
     log_info(what, " as messages: ", why_not);
 }
@@ -38,8 +38,8 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
       world_rank_(world.comm->rank()),
       backends_(world, config.comm),
       shape_(parallel::make_grid_shape(world.comm->size(), config)),
-      schedule_(parallel::make_schedule(parallel::parse_schedule_kind(config.parallel.schedule),
-                                        shape_.pp, config.parallel.microbatches)),
+      schedule_(parallel::make_schedule(config.parallel.schedule, shape_.pp,
+                                        config.parallel.microbatches)),
       dataset_(Dataset::open(config.data, config.model)),
       loader_(dataset_, config.model.seq_len, static_cast<uint64_t>(config.train.seed)),
       watchdog_(world.watchdog) {
@@ -64,7 +64,7 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
   }
   std::sort(moe_blocks_.begin(), moe_blocks_.end(),
             [](MoeFfnBlock* a, MoeFfnBlock* b) { return a->name() < b->name(); });
-  const bool hierarchical = config.comm.dispatch == "hierarchical";
+  const bool hierarchical = config.comm.dispatch == ExpertDispatchMode::kHierarchical;
   if (shape_.ep > 1 && hierarchical) {
     const comm::Topology topology =
         comm::discover_topology(grid_->expert(), static_cast<int>(config.comm.ranks_per_node));
@@ -135,7 +135,7 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
   eval_program_ = parallel::forward_only(layout, config.parallel.microbatches)[at.stage];
   if (world_rank_ == 0)
     log_info("grid: pp ", shape_.pp, " × dp ", shape_.dp, " (ep ", shape_.ep, ", expert dp ",
-             shape_.expert_dp(), "), schedule ", config.parallel.schedule, ", ",
+             shape_.expert_dp(), "), schedule ", choice_name(config.parallel.schedule), ", ",
              config.parallel.microbatches, " micro-batches per data-parallel rank",
              config.parallel.zero1 ? ", ZeRO-1" : "");
 }
@@ -239,7 +239,7 @@ void ParallelEngine::finish() {
                               {"ep", shape_.ep},
                               {"expert_dp", shape_.expert_dp()},
                               {"zero1", config_.parallel.zero1}};
-  finished_fields_["schedule"] = config_.parallel.schedule;
+  finished_fields_["schedule"] = choice_name(config_.parallel.schedule);
   finished_fields_["microbatches"] = config_.parallel.microbatches;
   finished_fields_["bubble_fraction"] =
       comm::all_reduce_value(world, bubble_sum_ / measured_steps) / ranks;

@@ -38,7 +38,7 @@ expect_error "unknown configuration key 'model.d_modle'; did you mean 'model.d_m
 expect_error "did you mean 'train.steps'?" $cfg --set train.step=3
 expect_error "--set train.steps: value 'many' is not an integer" $cfg --set train.steps=many
 expect_error "model.n_heads = 3 does not divide model.d_model = 128" $cfg --set model.n_heads=3
-expect_error 'comm.expert_exchange = "memory"; expected auto, shared_memory or messages' $cfg \
+expect_error 'comm.expert_exchange = "memory" is not one of "auto", "shared_memory", "messages"' $cfg \
   --set comm.expert_exchange=memory
 expect_error "model.top_k = 9 must be between 1 and model.n_routed_experts = 8" $cfg --set model.top_k=9
 expect_error "train.batch_size must be positive, got 0" $cfg --set train.batch_size=0
@@ -51,7 +51,7 @@ expect_error "cannot read config file 'examples/configs': not a regular file" ex
 expect_error "cannot write the summary next to '/nonexistent/s.json'" $cfg --summary-json /nonexistent/s.json
 # Grids are refused before any rank talks to another (a torchrun-style environment of 3 ranks).
 expect_error "parallel.pp = 2 needs a multiple of 2 ranks, but this process runs alone" $cfg --set parallel.pp=2
-expect_error "parallel.schedule = \"dualpipe2\" is not a schedule" $cfg --set parallel.schedule=dualpipe2
+expect_error "parallel.schedule = \"dualpipe2\" is not one of \"1f1b\", \"zb-h1\", \"dualpipe\", \"dualpipev\"; did you mean \"dualpipe\"?" $cfg --set parallel.schedule=dualpipe2
 train_plain=$train
 expect_grid() { local want=$1; shift; train=$train_plain; RANK=0 WORLD_SIZE=3 LOCAL_RANK=0 LOCAL_WORLD_SIZE=3 MASTER_ADDR=127.0.0.1 MASTER_PORT=1 expect_error "$want" "$@"; }
 expect_grid "world of 3 ranks is not divisible by parallel.pp = 2" $cfg --set parallel.pp=2

@@ -699,7 +699,8 @@ TEST_P(ExpertDispatchModes, HierarchicalEqualsFlatAndCrossesNodesLess) {
   std::unique_ptr<BlockState> state;
   const Tensor expected = reference.forward(x, state);
 
-  HierarchicalDispatcher dispatcher(*world, topology, c.n_routed_experts, GetParam());  // fan-out
+  HierarchicalDispatcher dispatcher(*world, topology, c.n_routed_experts,
+                                    parse_choice<ExpertExchange>(GetParam(), "mode"));  // fan-out
   MoeState st;
   parallel.route(x, st);
   const HierarchicalLayout layout = dispatcher.plan(st.expert_ids, st.gate_weights);
@@ -739,7 +740,8 @@ TEST_P(ExpertDispatchModes, HierarchicalBackwardMatchesItsDefinition) {
   if (n % 2 != 0) GTEST_SKIP() << "needs an even number of ranks to simulate 2 nodes";
   const Topology topology = discover_topology(*world, n / 2);
   const int64_t experts = 2 * n, tokens = 6 + r, d = 5, k = 3;
-  HierarchicalDispatcher dispatcher(*world, topology, experts, GetParam());
+  HierarchicalDispatcher dispatcher(*world, topology, experts,
+                                    parse_choice<ExpertExchange>(GetParam(), "mode"));
   Tensor ids = Tensor::empty({tokens, k}, DType::kI32), w = Tensor::empty({tokens, k}, DType::kF32);
   for (int64_t t = 0; t < tokens; ++t)
     for (int64_t j = 0; j < k; ++j) {  // k distinct experts per token
@@ -862,7 +864,8 @@ int main(int argc, char** argv) {
     // slurm-started jobs without MPI communicate); the default picks MPI under mpirun.
     WorldOptions options;
     options.timeout_ms = timeout_ms;
-    if (const char* backend = std::getenv("TANDEM_COMM_BACKEND")) options.backend = backend;
+    if (const char* backend = std::getenv("TANDEM_COMM_BACKEND"))
+      options.backend = tandem::parse_choice<tandem::CommBackend>(backend, "TANDEM_COMM_BACKEND");
     World job = join_world(options);
     Communicator* comm = job.comm.get();
     world = comm;
@@ -875,7 +878,8 @@ int main(int argc, char** argv) {
     }
     if (comm->rank() == 0)
       std::printf("comm_test: %d ranks, %s launch, %s backend\n", comm->size(),
-                  launcher_name(job.launch.launcher), options.backend.c_str());
+                  launcher_name(job.launch.launcher),
+                  std::string(choice_name(options.backend)).c_str());
     if (comm->rank() != 0) {  // one report, from rank 0; failures elsewhere still fail the run
       auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
       delete listeners.Release(listeners.default_result_printer());

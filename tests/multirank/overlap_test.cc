@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
     model.top_k = 2;
     model.d_expert = 256;
 
-    comm::World world = comm::join_world({"auto", 120000, "", true});
+    comm::World world = comm::join_world({CommBackend::kAuto, 120000, "", true});
     comm::Communicator& comm = *world.comm;
     TANDEM_USER_CHECK(comm.size() == 2, "run under mpirun -np 2");
     runtime().rank = comm.rank();

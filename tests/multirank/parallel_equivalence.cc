@@ -5,7 +5,7 @@
 // single-process reference itself and compares.
 //   mpirun -np N parallel_equivalence --pp P --ep E --schedule S --microbatches M [--zero1]
 //       [--steps K] [--fp8] [--node-limited] [--hierarchical RANKS_PER_NODE]
-//       [--loss-rtol X] [--param-atol Y]
+//       [--loss-rtol X] [--param-atol Y|none] [--displacement-rtol Z]
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -61,7 +61,7 @@ Config test_config(int argc, char** argv) {
     else if (arg == "--ep")
       c.parallel.ep = std::stoi(next());
     else if (arg == "--schedule")
-      c.parallel.schedule = next();
+      c.parallel.schedule = parse_choice<ScheduleKind>(next(), "--schedule");
     else if (arg == "--microbatches")
       c.parallel.microbatches = std::stoi(next());
     else if (arg == "--zero1")
@@ -75,12 +75,12 @@ Config test_config(int argc, char** argv) {
     else if (arg == "--messages")
       messages = true;
     else if (arg == "--hierarchical") {  // nodes of this many ranks (simulated)
-      c.comm.dispatch = "hierarchical";
+      c.comm.dispatch = ExpertDispatchMode::kHierarchical;
       c.comm.ranks_per_node = std::stoi(next());
     } else if (arg == "--node-limited") {  // 2 groups (nodes) of 4 experts, each token on 1
       c.model.n_expert_groups = 2;
       c.model.max_groups_per_token = 1;
-    } else if (arg == "--loss-rtol" || arg == "--param-atol")
+    } else if (arg == "--loss-rtol" || arg == "--param-atol" || arg == "--displacement-rtol")
       next();
     else
       TANDEM_USER_CHECK(false, "unknown option ", arg);
@@ -88,15 +88,23 @@ Config test_config(int argc, char** argv) {
   // Expert rows in shared memory (the flat dispatch, or the hierarchical one's fan-out inside a
   // node) unless asked otherwise, and refused (not silently replaced by messages) if the ranks
   // cannot share memory.
-  c.comm.expert_exchange = messages ? "messages" : "shared_memory";
+  c.comm.expert_exchange = messages ? ExpertExchange::kMessages : ExpertExchange::kSharedMemory;
   validate_config(c);
   return c;
 }
 
+// A flag's value; "none" is +inf (that bound is not checked).
 double flag_value(int argc, char** argv, const char* flag, double fallback) {
   for (int i = 1; i + 1 < argc; ++i)
-    if (std::strcmp(argv[i], flag) == 0) return std::stod(argv[i + 1]);
+    if (std::strcmp(argv[i], flag) == 0)
+      return std::strcmp(argv[i + 1], "none") == 0 ? INFINITY : std::stod(argv[i + 1]);
   return fallback;
+}
+
+// Differences are compared as "larger than the worst so far"; a NaN would compare false and pass,
+// so it counts as infinitely large.
+double nan_is_infinite(double x) {
+  return std::isnan(x) ? INFINITY : x;
 }
 
 // name → values (as double), of every parameter this rank holds.
@@ -147,8 +155,8 @@ void deserialise(const char* data, size_t size, std::map<std::string, std::vecto
 int main(int argc, char** argv) {
   try {
     const Config config = test_config(argc, argv);
-    comm::World world =
-        comm::join_world({"auto", static_cast<int>(config.comm.timeout_s * 1000), "", true});
+    comm::World world = comm::join_world(
+        {CommBackend::kAuto, static_cast<int>(config.comm.timeout_s * 1000), "", true});
     comm::Communicator& comm = *world.comm;
     runtime().rank = comm.rank();
     set_thread_count(1);
@@ -177,23 +185,33 @@ int main(int argc, char** argv) {
     for (int r = 0; r < comm.size(); ++r)
       deserialise(all[r].data(), all[r].size(), params, r, failures);
 
-    // The single-process reference, on rank 0.
+    // The single-process reference, on rank 0, and its parameters before training: what the
+    // grid's parameters moved is compared with what the reference's moved.
     SingleProcessEngine reference(config);
+    std::map<std::string, std::vector<double>> initial;
+    for (Parameter* p : reference.model().parameters())
+      initial[p->name].assign(p->value.data<float>(), p->value.data<float>() + p->value.numel());
     // Bounds. Losses and gradient norms differ only by the order of fp32 sums (micro-batches,
     // ranks, reductions): 2e-5 relative. Parameters pass through AdamW, which maps a gradient
-    // element that is zero up to rounding to an update of up to ±lr, so they agree to a small
-    // fraction of lr·steps (1e-3 · 3 here): 1e-4 absolute. A gradient that misses a micro-batch
-    // or a replica moves most elements by about lr per step, and the losses by far more.
+    // element that is zero up to rounding to an update of up to ±lr, so single elements may differ
+    // by a good part of what the parameters moved at all; a gradient that misses a micro-batch or
+    // a replica moves most elements of a tensor differently. So two checks: the largest element
+    // difference (absolute, --param-atol, 1e-4 against a largest movement of about lr·steps =
+    // 3e-3), and per tensor the difference of the displacements, ‖Δgrid − Δref‖ / ‖Δref‖
+    // (--displacement-rtol), which stays small under rounding and is of order 1 for a gradient
+    // that is wrong. A bound the run could not exceed would make the test vacuous: both are
+    // checked against what the reference actually moved.
     const double loss_rtol = flag_value(argc, argv, "--loss-rtol", 2e-5);
     const double param_atol = flag_value(argc, argv, "--param-atol", 1e-4);
-    double worst_loss = 0, worst_param = 0;
-    std::string worst_name;
+    const double displacement_rtol = flag_value(argc, argv, "--displacement-rtol", 1e-2);
+    double worst_loss = 0, worst_param = 0, worst_displacement = 0, largest_movement = 0;
+    std::string worst_name, worst_displacement_name;
     for (int64_t s = 0; s < config.train.steps; ++s) {
       const StepReport expected = reference.train_step(s);
       const double rel = std::abs(losses[s] - expected.loss) / std::abs(expected.loss);
       const double norm_rel =
           std::abs(norms[s] - expected.grad_norm) / std::abs(expected.grad_norm);
-      worst_loss = std::max({worst_loss, rel, norm_rel});
+      worst_loss = std::max({worst_loss, nan_is_infinite(rel), nan_is_infinite(norm_rel)});
       std::printf(
           "step %lld: loss %.8f (single process %.8f, relative difference %.2e), "
           "gradient norm %.6f (%.6f, %.2e)\n",
@@ -203,7 +221,7 @@ int main(int argc, char** argv) {
     {
       const double expected = reference.evaluate();
       const double rel = std::abs(held_out - expected) / std::abs(expected);
-      worst_loss = std::max(worst_loss, rel);
+      worst_loss = std::max(worst_loss, nan_is_infinite(rel));
       std::printf("held-out loss %.8f (single process %.8f, relative difference %.2e)\n", held_out,
                   expected, rel);
     }
@@ -216,10 +234,21 @@ int main(int argc, char** argv) {
         continue;
       }
       ++compared;
+      const std::vector<double>& start = initial[p->name];
+      double error2 = 0, moved2 = 0;
       for (int64_t i = 0; i < p->value.numel(); ++i) {
-        const double diff = std::abs(it->second[i] - p->value.data<float>()[i]);
+        const double ref = p->value.data<float>()[i];
+        const double diff = nan_is_infinite(std::abs(it->second[i] - ref));
         if (diff > worst_param) worst_param = diff, worst_name = p->name;
+        largest_movement = std::max(largest_movement, std::abs(ref - start[i]));
+        error2 += diff * diff;
+        moved2 += (ref - start[i]) * (ref - start[i]);
       }
+      const double displacement = moved2 > 0   ? nan_is_infinite(std::sqrt(error2 / moved2))
+                                  : error2 > 0 ? INFINITY
+                                               : 0;
+      if (displacement > worst_displacement)
+        worst_displacement = displacement, worst_displacement_name = p->name;
     }
     if (compared != params.size()) {
       std::fprintf(stderr, "FAIL: the grid holds %zu parameters, the model %zu\n", params.size(),
@@ -227,11 +256,25 @@ int main(int argc, char** argv) {
       ++failures;
     }
     std::printf(
-        "largest loss or gradient-norm difference %.2e (bound %.1e), largest parameter difference "
-        "%.2e in %s "
-        "(bound %.1e), %zu parameters\n",
-        worst_loss, loss_rtol, worst_param, worst_name.c_str(), param_atol, compared);
-    if (worst_loss > loss_rtol || worst_param > param_atol) ++failures;
+        "largest loss or gradient-norm difference %.2e (bound %.1e); largest parameter difference "
+        "%.2e in %s (bound %.1e; the reference moved parameters by up to %.2e); largest "
+        "displacement difference %.2e in %s (bound %.1e); %zu parameters\n",
+        worst_loss, loss_rtol, worst_param, worst_name.c_str(), param_atol, largest_movement,
+        worst_displacement, worst_displacement_name.c_str(), displacement_rtol, compared);
+    if (worst_loss > loss_rtol || worst_param > param_atol ||
+        worst_displacement > displacement_rtol)
+      ++failures;
+    if (std::isfinite(param_atol) && param_atol >= largest_movement) {
+      std::fprintf(stderr,
+                   "FAIL: --param-atol %.1e is no check: no parameter moved that far (%.2e)\n",
+                   param_atol, largest_movement);
+      ++failures;
+    }
+    if (displacement_rtol >= 0.5) {
+      std::fprintf(stderr, "FAIL: --displacement-rtol %.2f would pass a wrong gradient\n",
+                   displacement_rtol);
+      ++failures;
+    }
     comm.barrier().wait();
     std::printf(failures ? "FAIL\n" : "PASS\n");
     return failures ? 1 : 0;

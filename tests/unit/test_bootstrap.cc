@@ -143,14 +143,15 @@ TEST(Bootstrap, StoreNamespaceIsPerJobAndAttempt) {
 
 TEST(Traffic, AutoPicksByDeviceAndConfiguredBackendsAreChecked) {
   CommConfig config;
-  EXPECT_EQ(backend_for(Traffic::kPipeline, config, DeviceType::kCPU, true), "mpi");
-  EXPECT_EQ(backend_for(Traffic::kPipeline, config, DeviceType::kCPU, false), "ucx");
-  EXPECT_EQ(backend_for(Traffic::kExpert, config, DeviceType::kCPU, true), "mpi");
-  EXPECT_EQ(backend_for(Traffic::kData, config, DeviceType::kCPU, false), "ucx");
-  EXPECT_EQ(backend_for(Traffic::kExpert, config, DeviceType::kCUDA, true), "nccl");
-  config.pipeline = "ucx";
-  EXPECT_EQ(backend_for(Traffic::kPipeline, config, DeviceType::kCPU, true), "ucx");
-  config.expert = "nccl";
+  using enum CommBackend;
+  EXPECT_EQ(backend_for(Traffic::kPipeline, config, DeviceType::kCPU, true), kMpi);
+  EXPECT_EQ(backend_for(Traffic::kPipeline, config, DeviceType::kCPU, false), kUcx);
+  EXPECT_EQ(backend_for(Traffic::kExpert, config, DeviceType::kCPU, true), kMpi);
+  EXPECT_EQ(backend_for(Traffic::kData, config, DeviceType::kCPU, false), kUcx);
+  EXPECT_EQ(backend_for(Traffic::kExpert, config, DeviceType::kCUDA, true), kNccl);
+  config.pipeline = kUcx;
+  EXPECT_EQ(backend_for(Traffic::kPipeline, config, DeviceType::kCPU, true), kUcx);
+  config.expert = kNccl;
   EXPECT_NE(error_of([&] {
               backend_for(Traffic::kExpert, config, DeviceType::kCPU, true);
             }).find("comm.expert = \"nccl\" needs CUDA tensors"),

@@ -72,7 +72,7 @@ TEST(Config, ValidationNamesTheNumbers) {
             }).find("model.top_k = 9 must be between 1 and model.n_routed_experts = 8"),
             std::string::npos);
   c = Config{};
-  c.data.format = "uint16";
+  c.data.format = DataFormat::kUint16;
   EXPECT_NE(error_of([&] { validate_config(c); }).find("needs data.val_path"), std::string::npos);
   EXPECT_NO_THROW(validate_config(Config{}));
 }

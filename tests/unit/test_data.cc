@@ -74,7 +74,7 @@ TEST(Data, ReadsNanoGptUint16Files) {
   for (int i = 0; i < 100; ++i) train[i] = static_cast<uint16_t>(1000 + i);
   for (int i = 0; i < 50; ++i) val[i] = static_cast<uint16_t>(60000 + i);
   DataConfig dc;
-  dc.format = "uint16";
+  dc.format = DataFormat::kUint16;
   dc.path = uint16_file("train.bin", train);
   dc.val_path = uint16_file("val.bin", val);
   ModelConfig mc;
@@ -99,12 +99,12 @@ TEST(Data, BadFilesGetClearErrors) {
               Dataset::open(dc, mc);
             }).find("cannot open data file '/nonexistent/corpus.txt'"),
             std::string::npos);
-  dc.format = "uint16";
+  dc.format = DataFormat::kUint16;
   dc.path = write_file("odd.bin", "abc");
   dc.val_path = dc.path;
   EXPECT_NE(error_of([&] { Dataset::open(dc, mc); }).find("not a whole number of uint16 tokens"),
             std::string::npos);
-  dc.format = "text";
+  dc.format = DataFormat::kText;
   dc.path = write_file("short.txt", "too short");
   EXPECT_NE(error_of([&] { Dataset::open(dc, mc); }).find("needs at least model.seq_len + 1"),
             std::string::npos);

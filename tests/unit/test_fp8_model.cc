@@ -119,7 +119,7 @@ TEST(Fp8Model, LossAndGradientsTrackTheFp32Model) {
 TEST(Fp8Model, ConfigRefusesFp8WithoutFp32MasterWeights) {
   Config c;
   c.fp8.enabled = true;
-  c.model.dtype = "fp64";
+  c.model.dtype = DType::kF64;
   EXPECT_NE(testing::error_of([&] { validate_config(c); }).find("FP8 needs model.dtype = \"fp32\""),
             std::string::npos);
   c = Config{};
@@ -127,8 +127,9 @@ TEST(Fp8Model, ConfigRefusesFp8WithoutFp32MasterWeights) {
   EXPECT_NE(testing::error_of([&] { validate_config(c); }).find("needs fp8.enabled = true"),
             std::string::npos);
   c = Config{};
-  c.fp8.format = "e3m4";
-  EXPECT_NE(testing::error_of([&] { validate_config(c); }).find("fp8.format = \"e3m4\""),
+  EXPECT_NE(testing::error_of([&] {
+              apply_override(c, "fp8.format=e3m4");
+            }).find("fp8.format = \"e3m4\" is not one of \"e4m3\", \"e5m2\""),
             std::string::npos);
 }
 

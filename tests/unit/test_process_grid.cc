@@ -17,7 +17,7 @@ Config grid_config(int64_t pp, int64_t ep, const char* schedule, int64_t microba
   c.train.batch_size = 16;
   c.parallel.pp = pp;
   c.parallel.ep = ep;
-  c.parallel.schedule = schedule;
+  c.parallel.schedule = parse_choice<ScheduleKind>(schedule, "schedule");
   c.parallel.microbatches = microbatches;
   return c;
 }

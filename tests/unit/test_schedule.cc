@@ -11,6 +11,7 @@
 #include "parallelism/schedule.h"
 #include "parallelism/schedule_simulator.h"
 #include "parallelism/schedule_svg.h"
+#include "runtime/core/config.h"
 #include "tests/unit/error_text.h"
 
 namespace tandem::parallel {
@@ -133,7 +134,7 @@ TEST(Schedule, EveryGeneratedScheduleChecks) {
       for (int64_t m : {1, 2, 3, 4, 5, 7, 8, 12, 16, 17, 24, 33}) {
         if (!is_valid_request(kind, pp, m)) continue;
         SCOPED_TRACE(::testing::Message()
-                     << schedule_kind_name(kind) << " pp=" << pp << " microbatches=" << m);
+                     << choice_name(kind) << " pp=" << pp << " microbatches=" << m);
         const Schedule schedule = make_schedule(kind, pp, m);
         EXPECT_NO_THROW(check_schedule(schedule));
         // Every rank runs 2 instructions' worth (F and B, or F and b + W) per chunk and
@@ -419,14 +420,20 @@ TEST(Schedule, ValidationNamesTheNumbers) {
 
 TEST(Schedule, KindNamesAndInstructionText) {
   for (ScheduleKind kind : kAllKinds) {
-    EXPECT_EQ(parse_schedule_kind(schedule_kind_name(kind)), kind);
+    EXPECT_EQ(parse_choice<ScheduleKind>(choice_name(kind), "schedule"), kind);
   }
-  EXPECT_EQ(parse_schedule_kind("DualPipeV"), ScheduleKind::kDualPipeV);
-  EXPECT_EQ(parse_schedule_kind("ZB-H1"), ScheduleKind::kZBH1);
-  EXPECT_NE(error_of([] {
-              parse_schedule_kind("gpipe");
-            }).find("unknown pipeline schedule 'gpipe'; choose one of 1f1b, zb-h1"),
-            std::string::npos);
+  // One parser, case-insensitive, for the config and the CLI alike; the nearest name suggested.
+  EXPECT_EQ(parse_choice<ScheduleKind>("DualPipeV", "schedule"), ScheduleKind::kDualPipeV);
+  EXPECT_EQ(parse_choice<ScheduleKind>("ZB-H1", "schedule"), ScheduleKind::kZBH1);
+  EXPECT_EQ(error_of([] { parse_choice<ScheduleKind>("gpipe", "parallel.schedule"); }),
+            "parallel.schedule = \"gpipe\" is not one of \"1f1b\", \"zb-h1\", \"dualpipe\", "
+            "\"dualpipev\"");
+  EXPECT_EQ(error_of([] { parse_choice<ScheduleKind>("dualpip", "parallel.schedule"); }),
+            "parallel.schedule = \"dualpip\" is not one of \"1f1b\", \"zb-h1\", \"dualpipe\", "
+            "\"dualpipev\"; did you mean \"dualpipe\"?");
+  Config config;
+  apply_override(config, "parallel.schedule=DualPipe");
+  EXPECT_EQ(config.parallel.schedule, ScheduleKind::kDualPipe);
   EXPECT_EQ((Instruction{Op::kForward, 0, 3, 0, 0}).to_string(), "F0.3");
   EXPECT_EQ((Instruction{Op::kBackward, 1, 2, 0, 0}).to_string(), "B1.2");
   EXPECT_EQ((Instruction{Op::kBackwardInput, 0, 1, 0, 0}).to_string(), "b0.1");
@@ -440,7 +447,7 @@ TEST(PipelineLayout, SlotStageAndDirectionAreInverse) {
     for (int pp : {1, 2, 3, 4, 6, 8}) {
       if (kind == ScheduleKind::kDualPipe && pp % 2 != 0) continue;
       const PipelineLayout layout(kind, pp);
-      SCOPED_TRACE(::testing::Message() << schedule_kind_name(kind) << " pp=" << pp);
+      SCOPED_TRACE(::testing::Message() << choice_name(kind) << " pp=" << pp);
       EXPECT_EQ(layout.n_stages() * layout.n_directions(), pp * layout.chunks_per_rank());
       for (int r = 0; r < pp; ++r) {
         for (int c = 0; c < layout.chunks_per_rank(); ++c) {
