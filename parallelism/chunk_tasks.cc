@@ -104,19 +104,25 @@ PhasedTask forward_task(ModelChunk& chunk, Tensor input, MicroBatchState& state,
     state.blocks[i] = std::move(owned);
     moe->route(x, st);
     comm::PendingPlan counts = dispatcher.start_plan(st.expert_ids);
+    int64_t a2a = all_to_all_started(comm.events);
     co_await until_done{counts.handle};
+    all_to_all_done(comm.events, a2a);
     const comm::DispatchLayout layout = dispatcher.finish_plan(counts);
     // Each token row goes once per routed expert; the dispatcher makes the copies as it sends.
     comm::PendingRows dispatched =
         dispatcher.start_dispatch(dispatch_payload(st.normed, moe->fp8()), layout);
+    a2a = all_to_all_started(comm.events);
     moe->run_shared(st);  // the shared expert needs no other rank: it runs under the dispatch
     co_await until_done{dispatched.handle};
+    all_to_all_done(comm.events, a2a);
     const Tensor rows = expert_input(received(dispatched, comm.stats), x.dim(1), moe->fp8());
     const Tensor expert_out = moe->run_experts(
         rows, layout.expert_offsets, st, dispatcher.expert_output(rows.shape(), rows.dtype()));
     comm::PendingRows combined =
         dispatcher.start_combine(expert_out, st.gate_weights, layout, /*keep_slot_rows=*/true);
+    a2a = all_to_all_started(comm.events);
     co_await until_done{combined.handle};
+    all_to_all_done(comm.events, a2a);
     x = moe->add_routed(x, received(combined, comm.stats), st, combined.slot_rows);
     st.dispatch = layout;
   }
@@ -141,8 +147,10 @@ PhasedTask backward_task(ModelChunk& chunk, Tensor dy, MicroBatchState& state, T
   size_t input_done = blocks.size(), reported = blocks.size() + 1;
   auto run_weights_from = [&](size_t first) {
     if (!weights_in_gaps) return;
+    record_event(comm.events, StepEventKind::kWeightGradientBegin);
     if (state.head) run_deferred_wgrad(*state.head);
     for (size_t j = first; j < blocks.size(); ++j) run_deferred_wgrad(*state.blocks[j]);
+    record_event(comm.events, StepEventKind::kWeightGradientEnd);
     if (!after_block) return;
     if (reported == blocks.size() + 1) after_block(reported = blocks.size());
     while (reported > input_done) after_block(--reported);
@@ -167,12 +175,16 @@ PhasedTask backward_task(ModelChunk& chunk, Tensor dy, MicroBatchState& state, T
     // Combine's backward is a dispatch of the output gradients, dispatch's a combine.
     comm::PendingRows to_experts =
         dispatcher.start_to_experts(moe->unpermute_backward(grad, st), layout);
+    int64_t a2a = all_to_all_started(comm.events);
     run_weights_from(i + 1);
     co_await until_done{to_experts.handle};
+    all_to_all_done(comm.events, a2a);
     const Tensor drows = moe->experts_backward(received(to_experts, comm.stats), st);
     comm::PendingRows from_experts = dispatcher.start_from_experts(drows, layout);
+    a2a = all_to_all_started(comm.events);
     run_weights_from(i);  // the experts' own weight gradients
     co_await until_done{from_experts.handle};
+    all_to_all_done(comm.events, a2a);
     grad = moe->route_backward(grad, received(from_experts, comm.stats), st);
     input_done = i;
   }

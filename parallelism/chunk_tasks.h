@@ -11,6 +11,7 @@
 #include "comm/hierarchical_dispatch.h"
 #include "kernels/fp8.h"
 #include "parallelism/phased_task.h"
+#include "parallelism/step_events.h"
 #include "runtime/model/model_chunk.h"
 
 namespace tandem::parallel {
@@ -36,6 +37,7 @@ struct ChunkComm {
   comm::ExpertDispatcher* backward = nullptr;
   comm::HierarchicalDispatcher* hierarchical = nullptr;
   AllToAllStats* stats = nullptr;
+  StepEventLog* events = nullptr;  // when attached: each all-to-all and weight-gradient run
 };
 
 // input: tokens (embedding chunk) or hidden states. With the head, targets are required and the

@@ -79,7 +79,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
   step.timeline.all_to_all = {};
   std::vector<AllToAllStats> a2a(chunks);
   std::vector<ChunkComm> comm = chunk_comm_;
-  for (int c = 0; c < chunks; ++c) comm[c].stats = &a2a[c];
+  for (int c = 0; c < chunks; ++c) comm[c].stats = &a2a[c], comm[c].events = events_;
 
   // Message tags: (kind, direction, receiving stage, micro-batch) → a unique small integer, below
   // 2^23 (Open MPI's smallest MPI_TAG_UB among its transports).
@@ -107,6 +107,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
     auto& slot = step.slots[c][mb];
     slot.input = activation(c);
     slot.input_recv = pipeline_.recv(slot.input, from.rank, tag(0, d, s, mb));
+    record_event(events_, StepEventKind::kReceivePosted, tag(0, d, s, mb), from.rank);
   };
   auto post_backward_recv = [&](int c, int64_t mb) {
     const int s = layout_.stage_of(rank_, c), d = layout_.direction_of(rank_, c);
@@ -116,6 +117,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
     auto& slot = step.slots[c][mb];
     slot.grad = activation(c);
     slot.grad_recv = pipeline_.recv(slot.grad, from.rank, tag(1, d, s, mb));
+    record_event(events_, StepEventKind::kReceivePosted, tag(1, d, s, mb), from.rank);
   };
   auto post_receives = [&](const Instruction& ins) {
     switch (ins.op) {
@@ -158,6 +160,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
       (kind == 0 ? slot.input : slot.grad) = value;
       return;
     }
+    record_event(events_, StepEventKind::kSendStarted, tag(kind, direction, to_stage, mb), to.rank);
     comm::CommHandle handle = pipeline_.send(value, to.rank, tag(kind, direction, to_stage, mb));
     step.sends.emplace_back(std::move(value), std::move(handle));
   };
@@ -202,7 +205,9 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
                          weights_in_gaps ? last_weights_report(c) : nullptr);
   };
   auto weights = [&](int c, int64_t mb) {
+    record_event(events_, StepEventKind::kWeightGradientBegin);
     chunks_[c]->backward_weight(step.slots[c][mb].state, last_weights_report(c));
+    record_event(events_, StepEventKind::kWeightGradientEnd);
     if (++step.weights_done[c] == backwards[c] && gradients_ready_) gradients_ready_(c);
   };
   auto finish_backward = [&](int c, int64_t mb, const Tensor& dx, bool with_weights) {
@@ -222,6 +227,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
       post_ahead(index);
       release_sent();
       const auto begin = Clock::now();
+      record_event(events_, StepEventKind::kInstructionBegin, static_cast<int64_t>(index));
       step.wait_s = 0;
       Tensor out, dx;
       switch (ins.op) {
@@ -264,6 +270,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
         }
       }
       const auto end = Clock::now();
+      record_event(events_, StepEventKind::kInstructionEnd, static_cast<int64_t>(index));
       InstructionTiming timing{ins.op, ins.to_string(), seconds_between(step.start, begin),
                                seconds_between(step.start, end), step.wait_s};
       step.timeline.busy_seconds += timing.end_s - timing.start_s - timing.wait_s;

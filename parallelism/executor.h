@@ -62,6 +62,9 @@ class PipelineExecutor {
 
   // How long an F&B pair may wait for its communication before the watchdog is asked to report.
   void set_comm_timeout(double seconds) { comm_timeout_s_ = seconds; }
+  // Records every instruction, pipeline receive and send, expert all-to-all and weight-gradient
+  // run into `log` (not cleared here); null stops recording.
+  void set_event_log(StepEventLog* log) { events_ = log; }
 
   // Runs a training step's program; grad_scale is the loss scale (1 / tokens in the global batch).
   StepTimeline run(const std::vector<Instruction>& program, const MicroBatches& data,
@@ -81,6 +84,7 @@ class PipelineExecutor {
   std::vector<ChunkComm> chunk_comm_;
   bool overlap_;
   double comm_timeout_s_ = 300;
+  StepEventLog* events_ = nullptr;
   std::function<void(int)> gradients_ready_;
   std::function<void(int, size_t)> block_ready_;
 };

@@ -80,6 +80,7 @@ void GradientSync::launch_ready() {
     Bucket& b = *buckets_[next_launch_++];
     comm::Communicator& group = *b.set.group;
     if (group.size() > 1) {
+      record_event(events_, StepEventKind::kReductionStarted, b.set.order);
       b.handle = zero1_ ? group.reduce_scatter(b.grads, b.shard_grads) : group.all_reduce(b.grads);
     } else if (zero1_) {
       b.shard_grads.copy_from(b.grads);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "parallelism/step_events.h"
 #include "runtime/core/config.h"
 #include "runtime/model/block.h"
 
@@ -49,6 +50,8 @@ class GradientSync {
   // ZeRO-1, then all-gathers the parameters).
   void step(double lr, double clip_coefficient);
   void zero_grad();
+  // Records the start of every reduction (parallelism/step_events.h); null stops recording.
+  void set_event_log(StepEventLog* log) { events_ = log; }
   // Elements of optimizer state (m and v) this rank keeps.
   int64_t optimizer_state_elements() const;
 
@@ -60,6 +63,7 @@ class GradientSync {
   bool zero1_;
   TrainConfig config_;
   int64_t steps_ = 0;
+  StepEventLog* events_ = nullptr;
 };
 
 }  // namespace tandem::parallel

@@ -54,6 +54,7 @@ class ProcessGrid {
   bool mirrored() const { return mirrored_; }
 
   comm::Communicator& pipeline() { return *pipeline_; }  // same dp index, ordered by stage
+  const comm::Communicator& pipeline() const { return *pipeline_; }
   comm::Communicator& dp() { return *dp_; }              // this stage's dp ranks
   comm::Communicator& expert() { return *expert_; }      // this rank's expert group
   // The same ranks again, for backward all-to-alls that run while a forward's are in flight.

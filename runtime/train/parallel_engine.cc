@@ -129,6 +129,8 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
   sync_ = std::make_unique<parallel::GradientSync>(std::move(sets), config.parallel.zero1,
                                                    config.train);
   executor_->set_comm_timeout(config.comm.timeout_s);
+  executor_->set_event_log(options_.events);
+  sync_->set_event_log(options_.events);
   executor_->on_chunk_gradients_ready([this](int chunk) { sync_->chunk_ready(chunk); });
   executor_->on_block_gradients_ready(
       [this](int chunk, size_t block) { sync_->block_ready(chunk, block); });

@@ -25,6 +25,9 @@ struct ParallelEngineOptions {
   std::string trace_path;  // Chrome trace of the last training step, written by rank 0
   // Replaces the expert groups the dispatchers talk over (tests wrap them to inject latency).
   std::function<std::unique_ptr<comm::Communicator>(comm::Communicator&)> wrap_expert_group;
+  // Receives every step's events (instructions, pipeline messages, all-to-alls, weight gradients,
+  // reductions) when set; tests observe the schedule with it.
+  parallel::StepEventLog* events = nullptr;
 };
 
 class ParallelEngine final : public TrainEngine {
