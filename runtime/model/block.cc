@@ -10,15 +10,17 @@ void run_deferred_wgrad(BlockState& state) {
   state.deferred_wgrad.clear();
 }
 
-Parameter make_parameter(std::string name, Shape shape, DType dtype, double init_std, uint64_t seed,
-                         bool decay) {
-  Parameter p{std::move(name), Tensor::empty(shape, dtype), Tensor::zeros(shape, dtype), decay};
+Parameter make_parameter(std::string name, ParameterRole role, Shape shape, DType dtype,
+                         double init_std, uint64_t seed, bool decay) {
+  Parameter p{std::move(name), Tensor::empty(shape, dtype), Tensor::zeros(shape, dtype), decay,
+              role};
   fill_normal(p.value, init_std, seed, stream_of(p.name));
   return p;
 }
 
-Parameter make_ones_parameter(std::string name, Shape shape, DType dtype) {
-  Parameter p{std::move(name), Tensor::empty(shape, dtype), Tensor::zeros(shape, dtype), false};
+Parameter make_ones_parameter(std::string name, ParameterRole role, Shape shape, DType dtype) {
+  Parameter p{std::move(name), Tensor::empty(shape, dtype), Tensor::zeros(shape, dtype), false,
+              role};
   fill_constant(p.value, 1.0);
   return p;
 }

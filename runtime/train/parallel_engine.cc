@@ -13,10 +13,6 @@ namespace {
 
 using parallel::Instruction;
 
-bool is_routed_expert(const Parameter& p) {
-  return p.name.find(".experts.") != std::string::npos;
-}
-
 }  // namespace
 
 // Records and logs (rank 0) how expert rows move inside a node.
@@ -121,7 +117,8 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
                                            &grid_->dense_replicas(), {}};
       parallel::ReplicatedParameters experts{name + " experts",         order + 1, c, block,
                                              &grid_->expert_replicas(), {}};
-      for (Parameter* p : params) (is_routed_expert(*p) ? experts : dense).params.push_back(p);
+      for (Parameter* p : params)
+        (p->role == ParameterRole::kRoutedExpert ? experts : dense).params.push_back(p);
       sets.push_back(std::move(dense));
       sets.push_back(std::move(experts));
     }
