@@ -44,6 +44,7 @@ class MoeFfnBlock final : public Block {
   MoeFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed,
               Fp8Settings fp8 = {}, ExpertShard shard = {});
   std::string name() const override { return "layers." + std::to_string(layer_) + ".ffn"; }
+  int64_t layer() const { return layer_; }
   Tensor forward(const Tensor& x, std::unique_ptr<BlockState>& state) override;
   Tensor backward_input(const Tensor& dy, BlockState& state) override;
   std::vector<Parameter*> parameters() override;

@@ -1,6 +1,7 @@
 // Building this rank's part of the model on the grid, and one training step across the grid.
 #include "runtime/train/parallel_engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
@@ -14,6 +15,16 @@ namespace {
 using parallel::Instruction;
 
 }  // namespace
+
+std::vector<MoeFfnBlock*> moe_blocks_by_layer(
+    const std::vector<std::unique_ptr<ModelChunk>>& chunks) {
+  std::vector<MoeFfnBlock*> out;
+  for (const auto& chunk : chunks)
+    for (MoeFfnBlock* moe : chunk->moe_blocks()) out.push_back(moe);
+  std::sort(out.begin(), out.end(),
+            [](MoeFfnBlock* a, MoeFfnBlock* b) { return a->layer() < b->layer(); });
+  return out;
+}
 
 // Records and logs (rank 0) how expert rows move inside a node.
 void ParallelEngine::note_expert_exchange(bool shared, const std::string& why_not,
@@ -56,10 +67,8 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
                                    {at.ep_index, shape_.ep}),
         config.fp8));
     chunk_ptrs.push_back(chunks_.back().get());
-    for (MoeFfnBlock* moe : chunks_.back()->moe_blocks()) moe_blocks_.push_back(moe);
   }
-  std::sort(moe_blocks_.begin(), moe_blocks_.end(),
-            [](MoeFfnBlock* a, MoeFfnBlock* b) { return a->name() < b->name(); });
+  moe_blocks_ = moe_blocks_by_layer(chunks_);
   const bool hierarchical = config.comm.dispatch == "hierarchical";
   if (shape_.ep > 1 && hierarchical) {
     const comm::Topology topology =

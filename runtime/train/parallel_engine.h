@@ -21,6 +21,11 @@
 
 namespace tandem {
 
+// The MoE blocks of several chunks in layer order: the order in which every replica of the
+// layers lays out their expert loads for one all-reduce.
+std::vector<MoeFfnBlock*> moe_blocks_by_layer(
+    const std::vector<std::unique_ptr<ModelChunk>>& chunks);
+
 struct ParallelEngineOptions {
   std::string trace_path;  // Chrome trace of the last training step, written by rank 0
   // Replaces the expert groups the dispatchers talk over (tests wrap them to inject latency).
@@ -67,7 +72,7 @@ class ParallelEngine final : public TrainEngine {
   std::unique_ptr<comm::HierarchicalDispatcher> hierarchical_dispatcher_;
   std::unique_ptr<parallel::PipelineExecutor> executor_;
   std::unique_ptr<parallel::GradientSync> sync_;
-  std::vector<MoeFfnBlock*> moe_blocks_;  // of every local chunk, by layer
+  std::vector<MoeFfnBlock*> moe_blocks_;  // of every local chunk, by layer index
   std::vector<parallel::Instruction> eval_program_;
   parallel::StepTimeline last_timeline_;
   int64_t steps_ = 0;
