@@ -1,4 +1,4 @@
-// Parameter construction and the generic deferred-weight-gradient runner.
+// Parameter construction, whole-parameter slices and the generic deferred-weight-gradient runner.
 #include "runtime/model/block.h"
 
 #include "runtime/core/random.h"
@@ -8,6 +8,11 @@ namespace tandem {
 void run_deferred_wgrad(BlockState& state) {
   for (auto& work : state.deferred_wgrad) work();
   state.deferred_wgrad.clear();
+}
+
+ParameterSlice ParameterSlice::whole(Parameter& p) {
+  const int64_t n = p.value.numel();
+  return {&p, 0, n, p.value.reshape({n}), p.grad.reshape({n})};
 }
 
 Parameter make_parameter(std::string name, ParameterRole role, Shape shape, DType dtype,

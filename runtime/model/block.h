@@ -31,6 +31,19 @@ struct Parameter {
   ParameterRole role = ParameterRole::kDense;
 };
 
+// Elements [begin, end) of a parameter's flattened value that one optimizer updates, with the
+// flat tensors ([end - begin]) it writes and reads: views of the parameter's own value and grad
+// (one process, plain data parallelism), or of a ZeRO-1 shard's buffers.
+struct ParameterSlice {
+  const Parameter* param = nullptr;  // name, shape, decay
+  int64_t begin = 0;
+  int64_t end = 0;
+  Tensor value;
+  Tensor grad;
+  // The whole parameter, through its own tensors.
+  static ParameterSlice whole(Parameter& p);
+};
+
 // What one micro-batch's forward left behind for its backward. backward_input queues the weight
 // gradient work (with the tensors it needs) in deferred_wgrad; backward_weight runs it.
 struct BlockState {

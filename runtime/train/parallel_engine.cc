@@ -132,8 +132,8 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
       sets.push_back(std::move(experts));
     }
   }
-  sync_ = std::make_unique<parallel::GradientSync>(std::move(sets), config.parallel.zero1,
-                                                   config.train);
+  sync_ = std::make_unique<parallel::GradientSync>(std::move(sets), config.parallel.zero1);
+  optimizer_ = std::make_unique<AdamW>(sync_->update_slices(), config.train);
   executor_->set_comm_timeout(config.comm.timeout_s);
   executor_->on_chunk_gradients_ready([this](int chunk) { sync_->chunk_ready(chunk); });
   executor_->on_block_gradients_ready(
@@ -155,6 +155,19 @@ std::vector<Parameter*> ParallelEngine::parameters() {
   return out;
 }
 
+TrainingState ParallelEngine::state() {
+  TrainingState out;
+  out.parameters = parameters();
+  for (MoeFfnBlock* moe : moe_blocks_) out.buffers.push_back({moe->bias_name(), moe->bias()});
+  out.moments = optimizer_->moments();
+  out.steps_taken = optimizer_->steps_taken();
+  return out;
+}
+
+void ParallelEngine::set_steps_taken(int64_t steps) {
+  optimizer_->set_steps_taken(steps);
+}
+
 // This data-parallel rank's slice of global batch `batch`, in micro-batches.
 parallel::MicroBatches ParallelEngine::microbatches(Split split, int64_t batch) const {
   const int64_t m = config_.parallel.microbatches;
@@ -172,6 +185,7 @@ parallel::MicroBatches ParallelEngine::microbatches(Split split, int64_t batch) 
 }
 
 StepReport ParallelEngine::train_step(int64_t step) {
+  check_step_order(step, optimizer_->steps_taken());
   const uint64_t requests_before = store_requests(), operations_before = recorded_operations();
   const auto& t = config_.train;
   const double global_tokens = static_cast<double>(t.batch_size * config_.model.seq_len);
@@ -204,7 +218,8 @@ StepReport ParallelEngine::train_step(int64_t step) {
   for (auto& chunk : chunks_) report.fp8.merge(chunk->fp8_stats());
   check_grad_norm(report.grad_norm, step);
   const double lr = kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr);
-  sync_->step(lr, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
+  optimizer_->step(lr, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
+  sync_->gather_parameters();
   sync_->zero_grad();
 
   step_store_requests_ += store_requests() - requests_before;
@@ -262,7 +277,7 @@ void ParallelEngine::finish() {
   finished_fields_["communication_ops_per_step_per_rank"] =
       comm::all_reduce_value(world, static_cast<double>(step_operations_)) / ranks / steps;
   finished_fields_["optimizer_state_elements_max_rank"] = comm::all_reduce_value(
-      world, static_cast<double>(sync_->optimizer_state_elements()), comm::ReduceOp::kMax);
+      world, static_cast<double>(optimizer_->state_elements()), comm::ReduceOp::kMax);
   if (!options_.trace_path.empty()) write_trace();
 }
 

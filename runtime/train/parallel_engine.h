@@ -42,6 +42,8 @@ class ParallelEngine final : public TrainEngine {
   bool reports() const override { return world_rank_ == 0; }
   nlohmann::json summary_fields() const override;
   void finish() override;
+  TrainingState state() override;
+  void set_steps_taken(int64_t steps) override;
 
   const parallel::ProcessGrid& grid() const { return *grid_; }
   const parallel::Schedule& schedule() const { return schedule_; }
@@ -72,6 +74,7 @@ class ParallelEngine final : public TrainEngine {
   std::unique_ptr<comm::HierarchicalDispatcher> hierarchical_dispatcher_;
   std::unique_ptr<parallel::PipelineExecutor> executor_;
   std::unique_ptr<parallel::GradientSync> sync_;
+  std::unique_ptr<AdamW> optimizer_;      // over sync_'s update slices
   std::vector<MoeFfnBlock*> moe_blocks_;  // of every local chunk, by layer index
   std::vector<parallel::Instruction> eval_program_;
   parallel::StepTimeline last_timeline_;
