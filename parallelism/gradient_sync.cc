@@ -1,10 +1,9 @@
-// Flat gradient buckets, their reductions, and the (sharded) AdamW step.
+// Flat gradient buckets, their reductions, the slices each rank updates, and the ZeRO-1 gather.
 #include "parallelism/gradient_sync.h"
 
 #include <algorithm>
 
 #include "kernels/elementwise.h"
-#include "kernels/optimizer.h"
 
 namespace tandem::parallel {
 
@@ -19,7 +18,6 @@ struct GradientSync::Bucket {
   Tensor grads;                  // flat [padded]
   Tensor values;                 // ZeRO-1: flat [padded] parameters
   Tensor shard_grads;            // ZeRO-1: this rank's reduced shard [shard]
-  Tensor m, v;                   // AdamW moments: of the shard (ZeRO-1) or of everything
   bool ready = false;
   comm::CommHandle handle;
 
@@ -34,9 +32,7 @@ Tensor flat_view(const Tensor& flat, int64_t offset, const Shape& shape) {
 }
 }  // namespace
 
-GradientSync::GradientSync(std::vector<ReplicatedParameters> sets, bool zero1,
-                           const TrainConfig& config)
-    : zero1_(zero1), config_(config) {
+GradientSync::GradientSync(std::vector<ReplicatedParameters> sets, bool zero1) : zero1_(zero1) {
   std::stable_sort(sets.begin(), sets.end(),
                    [](const auto& a, const auto& b) { return a.order < b.order; });
   for (auto& set : sets) {
@@ -64,9 +60,6 @@ GradientSync::GradientSync(std::vector<ReplicatedParameters> sets, bool zero1,
         p.value = value;
       }
     }
-    const int64_t state = zero1 ? bucket->shard : padded;
-    bucket->m = Tensor::zeros({state}, bucket->dtype);
-    bucket->v = Tensor::zeros({state}, bucket->dtype);
     if (zero1) bucket->shard_grads = Tensor::zeros({bucket->shard}, bucket->dtype);
     bucket->set = std::move(set);
     buckets_.push_back(std::move(bucket));
@@ -118,37 +111,32 @@ double GradientSync::owned_sum_of_squares() const {
   return total;
 }
 
-void GradientSync::step(double lr, double clip_coefficient) {
-  ++steps_;
+std::vector<ParameterSlice> GradientSync::update_slices() {
+  std::vector<ParameterSlice> out;
   for (auto& bucket : buckets_) {
     Bucket& b = *bucket;
     // The stretch [begin, end) of the flat buffers this rank updates, and where its parameters
-    // fall in it: weight decay applies per parameter.
+    // fall in it.
     const int64_t begin = zero1_ ? b.shard_begin() : 0;
-    const int64_t end = zero1_ ? begin + b.shard : b.grads.numel();
-    Tensor grads = zero1_ ? b.shard_grads : b.grads;
-    Tensor values = zero1_ ? b.values : Tensor();
-    if (clip_coefficient != 1.0) kernels::scale(grads, clip_coefficient);
+    const int64_t end = zero1_ ? begin + b.shard : b.elements;
     for (size_t i = 0; i < b.set.params.size(); ++i) {
       Parameter& p = *b.set.params[i];
       const int64_t p_begin = std::max(begin, b.offsets[i]);
       const int64_t p_end = std::min(end, b.offsets[i] + p.value.numel());
       if (p_begin >= p_end) continue;
-      kernels::AdamWHyper hyper{lr,
-                                config_.beta1,
-                                config_.beta2,
-                                config_.adam_eps,
-                                p.decay ? config_.weight_decay : 0.0,
-                                steps_};
-      Tensor param = zero1_ ? values.rows(p_begin, p_end)
-                            : p.value.reshape({p.value.numel()})
-                                  .rows(p_begin - b.offsets[i], p_end - b.offsets[i]);
-      Tensor grad = grads.rows(p_begin - begin, p_end - begin);
-      Tensor m = b.m.rows(p_begin - begin, p_end - begin);
-      Tensor v = b.v.rows(p_begin - begin, p_end - begin);
-      kernels::adamw_update(param, grad, m, v, hyper);
+      if (!zero1_) {
+        out.push_back(ParameterSlice::whole(p));
+        continue;
+      }
+      out.push_back({&p, p_begin - b.offsets[i], p_end - b.offsets[i],
+                     b.values.rows(p_begin, p_end),
+                     b.shard_grads.rows(p_begin - begin, p_end - begin)});
     }
   }
+  return out;
+}
+
+void GradientSync::gather_parameters() {
   if (!zero1_) return;
   // Every replica gets the whole updated set back; the shard is copied out first because the
   // all-gather writes over the flat parameter buffer it is part of.
@@ -169,12 +157,6 @@ void GradientSync::zero_grad() {
     if (zero1_) b->shard_grads.zero_();
   }
   next_launch_ = 0;
-}
-
-int64_t GradientSync::optimizer_state_elements() const {
-  int64_t total = 0;
-  for (const auto& b : buckets_) total += b->m.numel() + b->v.numel();
-  return total;
 }
 
 }  // namespace tandem::parallel

@@ -5,8 +5,9 @@
 // bucket's reduction starts as soon as the executor reports its block's last weight gradient of
 // the step, so it overlaps the rest of the backward; buckets start in one global order (the same
 // on every rank of a group, as collectives must). With ZeRO-1 the reduction is a reduce-scatter:
-// each replica updates its shard of the parameters with AdamW state for that shard only, then an
-// all-gather brings every replica the whole updated set.
+// each replica updates only its shard of the parameters (the optimizer, runtime/train/optimizer.h,
+// is given the slices of them this rank owns, with views of the shard's buffers, and so keeps
+// state for that shard only), then an all-gather brings every replica the whole updated set.
 #pragma once
 
 #include <memory>
@@ -15,7 +16,6 @@
 
 #include "comm/communicator.h"
 #include "parallelism/step_events.h"
-#include "runtime/core/config.h"
 #include "runtime/model/block.h"
 
 namespace tandem::parallel {
@@ -31,7 +31,7 @@ struct ReplicatedParameters {
 
 class GradientSync {
  public:
-  GradientSync(std::vector<ReplicatedParameters> sets, bool zero1, const TrainConfig& config);
+  GradientSync(std::vector<ReplicatedParameters> sets, bool zero1);
   GradientSync(const GradientSync&) = delete;
   GradientSync& operator=(const GradientSync&) = delete;
   ~GradientSync();
@@ -46,14 +46,16 @@ class GradientSync {
   // model is owned by exactly one rank, so an all-reduce of this over the world is the global
   // squared norm.
   double owned_sum_of_squares() const;
-  // Scales the gradients by clip_coefficient and applies AdamW (to this rank's shards under
-  // ZeRO-1, then all-gathers the parameters).
-  void step(double lr, double clip_coefficient);
+  // What this rank's optimizer updates, bucket by bucket in launch order: every parameter whole,
+  // or under ZeRO-1 the part of each that falls in this rank's shard of its bucket, with views of
+  // the reduced shard gradient and of the flat parameter buffer. Stable for this object's life.
+  std::vector<ParameterSlice> update_slices();
+  // After the optimizer step: under ZeRO-1, all-gathers every bucket's updated shards so each
+  // replica holds the whole updated set (nothing to do otherwise).
+  void gather_parameters();
   void zero_grad();
   // Records the start of every reduction (parallelism/step_events.h); null stops recording.
   void set_event_log(StepEventLog* log) { events_ = log; }
-  // Elements of optimizer state (m and v) this rank keeps.
-  int64_t optimizer_state_elements() const;
 
  private:
   struct Bucket;
@@ -61,8 +63,6 @@ class GradientSync {
   std::vector<std::unique_ptr<Bucket>> buckets_;  // in launch order
   size_t next_launch_ = 0;
   bool zero1_;
-  TrainConfig config_;
-  int64_t steps_ = 0;
   StepEventLog* events_ = nullptr;
 };
 

@@ -25,13 +25,13 @@ AttentionBlock::AttentionBlock(const ModelConfig& config, int64_t layer, DType d
     : config_(config),
       fp8_(fp8),
       layer_(layer),
-      norm_(make_ones_parameter(name() + ".norm", {config.d_model}, dtype)),
-      wqkv_(make_parameter(name() + ".wqkv", {3 * config.d_model, config.d_model}, dtype,
-                           config.init_std, seed)),
+      norm_(make_ones_parameter(name() + ".norm", ParameterRole::kDense, {config.d_model}, dtype)),
+      wqkv_(make_parameter(name() + ".wqkv", ParameterRole::kDense,
+                           {3 * config.d_model, config.d_model}, dtype, config.init_std, seed)),
       // Output projections start smaller (GPT-2's 1/sqrt(2·layers)) so the residual stream's
       // variance does not grow with depth.
-      wo_(make_parameter(name() + ".wo", {config.d_model, config.d_model}, dtype,
-                         config.init_std / std::sqrt(2.0 * config.n_layers), seed)) {}
+      wo_(make_parameter(name() + ".wo", ParameterRole::kDense, {config.d_model, config.d_model},
+                         dtype, config.init_std / std::sqrt(2.0 * config.n_layers), seed)) {}
 
 Tensor AttentionBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& state) {
   auto st = std::make_unique<AttentionState>();

@@ -20,11 +20,11 @@ DenseFfnBlock::DenseFfnBlock(const ModelConfig& config, int64_t layer, DType dty
     : norm_eps_(config.norm_eps),
       fp8_(fp8),
       layer_(layer),
-      norm_(make_ones_parameter(name() + ".norm", {config.d_model}, dtype)),
-      w13_(make_parameter(name() + ".w13", {2 * config.d_ff, config.d_model}, dtype,
-                          config.init_std, seed)),
-      w2_(make_parameter(name() + ".w2", {config.d_model, config.d_ff}, dtype,
-                         config.init_std / std::sqrt(2.0 * config.n_layers), seed)) {}
+      norm_(make_ones_parameter(name() + ".norm", ParameterRole::kDense, {config.d_model}, dtype)),
+      w13_(make_parameter(name() + ".w13", ParameterRole::kDense, {2 * config.d_ff, config.d_model},
+                          dtype, config.init_std, seed)),
+      w2_(make_parameter(name() + ".w2", ParameterRole::kDense, {config.d_model, config.d_ff},
+                         dtype, config.init_std / std::sqrt(2.0 * config.n_layers), seed)) {}
 
 Tensor DenseFfnBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& state) {
   auto st = std::make_unique<DenseFfnState>();

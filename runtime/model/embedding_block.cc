@@ -12,8 +12,8 @@ struct EmbeddingState final : BlockState {
 }  // namespace
 
 EmbeddingBlock::EmbeddingBlock(const ModelConfig& config, DType dtype, uint64_t seed)
-    : table_(make_parameter("embedding.weight", {config.vocab_size, config.d_model}, dtype,
-                            config.init_std, seed)) {}
+    : table_(make_parameter("embedding.weight", ParameterRole::kDense,
+                            {config.vocab_size, config.d_model}, dtype, config.init_std, seed)) {}
 
 Tensor EmbeddingBlock::forward(const Tensor& tokens, std::unique_ptr<BlockState>& state) {
   auto st = std::make_unique<EmbeddingState>();

@@ -15,9 +15,9 @@ struct HeadState final : BlockState {
 
 HeadBlock::HeadBlock(const ModelConfig& config, DType dtype, uint64_t seed)
     : norm_eps_(config.norm_eps),
-      norm_(make_ones_parameter("head.norm", {config.d_model}, dtype)),
-      weight_(make_parameter("head.weight", {config.vocab_size, config.d_model}, dtype,
-                             config.init_std, seed)) {}
+      norm_(make_ones_parameter("head.norm", ParameterRole::kDense, {config.d_model}, dtype)),
+      weight_(make_parameter("head.weight", ParameterRole::kDense,
+                             {config.vocab_size, config.d_model}, dtype, config.init_std, seed)) {}
 
 double HeadBlock::forward_loss(const Tensor& x, const Tensor& targets, double grad_scale,
                                std::unique_ptr<BlockState>& state) {

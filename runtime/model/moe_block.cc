@@ -13,13 +13,15 @@ MoeFfnBlock::MoeFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, 
     : config_(config), fp8_(fp8), layer_(layer) {
   const int64_t d = config.d_model, f = config.d_expert, e = config.n_routed_experts;
   const double out_std = config.init_std / std::sqrt(2.0 * config.n_layers);
-  norm_ = make_ones_parameter(name() + ".norm", {d}, dtype);
-  router_ = make_parameter(name() + ".router", {e, d}, dtype, config.init_std, seed);
+  norm_ = make_ones_parameter(name() + ".norm", ParameterRole::kDense, {d}, dtype);
+  router_ = make_parameter(name() + ".router", ParameterRole::kRouter, {e, d}, dtype,
+                           config.init_std, seed);
   // n shared experts of width d_expert are one SwiGLU of width n·d_expert.
   const int64_t shared_f = std::max<int64_t>(1, config.n_shared_experts) * f;
-  shared_w13_ =
-      make_parameter(name() + ".shared.w13", {2 * shared_f, d}, dtype, config.init_std, seed);
-  shared_w2_ = make_parameter(name() + ".shared.w2", {d, shared_f}, dtype, out_std, seed);
+  shared_w13_ = make_parameter(name() + ".shared.w13", ParameterRole::kSharedExpert,
+                               {2 * shared_f, d}, dtype, config.init_std, seed);
+  shared_w2_ = make_parameter(name() + ".shared.w2", ParameterRole::kSharedExpert, {d, shared_f},
+                              dtype, out_std, seed);
   TANDEM_USER_CHECK(
       shard.count >= 1 && e % shard.count == 0 && shard.index >= 0 && shard.index < shard.count,
       "model.n_routed_experts = ", e, " cannot be split into ", shard.count,
@@ -27,8 +29,10 @@ MoeFfnBlock::MoeFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, 
   first_expert_ = shard.index * (e / shard.count);
   for (int64_t x = first_expert_; x < first_expert_ + e / shard.count; ++x) {
     const std::string prefix = name() + ".experts." + std::to_string(x);
-    w13_.push_back(make_parameter(prefix + ".w13", {2 * f, d}, dtype, config.init_std, seed));
-    w2_.push_back(make_parameter(prefix + ".w2", {d, f}, dtype, out_std, seed));
+    w13_.push_back(make_parameter(prefix + ".w13", ParameterRole::kRoutedExpert, {2 * f, d}, dtype,
+                                  config.init_std, seed));
+    w2_.push_back(
+        make_parameter(prefix + ".w2", ParameterRole::kRoutedExpert, {d, f}, dtype, out_std, seed));
   }
   bias_ = Tensor::zeros({e}, dtype);
   load_.assign(e, 0);

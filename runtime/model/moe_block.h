@@ -44,6 +44,7 @@ class MoeFfnBlock final : public Block {
   MoeFfnBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed,
               Fp8Settings fp8 = {}, ExpertShard shard = {});
   std::string name() const override { return "layers." + std::to_string(layer_) + ".ffn"; }
+  int64_t layer() const { return layer_; }
   Tensor forward(const Tensor& x, std::unique_ptr<BlockState>& state) override;
   Tensor backward_input(const Tensor& dy, BlockState& state) override;
   std::vector<Parameter*> parameters() override;
@@ -79,6 +80,9 @@ class MoeFfnBlock final : public Block {
   const Tensor& bias() const { return bias_; }
   // Sets the balancing bias (a copy of another model's, or a checkpoint's); same shape [E].
   void set_bias(const Tensor& bias);
+  // The bias's name in the training state ("layers.3.ffn.router_bias"), as stable as the
+  // parameters' names.
+  std::string bias_name() const { return name() + ".router_bias"; }
   const Fp8Settings& fp8() const { return fp8_; }
   int64_t n_experts() const { return config_.n_routed_experts; }  // routed, over all ranks
   int64_t n_local_experts() const { return static_cast<int64_t>(w13_.size()); }

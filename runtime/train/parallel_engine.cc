@@ -1,6 +1,7 @@
 // Building this rank's part of the model on the grid, and one training step across the grid.
 #include "runtime/train/parallel_engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
@@ -13,11 +14,17 @@ namespace {
 
 using parallel::Instruction;
 
-bool is_routed_expert(const Parameter& p) {
-  return p.name.find(".experts.") != std::string::npos;
-}
-
 }  // namespace
+
+std::vector<MoeFfnBlock*> moe_blocks_by_layer(
+    const std::vector<std::unique_ptr<ModelChunk>>& chunks) {
+  std::vector<MoeFfnBlock*> out;
+  for (const auto& chunk : chunks)
+    for (MoeFfnBlock* moe : chunk->moe_blocks()) out.push_back(moe);
+  std::sort(out.begin(), out.end(),
+            [](MoeFfnBlock* a, MoeFfnBlock* b) { return a->layer() < b->layer(); });
+  return out;
+}
 
 // Records and logs (rank 0) how expert rows move inside a node.
 void ParallelEngine::note_expert_exchange(bool shared, const std::string& why_not,
@@ -60,10 +67,8 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
                                    {at.ep_index, shape_.ep}),
         config.fp8));
     chunk_ptrs.push_back(chunks_.back().get());
-    for (MoeFfnBlock* moe : chunks_.back()->moe_blocks()) moe_blocks_.push_back(moe);
   }
-  std::sort(moe_blocks_.begin(), moe_blocks_.end(),
-            [](MoeFfnBlock* a, MoeFfnBlock* b) { return a->name() < b->name(); });
+  moe_blocks_ = moe_blocks_by_layer(chunks_);
   const bool hierarchical = config.comm.dispatch == ExpertDispatchMode::kHierarchical;
   if (shape_.ep > 1 && hierarchical) {
     const comm::Topology topology =
@@ -121,13 +126,14 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
                                            &grid_->dense_replicas(), {}};
       parallel::ReplicatedParameters experts{name + " experts",         order + 1, c, block,
                                              &grid_->expert_replicas(), {}};
-      for (Parameter* p : params) (is_routed_expert(*p) ? experts : dense).params.push_back(p);
+      for (Parameter* p : params)
+        (p->role == ParameterRole::kRoutedExpert ? experts : dense).params.push_back(p);
       sets.push_back(std::move(dense));
       sets.push_back(std::move(experts));
     }
   }
-  sync_ = std::make_unique<parallel::GradientSync>(std::move(sets), config.parallel.zero1,
-                                                   config.train);
+  sync_ = std::make_unique<parallel::GradientSync>(std::move(sets), config.parallel.zero1);
+  optimizer_ = std::make_unique<AdamW>(sync_->update_slices(), config.train);
   executor_->set_comm_timeout(config.comm.timeout_s);
   executor_->set_event_log(options_.events);
   sync_->set_event_log(options_.events);
@@ -151,6 +157,19 @@ std::vector<Parameter*> ParallelEngine::parameters() {
   return out;
 }
 
+TrainingState ParallelEngine::state() {
+  TrainingState out;
+  out.parameters = parameters();
+  for (MoeFfnBlock* moe : moe_blocks_) out.buffers.push_back({moe->bias_name(), moe->bias()});
+  out.moments = optimizer_->moments();
+  out.steps_taken = optimizer_->steps_taken();
+  return out;
+}
+
+void ParallelEngine::set_steps_taken(int64_t steps) {
+  optimizer_->set_steps_taken(steps);
+}
+
 // This data-parallel rank's slice of global batch `batch`, in micro-batches.
 parallel::MicroBatches ParallelEngine::microbatches(Split split, int64_t batch) const {
   const int64_t m = config_.parallel.microbatches;
@@ -168,6 +187,7 @@ parallel::MicroBatches ParallelEngine::microbatches(Split split, int64_t batch) 
 }
 
 StepReport ParallelEngine::train_step(int64_t step) {
+  check_step_order(step, optimizer_->steps_taken());
   const uint64_t requests_before = store_requests(), operations_before = recorded_operations();
   const auto& t = config_.train;
   const double global_tokens = static_cast<double>(t.batch_size * config_.model.seq_len);
@@ -200,7 +220,8 @@ StepReport ParallelEngine::train_step(int64_t step) {
   for (auto& chunk : chunks_) report.fp8.merge(chunk->fp8_stats());
   check_grad_norm(report.grad_norm, step);
   const double lr = kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr);
-  sync_->step(lr, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
+  optimizer_->step(lr, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
+  sync_->gather_parameters();
   sync_->zero_grad();
 
   step_store_requests_ += store_requests() - requests_before;
@@ -258,7 +279,7 @@ void ParallelEngine::finish() {
   finished_fields_["communication_ops_per_step_per_rank"] =
       comm::all_reduce_value(world, static_cast<double>(step_operations_)) / ranks / steps;
   finished_fields_["optimizer_state_elements_max_rank"] = comm::all_reduce_value(
-      world, static_cast<double>(sync_->optimizer_state_elements()), comm::ReduceOp::kMax);
+      world, static_cast<double>(optimizer_->state_elements()), comm::ReduceOp::kMax);
   if (!options_.trace_path.empty()) write_trace();
 }
 

@@ -21,6 +21,11 @@
 
 namespace tandem {
 
+// The MoE blocks of several chunks in layer order: the order in which every replica of the
+// layers lays out their expert loads for one all-reduce.
+std::vector<MoeFfnBlock*> moe_blocks_by_layer(
+    const std::vector<std::unique_ptr<ModelChunk>>& chunks);
+
 struct ParallelEngineOptions {
   std::string trace_path;  // Chrome trace of the last training step, written by rank 0
   // Replaces the expert groups the dispatchers talk over (tests wrap them to inject latency).
@@ -40,6 +45,8 @@ class ParallelEngine final : public TrainEngine {
   bool reports() const override { return world_rank_ == 0; }
   nlohmann::json summary_fields() const override;
   void finish() override;
+  TrainingState state() override;
+  void set_steps_taken(int64_t steps) override;
 
   const parallel::ProcessGrid& grid() const { return *grid_; }
   const parallel::Schedule& schedule() const { return schedule_; }
@@ -70,7 +77,8 @@ class ParallelEngine final : public TrainEngine {
   std::unique_ptr<comm::HierarchicalDispatcher> hierarchical_dispatcher_;
   std::unique_ptr<parallel::PipelineExecutor> executor_;
   std::unique_ptr<parallel::GradientSync> sync_;
-  std::vector<MoeFfnBlock*> moe_blocks_;  // of every local chunk, by layer
+  std::unique_ptr<AdamW> optimizer_;      // over sync_'s update slices
+  std::vector<MoeFfnBlock*> moe_blocks_;  // of every local chunk, by layer index
   std::vector<parallel::Instruction> eval_program_;
   parallel::StepTimeline last_timeline_;
   int64_t steps_ = 0;

@@ -1,16 +1,38 @@
-// What the training loop drives: one optimizer step on a global batch, and a held-out evaluation.
+// What the training loop drives: one optimizer step on a global batch, a held-out evaluation, and
+// the training state by name (what a checkpoint saves and loads).
 // The single-process engine runs the whole model in one process; the parallel engine
 // (parallel_engine.h) runs this rank's part of it on the process grid. Both see the same global
 // batch, so one config means the same mathematics on any grid.
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "kernels/fp8.h"
+#include "runtime/model/block.h"
+#include "runtime/train/optimizer.h"
 
 namespace tandem {
+
+// A tensor of the training state that is not a parameter, under its global name.
+struct NamedTensor {
+  std::string name;  // "layers.3.ffn.router_bias"
+  Tensor values;     // shares storage with the live tensor
+};
+
+// What a checkpoint of one rank holds, under names that are the same on every grid. Every tensor
+// shares storage with the live state: a writer reads them; a loader copies into them, then calls
+// TrainEngine::set_steps_taken. The data loader keeps no position of its own: global batch b is a
+// pure function of (seed, b), and the next batch to train on is steps_taken.
+struct TrainingState {
+  std::vector<Parameter*> parameters;   // whole; replicas of a parameter hold equal copies
+  std::vector<NamedTensor> buffers;     // the routers' balancing biases
+  std::vector<AdamW::Moments> moments;  // m and v of the parameter ranges this rank updates
+  int64_t steps_taken = 0;              // optimizer steps so far
+};
 
 struct StepReport {
   double loss = 0;  // mean over the global batch's tokens
@@ -20,6 +42,9 @@ struct StepReport {
 
 // Stops the run with a clear message when a step's gradient norm is not finite.
 void check_grad_norm(double grad_norm, int64_t step);
+// Steps run in order: train_step(step) follows exactly `step` optimizer steps, so the learning
+// rate (from the step index) and AdamW's bias correction (from its count) agree after a resume.
+void check_step_order(int64_t step, int64_t steps_taken);
 
 class TrainEngine {
  public:
@@ -33,6 +58,10 @@ class TrainEngine {
   virtual nlohmann::json summary_fields() const { return nlohmann::json::object(); }
   // Called once after the last step (collective in multi-rank engines).
   virtual void finish() {}
+  // This rank's state, as views (see TrainingState).
+  virtual TrainingState state() = 0;
+  // Resumes a step count (a checkpoint's): the next train_step must then be of that step.
+  virtual void set_steps_taken(int64_t steps) = 0;
 };
 
 }  // namespace tandem

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "kernels/elementwise.h"
 #include "kernels/optimizer.h"
 #include "runtime/core/logging.h"
 #include "runtime/model/model_stats.h"
@@ -27,15 +28,29 @@ void check_grad_norm(double grad_norm, int64_t step) {
                     ": gradient norm is not finite; lower train.lr or check the data");
 }
 
+void check_step_order(int64_t step, int64_t steps_taken) {
+  TANDEM_CHECK(step == steps_taken, "train_step(", step, ") after ", steps_taken,
+               " optimizer steps: steps run in order, from the count a checkpoint resumed");
+}
+
+namespace {
+std::vector<ParameterSlice> whole_parameters(const std::vector<Parameter*>& params) {
+  std::vector<ParameterSlice> out;
+  for (Parameter* p : params) out.push_back(ParameterSlice::whole(*p));
+  return out;
+}
+}  // namespace
+
 SingleProcessEngine::SingleProcessEngine(const Config& config)
     : config_(config),
       dataset_(Dataset::open(config.data, config.model)),
       loader_(dataset_, config.model.seq_len, static_cast<uint64_t>(config.train.seed)),
       model_(config.model, static_cast<uint64_t>(config.train.seed),
              ChunkSpec::whole_model(config.model), config.fp8),
-      optimizer_(model_.parameters(), config.train) {}
+      optimizer_(whole_parameters(model_.parameters()), config.train) {}
 
 StepReport SingleProcessEngine::train_step(int64_t step) {
+  check_step_order(step, optimizer_.steps_taken());
   const auto& t = config_.train;
   const int64_t tokens_per_batch = t.batch_size * config_.model.seq_len;
   Tensor tokens = Tensor::empty({tokens_per_batch}, DType::kI32);
@@ -53,12 +68,25 @@ StepReport SingleProcessEngine::train_step(int64_t step) {
   StepReport report;
   report.loss = loss;
   report.fp8 = model_.fp8_stats();
-  report.grad_norm = optimizer_.grad_norm();
+  const std::vector<Parameter*> params = model_.parameters();
+  double sum_of_squares = 0;
+  for (Parameter* p : params) sum_of_squares += kernels::sum_of_squares(p->grad);
+  report.grad_norm = std::sqrt(sum_of_squares);
   check_grad_norm(report.grad_norm, step);
   const double lr = kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr);
   optimizer_.step(lr, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
-  optimizer_.zero_grad();
+  for (Parameter* p : params) p->grad.zero_();
   return report;
+}
+
+TrainingState SingleProcessEngine::state() {
+  TrainingState out;
+  out.parameters = model_.parameters();
+  for (MoeFfnBlock* moe : model_.moe_blocks())
+    out.buffers.push_back({moe->bias_name(), moe->bias()});
+  out.moments = optimizer_.moments();
+  out.steps_taken = optimizer_.steps_taken();
+  return out;
 }
 
 double SingleProcessEngine::evaluate() {

@@ -37,6 +37,8 @@ class SingleProcessEngine final : public TrainEngine {
   explicit SingleProcessEngine(const Config& config);
   StepReport train_step(int64_t step) override;
   double evaluate() override;
+  TrainingState state() override;
+  void set_steps_taken(int64_t steps) override { optimizer_.set_steps_taken(steps); }
   ModelChunk& model() { return model_; }
 
  private:

@@ -158,6 +158,33 @@ TEST(Model, ChunksBuildTheSameParametersAsTheWholeModel) {
   }
 }
 
+// The one place a parameter's name is read for its role: every parameter of a model with dense
+// and MoE layers, shared experts and an expert-parallel slice has the role its name describes.
+TEST(Model, EveryParameterHasTheRoleItsNameSays) {
+  const ModelConfig c = small_model(DType::kF32);
+  ModelChunk whole(c, 8, ChunkSpec::whole_model(c));
+  ModelChunk expert_slice(c, 8, ChunkSpec{1, 3, false, true, {1, 5}});
+  std::map<ParameterRole, int> count;
+  for (ModelChunk* model : {&whole, &expert_slice}) {
+    for (Parameter* p : model->parameters()) {
+      const std::string& n = p->name;
+      const bool router = n.size() > 7 && n.compare(n.size() - 7, 7, ".router") == 0;
+      const ParameterRole expected =
+          n.find(".experts.") != std::string::npos  ? ParameterRole::kRoutedExpert
+          : n.find(".shared.") != std::string::npos ? ParameterRole::kSharedExpert
+          : router                                  ? ParameterRole::kRouter
+                                                    : ParameterRole::kDense;
+      EXPECT_EQ(p->role, expected) << n;
+      ++count[p->role];
+    }
+  }
+  // Two MoE layers in each chunk: 5 experts × (w13, w2) in the whole model, 1 × 2 in the slice.
+  EXPECT_EQ(count[ParameterRole::kRoutedExpert], 2 * 5 * 2 + 2 * 1 * 2);
+  EXPECT_EQ(count[ParameterRole::kSharedExpert], 2 * 2 + 2 * 2);
+  EXPECT_EQ(count[ParameterRole::kRouter], 2 + 2);
+  EXPECT_GT(count[ParameterRole::kDense], 0);
+}
+
 TEST(Model, ParameterCountMatchesTheBuiltModel) {
   const ModelConfig c = small_model(DType::kF32);
   ModelChunk model(c, 1, ChunkSpec::whole_model(c));

@@ -1,8 +1,10 @@
 // The process grid's arithmetic (rank order: expert group innermost, pipeline outermost), the
-// checks that refuse a grid before any communication, and how stages split the model.
+// checks that refuse a grid before any communication, how stages split the model, and the layer
+// order of a rank's MoE blocks.
 #include <gtest/gtest.h>
 
 #include "parallelism/process_grid.h"
+#include "runtime/train/parallel_engine.h"
 #include "tests/unit/error_text.h"
 
 namespace tandem::parallel {
@@ -88,6 +90,30 @@ TEST(ProcessGrid, StagesSplitTheLayersEvenlyWithTheEmbeddingFirstAndTheHeadLast)
     EXPECT_GE(spec.last_layer - spec.first_layer, 1);
   }
   EXPECT_EQ(layers.back(), 5);
+}
+
+// Every replica of a stage's MoE layers lays out their expert loads in the order of their layer
+// index, whatever order the chunks come in: with 12 layers, by name would put layers.10 and
+// layers.11 before layers.2.
+TEST(ProcessGrid, MoeBlocksOfTheLocalChunksComeInLayerOrder) {
+  ModelConfig m;
+  m.vocab_size = 16;
+  m.seq_len = 4;
+  m.d_model = 8;
+  m.n_heads = 2;
+  m.d_ff = 8;
+  m.n_layers = 12;
+  m.n_dense_layers = 1;
+  m.n_routed_experts = 4;
+  m.top_k = 2;
+  m.d_expert = 4;
+  // A DualPipe rank of pp 2: chunk 0 runs stage 1 (layers 6..11), chunk 1 stage 0 (0..5).
+  std::vector<std::unique_ptr<ModelChunk>> chunks;
+  for (int stage : {1, 0})
+    chunks.push_back(std::make_unique<ModelChunk>(m, 1, stage_chunk_spec(m, stage, 2, {0, 1})));
+  std::vector<int64_t> layers;
+  for (MoeFfnBlock* moe : moe_blocks_by_layer(chunks)) layers.push_back(moe->layer());
+  EXPECT_EQ(layers, (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}));
 }
 
 }  // namespace
