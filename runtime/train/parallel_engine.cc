@@ -70,7 +70,7 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
         comm::discover_topology(grid_->expert(), static_cast<int>(config.comm.ranks_per_node));
     hierarchical_dispatcher_ = std::make_unique<comm::HierarchicalDispatcher>(
         grid_->expert(), topology, config.model.n_routed_experts, config.comm.expert_exchange,
-        static_cast<int>(config.comm.timeout_s * 1000));
+        comm_timeout_ms(config.comm));
     note_expert_exchange(hierarchical_dispatcher_->fan_out_in_shared_memory(),
                          hierarchical_dispatcher_->why_fan_out_as_messages(),
                          "expert rows fan out inside a node");
@@ -83,7 +83,7 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
     std::string why_not;
     std::shared_ptr<comm::NodeSharedMemory> shared = comm::shared_memory_for_rows(
         grid_->expert(), config.comm.expert_exchange, static_cast<int>(config.comm.ranks_per_node),
-        static_cast<int>(config.comm.timeout_s * 1000), &why_not);
+        comm_timeout_ms(config.comm), &why_not);
     note_expert_exchange(shared != nullptr, why_not, "expert rows move");
     auto dispatcher = [&](comm::Communicator& group) {
       comm::Communicator* used = &group;
@@ -224,7 +224,8 @@ double ParallelEngine::evaluate() {
   for (int64_t b = 0; b < t.eval_batches; ++b)
     total += executor_->evaluate(eval_program_, microbatches(Split::kHeldOut, b)).loss_sum;
   return comm::all_reduce_value(grid_->data_world(), total) /
-         static_cast<double>(t.batch_size * config_.model.seq_len * t.eval_batches);
+         (static_cast<double>(t.batch_size * config_.model.seq_len) *
+          static_cast<double>(t.eval_batches));
 }
 
 void ParallelEngine::finish() {

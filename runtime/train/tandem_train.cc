@@ -16,6 +16,7 @@
 #include "runtime/core/config.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/runtime_context.h"
+#include "runtime/model/model_stats.h"
 #include "runtime/train/parallel_engine.h"
 #include "runtime/train/trainer.h"
 
@@ -88,6 +89,7 @@ int main(int argc, char** argv) {
     // there is refused, not ignored).
     launch = comm::detect_launch();
     parallel::make_grid_shape(launch.world_size, config);
+    model_stats(config.model);  // refuses a model whose parameters one process cannot address
     // Output paths are checked before training, so a bad path cannot throw a finished run away;
     // only rank 0 writes them.
     for (const auto& [path, what] :
@@ -112,7 +114,7 @@ int main(int argc, char** argv) {
     const bool parallel = launch.world_size > 1 || config.parallel.pp > 1;
     std::unique_ptr<TrainEngine> engine;
     if (parallel) {
-      world = comm::join_world({config.comm.world, static_cast<int>(config.comm.timeout_s * 1000),
+      world = comm::join_world({config.comm.world, comm_timeout_ms(config.comm),
                                 config.comm.flight_record_dir, config.comm.node_collectives});
       runtime().rank = world.comm->rank();
       runtime().world_size = world.comm->size();
