@@ -7,13 +7,12 @@
 #include <charconv>
 #include <climits>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "runtime/core/checked_size.h"
 #include "runtime/core/errors.h"
+#include "runtime/core/input_file.h"
 
 namespace tandem {
 
@@ -230,14 +229,9 @@ Config parse_config_string(std::string_view toml_text, std::string_view source_n
 }
 
 Config load_config_file(const std::string& path) {
-  std::error_code error;
-  TANDEM_USER_CHECK(std::filesystem::is_regular_file(path, error), "cannot read config file '",
-                    path, "': not a regular file (examples/configs/ has working ones)");
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  TANDEM_USER_CHECK(in.good() || in.eof(), "cannot read config file '", path, "'");
-  return parse_config_string(text.str(), path);
+  return parse_config_string(
+      read_input_file("config file", path, "give a TOML file (examples/configs/ has working ones)"),
+      path);
 }
 
 void apply_override(Config& config, std::string_view assignment) {

@@ -84,10 +84,13 @@ const std::vector<ConfigKey>& config_keys() {
       TANDEM_KEY(data, path,
                  "Text corpus (format text) or training token file (format uint16); relative "
                  "paths are relative to the working directory."),
-      TANDEM_KEY(data, val_path, "Held-out token file (format uint16 only)."),
-      TANDEM_KEY_IN(
-          data, val_fraction, R::open(0, 1),
-          "Fraction at the end of the text corpus held out for evaluation (format text)."),
+      TANDEM_KEY(data, val_path,
+                 "Held-out file: nanoGPT's val.bin for format uint16 (required); for format text "
+                 "optional: a text file whose bytes are held out, and then data.path is trained on "
+                 "whole."),
+      TANDEM_KEY_IN(data, val_fraction, R::open(0, 1),
+                    "Fraction at the end of the text corpus held out for evaluation (format text "
+                    "without data.val_path)."),
       TANDEM_KEY(fp8, enabled,
                  "Run the FFN linear layers (dense, shared and routed experts) in FP8: inputs "
                  "1x128-scaled, weights 128x128-scaled, FP32 accumulation promoted every 128 of K, "

@@ -2,10 +2,11 @@
 #include "runtime/train/parallel_engine.h"
 
 #include <cmath>
-#include <fstream>
+#include <cstdio>
 
 #include "kernels/optimizer.h"
 #include "runtime/core/logging.h"
+#include "runtime/core/output_file.h"
 
 namespace tandem {
 
@@ -274,13 +275,17 @@ void ParallelEngine::write_trace() {
   nlohmann::json events = nlohmann::json::array();
   for (const std::string& rank_events : all)
     for (auto& e : nlohmann::json::parse(rank_events)) events.push_back(e);
-  const std::string temporary = options_.trace_path + ".tmp";
-  std::ofstream out(temporary);
-  out << nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() << "\n";
-  out.close();
-  TANDEM_USER_CHECK(out.good() && std::rename(temporary.c_str(), options_.trace_path.c_str()) == 0,
-                    "cannot write the trace '", options_.trace_path, "'");
-  log_info("trace of the last step written to ", options_.trace_path);
+  const std::string text =
+      nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() + "\n";
+  try {
+    write_output_file("--trace", options_.trace_path, text);
+    log_info("trace of the last step written to ", options_.trace_path);
+  } catch (const Error& error) {
+    // The run goes on to its summary, which records the failure; the trace is kept on stderr.
+    log_error(error.what(), "; the trace follows on stderr");
+    std::fwrite(text.data(), 1, text.size(), stderr);
+    finished_fields_["trace_error"] = error.what();
+  }
 }
 
 }  // namespace tandem

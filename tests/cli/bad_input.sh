@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# tandem-train refuses bad input with a clear message and a non-zero exit, and writes nothing.
+# tandem-train refuses bad input with a clear message and a non-zero exit, and writes nothing; it
+# writes only regular files, never touches what is not its own, and keeps a finished run's summary
+# when the file cannot be written.
 # Usage: bad_input.sh PATH/TO/tandem-train   (run from the repository root)
 set -u
 train=$1
@@ -37,7 +39,7 @@ printf '[model\n' > "$tmp/syntax.toml"
 printf 'odd' > "$tmp/odd.bin"
 
 expect_error "no config file given"
-expect_error "cannot read config file '$tmp/none.toml'" "$tmp/none.toml"
+expect_error "config file '$tmp/none.toml': does not exist; give a TOML file" "$tmp/none.toml"
 expect_error "$tmp/syntax.toml:1" "$tmp/syntax.toml"
 expect_error "unknown configuration key 'model.d_modle'; did you mean 'model.d_model'?" "$tmp/typo.toml"
 expect_error "did you mean 'train.steps'?" $cfg --set train.step=3
@@ -47,13 +49,15 @@ expect_error 'comm.expert_exchange = "memory"; expected auto, shared_memory or m
   --set comm.expert_exchange=memory
 expect_error "model.top_k = 9 must be between 1 and model.n_routed_experts = 8" $cfg --set model.top_k=9
 expect_error "train.batch_size = 0: must be in [1, 2^24 = 16777216]" $cfg --set train.batch_size=0
-expect_error "cannot open data file '/nonexistent/kjv.txt'" $cfg --set data.path=/nonexistent/kjv.txt
-expect_error "is not a regular file" $cfg --set data.path=/tmp
+expect_error "data.path '/nonexistent/kjv.txt': does not exist; for the default corpus run scripts/prepare-data" \
+  $cfg --set data.path=/nonexistent/kjv.txt
+expect_error "data.path '/tmp': is a directory, not a regular file" $cfg --set data.path=/tmp
 expect_error "not a whole number of uint16 tokens" $cfg --set data.format=uint16 \
   --set data.path="$tmp/odd.bin" --set data.val_path="$tmp/odd.bin"
 expect_error "unknown option '--step'" $cfg --step 3
-expect_error "cannot read config file 'examples/configs': not a regular file" examples/configs
-expect_error "cannot write the summary next to '/nonexistent/s.json'" $cfg --summary-json /nonexistent/s.json
+expect_error "config file 'examples/configs': is a directory, not a regular file" examples/configs
+expect_error "--summary-json '/nonexistent/s.json': its directory '/nonexistent' does not exist" $cfg \
+  --summary-json /nonexistent/s.json
 # Grids are refused before any rank talks to another (a torchrun-style environment of 3 ranks).
 expect_error "parallel.pp = 2 needs a multiple of 2 ranks, but this process runs alone" $cfg --set parallel.pp=2
 expect_error "parallel.schedule = \"dualpipe2\" is not a schedule" $cfg --set parallel.schedule=dualpipe2
@@ -63,6 +67,8 @@ expect_grid "world of 3 ranks is not divisible by parallel.pp = 2" $cfg --set pa
 expect_grid "parallel.ep = 2 does not divide the data-parallel size dp = world 3 / pp 1 = 3" $cfg --set parallel.ep=2
 expect_grid "train.batch_size = 16 sequences do not split evenly over dp = 3" $cfg
 train=$train_plain
+
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
 # Sizes whose products would overflow, and numbers outside their key's range, are refused before
 # any work (exit 2) with the key and the limit.
@@ -93,7 +99,96 @@ expect_error "train.beta2 = inf: must be in [0, 1)" "$tmp/inf.toml"
 printf '[model]\ninit_std = nan\n' > "$tmp/nan.toml"
 expect_error "model.init_std = nan: must be in (0, 1]" "$tmp/nan.toml"
 
+# Output paths: only regular files (or new ones) are written; anything else is refused before
+# training, naming the path and what it is, and left exactly as it was.
+if [ "$(id -u)" -eq 0 ] && mknod "$tmp/full" c 1 7 2>/dev/null; then
+  device=$tmp/full  # as root a regression would replace the device node: use a copy of /dev/full
+else
+  device=/dev/full
+fi
+expect_error "--summary-json '$device': is a character device, not a regular file" $cfg --summary-json "$device"
+[ -c "$device" ] || fail "$device is no longer a character device"
+mkfifo "$tmp/fifo"
+expect_error "--summary-json '$tmp/fifo': is a FIFO, not a regular file" $cfg --summary-json "$tmp/fifo"
+[ -p "$tmp/fifo" ] || fail "the FIFO given as --summary-json was replaced"
+printf 'precious\n' > "$tmp/target"
+ln -s "$tmp/target" "$tmp/link"
+expect_error "--summary-json '$tmp/link': is a symbolic link (to '$tmp/target')" $cfg --summary-json "$tmp/link"
+[ -L "$tmp/link" ] && [ "$(cat "$tmp/target")" = precious ] || fail "the symbolic link or its target changed"
+mkdir "$tmp/dir"
+expect_error "--summary-json '$tmp/dir': is a directory" $cfg --summary-json "$tmp/dir"
+expect_error "--trace '$tmp/dir': is a directory" $cfg --trace "$tmp/dir"
+# The pre-check of a path whose run then fails leaves the user's PATH.tmp alone and no file behind.
+printf 'mine\n' > "$tmp/kept.json.tmp"
+want_rc=1
+expect_error "--trace records the pipeline executor" $cfg --summary-json "$tmp/kept.json" --trace "$tmp/t.json"
+[ "$(cat "$tmp/kept.json.tmp")" = mine ] || fail "the user's kept.json.tmp was changed by the pre-check"
+leftovers=$(find "$tmp" -name '.*tmp-*')
+[ -z "$leftovers" ] || fail "temporary files left behind: $leftovers"
+
+# Input files: a FIFO is refused without blocking (every run is under timeout), a missing or
+# unreadable config says so, and data.val_path with format text is used (its too-short file is
+# named), not ignored.
+want_rc=1
+expect_error "data.path '$tmp/fifo': is a FIFO, not a regular file" $cfg --set data.path="$tmp/fifo"
+printf 'too short' > "$tmp/short.txt"
+expect_error "the held-out split of '$tmp/short.txt' has 9 tokens" $cfg --set data.val_path="$tmp/short.txt"
+want_rc=2
+expect_error "config file '$tmp/fifo': is a FIFO, not a regular file" "$tmp/fifo"
+mkdir -m 755 "$tmp/open"
+cp $cfg "$tmp/open/unreadable.toml"
+chmod 000 "$tmp/open/unreadable.toml"
+if [ "$(id -u)" -ne 0 ]; then
+  expect_error "config file '$tmp/open/unreadable.toml': cannot be read: Permission denied" "$tmp/open/unreadable.toml"
+elif command -v setpriv >/dev/null && chmod 711 "$tmp" && train=$(readlink -f "$train") &&
+     setpriv --reuid=65534 --regid=65534 --clear-groups true 2>/dev/null; then
+  # Root reads any file whatever its mode: read it as the user nobody instead.
+  train_as_root=$train
+  printf '#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups %s "$@"\n' "$train" > "$tmp/as_nobody"
+  chmod 755 "$tmp/as_nobody"
+  train=$tmp/as_nobody
+  expect_error "config file '$tmp/open/unreadable.toml': cannot be read: Permission denied" "$tmp/open/unreadable.toml"
+  train=$train_as_root
+else
+  echo "skipped: an unreadable config (running as root without setpriv, root reads any file)"
+fi
 want_rc=""
+
+# A finished run whose summary cannot be written (its directory went away during training) fails
+# with the reason, and keeps the summary on stderr.
+small=(--set model.n_layers=1 --set model.n_dense_layers=1 --set model.d_model=32 --set model.n_heads=2
+       --set model.seq_len=32 --set train.batch_size=4 --set train.eval_batches=1 --set train.eval_interval=0)
+mkdir "$tmp/gone"
+timeout 120 "$train" $cfg "${small[@]}" --set train.steps=400 --summary-json "$tmp/gone/s.json" \
+  >"$tmp/gone.out" 2>"$tmp/gone.err" &
+pid=$!
+for _ in $(seq 600); do grep -q "^step 1/" "$tmp/gone.out" 2>/dev/null && break; sleep 0.1; done
+rm -rf "$tmp/gone"
+wait $pid
+rc=$?
+if [ $rc -ne 1 ]; then
+  fail "exit $rc (wanted 1) when the summary's directory went away"; cat "$tmp/gone.err"
+elif ! grep -qF "tandem-train: error: --summary-json '$tmp/gone/s.json': its directory '$tmp/gone' does not exist" "$tmp/gone.err" ||
+     ! grep -q "the summary follows on stderr" "$tmp/gone.err"; then
+  fail "no reason for the lost summary"; cat "$tmp/gone.err"
+elif ! sed -n '/the summary follows on stderr/,$p' "$tmp/gone.err" | tail -n +2 |
+     python3 -c 'import json, sys; s = json.load(sys.stdin); assert len(s["losses"]) == 400' ; then
+  fail "the summary on stderr is not the whole run's"
+else
+  echo "ok: a summary that cannot be written is kept on stderr"
+fi
+
+# A summary written over the old one: complete JSON, the user's PATH.tmp untouched, no temporary
+# file left in the directory.
+printf 'old\n' > "$tmp/ok.json"
+printf 'mine\n' > "$tmp/ok.json.tmp"
+if timeout 120 "$train" $cfg "${small[@]}" --set train.steps=2 --summary-json "$tmp/ok.json" >/dev/null 2>&1 &&
+   python3 -c 'import json, sys; assert json.load(open(sys.argv[1]))["steps"] == 2' "$tmp/ok.json" &&
+   [ "$(cat "$tmp/ok.json.tmp")" = mine ] && [ -z "$(find "$tmp" -name '.*tmp-*')" ]; then
+  echo "ok: the summary replaced the old file and touched nothing else"
+else
+  fail "writing the summary over an old one"
+fi
 
 [ $failures -eq 0 ] && echo "bad_input: all cases refused clearly" || echo "bad_input: $failures failures"
 exit $((failures > 0))
