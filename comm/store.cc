@@ -53,11 +53,6 @@
 
 namespace tandem::comm {
 
-void OwnedFd::reset(int fd) {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = fd;
-}
-
 namespace {
 
 using Clock = std::chrono::steady_clock;

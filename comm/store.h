@@ -17,34 +17,9 @@
 #include <optional>
 #include <string>
 
+#include "runtime/core/owned_fd.h"
+
 namespace tandem::comm {
-
-// Owns one file descriptor (a socket, an epoll or event fd) and closes it when it goes.
-class OwnedFd {
- public:
-  OwnedFd() = default;
-  explicit OwnedFd(int fd) : fd_(fd) {}
-  ~OwnedFd() { reset(); }
-  OwnedFd(OwnedFd&& other) noexcept : fd_(other.release()) {}
-  OwnedFd& operator=(OwnedFd&& other) noexcept {
-    if (this != &other) reset(other.release());
-    return *this;
-  }
-  OwnedFd(const OwnedFd&) = delete;
-  OwnedFd& operator=(const OwnedFd&) = delete;
-
-  int get() const { return fd_; }
-  explicit operator bool() const { return fd_ >= 0; }
-  int release() {
-    const int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-  void reset(int fd = -1);
-
- private:
-  int fd_ = -1;
-};
 
 // What one client may cost the server. A request over a limit gets an error reply and its
 // connection is closed; the other connections are not affected.

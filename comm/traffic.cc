@@ -47,7 +47,7 @@ Communicator& BackendWorlds::for_traffic(Traffic traffic, DeviceType device) {
 
 Communicator& BackendWorlds::backend(CommBackend name) {
   if (auto it = opened_.find(name); it != opened_.end()) return *it->second;
-  const int timeout_ms = static_cast<int>(config_.timeout_s * 1000);
+  const int timeout_ms = comm_timeout_ms(config_);
   std::unique_ptr<Communicator> comm;
   Communicator& joined = *world_.comm;
   const bool joined_is_mpi = dynamic_cast<MpiCommunicator*>(&joined) != nullptr;

@@ -5,7 +5,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <sstream>
 
@@ -14,6 +13,7 @@
 #include "comm/bootstrap.h"
 #include "comm/faults.h"
 #include "runtime/core/logging.h"
+#include "runtime/core/output_file.h"
 
 namespace tandem::comm {
 
@@ -69,13 +69,17 @@ Watchdog::~Watchdog() {
   if (heartbeat_.joinable()) heartbeat_.join();
 }
 
-std::string Watchdog::flight_record_path() const {
-  std::string dir = options_.flight_record_dir;
+std::string flight_record_path(const std::string& flight_record_dir, int world_rank) {
+  std::string dir = flight_record_dir;
   if (dir.empty()) {
     const char* log_dir = std::getenv("TANDEM_LOG_DIR");
     dir = log_dir && *log_dir ? log_dir : ".";
   }
-  return dir + "/tandem-flight-rank" + std::to_string(world_rank_) + ".tsv";
+  return dir + "/tandem-flight-rank" + std::to_string(world_rank) + ".tsv";
+}
+
+std::string Watchdog::flight_record_path() const {
+  return comm::flight_record_path(options_.flight_record_dir, world_rank_);
 }
 
 // The pid of a rank's process when it runs on this node (0 otherwise or when unknown).
@@ -171,16 +175,14 @@ void Watchdog::heartbeat_loop() {
 
 // The whole ring, for the operator; first of all, so that it exists whatever the store does.
 void Watchdog::write_record_file() {
-  // Written aside and renamed over the old one: a process ended mid-write (the heartbeat thread
-  // may be writing when the main thread exits) leaves the previous whole record, never half.
-  const std::string path = flight_record_path();
-  const std::string temporary = path + ".tmp" + std::to_string(::getpid());
-  std::ofstream file(temporary);
-  file << recorder_.serialize(reported_timeout_);
-  file.close();
-  if (!file.good() || std::rename(temporary.c_str(), path.c_str()) != 0) {
-    log_warn("could not write the flight record to ", path);
-    std::remove(temporary.c_str());
+  // Replaced whole: a process ended mid-write (the heartbeat thread may be writing when the main
+  // thread exits) leaves the previous whole record, never half.
+  try {
+    write_output_file("flight record", flight_record_path(),
+                      recorder_.serialize(reported_timeout_));
+  } catch (const Error& error) {
+    // A record that cannot be written must not hide the fault it is about: the store still has it.
+    log_warn(error.what());
   }
 }
 

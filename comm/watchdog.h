@@ -38,6 +38,10 @@ struct WatchdogOptions {
   bool serves_store = false;
 };
 
+// The file a rank's flight record goes to: in `flight_record_dir`, or when that is empty in the
+// launcher's log directory (TANDEM_LOG_DIR) when there is one, else in the working directory.
+std::string flight_record_path(const std::string& flight_record_dir, int world_rank);
+
 class Watchdog {
  public:
   // store may be null (single process, or no out-of-band channel): reports then say so.

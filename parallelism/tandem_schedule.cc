@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -14,6 +13,7 @@
 #include "parallelism/schedule_simulator.h"
 #include "parallelism/schedule_svg.h"
 #include "runtime/core/errors.h"
+#include "runtime/core/output_file.h"
 
 namespace {
 
@@ -170,11 +170,7 @@ int run(const Arguments& args) {
   std::printf("\n");
   if (args.print) std::fputs(format_schedule(schedule).c_str(), stdout);
   if (!args.svg_path.empty()) {
-    std::ofstream out(args.svg_path);
-    out << schedule_svg(schedule, result);
-    out.close();
-    TANDEM_USER_CHECK(out.good(), "cannot write the SVG to '", args.svg_path,
-                      "': check that its directory exists and is writable");
+    write_output_file("--svg", args.svg_path, schedule_svg(schedule, result));
     std::printf("wrote %s\n", args.svg_path.c_str());
   }
   return 0;

@@ -3,15 +3,17 @@
 
 #include <toml++/toml.h>
 #include <algorithm>
+#include <bit>
 #include <charconv>
+#include <climits>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "runtime/core/choices.h"
+#include "runtime/core/checked_size.h"
 #include "runtime/core/errors.h"
+#include "runtime/core/input_file.h"
 
 namespace tandem {
 
@@ -127,7 +129,93 @@ std::string value_string(const ConfigValueRef& ref) {
       ref);
 }
 
+// One end of a range: "2^24" for a power of two from 2^16 on (with its digits when `exact`), an
+// integer without an exponent, else as a stream prints it.
+std::string bound_string(double value, bool exact) {
+  if (value == std::floor(value) && std::abs(value) < 1e15) {
+    const auto integer = static_cast<int64_t>(value);
+    if (integer >= 65536 && std::has_single_bit(static_cast<uint64_t>(integer))) {
+      std::string power = detail::concat("2^", std::countr_zero(static_cast<uint64_t>(integer)));
+      return exact ? detail::concat(power, " = ", integer) : power;
+    }
+    return std::to_string(integer);
+  }
+  std::ostringstream out;
+  out << value;
+  return out.str();
+}
+
+[[noreturn]] void out_of_range(std::string_view key, const std::string& value,
+                               const ValueRange& range) {
+  const bool bounded = std::isfinite(range.low) && std::isfinite(range.high);
+  throw Error(detail::concat(key, " = ", value, ": must be ", bounded ? "in " : "",
+                             range_string(range, true), "; set ", key,
+                             " to a value in that range (docs/configuration.md)"));
+}
+
+// Every numeric key inside its range. NaN fails every comparison, so it is refused too.
+void check_ranges(const Config& config) {
+  Config copy = config;  // bind() needs a mutable Config
+  for (const auto& key : config_keys()) {
+    if (!key.range) continue;
+    const ConfigValueRef ref = key.bind(copy);
+    std::visit(
+        [&](const auto& bound) {
+          using T = std::remove_pointer_t<std::decay_t<decltype(bound)>>;
+          if constexpr (std::is_same_v<T, int64_t> || std::is_same_v<T, double>) {
+            if (!key.range->contains(static_cast<double>(*bound)))
+              out_of_range(key.name, value_string(ref), *key.range);
+          } else {
+            TANDEM_FAIL("configuration key ", key.name, " has a range but is not a number");
+          }
+        },
+        ref);
+  }
+}
+
+// Every tensor a step of the whole model allocates (a rank of a parallel run holds a part of it)
+// must be addressable, and no size computed on the way may overflow.
+void check_sizes(const ModelConfig& m, const TrainConfig& t) {
+  const NamedSize batch{"train.batch_size", t.batch_size}, seq{"model.seq_len", m.seq_len},
+      d{"model.d_model", m.d_model}, vocab{"model.vocab_size", m.vocab_size},
+      heads{"model.n_heads", m.n_heads}, d_ff{"model.d_ff", m.d_ff},
+      d_expert{"model.d_expert", m.d_expert}, experts{"model.n_routed_experts", m.n_routed_experts},
+      shared{"model.n_shared_experts", m.n_shared_experts}, top_k{"model.top_k", m.top_k},
+      two{"2", 2}, three{"3", 3};
+  size_product("the embedding and the output head", {vocab, d});
+  size_product("the fused q, k, v weight", {three, d, d});
+  size_product("the tokens of a step", {batch, seq});
+  size_product("the logits of a step", {batch, seq, vocab});
+  size_product("q, k and v of a step", {batch, seq, three, d});
+  size_product("the attention probabilities of a step", {batch, heads, seq, seq});
+  if (m.n_dense_layers > 0) {
+    size_product("a dense layer's fused gate and up weight", {two, d_ff, d});
+    size_product("a dense layer's gate and up activations of a step", {batch, seq, two, d_ff});
+  }
+  if (m.n_dense_layers < m.n_layers) {
+    size_product("the routed experts of a MoE layer", {experts, three, d_expert, d});
+    size_product("the shared experts of a MoE layer", {shared, three, d_expert, d});
+    size_product("the router scores of a step", {batch, seq, experts});
+    size_product("the routed rows of a step", {batch, seq, top_k, d});
+    size_product("the routed experts' gate and up activations of a step",
+                 {batch, seq, top_k, two, d_expert});
+    size_product("the shared experts' gate and up activations of a step",
+                 {batch, seq, shared, two, d_expert});
+  }
+}
+
 }  // namespace
+
+std::string range_string(const ValueRange& range, bool exact) {
+  const bool low = std::isfinite(range.low), high = std::isfinite(range.high);
+  if (low && !high)
+    return detail::concat(range.low_open ? "> " : ">= ", bound_string(range.low, exact));
+  if (!low && high)
+    return detail::concat(range.high_open ? "< " : "<= ", bound_string(range.high, exact));
+  if (!low && !high) return "any";
+  return detail::concat(range.low_open ? "(" : "[", bound_string(range.low, exact), ", ",
+                        bound_string(range.high, exact), range.high_open ? ")" : "]");
+}
 
 Config parse_config_string(std::string_view toml_text, std::string_view source_name) {
   Config config;
@@ -144,14 +232,9 @@ Config parse_config_string(std::string_view toml_text, std::string_view source_n
 }
 
 Config load_config_file(const std::string& path) {
-  std::error_code error;
-  TANDEM_USER_CHECK(std::filesystem::is_regular_file(path, error), "cannot read config file '",
-                    path, "': not a regular file (examples/configs/ has working ones)");
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  TANDEM_USER_CHECK(in.good() || in.eof(), "cannot read config file '", path, "'");
-  return parse_config_string(text.str(), path);
+  return parse_config_string(
+      read_input_file("config file", path, "give a TOML file (examples/configs/ has working ones)"),
+      path);
 }
 
 void apply_override(Config& config, std::string_view assignment) {
@@ -195,25 +278,13 @@ void apply_override(Config& config, std::string_view assignment) {
 void validate_config(const Config& c) {
   const auto& m = c.model;
   const auto& t = c.train;
-  auto positive = [](int64_t value, std::string_view name) {
-    TANDEM_USER_CHECK(value > 0, "config: ", name, " must be positive, got ", value);
-  };
-  positive(m.vocab_size, "model.vocab_size");
-  positive(m.seq_len, "model.seq_len");
-  positive(m.d_model, "model.d_model");
-  positive(m.n_layers, "model.n_layers");
-  positive(m.n_heads, "model.n_heads");
-  positive(m.d_ff, "model.d_ff");
-  positive(m.d_expert, "model.d_expert");
-  positive(t.steps, "train.steps");
-  positive(t.batch_size, "train.batch_size");
-  positive(t.eval_batches, "train.eval_batches");
+  check_ranges(c);
   TANDEM_USER_CHECK(m.d_model % m.n_heads == 0, "config: model.n_heads = ", m.n_heads,
                     " does not divide model.d_model = ", m.d_model);
   TANDEM_USER_CHECK((m.d_model / m.n_heads) % 2 == 0,
                     "config: head size d_model/n_heads = ", m.d_model / m.n_heads,
                     " must be even for rotary embeddings");
-  TANDEM_USER_CHECK(m.n_dense_layers >= 0 && m.n_dense_layers <= m.n_layers,
+  TANDEM_USER_CHECK(m.n_dense_layers <= m.n_layers,
                     "config: model.n_dense_layers = ", m.n_dense_layers,
                     " must be between 0 and model.n_layers = ", m.n_layers);
   if (m.n_dense_layers < m.n_layers) {
@@ -235,26 +306,9 @@ void validate_config(const Config& c) {
         "config: model.top_k = ", m.top_k, " experts do not fit in ", m.max_groups_per_token,
         " groups of ", m.n_routed_experts / m.n_expert_groups,
         " experts (model.max_groups_per_token)");
-    TANDEM_USER_CHECK(m.n_shared_experts >= 0,
-                      "config: model.n_shared_experts = ", m.n_shared_experts,
-                      " must not be negative");
   }
-  TANDEM_USER_CHECK(m.norm_eps > 0 && m.init_std > 0 && m.rope_theta > 1,
-                    "config: model.norm_eps and model.init_std must be > 0, model.rope_theta > 1");
-  TANDEM_USER_CHECK(t.threads >= 0, "config: train.threads = ", t.threads,
-                    " must be >= 0 (0 picks cores / local ranks)");
-  TANDEM_USER_CHECK(t.eval_interval >= 0, "config: train.eval_interval must be >= 0");
-  const auto& p = c.parallel;
-  positive(p.pp, "parallel.pp");
-  positive(p.ep, "parallel.ep");
-  positive(p.microbatches, "parallel.microbatches");
-  TANDEM_USER_CHECK(t.warmup_steps >= 0, "config: train.warmup_steps must be >= 0");
-  TANDEM_USER_CHECK(t.lr > 0 && t.min_lr >= 0 && t.min_lr <= t.lr, "config: need train.lr > 0 and ",
-                    "0 <= train.min_lr <= train.lr, got lr = ", t.lr, ", min_lr = ", t.min_lr);
-  TANDEM_USER_CHECK(t.beta1 >= 0 && t.beta1 < 1 && t.beta2 >= 0 && t.beta2 < 1,
-                    "config: train.beta1 and train.beta2 must be in [0, 1)");
-  TANDEM_USER_CHECK(t.weight_decay >= 0 && t.grad_clip >= 0 && t.adam_eps > 0,
-                    "config: train.weight_decay and train.grad_clip must be >= 0, adam_eps > 0");
+  TANDEM_USER_CHECK(t.min_lr <= t.lr, "train.min_lr = ", t.min_lr, ": more than train.lr = ", t.lr,
+                    "; the cosine decays from train.lr down to train.min_lr, set it at most lr");
   TANDEM_USER_CHECK(!(c.fp8.enabled || c.fp8.attention) || m.dtype == DType::kF32,
                     "config: FP8 needs model.dtype = \"fp32\" (master weights), got \"",
                     choice_name(m.dtype), "\"");
@@ -265,21 +319,30 @@ void validate_config(const Config& c) {
                     "config: comm.world = \"nccl\" is not possible (the world group bootstraps "
                     "the others on the CPU); use \"auto\", \"mpi\" or \"ucx\", and comm.expert "
                     "or comm.data = \"nccl\" for GPU traffic");
-  // Milliseconds of it must fit the int the communicators count in.
-  TANDEM_USER_CHECK(c.comm.timeout_s >= 0.01 && c.comm.timeout_s <= 86400,
-                    "config: comm.timeout_s must be between 0.01 and 86400 seconds (a day), got ",
-                    c.comm.timeout_s);
-  TANDEM_USER_CHECK(c.comm.ranks_per_node >= 0, "config: comm.ranks_per_node must be >= 0");
   if (c.data.format == DataFormat::kText) {
     TANDEM_USER_CHECK(m.vocab_size >= 256,
                       "config: data.format = \"text\" is byte-level and needs ",
                       "model.vocab_size >= 256, got ", m.vocab_size);
-    TANDEM_USER_CHECK(c.data.val_fraction > 0 && c.data.val_fraction < 1,
-                      "config: data.val_fraction must be in (0, 1), got ", c.data.val_fraction);
   } else {
     TANDEM_USER_CHECK(!c.data.val_path.empty(),
                       "config: data.format = \"uint16\" needs data.val_path (the held-out tokens)");
   }
+  check_sizes(m, t);
+}
+
+int comm_timeout_ms(const CommConfig& comm) {
+  static const ValueRange range = [] {
+    for (const auto& key : config_keys())
+      if (key.name == "comm.timeout_s") return key.range.value();
+    TANDEM_FAIL("comm.timeout_s is not a configuration key");
+  }();
+  if (!range.contains(comm.timeout_s)) {
+    CommConfig copy = comm;
+    out_of_range("comm.timeout_s", value_string(&copy.timeout_s), range);
+  }
+  const double ms = std::round(comm.timeout_s * 1000);
+  TANDEM_CHECK(ms <= INT_MAX, "comm.timeout_s's range must keep its milliseconds in an int");
+  return static_cast<int>(ms);
 }
 
 std::string config_to_string(const Config& config) {
@@ -317,11 +380,17 @@ std::string config_reference_markdown() {
       "Generated by `tandem-train --config-reference` from runtime/core/config_keys.cc; a test "
       "keeps this file equal to that output.\n\n"
       "Every key may be set in the TOML file (as `[section]` then `key = value`) or on the "
-      "command line with `--set section.key=value`. Unknown keys are refused.\n\n"
-      "| key | default | meaning |\n|---|---|---|\n";
+      "command line with `--set section.key=value`. Unknown keys are refused, and so is a number "
+      "outside its key's accepted range (floats must also be finite). Sizes are checked as "
+      "products "
+      "too: every tensor of a step (the logits are train.batch_size * model.seq_len * "
+      "model.vocab_size elements) and the whole model's parameters must stay within 2^44 "
+      "elements, the 128 TiB a process can address at 8 bytes each.\n\n"
+      "| key | default | accepted | meaning |\n|---|---|---|---|\n";
   for (const auto& key : config_keys())
     out += detail::concat("| `", key.name, "` | `", value_string(key.bind(defaults)), "` | ",
-                          key.doc, " |\n");
+                          key.range ? detail::concat("`", range_string(*key.range), "`") : "",
+                          " | ", key.doc, " |\n");
   return out;
 }
 

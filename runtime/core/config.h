@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -123,10 +125,32 @@ ConfigValueRef config_value_ref(T* field) {
   }
 }
 
+// The values a numeric key accepts, from `low` to `high`, each end included unless it is open;
+// validate_config refuses any other (and every NaN), the reference prints it with the key.
+struct ValueRange {
+  double low = -std::numeric_limits<double>::infinity();
+  double high = std::numeric_limits<double>::infinity();
+  bool low_open = false;
+  bool high_open = false;
+  static ValueRange closed(double low, double high) { return {low, high, false, false}; }
+  static ValueRange left_open(double low, double high) { return {low, high, true, false}; }
+  static ValueRange right_open(double low, double high) { return {low, high, false, true}; }
+  static ValueRange open(double low, double high) { return {low, high, true, true}; }
+  static ValueRange at_least(double low) {
+    return {low, std::numeric_limits<double>::infinity(), false, false};
+  }
+  bool contains(double value) const {
+    return (low_open ? value > low : value >= low) && (high_open ? value < high : value <= high);
+  }
+};
+// "(0, 1]", "[1, 2^24]", ">= 0"; `exact` adds the decimal value of each power of two written 2^k.
+std::string range_string(const ValueRange& range, bool exact = false);
+
 struct ConfigKey {
   std::string_view name;  // "section.key"
   std::string_view doc;
   std::function<ConfigValueRef(Config&)> bind;
+  std::optional<ValueRange> range;  // numeric keys: every value they accept (floats: finite)
 };
 
 // Every key tandem understands, in documentation order.
@@ -137,8 +161,12 @@ Config load_config_file(const std::string& path);
 Config parse_config_string(std::string_view toml_text, std::string_view source_name);
 // Applies one "section.key=value" override; the value is parsed according to the key's type.
 void apply_override(Config& config, std::string_view assignment);
-// Refuses impossible combinations with a message naming the numbers.
+// Refuses values outside a key's range, impossible combinations, and sizes whose products would
+// overflow or pass what one process can address (kMaxElements), with a message naming the numbers.
 void validate_config(const Config& config);
+// comm.timeout_s in milliseconds, for the communicators' int deadlines. Refuses a value outside the
+// key's range itself, so that no caller can overflow the int, validated config or not.
+int comm_timeout_ms(const CommConfig& comm);
 
 // "section.key = value" lines in documentation order, and the same as nested JSON.
 std::string config_to_string(const Config& config);

@@ -4,25 +4,35 @@
 
 namespace tandem {
 
-#define TANDEM_KEY(section, key, doc)                                                   \
-  ConfigKey {                                                                           \
-#section "." #key, doc, [](Config & c) { return config_value_ref(&c.section.key); } \
+// A numeric key and the values it accepts (a ValueRange), and a key of any type without one.
+#define TANDEM_KEY_IN(section, key, range, doc)                                                \
+  ConfigKey {                                                                                  \
+#section "." #key, doc, [](Config & c) { return config_value_ref(&c.section.key); }, range \
   }
+#define TANDEM_KEY(section, key, doc) TANDEM_KEY_IN(section, key, std::nullopt, doc)
 
 const std::vector<ConfigKey>& config_keys() {
+  using R = ValueRange;
+  constexpr double k2e24 = 1 << 24, k2e31 = 2147483648.0, k2e40 = 1099511627776.0;
   static const std::vector<ConfigKey> keys = {
-      TANDEM_KEY(model, vocab_size, "Vocabulary size; 256 for the byte-level tokenizer."),
-      TANDEM_KEY(model, seq_len, "Tokens per training sequence (context length)."),
-      TANDEM_KEY(model, d_model, "Hidden size of the residual stream."),
-      TANDEM_KEY(model, n_layers, "Transformer layers in total (dense + MoE)."),
-      TANDEM_KEY(model, n_dense_layers,
-                 "Leading layers with a dense SwiGLU FFN; the rest are MoE."),
-      TANDEM_KEY(model, n_heads, "Attention heads; must divide d_model, head size must be even."),
-      TANDEM_KEY(model, d_ff, "Hidden size of the dense layers' SwiGLU FFN."),
+      TANDEM_KEY_IN(model, vocab_size, R::closed(1, k2e31),
+                    "Vocabulary size; 256 for the byte-level tokenizer. At most 2^31: token ids "
+                    "are int32."),
+      TANDEM_KEY_IN(model, seq_len, R::at_least(1),
+                    "Tokens per training sequence (context length)."),
+      TANDEM_KEY_IN(model, d_model, R::at_least(1), "Hidden size of the residual stream."),
+      TANDEM_KEY_IN(model, n_layers, R::at_least(1), "Transformer layers in total (dense + MoE)."),
+      TANDEM_KEY_IN(model, n_dense_layers, R::at_least(0),
+                    "Leading layers with a dense SwiGLU FFN (at most n_layers); the rest are MoE."),
+      TANDEM_KEY_IN(model, n_heads, R::at_least(1),
+                    "Attention heads; must divide d_model, head size must be even."),
+      TANDEM_KEY_IN(model, d_ff, R::at_least(1), "Hidden size of the dense layers' SwiGLU FFN."),
       TANDEM_KEY(model, n_routed_experts, "Routed experts per MoE layer."),
-      TANDEM_KEY(model, n_shared_experts, "Shared experts per MoE layer (every token uses them)."),
+      TANDEM_KEY_IN(model, n_shared_experts, R::at_least(0),
+                    "Shared experts per MoE layer (every token uses them)."),
       TANDEM_KEY(model, top_k, "Routed experts chosen per token (no capacity limit, no drops)."),
-      TANDEM_KEY(model, d_expert, "Hidden size of each expert's SwiGLU FFN (shared and routed)."),
+      TANDEM_KEY_IN(model, d_expert, R::at_least(1),
+                    "Hidden size of each expert's SwiGLU FFN (shared and routed)."),
       TANDEM_KEY(model, n_expert_groups,
                  "Routed experts form this many equal contiguous groups (DeepSeek-V3's n_group); "
                  "with expert parallelism over nodes, one group per node."),
@@ -30,35 +40,57 @@ const std::vector<ConfigKey>& config_keys() {
                  "Node-limited routing (DeepSeek-V3's topk_group, 4 of 8 nodes): each token picks "
                  "the groups with the highest sums of their top-2 scores, then its top-k inside "
                  "them; 0 = no limit."),
-      TANDEM_KEY(model, rope_theta, "Base of the rotary position embedding frequencies."),
-      TANDEM_KEY(model, norm_eps, "Epsilon inside RMSNorm's square root."),
-      TANDEM_KEY(model, init_std, "Standard deviation of the normal weight initialisation."),
-      TANDEM_KEY(model, router_bias_update_rate,
-                 "Aux-loss-free balancing: step of the per-expert selection bias (gamma)."),
+      TANDEM_KEY_IN(model, rope_theta, R::left_open(1, 1e9),
+                    "Base of the rotary position embedding frequencies (10000 in the original "
+                    "RoPE, 500000 in Llama 3)."),
+      TANDEM_KEY_IN(model, norm_eps, R::left_open(0, 0.1),
+                    "Epsilon inside RMSNorm's square root; larger values would drown the "
+                    "activations' own scale."),
+      TANDEM_KEY_IN(model, init_std, R::left_open(0, 1),
+                    "Standard deviation of the normal weight initialisation."),
+      TANDEM_KEY_IN(model, router_bias_update_rate, R::closed(0, 1),
+                    "Aux-loss-free balancing: step of the per-expert selection bias (gamma; "
+                    "DeepSeek-V3 uses 0.001); 0 turns the balancing off. Router scores are in "
+                    "(0, 1), so a larger step would only overshoot."),
       TANDEM_KEY(model, dtype, "Parameter and activation dtype on the CPU path: fp32 or fp64."),
-      TANDEM_KEY(train, steps, "Optimizer steps to run."),
-      TANDEM_KEY(train, batch_size, "Global batch in sequences per step."),
+      TANDEM_KEY_IN(train, steps, R::closed(1, k2e40),
+                    "Optimizer steps to run. At most 2^40: the batch number takes 40 bits of the "
+                    "sampling index."),
+      TANDEM_KEY_IN(train, batch_size, R::closed(1, k2e24),
+                    "Global batch in sequences per step. At most 2^24: a sequence's number in its "
+                    "batch takes the other 24 bits of the sampling index."),
       TANDEM_KEY(train, seed, "Seed of initialisation and data sampling."),
-      TANDEM_KEY(train, eval_interval, "Steps between held-out evaluations (0: only at the end)."),
-      TANDEM_KEY(train, eval_batches, "Batches of batch_size sequences per held-out evaluation."),
-      TANDEM_KEY(train, threads,
-                 "CPU threads per rank; 0 = cores available divided by ranks on this node."),
-      TANDEM_KEY(train, warmup_steps, "Linear learning-rate warmup steps."),
-      TANDEM_KEY(train, lr, "Peak learning rate (after warmup)."),
-      TANDEM_KEY(train, min_lr, "Learning rate at the end of the cosine decay."),
-      TANDEM_KEY(train, weight_decay, "AdamW decoupled weight decay (matrices only)."),
-      TANDEM_KEY(train, beta1, "AdamW first-moment decay."),
-      TANDEM_KEY(train, beta2, "AdamW second-moment decay."),
-      TANDEM_KEY(train, adam_eps, "AdamW epsilon."),
-      TANDEM_KEY(train, grad_clip, "Clip the global gradient norm to this value (0: off)."),
+      TANDEM_KEY_IN(train, eval_interval, R::at_least(0),
+                    "Steps between held-out evaluations (0: only at the end)."),
+      TANDEM_KEY_IN(train, eval_batches, R::closed(1, k2e40),
+                    "Batches of batch_size sequences per held-out evaluation."),
+      TANDEM_KEY_IN(train, threads, R::closed(0, 65536),
+                    "CPU threads per rank; 0 = cores available divided by ranks on this node."),
+      TANDEM_KEY_IN(train, warmup_steps, R::at_least(0), "Linear learning-rate warmup steps."),
+      TANDEM_KEY_IN(train, lr, R::left_open(0, 1), "Peak learning rate (after warmup)."),
+      TANDEM_KEY_IN(train, min_lr, R::closed(0, 1),
+                    "Learning rate at the end of the cosine decay; at most train.lr."),
+      TANDEM_KEY_IN(train, weight_decay, R::closed(0, 1),
+                    "AdamW decoupled weight decay (matrices only); with lr <= 1 a step never "
+                    "shrinks a weight past zero."),
+      TANDEM_KEY_IN(train, beta1, R::right_open(0, 1), "AdamW first-moment decay."),
+      TANDEM_KEY_IN(train, beta2, R::right_open(0, 1), "AdamW second-moment decay."),
+      TANDEM_KEY_IN(train, adam_eps, R::left_open(0, 1),
+                    "AdamW epsilon, added to the root of the second moment."),
+      TANDEM_KEY_IN(train, grad_clip, R::closed(0, 1000),
+                    "Clip the global gradient norm to this value (0: off)."),
       TANDEM_KEY(data, format,
                  "\"text\": bytes of a text file are the tokens; \"uint16\": nanoGPT token files."),
       TANDEM_KEY(data, path,
                  "Text corpus (format text) or training token file (format uint16); relative "
                  "paths are relative to the working directory."),
-      TANDEM_KEY(data, val_path, "Held-out token file (format uint16 only)."),
-      TANDEM_KEY(data, val_fraction,
-                 "Fraction at the end of the text corpus held out for evaluation (format text)."),
+      TANDEM_KEY(data, val_path,
+                 "Held-out file: nanoGPT's val.bin for format uint16 (required); for format text "
+                 "optional: a text file whose bytes are held out, and then data.path is trained on "
+                 "whole."),
+      TANDEM_KEY_IN(data, val_fraction, R::open(0, 1),
+                    "Fraction at the end of the text corpus held out for evaluation (format text "
+                    "without data.val_path)."),
       TANDEM_KEY(fp8, enabled,
                  "Run the FFN linear layers (dense, shared and routed experts) in FP8: inputs "
                  "1x128-scaled, weights 128x128-scaled, FP32 accumulation promoted every 128 of K, "
@@ -95,9 +127,10 @@ const std::vector<ConfigKey>& config_keys() {
                  "while reading), \"messages\" (over comm.expert's backend), or \"auto\" "
                  "(shared memory on CPU where the ranks can map each other's memory, else "
                  "messages; the choice and its reason are logged)."),
-      TANDEM_KEY(comm, timeout_s,
-                 "Watchdog deadline of every collective and send/recv, in seconds; past it the job "
-                 "stops naming the operation and the ranks that never arrived."),
+      TANDEM_KEY_IN(comm, timeout_s, R::closed(0.01, 86400),
+                    "Watchdog deadline of every collective and send/recv, in seconds (at most a "
+                    "day); past it the job stops naming the operation and the ranks that never "
+                    "arrived."),
       TANDEM_KEY(comm, flight_record_dir,
                  "Where each rank writes its flight record (its last operations on every group) "
                  "when a wait passes comm.timeout_s; empty: the launcher's log directory "
@@ -106,21 +139,22 @@ const std::vector<ConfigKey>& config_keys() {
                  "UCX backend: large all-reduces, reduce-scatters and all-gathers of a group whose "
                  "ranks share a node move through the node's shared memory (true), or as ring "
                  "messages, as between nodes (false)."),
-      TANDEM_KEY(comm, ranks_per_node,
-                 "0: nodes from hostnames; > 0: treat every that many consecutive ranks as a node "
-                 "(to test node-aware communication on one machine)."),
-      TANDEM_KEY(parallel, pp,
-                 "Pipeline-parallel ranks; data parallelism dp = world size / pp. DualPipe needs "
-                 "an even pp."),
-      TANDEM_KEY(parallel, ep,
-                 "Expert-parallel group size inside each stage: each group of ep data-parallel "
-                 "ranks splits the routed experts; must divide dp and model.n_routed_experts."),
+      TANDEM_KEY_IN(comm, ranks_per_node, R::closed(0, 1 << 20),
+                    "0: nodes from hostnames; > 0: treat every that many consecutive ranks as a "
+                    "node (to test node-aware communication on one machine)."),
+      TANDEM_KEY_IN(parallel, pp, R::at_least(1),
+                    "Pipeline-parallel ranks; data parallelism dp = world size / pp. DualPipe "
+                    "needs an even pp."),
+      TANDEM_KEY_IN(parallel, ep, R::at_least(1),
+                    "Expert-parallel group size inside each stage: each group of ep data-parallel "
+                    "ranks splits the routed experts; must divide dp and model.n_routed_experts."),
       TANDEM_KEY(parallel, schedule,
                  "Pipeline schedule: \"1f1b\", \"zb-h1\" (zero bubble), \"dualpipe\" (rank r "
                  "holds stages r and pp-1-r) or \"dualpipev\" (2*pp stages in a V)."),
-      TANDEM_KEY(parallel, microbatches,
-                 "Micro-batches per data-parallel rank and step; train.batch_size must divide by "
-                 "dp * microbatches. DualPipe and DualPipeV need at least 2*pp (DualPipe: even)."),
+      TANDEM_KEY_IN(
+          parallel, microbatches, R::at_least(1),
+          "Micro-batches per data-parallel rank and step; train.batch_size must divide by "
+          "dp * microbatches. DualPipe and DualPipeV need at least 2*pp (DualPipe: even)."),
       TANDEM_KEY(parallel, zero1,
                  "Shard the optimizer state over the data-parallel replicas (reduce-scatter the "
                  "gradients, update the shard, all-gather the parameters)."),
@@ -133,5 +167,6 @@ const std::vector<ConfigKey>& config_keys() {
 }
 
 #undef TANDEM_KEY
+#undef TANDEM_KEY_IN
 
 }  // namespace tandem

@@ -3,6 +3,9 @@
 
 #include <cstring>
 #include <numeric>
+#include <optional>
+
+#include "runtime/core/checked_size.h"
 
 namespace tandem {
 
@@ -41,8 +44,14 @@ Tensor Tensor::empty(Shape shape, DType dtype, std::shared_ptr<Allocator> alloca
 
 Tensor Tensor::empty_on(Shape shape, DType dtype, Device device, std::shared_ptr<Allocator> owner) {
   Tensor tensor;
-  for (int64_t extent : shape)
+  std::optional<int64_t> elements = 1;
+  for (int64_t extent : shape) {
     TANDEM_CHECK(extent >= 0, "negative extent in shape ", shape_string(shape));
+    if (elements) elements = checked_mul(*elements, extent);
+  }
+  // validate_config bounds the tensors a configuration asks for; this catches any it missed.
+  TANDEM_CHECK(elements && *elements <= kMaxElements, "shape ", shape_string(shape),
+               " has more than 2^44 elements, more than one process can address");
   tensor.shape_ = std::move(shape);
   tensor.dtype_ = dtype;
   tensor.device_ = device;

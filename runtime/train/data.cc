@@ -1,38 +1,27 @@
 // Memory-mapped token files, splits and deterministic sampling.
 #include "runtime/train/data.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 
+#include "runtime/core/input_file.h"
 #include "runtime/core/random.h"
 
 namespace tandem {
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  TANDEM_USER_CHECK(fd >= 0, "cannot open data file '", path, "': ", std::strerror(errno),
-                    ". For the default corpus run scripts/prepare-data (or `make data`); "
-                    "otherwise set data.path");
+MappedFile::MappedFile(std::string_view what, const std::string& path, std::string_view fix)
+    : path_(path) {
   struct stat info {};
-  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-    ::close(fd);
-    TANDEM_USER_CHECK(false, "data file '", path, "' is not a regular file");
-  }
+  const OwnedFd fd = open_input_file(what, path, fix, &info);
   size_ = static_cast<size_t>(info.st_size);
   if (size_ > 0) {
-    void* map = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    int error = errno;
-    ::close(fd);
-    TANDEM_USER_CHECK(map != MAP_FAILED, "cannot map data file '", path,
-                      "': ", std::strerror(error));
+    void* map = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+    TANDEM_USER_CHECK(map != MAP_FAILED, what, " '", path,
+                      "': cannot be mapped: ", std::strerror(errno));
     data_ = static_cast<const uint8_t*>(map);
-  } else {
-    ::close(fd);
   }
 }
 
@@ -66,14 +55,23 @@ void check_long_enough(const TokenSpan& span, int64_t seq_len, const char* what)
 
 Dataset Dataset::open(const DataConfig& data, const ModelConfig& model) {
   Dataset ds;
-  ds.train_file_ = std::make_shared<MappedFile>(data.path);
-  if (data.format == DataFormat::kText) {
+  ds.train_file_ = std::make_shared<MappedFile>(
+      "data.path", data.path,
+      "for the default corpus run scripts/prepare-data (or `make data`); otherwise set data.path "
+      "to an existing file");
+  if (!data.val_path.empty())
+    ds.held_out_file_ = std::make_shared<MappedFile>(
+        "data.val_path", data.val_path, "set data.val_path to an existing file of held-out data");
+  if (data.format == DataFormat::kText && ds.held_out_file_) {
+    // A held-out text of its own: the whole corpus trains, data.val_fraction is not used.
+    ds.train_ = {ds.train_file_.get(), 1, 0, static_cast<int64_t>(ds.train_file_->size())};
+    ds.held_out_ = {ds.held_out_file_.get(), 1, 0, static_cast<int64_t>(ds.held_out_file_->size())};
+  } else if (data.format == DataFormat::kText) {
     const int64_t total = static_cast<int64_t>(ds.train_file_->size());
     const int64_t held = static_cast<int64_t>(total * data.val_fraction);
     ds.train_ = {ds.train_file_.get(), 1, 0, total - held};
     ds.held_out_ = {ds.train_file_.get(), 1, total - held, held};
   } else {
-    ds.held_out_file_ = std::make_shared<MappedFile>(data.val_path);
     ds.train_ = whole_uint16_file(ds.train_file_, model.vocab_size);
     ds.held_out_ = whole_uint16_file(ds.held_out_file_, model.vocab_size);
   }

@@ -6,16 +6,18 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "runtime/core/config.h"
 #include "runtime/core/tensor.h"
 
 namespace tandem {
 
-// A read-only memory map of a whole file, unmapped on destruction.
+// A read-only memory map of a whole regular file, unmapped on destruction. `what` names the file in
+// errors ("data.path"), `fix` says what to do when it is missing or not a regular file.
 class MappedFile {
  public:
-  explicit MappedFile(const std::string& path);
+  MappedFile(std::string_view what, const std::string& path, std::string_view fix);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

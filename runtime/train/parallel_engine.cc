@@ -3,10 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
+#include <cstdio>
 
 #include "kernels/optimizer.h"
 #include "runtime/core/logging.h"
+#include "runtime/core/output_file.h"
 
 namespace tandem {
 
@@ -75,7 +76,7 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
         comm::discover_topology(grid_->expert(), static_cast<int>(config.comm.ranks_per_node));
     hierarchical_dispatcher_ = std::make_unique<comm::HierarchicalDispatcher>(
         grid_->expert(), topology, config.model.n_routed_experts, config.comm.expert_exchange,
-        static_cast<int>(config.comm.timeout_s * 1000));
+        comm_timeout_ms(config.comm));
     note_expert_exchange(hierarchical_dispatcher_->fan_out_in_shared_memory(),
                          hierarchical_dispatcher_->why_fan_out_as_messages(),
                          "expert rows fan out inside a node");
@@ -88,7 +89,7 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
     std::string why_not;
     std::shared_ptr<comm::NodeSharedMemory> shared = comm::shared_memory_for_rows(
         grid_->expert(), config.comm.expert_exchange, static_cast<int>(config.comm.ranks_per_node),
-        static_cast<int>(config.comm.timeout_s * 1000), &why_not);
+        comm_timeout_ms(config.comm), &why_not);
     note_expert_exchange(shared != nullptr, why_not, "expert rows move");
     auto dispatcher = [&](comm::Communicator& group) {
       comm::Communicator* used = &group;
@@ -247,7 +248,8 @@ double ParallelEngine::evaluate() {
   for (int64_t b = 0; b < t.eval_batches; ++b)
     total += executor_->evaluate(eval_program_, microbatches(Split::kHeldOut, b)).loss_sum;
   return comm::all_reduce_value(grid_->data_world(), total) /
-         static_cast<double>(t.batch_size * config_.model.seq_len * t.eval_batches);
+         (static_cast<double>(t.batch_size * config_.model.seq_len) *
+          static_cast<double>(t.eval_batches));
 }
 
 void ParallelEngine::finish() {
@@ -296,13 +298,17 @@ void ParallelEngine::write_trace() {
   nlohmann::json events = nlohmann::json::array();
   for (const std::string& rank_events : all)
     for (auto& e : nlohmann::json::parse(rank_events)) events.push_back(e);
-  const std::string temporary = options_.trace_path + ".tmp";
-  std::ofstream out(temporary);
-  out << nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() << "\n";
-  out.close();
-  TANDEM_USER_CHECK(out.good() && std::rename(temporary.c_str(), options_.trace_path.c_str()) == 0,
-                    "cannot write the trace '", options_.trace_path, "'");
-  log_info("trace of the last step written to ", options_.trace_path);
+  const std::string text =
+      nlohmann::json{{"traceEvents", events}, {"displayTimeUnit", "ms"}}.dump() + "\n";
+  try {
+    write_output_file("--trace", options_.trace_path, text);
+    log_info("trace of the last step written to ", options_.trace_path);
+  } catch (const Error& error) {
+    // The run goes on to its summary, which records the failure; the trace is kept on stderr.
+    log_error(error.what(), "; the trace follows on stderr");
+    std::fwrite(text.data(), 1, text.size(), stderr);
+    finished_fields_["trace_error"] = error.what();
+  }
 }
 
 }  // namespace tandem

@@ -5,17 +5,19 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "comm/bootstrap.h"
 #include "comm/faults.h"
+#include "comm/watchdog.h"
 #include "comm/world.h"
 #include "runtime/core/config.h"
 #include "runtime/core/logging.h"
+#include "runtime/core/output_file.h"
 #include "runtime/core/runtime_context.h"
+#include "runtime/model/model_stats.h"
 #include "runtime/train/parallel_engine.h"
 #include "runtime/train/trainer.h"
 
@@ -88,17 +90,17 @@ int main(int argc, char** argv) {
     // there is refused, not ignored).
     launch = comm::detect_launch();
     parallel::make_grid_shape(launch.world_size, config);
+    model_stats(config.model);  // refuses a model whose parameters one process cannot address
     // Output paths are checked before training, so a bad path cannot throw a finished run away;
     // only rank 0 writes them.
     for (const auto& [path, what] :
-         {std::pair{args.summary_path, "summary"}, std::pair{args.trace_path, "trace"}}) {
-      if (path.empty() || launch.rank != 0) continue;
-      std::ofstream probe(path + ".tmp");
-      TANDEM_USER_CHECK(probe.good(), "cannot write the ", what, " next to '", path,
-                        "': check that its directory exists and is writable");
-      probe.close();
-      std::remove((path + ".tmp").c_str());
-    }
+         {std::pair{args.summary_path, "--summary-json"}, std::pair{args.trace_path, "--trace"}})
+      if (!path.empty() && launch.rank == 0) check_output_path(what, path);
+    // A configured flight record directory is checked too: a record is written when the job
+    // hangs, the worst moment to find that it cannot be.
+    if (!config.comm.flight_record_dir.empty() && (launch.world_size > 1 || config.parallel.pp > 1))
+      check_output_path("comm.flight_record_dir",
+                        comm::flight_record_path(config.comm.flight_record_dir, launch.rank));
   } catch (const std::exception& error) {
     std::fprintf(stderr, "tandem-train: error: %s\n", error.what());
     return comm::kUsageExitCode;
@@ -112,7 +114,7 @@ int main(int argc, char** argv) {
     const bool parallel = launch.world_size > 1 || config.parallel.pp > 1;
     std::unique_ptr<TrainEngine> engine;
     if (parallel) {
-      world = comm::join_world({config.comm.world, static_cast<int>(config.comm.timeout_s * 1000),
+      world = comm::join_world({config.comm.world, comm_timeout_ms(config.comm),
                                 config.comm.flight_record_dir, config.comm.node_collectives});
       runtime().rank = world.comm->rank();
       runtime().world_size = world.comm->size();
@@ -144,17 +146,21 @@ int main(int argc, char** argv) {
                   summary.eval_losses.back().second, summary.tokens_per_second,
                   static_cast<long long>(summary.params), summary.flops_per_token / 1e6);
     log_info(line);
+    // The trace's own failure was reported where it happened, with the trace itself.
+    const bool outputs_lost = summary.engine_fields.contains("trace_error");
     if (!args.summary_path.empty()) {
-      const std::string temporary = args.summary_path + ".tmp";
-      std::ofstream out(temporary);
-      TANDEM_USER_CHECK(out.good(), "cannot write summary '", args.summary_path, "'");
-      out << summary.to_json(config).dump(2) << "\n";
-      out.close();
-      TANDEM_USER_CHECK(
-          out.good() && std::rename(temporary.c_str(), args.summary_path.c_str()) == 0,
-          "cannot write summary '", args.summary_path, "'");
-      log_info("summary written to ", args.summary_path);
+      const std::string text = summary.to_json(config).dump(2) + "\n";
+      try {
+        write_output_file("--summary-json", args.summary_path, text);
+        log_info("summary written to ", args.summary_path);
+      } catch (const Error& error) {
+        // The run is finished and its result must not be lost with the file.
+        std::fprintf(stderr, "tandem-train: error: %s; the summary follows on stderr\n%s",
+                     error.what(), text.c_str());
+        return comm::kOtherErrorExitCode;
+      }
     }
+    if (outputs_lost) return comm::kOtherErrorExitCode;
   } catch (const std::exception& error) {
     // A communication fault (peer lost, collective timeout, store lost) is worth a restart; a
     // configuration refused only once the job is up is not.

@@ -101,7 +101,8 @@ double SingleProcessEngine::evaluate() {
     model_.forward(tokens, state, &targets, 0.0);
     total += state.loss_sum;
   }
-  return total / static_cast<double>(tokens_per_batch * t.eval_batches);
+  // In double: tokens per batch times batches may pass int64 (both are bounded, not their product).
+  return total / (static_cast<double>(tokens_per_batch) * static_cast<double>(t.eval_batches));
 }
 
 Trainer::Trainer(const Config& config)
@@ -166,7 +167,8 @@ TrainSummary Trainer::run() {
   summary.fp8 = config_.fp8.enabled;
   engine_->finish();
   summary.engine_fields = engine_->summary_fields();
-  summary.tokens_per_second = tokens_per_step * t.steps / train_seconds;
+  summary.tokens_per_second =
+      static_cast<double>(tokens_per_step) * static_cast<double>(t.steps) / train_seconds;
   return summary;
 }
 

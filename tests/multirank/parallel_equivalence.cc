@@ -155,8 +155,8 @@ void deserialise(const char* data, size_t size, std::map<std::string, std::vecto
 int main(int argc, char** argv) {
   try {
     const Config config = test_config(argc, argv);
-    comm::World world = comm::join_world(
-        {CommBackend::kAuto, static_cast<int>(config.comm.timeout_s * 1000), "", true});
+    comm::World world =
+        comm::join_world({CommBackend::kAuto, comm_timeout_ms(config.comm), "", true});
     comm::Communicator& comm = *world.comm;
     runtime().rank = comm.rank();
     set_thread_count(1);

@@ -24,7 +24,7 @@
 
 namespace {
 
-using tandem::comm::OwnedFd;
+using tandem::OwnedFd;
 
 int port = 0;
 int failures = 0;

@@ -1,5 +1,6 @@
 // Token files, splits and deterministic sampling.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -95,9 +96,9 @@ TEST(Data, BadFilesGetClearErrors) {
   DataConfig dc;
   ModelConfig mc;
   dc.path = "/nonexistent/corpus.txt";
-  EXPECT_NE(error_of([&] {
-              Dataset::open(dc, mc);
-            }).find("cannot open data file '/nonexistent/corpus.txt'"),
+  EXPECT_NE(error_of([&] { Dataset::open(dc, mc); })
+                .find("data.path '/nonexistent/corpus.txt': does not exist; for the default corpus "
+                      "run scripts/prepare-data"),
             std::string::npos);
   dc.format = DataFormat::kUint16;
   dc.path = write_file("odd.bin", "abc");
@@ -109,8 +110,37 @@ TEST(Data, BadFilesGetClearErrors) {
   EXPECT_NE(error_of([&] { Dataset::open(dc, mc); }).find("needs at least model.seq_len + 1"),
             std::string::npos);
   dc.path = std::filesystem::temp_directory_path().string();
-  EXPECT_NE(error_of([&] { Dataset::open(dc, mc); }).find("is not a regular file"),
+  EXPECT_NE(error_of([&] { Dataset::open(dc, mc); }).find("is a directory, not a regular file"),
             std::string::npos);
+  // A FIFO would block open() until a writer came: refused at once instead.
+  const std::string fifo = (std::filesystem::temp_directory_path() / "tandem_test_fifo").string();
+  std::filesystem::remove(fifo);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+  dc.path = write_file("corpus.txt", std::string(1000, 'a'));
+  dc.val_path = fifo;
+  EXPECT_NE(error_of([&] {
+              Dataset::open(dc, mc);
+            }).find("data.val_path '" + fifo + "': is a FIFO, not a regular file"),
+            std::string::npos);
+  std::filesystem::remove(fifo);
+}
+
+// With format text, data.val_path is a held-out text of its own: the corpus trains whole.
+TEST(Data, TextHeldOutFileIsUsed) {
+  DataConfig dc;
+  dc.path = write_file("train_text.txt", std::string(300, 'a'));
+  dc.val_path = write_file("val_text.txt", std::string(100, 'b'));
+  ModelConfig mc;
+  mc.seq_len = 16;
+  Dataset ds = Dataset::open(dc, mc);
+  EXPECT_EQ(ds.split(Split::kTrain).length, 300);
+  EXPECT_EQ(ds.split(Split::kHeldOut).length, 100);
+  DataLoader loader(ds, 16, 5);
+  Tensor tokens = Tensor::empty({4 * 16}, DType::kI32), targets = tokens.clone();
+  loader.fill(Split::kHeldOut, 0, 0, 4, tokens, targets);
+  for (int64_t i = 0; i < 4 * 16; ++i) EXPECT_EQ(tokens.data<int32_t>()[i], 'b');
+  loader.fill(Split::kTrain, 0, 0, 4, tokens, targets);
+  for (int64_t i = 0; i < 4 * 16; ++i) EXPECT_EQ(tokens.data<int32_t>()[i], 'a');
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "kernels/elementwise.h"
 #include "runtime/model/model_chunk.h"
 #include "runtime/model/model_stats.h"
+#include "tests/unit/error_text.h"
 #include "tests/unit/grad_check.h"
 
 namespace tandem {
@@ -195,6 +196,19 @@ TEST(Model, ParameterCountMatchesTheBuiltModel) {
   const int64_t unused =
       (c.n_layers - c.n_dense_layers) * (c.n_routed_experts - c.top_k) * 3 * c.d_model * c.d_expert;
   EXPECT_EQ(model_stats(c).active_params, total - unused);
+}
+
+// Each tensor of the model can be addressable while all layers together are not: the count is
+// refused, not wrapped around or printed wrong.
+TEST(Model, ParameterCountPastWhatAProcessAddressesIsRefused) {
+  ModelConfig c;
+  c.n_layers = 4000000000;
+  const std::string e = testing::error_of([&] { model_stats(c); });
+  EXPECT_EQ(e.rfind("model: the parameters come to ", 0), 0u) << e;
+  EXPECT_NE(e.find(", more than 2^44 = 17592186044416"), std::string::npos) << e;
+  c.n_layers = int64_t{1} << 60;
+  EXPECT_NE(testing::error_of([&] { model_stats(c); }).find("model: the parameters overflow int64"),
+            std::string::npos);
 }
 
 }  // namespace

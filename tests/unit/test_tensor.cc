@@ -33,6 +33,14 @@ TEST(Tensor, ShapesViewsAndCopies) {
   EXPECT_EQ(Tensor::zeros({0, 5}, DType::kF32).nbytes(), 0u);
 }
 
+// A shape whose product would overflow, or pass what a process can address, is refused before
+// anything is allocated.
+TEST(Tensor, ShapesPastAddressableMemoryAreRefused) {
+  EXPECT_THROW(Tensor::empty({int64_t{1} << 32, int64_t{1} << 32}, DType::kF32), Error);
+  EXPECT_THROW(Tensor::empty({int64_t{1} << 40, 1 << 10}, DType::kF32), Error);
+  EXPECT_NO_THROW(Tensor::empty({0, int64_t{1} << 62}, DType::kF32));
+}
+
 TEST(DType, NamesSizesAndParsing) {
   for (DType d : {DType::kF32, DType::kF64, DType::kBF16, DType::kF8E4M3, DType::kF8E5M2,
                   DType::kI32, DType::kI64, DType::kU8})
