@@ -88,8 +88,8 @@ TEST(Fp8Model, LossAndGradientsTrackTheFp32Model) {
   }
   const double scale = 1.0 / tokens.numel();
   MicroBatchState s32, s8;
-  m32.forward(tokens, s32, &targets, scale);
-  m8.forward(tokens, s8, &targets, scale);
+  m32.forward(tokens, s32, &targets, Pass::train(scale));
+  m8.forward(tokens, s8, &targets, Pass::train(scale));
   EXPECT_NEAR(s8.loss_sum * scale, s32.loss_sum * scale, 0.01 * s32.loss_sum * scale);
   for (auto* pair : {&m32, &m8}) {
     MicroBatchState& s = pair == &m32 ? s32 : s8;

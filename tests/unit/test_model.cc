@@ -46,13 +46,13 @@ Batch make_batch(int64_t sequences, const ModelConfig& c, uint64_t seed) {
 
 double mean_loss(ModelChunk& model, const Batch& b) {
   MicroBatchState state;
-  model.forward(b.tokens, state, &b.targets, 0.0);
+  model.forward(b.tokens, state, &b.targets, Pass::evaluate());
   return state.loss_sum / static_cast<double>(b.tokens.numel());
 }
 
 void accumulate_gradients(ModelChunk& model, const Batch& b, double grad_scale) {
   MicroBatchState state;
-  model.forward(b.tokens, state, &b.targets, grad_scale);
+  model.forward(b.tokens, state, &b.targets, Pass::train(grad_scale));
   model.backward_input(Tensor(), state);
   model.backward_weight(state);
 }
@@ -89,8 +89,8 @@ TEST(Model, DeferredWeightGradientsEqualImmediateOnes) {
   accumulate_gradients(immediate, b, scale);
   // ...against F F B B, then every W at the end, as zero-bubble schedules run them.
   MicroBatchState sa, sb;
-  deferred.forward(a.tokens, sa, &a.targets, scale);
-  deferred.forward(b.tokens, sb, &b.targets, scale);
+  deferred.forward(a.tokens, sa, &a.targets, Pass::train(scale));
+  deferred.forward(b.tokens, sb, &b.targets, Pass::train(scale));
   deferred.backward_input(Tensor(), sa);
   deferred.backward_input(Tensor(), sb);
   for (Parameter* p : deferred.parameters())
