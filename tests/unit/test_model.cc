@@ -8,6 +8,7 @@
 #include "runtime/model/model_chunk.h"
 #include "runtime/model/model_stats.h"
 #include "tests/unit/grad_check.h"
+#include "tests/unit/random_batch.h"
 
 namespace tandem {
 namespace {
@@ -30,19 +31,8 @@ ModelConfig small_model(const std::string& dtype) {
   return c;
 }
 
-struct Batch {
-  Tensor tokens, targets;
-};
-
-Batch make_batch(int64_t sequences, const ModelConfig& c, uint64_t seed) {
-  Batch b{Tensor::empty({sequences * c.seq_len}, DType::kI32),
-          Tensor::empty({sequences * c.seq_len}, DType::kI32)};
-  for (int64_t i = 0; i < b.tokens.numel(); ++i) {
-    b.tokens.data<int32_t>()[i] = static_cast<int32_t>(random_bits(seed, 1, i) % c.vocab_size);
-    b.targets.data<int32_t>()[i] = static_cast<int32_t>(random_bits(seed, 2, i) % c.vocab_size);
-  }
-  return b;
-}
+using testing::Batch;
+using testing::make_batch;
 
 double mean_loss(ModelChunk& model, const Batch& b) {
   MicroBatchState state;
