@@ -3,6 +3,7 @@
 #include "parallelism/chunk_tasks.h"
 
 #include <chrono>
+#include <utility>
 
 #include "kernels/fp8.h"
 
@@ -225,10 +226,10 @@ Tensor HierarchicalMoeExchange::received_token_grads(MoeState&) {
 
 }  // namespace
 
-std::unique_ptr<MoeExchange> make_exchange(const ChunkComm& comm, Direction direction) {
+std::unique_ptr<MoeExchange> make_exchange(const ChunkComm& comm, ExchangeFor task) {
   if (comm.hierarchical)
     return std::make_unique<HierarchicalMoeExchange>(*comm.hierarchical, comm.stats);
-  comm::ExpertDispatcher* flat = direction == Direction::kForward ? comm.forward : comm.backward;
+  comm::ExpertDispatcher* flat = task == ExchangeFor::kForward ? comm.forward : comm.backward;
   if (flat) return std::make_unique<FlatMoeExchange>(*flat, comm.stats);
   return std::make_unique<LocalMoeExchange>();
 }
@@ -236,14 +237,14 @@ std::unique_ptr<MoeExchange> make_exchange(const ChunkComm& comm, Direction dire
 // The exchange lives in the task's frame, so it lasts as long as the chunk's walk it serves.
 PhasedTask forward_task(ModelChunk& chunk, Tensor input, MicroBatchState& state,
                         const Tensor* targets, Pass pass, Tensor* output, ChunkComm comm) {
-  const std::unique_ptr<MoeExchange> exchange = make_exchange(comm, Direction::kForward);
+  const std::unique_ptr<MoeExchange> exchange = make_exchange(comm, ExchangeFor::kForward);
   co_await chunk.forward_task(std::move(input), state, targets, pass, output, *exchange);
 }
 
 PhasedTask backward_task(ModelChunk& chunk, Tensor dy, MicroBatchState& state, Tensor* dx,
                          ChunkComm comm, bool weights_in_gaps,
                          std::function<void(size_t block)> after_block) {
-  const std::unique_ptr<MoeExchange> exchange = make_exchange(comm, Direction::kBackward);
+  const std::unique_ptr<MoeExchange> exchange = make_exchange(comm, ExchangeFor::kBackward);
   co_await chunk.backward_task(std::move(dy), state, dx, *exchange, weights_in_gaps,
                                std::move(after_block));
 }

@@ -41,8 +41,8 @@ struct ChunkComm {
 
 // The exchange a chunk's forward or backward task uses under `comm`: hierarchical, flat over the
 // forward or the backward communicator, or local when no dispatcher is given.
-enum class Direction { kForward, kBackward };
-std::unique_ptr<MoeExchange> make_exchange(const ChunkComm& comm, Direction direction);
+enum class ExchangeFor { kForward, kBackward };
+std::unique_ptr<MoeExchange> make_exchange(const ChunkComm& comm, ExchangeFor task);
 
 // ModelChunk::forward_task with the exchange `comm` calls for. input: tokens (embedding chunk) or
 // hidden states. With the head, targets are required and the loss lands in state.loss_sum;

@@ -1,6 +1,8 @@
 // The single-rank MoE exchange: permutation, weighted un-permutation and their backwards.
 #include "runtime/model/moe_exchange.h"
 
+#include <utility>
+
 #include "kernels/permute.h"
 #include "runtime/model/moe_block.h"
 

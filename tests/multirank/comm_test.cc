@@ -853,10 +853,11 @@ TEST_P(ExpertDispatchModes, TheMoeWalkWithEachExchangeEqualsTheSingleProcessLaye
     MoeFfnBlock sliced(c, 1, DType::kF32, 31, {}, {r, n});
     MoeState st;
     Tensor y, dx;
-    const auto forward_exchange = parallel::make_exchange(booked, parallel::Direction::kForward);
+    const auto forward_exchange = parallel::make_exchange(booked, parallel::ExchangeFor::kForward);
     sliced.forward_task(x, st, *forward_exchange, &y).run_to_end();
     expect_near(y, expected, name + " output");
-    const auto backward_exchange = parallel::make_exchange(booked, parallel::Direction::kBackward);
+    const auto backward_exchange =
+        parallel::make_exchange(booked, parallel::ExchangeFor::kBackward);
     sliced.backward_task(dy, st, *backward_exchange, &dx).run_to_end();
     expect_near(dx, expected_dx, name + " input gradient");
     sliced.backward_weight(st);
