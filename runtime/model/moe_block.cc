@@ -79,13 +79,11 @@ void MoeFfnBlock::run_shared(MoeState& st) {
     st.shared_out = swiglu_mlp(st.normed, shared_w13_, shared_w2_, fp8_, st.shared);
 }
 
-Tensor MoeFfnBlock::add_routed(const Tensor& x, const Tensor& routed, MoeState& st,
-                               Tensor slot_rows) {
+Tensor MoeFfnBlock::add_routed(const Tensor& x, Tensor routed, MoeState& st, Tensor slot_rows) {
   if (slot_rows.defined()) st.expert_out = slot_rows;
-  Tensor y = routed.clone();
-  kernels::axpy(1.0, x, y);
-  if (st.shared_out.defined()) kernels::axpy(1.0, st.shared_out, y);
-  return y;
+  kernels::axpy(1.0, x, routed);
+  if (st.shared_out.defined()) kernels::axpy(1.0, st.shared_out, routed);
+  return routed;
 }
 
 PhasedTask MoeFfnBlock::forward_task(Tensor x, MoeState& st, MoeExchange& exchange, Tensor* y) {
@@ -97,8 +95,8 @@ PhasedTask MoeFfnBlock::forward_task(Tensor x, MoeState& st, MoeExchange& exchan
   const ExpertRows rows = exchange.received_rows(*this, st);
   const Tensor expert_out = run_experts(rows.rows, rows.expert_offsets, st, rows.output);
   co_await until_done{exchange.start_combine(*this, expert_out, st)};
-  const CombinedRows combined = exchange.combined(st);
-  *y = add_routed(x, combined.routed, st, combined.slot_rows);
+  CombinedRows combined = exchange.combined(st);
+  *y = add_routed(x, std::move(combined.routed), st, combined.slot_rows);
 }
 
 PhasedTask MoeFfnBlock::backward_task(Tensor dy, MoeState& st, MoeExchange& exchange, Tensor* dx,

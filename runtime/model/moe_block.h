@@ -76,9 +76,9 @@ class MoeFfnBlock final : public Block {
                      Tensor out = {});
   void run_shared(MoeState& st);
   // y = x + routed + shared, where `routed` ([N, d]) is the gate-weighted sum of the routed experts
-  // the combine formed. `slot_rows`, when given, are the expert outputs in the plan's order, kept
-  // for unpermute_backward.
-  Tensor add_routed(const Tensor& x, const Tensor& routed, MoeState& st, Tensor slot_rows = {});
+  // the combine formed; y is formed in routed's memory, which the caller hands over. `slot_rows`,
+  // when given, are the expert outputs in the plan's order, kept for unpermute_backward.
+  Tensor add_routed(const Tensor& x, Tensor routed, MoeState& st, Tensor slot_rows = {});
   // Backward sub-stages, in reverse.
   Tensor unpermute_backward(const Tensor& dy, MoeState& st);  // → d(expert_out); sets dgate_weights
   Tensor experts_backward(const Tensor& dexpert_out, MoeState& st);  // → d(rows)

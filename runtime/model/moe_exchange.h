@@ -26,8 +26,9 @@ struct ExpertRows {
 };
 
 // What the combine brought back: the gate-weighted sum of the routed experts per token [N, d],
-// and, when the token's side keeps them, the expert outputs in the permutation plan's order (for
-// unpermute_backward; undefined when the strategy keeps its own for the backward).
+// which the walk then owns (the block's output is formed in its memory), and, when the token's
+// side keeps them, the expert outputs in the permutation plan's order (for unpermute_backward;
+// undefined when the strategy keeps its own for the backward).
 struct CombinedRows {
   Tensor routed;
   Tensor slot_rows;
