@@ -1,18 +1,15 @@
-// The chunk walk with expert dispatch and combine between the MoE sub-stages. With FP8 on, the
-// dispatched rows travel as FP8 codes with their 1×128 scales (the quantisation the first expert
-// GEMM would apply anyway, so the experts see the same numbers as on one rank).
+// Expert parallelism's MoE exchanges (flat, with its FP8 payload, and hierarchical) and the chunk
+// tasks that run the chunk's walk with them.
 #include "parallelism/chunk_tasks.h"
 
 #include <chrono>
+#include <utility>
+
+#include "kernels/fp8.h"
 
 namespace tandem::parallel {
 
 namespace {
-
-Tensor received(comm::PendingRows& pending, AllToAllStats* stats) {
-  if (stats) stats->bytes += pending.bytes_to_peers, stats->calls += 1;
-  return pending.wait();
-}
 
 // The token rows as they travel to the experts: fp32 as they are, or FP8-packed under fp8 (each
 // row quantized on its own, so packing before the copies are made is the same as after).
@@ -27,169 +24,243 @@ Tensor expert_input(const Tensor& received, int64_t cols, const Fp8Settings& fp8
   return kernels::dequantize(kernels::unpack_fp8_rows(received, cols, fp8.options.format));
 }
 
-// What the hierarchical path keeps for the backward.
-struct HierarchicalSaved {
-  comm::HierarchicalLayout layout;
-  Tensor copy_out;  // expert outputs as they reached the forwarding rank
+const comm::DispatchLayout& flat_layout(const MoeState& st) {
+  return std::any_cast<const comm::DispatchLayout&>(st.dispatch);
+}
+
+// One all-to-all after the other over a flat ExpertDispatcher, each started and awaited. With
+// FP8 on, the dispatched rows travel as FP8 codes with their 1×128 scales (the quantisation the
+// first expert GEMM would apply anyway, so the experts see the same numbers as on one rank).
+class FlatMoeExchange final : public MoeExchange {
+ public:
+  FlatMoeExchange(comm::ExpertDispatcher& dispatcher, AllToAllStats* stats)
+      : dispatcher_(dispatcher), stats_(stats) {}
+  InFlight& start_plan(MoeFfnBlock& moe, MoeState& st) override;
+  InFlight& start_dispatch(MoeFfnBlock& moe, MoeState& st) override;
+  ExpertRows received_rows(MoeFfnBlock& moe, MoeState& st) override;
+  InFlight& start_combine(MoeFfnBlock& moe, const Tensor& expert_out, MoeState& st) override;
+  CombinedRows combined(MoeState& st) override;
+  InFlight& start_combine_backward(MoeFfnBlock& moe, const Tensor& dy, MoeState& st) override;
+  Tensor received_output_grads(MoeState& st) override;
+  InFlight& start_dispatch_backward(MoeFfnBlock& moe, const Tensor& d_rows, MoeState& st) override;
+  Tensor received_token_grads(MoeState& st) override;
+
+ private:
+  // A comm handle as the operation a phased task waits for.
+  struct HandleInFlight final : InFlight {
+    comm::CommHandle* handle = nullptr;
+    bool test() override { return handle->test(); }
+    void wait() override { handle->wait(); }
+  };
+  InFlight& waiting_on(comm::CommHandle& handle);  // and records its start
+  void arrived();                                  // records that the walk saw it complete
+  Tensor received();                               // the rows in flight, booked in the stats
+
+  comm::ExpertDispatcher& dispatcher_;
+  AllToAllStats* stats_;
+  comm::PendingPlan counts_;
+  comm::DispatchLayout layout_;  // the forward's, until the combine hands it to the state
+  comm::PendingRows rows_;
+  HandleInFlight in_flight_;
+  int64_t in_flight_id_ = 0;  // its number in the event log
 };
 
-// Runs one synchronous hierarchical exchange and books it: all of its time is exposed, and the
-// rows it sent across nodes are its bytes (the fan-out inside a node is not counted).
+// The hierarchical dispatcher's exchanges, which complete before they return: all of their time
+// is booked as exposed, and the rows they sent across nodes as their bytes (the fan-out inside a
+// node is not counted).
+class HierarchicalMoeExchange final : public MoeExchange {
+ public:
+  HierarchicalMoeExchange(comm::HierarchicalDispatcher& dispatcher, AllToAllStats* stats)
+      : dispatcher_(dispatcher), stats_(stats) {}
+  InFlight& start_plan(MoeFfnBlock& moe, MoeState& st) override;
+  InFlight& start_dispatch(MoeFfnBlock& moe, MoeState& st) override;
+  ExpertRows received_rows(MoeFfnBlock& moe, MoeState& st) override;
+  InFlight& start_combine(MoeFfnBlock& moe, const Tensor& expert_out, MoeState& st) override;
+  CombinedRows combined(MoeState& st) override;
+  InFlight& start_combine_backward(MoeFfnBlock& moe, const Tensor& dy, MoeState& st) override;
+  Tensor received_output_grads(MoeState& st) override;
+  InFlight& start_dispatch_backward(MoeFfnBlock& moe, const Tensor& d_rows, MoeState& st) override;
+  Tensor received_token_grads(MoeState& st) override;
+
+ private:
+  // What the forward keeps for the backward (in MoeState::dispatch).
+  struct Saved {
+    comm::HierarchicalLayout layout;
+    Tensor copy_out;  // expert outputs as they reached the forwarding rank
+  };
+  // Runs one exchange and books it; returns what it returned.
+  template <class Exchange>
+  Tensor booked(Exchange exchange, int64_t row_bytes);
+
+  comm::HierarchicalDispatcher& dispatcher_;
+  AllToAllStats* stats_;
+  Saved saved_;  // the forward's, until the combine hands it to the state
+  Tensor rows_;  // the last exchange's result, until the walk takes it
+  Completed done_;
+};
+
+InFlight& FlatMoeExchange::waiting_on(comm::CommHandle& handle) {
+  in_flight_.handle = &handle;
+  in_flight_id_ = all_to_all_started(events_);
+  return in_flight_;
+}
+
+void FlatMoeExchange::arrived() {
+  all_to_all_done(events_, in_flight_id_);
+}
+
+Tensor FlatMoeExchange::received() {
+  arrived();
+  if (stats_) stats_->bytes += rows_.bytes_to_peers, stats_->calls += 1;
+  return rows_.wait();
+}
+
+InFlight& FlatMoeExchange::start_plan(MoeFfnBlock&, MoeState& st) {
+  counts_ = dispatcher_.start_plan(st.expert_ids);
+  return waiting_on(counts_.handle);
+}
+
+InFlight& FlatMoeExchange::start_dispatch(MoeFfnBlock& moe, MoeState& st) {
+  arrived();  // the counts
+  layout_ = dispatcher_.finish_plan(counts_);
+  // Each token row goes once per routed expert; the dispatcher makes the copies as it sends.
+  rows_ = dispatcher_.start_dispatch(dispatch_payload(st.normed, moe.fp8()), layout_);
+  return waiting_on(rows_.handle);
+}
+
+ExpertRows FlatMoeExchange::received_rows(MoeFfnBlock& moe, MoeState& st) {
+  const Tensor rows = expert_input(received(), st.normed.dim(1), moe.fp8());
+  return {rows, layout_.expert_offsets, dispatcher_.expert_output(rows.shape(), rows.dtype())};
+}
+
+InFlight& FlatMoeExchange::start_combine(MoeFfnBlock&, const Tensor& expert_out, MoeState& st) {
+  rows_ = dispatcher_.start_combine(expert_out, st.gate_weights, layout_, /*keep_slot_rows=*/true);
+  return waiting_on(rows_.handle);
+}
+
+CombinedRows FlatMoeExchange::combined(MoeState& st) {
+  const Tensor routed = received();
+  st.dispatch = std::move(layout_);  // the backward sends its rows back the same way
+  return {routed, rows_.slot_rows};
+}
+
+// Combine's backward is a dispatch of the output gradients, dispatch's a combine.
+InFlight& FlatMoeExchange::start_combine_backward(MoeFfnBlock& moe, const Tensor& dy,
+                                                  MoeState& st) {
+  rows_ = dispatcher_.start_to_experts(moe.unpermute_backward(dy, st), flat_layout(st));
+  return waiting_on(rows_.handle);
+}
+
+Tensor FlatMoeExchange::received_output_grads(MoeState&) {
+  return received();
+}
+
+InFlight& FlatMoeExchange::start_dispatch_backward(MoeFfnBlock&, const Tensor& d_rows,
+                                                   MoeState& st) {
+  rows_ = dispatcher_.start_from_experts(d_rows, flat_layout(st));
+  return waiting_on(rows_.handle);
+}
+
+Tensor FlatMoeExchange::received_token_grads(MoeState& st) {
+  const Tensor d_slots = received();
+  Tensor d_normed = Tensor::empty({st.plan.n_tokens, d_slots.dim(1)}, d_slots.dtype());
+  kernels::permute_rows_backward(d_slots, st.plan, d_normed);
+  return d_normed;
+}
+
 template <class Exchange>
-auto booked(Exchange exchange, comm::HierarchicalDispatcher& dispatcher, int64_t row_bytes,
-            AllToAllStats* stats) {
+Tensor HierarchicalMoeExchange::booked(Exchange exchange, int64_t row_bytes) {
   const auto start = std::chrono::steady_clock::now();
-  auto result = exchange();
-  if (stats) {
-    stats->wait_seconds +=
+  Tensor result = exchange();
+  if (stats_) {
+    stats_->wait_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    stats->bytes += dispatcher.rows_sent_across_nodes() * row_bytes;
-    stats->calls += 1;
+    stats_->bytes += dispatcher_.rows_sent_across_nodes() * row_bytes;
+    stats_->calls += 1;
   }
   return result;
 }
 
-Tensor hierarchical_forward(MoeFfnBlock& moe, const Tensor& x, MoeState& st,
-                            comm::HierarchicalDispatcher& dispatcher, AllToAllStats* stats) {
-  const int64_t row = static_cast<int64_t>(comm::row_bytes(x));
-  moe.route(x, st);
-  HierarchicalSaved saved;
-  saved.layout = dispatcher.plan(st.expert_ids, st.gate_weights);
-  const Tensor rows =
-      booked([&] { return dispatcher.dispatch(st.normed, saved.layout); }, dispatcher, row, stats);
-  moe.run_shared(st);
-  const Tensor out = moe.run_experts(rows, saved.layout.node.expert_offsets, st);
-  const Tensor routed = booked(
-      [&] { return dispatcher.combine(out, saved.layout, &saved.copy_out); }, dispatcher, 0, stats);
-  st.dispatch = std::move(saved);
-  return moe.add_routed(x, routed, st);
+InFlight& HierarchicalMoeExchange::start_plan(MoeFfnBlock&, MoeState& st) {
+  saved_ = Saved{dispatcher_.plan(st.expert_ids, st.gate_weights), Tensor()};
+  return done_;
 }
 
-Tensor hierarchical_backward(MoeFfnBlock& moe, const Tensor& dy, MoeState& st,
-                             comm::HierarchicalDispatcher& dispatcher, AllToAllStats* stats) {
-  const auto& saved = std::any_cast<const HierarchicalSaved&>(st.dispatch);
+InFlight& HierarchicalMoeExchange::start_dispatch(MoeFfnBlock&, MoeState& st) {
+  const int64_t row = static_cast<int64_t>(comm::row_bytes(st.normed));
+  rows_ = booked([&] { return dispatcher_.dispatch(st.normed, saved_.layout); }, row);
+  return done_;
+}
+
+ExpertRows HierarchicalMoeExchange::received_rows(MoeFfnBlock&, MoeState&) {
+  return {std::exchange(rows_, Tensor()), saved_.layout.node.expert_offsets, Tensor()};
+}
+
+InFlight& HierarchicalMoeExchange::start_combine(MoeFfnBlock&, const Tensor& expert_out,
+                                                 MoeState&) {
+  rows_ =
+      booked([&] { return dispatcher_.combine(expert_out, saved_.layout, &saved_.copy_out); }, 0);
+  return done_;
+}
+
+CombinedRows HierarchicalMoeExchange::combined(MoeState& st) {
+  st.dispatch = std::move(saved_);
+  return {std::exchange(rows_, Tensor()), Tensor()};
+}
+
+InFlight& HierarchicalMoeExchange::start_combine_backward(MoeFfnBlock&, const Tensor& dy,
+                                                          MoeState& st) {
+  const auto& saved = std::any_cast<const Saved&>(st.dispatch);
   Tensor d_gates;
-  const Tensor d_out =
-      booked([&] { return dispatcher.combine_backward(dy, saved.copy_out, saved.layout, d_gates); },
-             dispatcher, 0, stats);
+  rows_ = booked(
+      [&] { return dispatcher_.combine_backward(dy, saved.copy_out, saved.layout, d_gates); }, 0);
   st.dgate_weights = d_gates;
-  const Tensor d_rows = moe.experts_backward(d_out, st);
-  const Tensor d_routed = booked([&] { return dispatcher.dispatch_backward(d_rows, saved.layout); },
-                                 dispatcher, 0, stats);
-  return moe.route_backward_summed(dy, d_routed, st);
+  return done_;
+}
+
+Tensor HierarchicalMoeExchange::received_output_grads(MoeState&) {
+  return std::exchange(rows_, Tensor());
+}
+
+InFlight& HierarchicalMoeExchange::start_dispatch_backward(MoeFfnBlock&, const Tensor& d_rows,
+                                                           MoeState& st) {
+  const auto& saved = std::any_cast<const Saved&>(st.dispatch);
+  rows_ = booked([&] { return dispatcher_.dispatch_backward(d_rows, saved.layout); }, 0);
+  return done_;
+}
+
+Tensor HierarchicalMoeExchange::received_token_grads(MoeState&) {
+  return std::exchange(rows_, Tensor());
 }
 
 }  // namespace
 
+std::unique_ptr<MoeExchange> make_exchange(const ChunkComm& comm, ExchangeFor task) {
+  std::unique_ptr<MoeExchange> exchange;
+  comm::ExpertDispatcher* flat = task == ExchangeFor::kForward ? comm.forward : comm.backward;
+  if (comm.hierarchical)
+    exchange = std::make_unique<HierarchicalMoeExchange>(*comm.hierarchical, comm.stats);
+  else if (flat)
+    exchange = std::make_unique<FlatMoeExchange>(*flat, comm.stats);
+  else
+    exchange = std::make_unique<LocalMoeExchange>();
+  exchange->set_event_log(comm.events);
+  return exchange;
+}
+
+// The exchange lives in the task's frame, so it lasts as long as the chunk's walk it serves.
 PhasedTask forward_task(ModelChunk& chunk, Tensor input, MicroBatchState& state,
-                        const Tensor* targets, double grad_scale, Tensor* output, ChunkComm comm) {
-  const std::vector<Block*> blocks = chunk.blocks();
-  state.blocks.resize(blocks.size());
-  Tensor x = input;
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    auto* moe = dynamic_cast<MoeFfnBlock*>(blocks[i]);
-    if (moe && comm.hierarchical) {
-      auto owned = std::make_unique<MoeState>();
-      x = hierarchical_forward(*moe, x, *owned, *comm.hierarchical, comm.stats);
-      state.blocks[i] = std::move(owned);
-      continue;
-    }
-    if (!moe || !comm.forward) {
-      x = blocks[i]->forward(x, state.blocks[i]);
-      continue;
-    }
-    comm::ExpertDispatcher& dispatcher = *comm.forward;
-    auto owned = std::make_unique<MoeState>();
-    MoeState& st = *owned;
-    state.blocks[i] = std::move(owned);
-    moe->route(x, st);
-    comm::PendingPlan counts = dispatcher.start_plan(st.expert_ids);
-    int64_t a2a = all_to_all_started(comm.events);
-    co_await until_done{counts.handle};
-    all_to_all_done(comm.events, a2a);
-    const comm::DispatchLayout layout = dispatcher.finish_plan(counts);
-    // Each token row goes once per routed expert; the dispatcher makes the copies as it sends.
-    comm::PendingRows dispatched =
-        dispatcher.start_dispatch(dispatch_payload(st.normed, moe->fp8()), layout);
-    a2a = all_to_all_started(comm.events);
-    moe->run_shared(st);  // the shared expert needs no other rank: it runs under the dispatch
-    co_await until_done{dispatched.handle};
-    all_to_all_done(comm.events, a2a);
-    const Tensor rows = expert_input(received(dispatched, comm.stats), x.dim(1), moe->fp8());
-    const Tensor expert_out = moe->run_experts(
-        rows, layout.expert_offsets, st, dispatcher.expert_output(rows.shape(), rows.dtype()));
-    comm::PendingRows combined =
-        dispatcher.start_combine(expert_out, st.gate_weights, layout, /*keep_slot_rows=*/true);
-    a2a = all_to_all_started(comm.events);
-    co_await until_done{combined.handle};
-    all_to_all_done(comm.events, a2a);
-    x = moe->add_routed(x, received(combined, comm.stats), st, combined.slot_rows);
-    st.dispatch = layout;
-  }
-  if (!chunk.head()) {
-    *output = x;
-    co_return;
-  }
-  TANDEM_CHECK(targets != nullptr, "the chunk with the head needs targets");
-  state.loss_sum = chunk.head()->forward_loss(x, *targets, grad_scale, state.head);
-  if (grad_scale == 0) state.blocks.clear();  // evaluation: nothing is kept for a backward
+                        const Tensor* targets, Pass pass, Tensor* output, ChunkComm comm) {
+  const std::unique_ptr<MoeExchange> exchange = make_exchange(comm, ExchangeFor::kForward);
+  co_await chunk.forward_task(std::move(input), state, targets, pass, output, *exchange);
 }
 
 PhasedTask backward_task(ModelChunk& chunk, Tensor dy, MicroBatchState& state, Tensor* dx,
                          ChunkComm comm, bool weights_in_gaps,
                          std::function<void(size_t block)> after_block) {
-  const std::vector<Block*> blocks = chunk.blocks();
-  TANDEM_CHECK(state.blocks.size() == blocks.size(), "backward without a matching forward");
-  Tensor grad = chunk.head() ? chunk.head()->backward_input(*state.head) : dy;
-  // Weight gradients queued by the blocks from `first` on (and the head) that have not run yet.
-  // A block is reported complete once its input gradient is done too (nothing more can be
-  // queued for it): blocks from input_done on.
-  size_t input_done = blocks.size(), reported = blocks.size() + 1;
-  auto run_weights_from = [&](size_t first) {
-    if (!weights_in_gaps) return;
-    record_event(comm.events, StepEventKind::kWeightGradientBegin);
-    if (state.head) run_deferred_wgrad(*state.head);
-    for (size_t j = first; j < blocks.size(); ++j) run_deferred_wgrad(*state.blocks[j]);
-    record_event(comm.events, StepEventKind::kWeightGradientEnd);
-    if (!after_block) return;
-    if (reported == blocks.size() + 1) after_block(reported = blocks.size());
-    while (reported > input_done) after_block(--reported);
-  };
-  for (size_t i = blocks.size(); i-- > 0;) {
-    auto* moe = dynamic_cast<MoeFfnBlock*>(blocks[i]);
-    if (moe && comm.hierarchical) {
-      grad = hierarchical_backward(*moe, grad, static_cast<MoeState&>(*state.blocks[i]),
-                                   *comm.hierarchical, comm.stats);
-      input_done = i;
-      run_weights_from(i);
-      continue;
-    }
-    if (!moe || !comm.backward) {
-      grad = blocks[i]->backward_input(grad, *state.blocks[i]);
-      input_done = i;
-      continue;
-    }
-    comm::ExpertDispatcher& dispatcher = *comm.backward;
-    auto& st = static_cast<MoeState&>(*state.blocks[i]);
-    const auto& layout = std::any_cast<const comm::DispatchLayout&>(st.dispatch);
-    // Combine's backward is a dispatch of the output gradients, dispatch's a combine.
-    comm::PendingRows to_experts =
-        dispatcher.start_to_experts(moe->unpermute_backward(grad, st), layout);
-    int64_t a2a = all_to_all_started(comm.events);
-    run_weights_from(i + 1);
-    co_await until_done{to_experts.handle};
-    all_to_all_done(comm.events, a2a);
-    const Tensor drows = moe->experts_backward(received(to_experts, comm.stats), st);
-    comm::PendingRows from_experts = dispatcher.start_from_experts(drows, layout);
-    a2a = all_to_all_started(comm.events);
-    run_weights_from(i);  // the experts' own weight gradients
-    co_await until_done{from_experts.handle};
-    all_to_all_done(comm.events, a2a);
-    grad = moe->route_backward(grad, received(from_experts, comm.stats), st);
-    input_done = i;
-  }
-  *dx = grad;
-  run_weights_from(0);
+  const std::unique_ptr<MoeExchange> exchange = make_exchange(comm, ExchangeFor::kBackward);
+  co_await chunk.backward_task(std::move(dy), state, dx, *exchange, weights_in_gaps,
+                               std::move(after_block));
 }
 
 }  // namespace tandem::parallel

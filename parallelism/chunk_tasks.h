@@ -1,17 +1,17 @@
-// A model chunk's forward and backward as phased tasks: the blocks run in order as in
-// ModelChunk::forward / backward_input, except that an MoE layer whose experts are spread over an
-// expert group puts the dispatch and combine all-to-alls between its sub-stages and pauses while
-// they travel (DeepSeek-V3's attention / dispatch / MLP / combine split). The executor interleaves
-// a forward task with a backward task at those pauses.
+// A model chunk's forward and backward under expert parallelism: the chunk's own walk
+// (ModelChunk::forward_task / backward_task) with the exchange that moves an MoE layer's rows
+// between the ranks of its expert group. The flat exchange puts the dispatch and combine
+// all-to-alls between the block's sub-stages and the walk pauses while they travel
+// (DeepSeek-V3's attention / dispatch / MLP / combine split); the executor interleaves a forward
+// task with a backward task at those pauses.
 #pragma once
 
 #include <functional>
+#include <memory>
 
 #include "comm/expert_dispatch.h"
 #include "comm/hierarchical_dispatch.h"
-#include "kernels/fp8.h"
-#include "parallelism/phased_task.h"
-#include "parallelism/step_events.h"
+#include "runtime/core/phased_task.h"
 #include "runtime/model/model_chunk.h"
 
 namespace tandem::parallel {
@@ -40,17 +40,17 @@ struct ChunkComm {
   StepEventLog* events = nullptr;  // when attached: each all-to-all and weight-gradient run
 };
 
-// input: tokens (embedding chunk) or hidden states. With the head, targets are required and the
-// loss lands in state.loss_sum; otherwise the chunk's output is written to *output.
+// The exchange a chunk's forward or backward task uses under `comm`: hierarchical, flat over the
+// forward or the backward communicator, or local when no dispatcher is given.
+enum class ExchangeFor { kForward, kBackward };
+std::unique_ptr<MoeExchange> make_exchange(const ChunkComm& comm, ExchangeFor task);
+
+// ModelChunk::forward_task with the exchange `comm` calls for. input: tokens (embedding chunk) or
+// hidden states. With the head, targets are required and the loss lands in state.loss_sum;
+// otherwise the chunk's output is written to *output.
 PhasedTask forward_task(ModelChunk& chunk, Tensor input, MicroBatchState& state,
-                        const Tensor* targets, double grad_scale, Tensor* output, ChunkComm comm);
-// dy: gradient of the chunk's output (ignored with the head). Writes the input gradient to *dx
-// (undefined for the embedding chunk); weight gradients are queued as in
-// ModelChunk::backward_input. With weights_in_gaps (a full B, not a zero-bubble b), the queued
-// weight gradients of the blocks behind run right after each all-to-all starts, so that they fill
-// the time it travels; ModelChunk::backward_weight then finds nothing left to run. after_block(i)
-// then follows the last weight gradient of block i (blocks().size(): the head), as in
-// ModelChunk::backward_weight.
+                        const Tensor* targets, Pass pass, Tensor* output, ChunkComm comm);
+// ModelChunk::backward_task likewise (weights_in_gaps: a full B, not a zero-bubble b).
 PhasedTask backward_task(ModelChunk& chunk, Tensor dy, MicroBatchState& state, Tensor* dx,
                          ChunkComm comm, bool weights_in_gaps = false,
                          std::function<void(size_t block)> after_block = {});

@@ -49,16 +49,16 @@ PipelineExecutor::PipelineExecutor(PipelineLayout layout, int pipeline_rank,
 
 StepTimeline PipelineExecutor::run(const std::vector<Instruction>& program,
                                    const MicroBatches& data, double grad_scale) {
-  return execute(program, data, grad_scale, true);
+  return execute(program, data, Pass::train(grad_scale));
 }
 
 StepTimeline PipelineExecutor::evaluate(const std::vector<Instruction>& program,
                                         const MicroBatches& data) {
-  return execute(program, data, 0.0, false);
+  return execute(program, data, Pass::evaluate());
 }
 
 StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
-                                       const MicroBatches& data, double grad_scale, bool training) {
+                                       const MicroBatches& data, Pass pass) {
   const int chunks = layout_.chunks_per_rank();
   const int n_stages = layout_.n_stages();
   const int64_t microbatches = data.count();
@@ -177,7 +177,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
       TANDEM_CHECK(input.defined(), "executor: no input for F", c, ".", mb, " on rank ", rank_);
     }
     const Tensor* targets = s == n_stages - 1 ? &data.targets.at(global) : nullptr;
-    return forward_task(*chunks_[c], input, slot.state, targets, grad_scale, output, comm[c]);
+    return forward_task(*chunks_[c], input, slot.state, targets, pass, output, comm[c]);
   };
   auto finish_forward = [&](int c, int64_t mb, const Tensor& output) {
     const int s = layout_.stage_of(rank_, c), d = layout_.direction_of(rank_, c);
@@ -185,7 +185,6 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
     step.timeline.loss_sum += slot.state.loss_sum;
     slot.input = Tensor();
     if (s < n_stages - 1) send_or_hand_over(output, d, s + 1, 0, mb);
-    if (!training) slot.state = MicroBatchState{};
   };
   // The block-level report for the W work about to run on chunk c, if it is the chunk's last.
   auto last_weights_report = [&](int c) -> std::function<void(size_t)> {
@@ -239,7 +238,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
         }
         case Op::kBackward:
         case Op::kBackwardInput: {
-          TANDEM_CHECK(training, "executor: backward in an evaluation program");
+          TANDEM_CHECK(pass.training(), "executor: backward in an evaluation program");
           PhasedTask task = start_backward(ins.chunk, ins.mb, &dx, ins.op == Op::kBackward);
           step.a2a_blocked_s += task.run_to_end();
           finish_backward(ins.chunk, ins.mb, dx, ins.op == Op::kBackward);

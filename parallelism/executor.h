@@ -75,7 +75,7 @@ class PipelineExecutor {
  private:
   struct Step;
   StepTimeline execute(const std::vector<Instruction>& program, const MicroBatches& data,
-                       double grad_scale, bool training);
+                       Pass pass);
 
   PipelineLayout layout_;
   int rank_;

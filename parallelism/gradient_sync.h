@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
-#include "parallelism/step_events.h"
+#include "runtime/core/step_events.h"
 #include "runtime/model/block.h"
 
 namespace tandem::parallel {
@@ -54,7 +54,7 @@ class GradientSync {
   // replica holds the whole updated set (nothing to do otherwise).
   void gather_parameters();
   void zero_grad();
-  // Records the start of every reduction (parallelism/step_events.h); null stops recording.
+  // Records the start of every reduction (runtime/core/step_events.h); null stops recording.
   void set_event_log(StepEventLog* log) { events_ = log; }
 
  private:

@@ -19,18 +19,17 @@ HeadBlock::HeadBlock(const ModelConfig& config, DType dtype, uint64_t seed)
       weight_(make_parameter("head.weight", ParameterRole::kDense,
                              {config.vocab_size, config.d_model}, dtype, config.init_std, seed)) {}
 
-double HeadBlock::forward_loss(const Tensor& x, const Tensor& targets, double grad_scale,
+double HeadBlock::forward_loss(const Tensor& x, const Tensor& targets, Pass pass,
                                std::unique_ptr<BlockState>& state) {
   auto st = std::make_unique<HeadState>();
   st->normed = rmsnorm(x, norm_, norm_eps_, st->norm);
   Tensor logits = linear(st->normed, weight_);
-  double loss = 0;
-  if (grad_scale > 0) {
-    st->dlogits = logits;  // the gradient overwrites the logits in place
-    loss = kernels::cross_entropy(logits, targets, grad_scale, &st->dlogits);
-  } else {
-    loss = kernels::cross_entropy(logits, targets, 0, nullptr);
+  if (!pass.training()) {
+    state.reset();
+    return kernels::cross_entropy(logits, targets, 0, nullptr);
   }
+  st->dlogits = logits;  // the gradient overwrites the logits in place
+  const double loss = kernels::cross_entropy(logits, targets, pass.grad_scale(), &st->dlogits);
   state = std::move(st);
   return loss;
 }

@@ -5,16 +5,17 @@
 #include "runtime/core/config.h"
 #include "runtime/model/block.h"
 #include "runtime/model/ops.h"
+#include "runtime/model/pass.h"
 
 namespace tandem {
 
 class HeadBlock {
  public:
   HeadBlock(const ModelConfig& config, DType dtype, uint64_t seed);
-  // Returns Σ over rows of −log p(target). With grad_scale > 0 it also prepares the backward:
-  // d(loss)/d(logits) = grad_scale · (softmax − onehot), where grad_scale is 1 / (tokens in the
-  // global batch) so that micro-batch gradients add up to the gradient of the mean loss.
-  double forward_loss(const Tensor& x, const Tensor& targets, double grad_scale,
+  // Returns Σ over rows of −log p(target). A training pass also prepares the backward in state:
+  // d(loss)/d(logits) = grad_scale · (softmax − onehot) (runtime/model/pass.h); an evaluation
+  // leaves state empty.
+  double forward_loss(const Tensor& x, const Tensor& targets, Pass pass,
                       std::unique_ptr<BlockState>& state);
   Tensor backward_input(BlockState& state);
   std::vector<Parameter*> parameters() { return {&norm_, &weight_}; }

@@ -30,6 +30,8 @@ ModelChunk::ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec,
       blocks_.push_back(std::move(moe));
     }
   }
+  for (const auto& block : blocks_)
+    moe_of_block_.push_back(dynamic_cast<MoeFfnBlock*>(block.get()));
   if (spec.has_head) head_ = std::make_unique<HeadBlock>(config, dtype_, seed);
 }
 
@@ -49,27 +51,95 @@ std::vector<Block*> ModelChunk::blocks() const {
 }
 
 Tensor ModelChunk::forward(const Tensor& input, MicroBatchState& state, const Tensor* targets,
-                           double grad_scale) {
-  state.blocks.resize(blocks_.size());
-  Tensor x = input;
-  for (size_t i = 0; i < blocks_.size(); ++i) x = blocks_[i]->forward(x, state.blocks[i]);
-  if (!head_) return x;
-  TANDEM_CHECK(targets != nullptr, "the chunk with the head needs targets");
-  state.loss_sum = head_->forward_loss(x, *targets, grad_scale, state.head);
-  if (grad_scale == 0) state.blocks.clear();  // evaluation: nothing is kept for a backward
-  return Tensor();
+                           Pass pass) {
+  LocalMoeExchange local;
+  Tensor output;
+  forward_task(input, state, targets, pass, &output, local).run_to_end();
+  return output;
 }
 
 Tensor ModelChunk::backward_input(const Tensor& dy, MicroBatchState& state) {
+  LocalMoeExchange local;
+  Tensor dx;
+  backward_task(dy, state, &dx, local).run_to_end();
+  return dx;
+}
+
+void ModelChunk::check_backward(const MicroBatchState& state) const {
+  TANDEM_CHECK(!state.evaluated,
+               "backward after an evaluation forward, which keeps nothing for a backward; take "
+               "gradients after a forward with Pass::train");
   TANDEM_CHECK(state.blocks.size() == blocks_.size(), "backward without a matching forward");
-  Tensor grad = head_ ? head_->backward_input(*state.head) : dy;
-  for (size_t i = blocks_.size(); i-- > 0;)
-    grad = blocks_[i]->backward_input(grad, *state.blocks[i]);
-  return grad;
+}
+
+PhasedTask ModelChunk::forward_task(Tensor input, MicroBatchState& state, const Tensor* targets,
+                                    Pass pass, Tensor* output, MoeExchange& exchange) {
+  TANDEM_CHECK(!head_ || targets != nullptr, "the chunk with the head needs targets");
+  state = MicroBatchState{};
+  state.evaluated = !pass.training();
+  if (pass.training()) state.blocks.resize(blocks_.size());
+  Tensor x = std::move(input);
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    std::unique_ptr<BlockState> block_state;
+    if (MoeFfnBlock* moe = moe_of_block_[i]) {
+      auto moe_state = std::make_unique<MoeState>();
+      Tensor y;
+      co_await moe->forward_task(x, *moe_state, exchange, &y);
+      block_state = std::move(moe_state);
+      x = std::move(y);
+    } else {
+      x = blocks_[i]->forward(x, block_state);
+    }
+    // An evaluation lets the block's activations go here, once the next block has the output.
+    if (pass.training()) state.blocks[i] = std::move(block_state);
+  }
+  if (head_) {
+    state.loss_sum = head_->forward_loss(x, *targets, pass, state.head);
+  } else {
+    *output = std::move(x);
+  }
+}
+
+PhasedTask ModelChunk::backward_task(Tensor dy, MicroBatchState& state, Tensor* dx,
+                                     MoeExchange& exchange, bool weights_in_gaps,
+                                     std::function<void(size_t block)> after_block) {
+  check_backward(state);
+  const size_t n = blocks_.size();
+  Tensor grad = head_ ? head_->backward_input(*state.head) : std::move(dy);
+  // Weight gradients queued by the blocks from `first` on (and the head) that have not run yet.
+  // A block is reported complete once its input gradient is done too (nothing more can be
+  // queued for it): blocks from input_done on.
+  size_t input_done = n, reported = n + 1;
+  auto run_weights_from = [&](size_t first) {
+    if (!weights_in_gaps) return;
+    record_event(exchange.event_log(), StepEventKind::kWeightGradientBegin);
+    if (state.head) run_deferred_wgrad(*state.head);
+    for (size_t j = first; j < n; ++j) run_deferred_wgrad(*state.blocks[j]);
+    record_event(exchange.event_log(), StepEventKind::kWeightGradientEnd);
+    if (!after_block) return;
+    if (reported == n + 1) after_block(reported = n);
+    while (reported > input_done) after_block(--reported);
+  };
+  for (size_t i = n; i-- > 0;) {
+    if (MoeFfnBlock* moe = moe_of_block_[i]) {
+      Tensor d_input;
+      co_await moe->backward_task(
+          grad, static_cast<MoeState&>(*state.blocks[i]), exchange, &d_input,
+          [&](bool experts_queued) { run_weights_from(experts_queued ? i : i + 1); });
+      grad = std::move(d_input);
+    } else {
+      grad = blocks_[i]->backward_input(grad, *state.blocks[i]);
+    }
+    input_done = i;
+  }
+  *dx = std::move(grad);
+  run_weights_from(0);
 }
 
 void ModelChunk::backward_weight(MicroBatchState& state,
                                  const std::function<void(size_t block)>& after_block) {
+  TANDEM_CHECK(!state.evaluated,
+               "weight gradients after an evaluation forward, which keeps nothing for a backward");
   if (head_ && state.head) run_deferred_wgrad(*state.head);
   if (after_block) after_block(blocks_.size());
   for (size_t i = state.blocks.size(); i-- > 0;) {

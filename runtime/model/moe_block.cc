@@ -1,10 +1,11 @@
-// MoE FFN sub-layer: routing, grouped experts, shared expert and weighted un-permutation.
+// MoE FFN sub-layer: routing, grouped experts, shared expert, and the one walk through them.
 #include "runtime/model/moe_block.h"
 
 #include <cmath>
 
 #include "kernels/elementwise.h"
 #include "kernels/router.h"
+#include "runtime/model/moe_exchange.h"
 
 namespace tandem {
 
@@ -82,35 +83,43 @@ void MoeFfnBlock::run_shared(MoeState& st) {
     st.shared_out = swiglu_mlp(st.normed, shared_w13_, shared_w2_, fp8_, st.shared);
 }
 
-Tensor MoeFfnBlock::unpermute(const Tensor& x, const Tensor& expert_out, MoeState& st) {
-  st.expert_out = expert_out;
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  kernels::unpermute_weighted(expert_out, st.gate_weights, st.plan, y);
-  kernels::axpy(1.0, x, y);
-  if (st.shared_out.defined()) kernels::axpy(1.0, st.shared_out, y);
-  return y;
+Tensor MoeFfnBlock::add_routed(const Tensor& x, Tensor routed, MoeState& st, Tensor slot_rows) {
+  if (slot_rows.defined()) st.expert_out = slot_rows;
+  kernels::axpy(1.0, x, routed);
+  if (st.shared_out.defined()) kernels::axpy(1.0, st.shared_out, routed);
+  return routed;
 }
 
-Tensor MoeFfnBlock::add_routed(const Tensor& x, const Tensor& routed, MoeState& st,
-                               Tensor slot_rows) {
-  if (slot_rows.defined()) st.expert_out = slot_rows;
-  Tensor y = routed.clone();
-  kernels::axpy(1.0, x, y);
-  if (st.shared_out.defined()) kernels::axpy(1.0, st.shared_out, y);
-  return y;
+PhasedTask MoeFfnBlock::forward_task(Tensor x, MoeState& st, MoeExchange& exchange, Tensor* y) {
+  route(x, st);
+  co_await until_done{exchange.start_plan(*this, st)};
+  InFlight& dispatched = exchange.start_dispatch(*this, st);
+  run_shared(st);  // the shared expert needs no other rank: it runs while the rows travel
+  co_await until_done{dispatched};
+  const ExpertRows rows = exchange.received_rows(*this, st);
+  const Tensor expert_out = run_experts(rows.rows, rows.expert_offsets, st, rows.output);
+  co_await until_done{exchange.start_combine(*this, expert_out, st)};
+  CombinedRows combined = exchange.combined(st);
+  *y = add_routed(x, std::move(combined.routed), st, combined.slot_rows);
+}
+
+PhasedTask MoeFfnBlock::backward_task(Tensor dy, MoeState& st, MoeExchange& exchange, Tensor* dx,
+                                      std::function<void(bool experts_queued)> in_gap) {
+  InFlight& to_experts = exchange.start_combine_backward(*this, dy, st);
+  if (in_gap) in_gap(false);
+  co_await until_done{to_experts};
+  const Tensor d_rows = experts_backward(exchange.received_output_grads(st), st);
+  InFlight& from_experts = exchange.start_dispatch_backward(*this, d_rows, st);
+  if (in_gap) in_gap(true);
+  co_await until_done{from_experts};
+  *dx = route_backward(dy, exchange.received_token_grads(st), st);
 }
 
 Tensor MoeFfnBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& state) {
-  TANDEM_CHECK(n_local_experts() == n_experts(), "the single-rank forward of ", name(),
-               " needs every expert; this block holds ", n_local_experts(), " of ", n_experts(),
-               " (expert parallelism runs the sub-stages with dispatch and combine between)");
   auto st = std::make_unique<MoeState>();
-  route(x, *st);
-  Tensor permuted = Tensor::empty({x.dim(0) * config_.top_k, x.dim(1)}, x.dtype());
-  kernels::permute_rows(st->normed, st->plan, permuted);
-  Tensor expert_out = run_experts(permuted, st->plan.expert_offsets, *st);
-  run_shared(*st);
-  Tensor y = unpermute(x, expert_out, *st);
+  LocalMoeExchange local;
+  Tensor y;
+  forward_task(x, *st, local, &y).run_to_end();
   state = std::move(st);
   return y;
 }
@@ -135,13 +144,7 @@ Tensor MoeFfnBlock::experts_backward(const Tensor& dexpert_out, MoeState& st) {
   return drows;
 }
 
-Tensor MoeFfnBlock::route_backward(const Tensor& dy, const Tensor& dpermuted, MoeState& st) {
-  Tensor dnormed = Tensor::empty({dy.dim(0), dy.dim(1)}, dy.dtype());
-  kernels::permute_rows_backward(dpermuted, st.plan, dnormed);
-  return route_backward_summed(dy, dnormed, st);
-}
-
-Tensor MoeFfnBlock::route_backward_summed(const Tensor& dy, Tensor dnormed, MoeState& st) {
+Tensor MoeFfnBlock::route_backward(const Tensor& dy, Tensor dnormed, MoeState& st) {
   const int64_t n = dy.dim(0);
   Tensor dlogits = Tensor::empty({n, n_experts()}, dy.dtype());
   kernels::router_backward(st.dgate_weights, st.affinity, st.expert_ids, dlogits);
@@ -155,9 +158,10 @@ Tensor MoeFfnBlock::route_backward_summed(const Tensor& dy, Tensor dnormed, MoeS
 }
 
 Tensor MoeFfnBlock::backward_input(const Tensor& dy, BlockState& state) {
-  auto& st = static_cast<MoeState&>(state);
-  Tensor dpermuted = experts_backward(unpermute_backward(dy, st), st);
-  return route_backward(dy, dpermuted, st);
+  LocalMoeExchange local;
+  Tensor dx;
+  backward_task(dy, static_cast<MoeState&>(state), local, &dx).run_to_end();
+  return dx;
 }
 
 void MoeFfnBlock::set_bias(const Tensor& bias) {

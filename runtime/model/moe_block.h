@@ -1,20 +1,26 @@
 // Pre-norm mixture-of-experts FFN sub-layer in DeepSeek-V3's form:
 //   y = x + shared(norm(x)) + Σ_{e ∈ topk} g_e · expert_e(norm(x))
 // with sigmoid routing, selection bias for auxiliary-loss-free balancing, and no capacity limit.
-// Its sub-stages are public because expert parallelism (parallelism/) inserts the dispatch
-// all-to-all between route() and run_experts() and the combine all-to-all between run_experts()
-// and unpermute(); forward() is the single-rank composition of the same calls.
+// forward_task / backward_task are the block's one walk through its sub-stages, with an
+// MoeExchange (runtime/model/moe_exchange.h) moving the routed rows to the experts and back
+// between them: forward() and backward_input() run it with every expert on this rank, expert
+// parallelism (parallelism/) with the dispatch and combine all-to-alls. The sub-stages are public
+// for the exchanges and for tests that compose them by hand.
 #pragma once
 
 #include <any>
+#include <functional>
 #include <vector>
 
 #include "kernels/permute.h"
 #include "runtime/core/config.h"
+#include "runtime/core/phased_task.h"
 #include "runtime/model/block.h"
 #include "runtime/model/ops.h"
 
 namespace tandem {
+
+class MoeExchange;
 
 // Which routed experts a block holds: the index-th of `count` equal contiguous slices (expert
 // parallelism places slice r on rank r of the expert group); {0, 1} is all of them.
@@ -36,7 +42,7 @@ struct MoeState final : BlockState {
   MlpSaved shared;
   Tensor shared_out;
   Tensor dgate_weights;
-  std::any dispatch;  // what expert parallelism (parallelism/) keeps for the backward: the layout
+  std::any dispatch;  // what an exchange between ranks keeps for the backward: its layout
 };
 
 class MoeFfnBlock final : public Block {
@@ -49,9 +55,20 @@ class MoeFfnBlock final : public Block {
   Tensor backward_input(const Tensor& dy, BlockState& state) override;
   std::vector<Parameter*> parameters() override;
 
+  // The walk: route, the exchange's plan and dispatch (the shared expert runs while the rows
+  // travel), the local experts, the exchange's combine, then the shared expert and the residual
+  // are added; *y receives the output. It pauses wherever the exchange has something in flight.
+  PhasedTask forward_task(Tensor x, MoeState& st, MoeExchange& exchange, Tensor* y);
+  // Backward, in reverse: the exchange takes d(output) to the experts and their input gradients
+  // back; *dx receives the input gradient, weight gradients are queued. in_gap, when set, runs
+  // right after each of the two movements starts, for work that fills the time it travels: first
+  // in_gap(false), then in_gap(true), once the experts have queued their weight gradients.
+  PhasedTask backward_task(Tensor dy, MoeState& st, MoeExchange& exchange, Tensor* dx,
+                           std::function<void(bool experts_queued)> in_gap = {});
+
   // Forward sub-stages.
   // Norm, router, top-k and the permutation plan (the copies themselves are made by whoever moves
-  // them: forward() here, the dispatcher under expert parallelism); counts expert load.
+  // them: the exchange); counts expert load.
   void route(const Tensor& x, MoeState& st);
   // rows are grouped by this block's experts: expert first_local_expert() + i owns rows
   // [expert_offsets[i], expert_offsets[i + 1]). The outputs go to `out` when given (the
@@ -59,18 +76,16 @@ class MoeFfnBlock final : public Block {
   Tensor run_experts(const Tensor& rows, const std::vector<int64_t>& expert_offsets, MoeState& st,
                      Tensor out = {});
   void run_shared(MoeState& st);
-  Tensor unpermute(const Tensor& x, const Tensor& expert_out, MoeState& st);  // y = x + ...
-  // y = x + routed + shared, when the gate-weighted sum of the routed experts (`routed`, [N, d])
-  // was formed elsewhere (by the combine). `slot_rows`, when given, are the expert outputs in the
-  // plan's order, kept for unpermute_backward.
-  Tensor add_routed(const Tensor& x, const Tensor& routed, MoeState& st, Tensor slot_rows = {});
+  // y = x + routed + shared, where `routed` ([N, d]) is the gate-weighted sum of the routed experts
+  // the combine formed; y is formed in routed's memory, which the caller hands over. `slot_rows`,
+  // when given, are the expert outputs in the plan's order, kept for unpermute_backward.
+  Tensor add_routed(const Tensor& x, Tensor routed, MoeState& st, Tensor slot_rows = {});
   // Backward sub-stages, in reverse.
   Tensor unpermute_backward(const Tensor& dy, MoeState& st);  // → d(expert_out); sets dgate_weights
-  Tensor experts_backward(const Tensor& dexpert_out, MoeState& st);                // → d(rows)
-  Tensor route_backward(const Tensor& dy, const Tensor& dpermuted, MoeState& st);  // → dx
-  // The same from d(normed) of the routed copies already summed per token, with st.dgate_weights
-  // set by the caller (hierarchical dispatch forms both on the experts' side).
-  Tensor route_backward_summed(const Tensor& dy, Tensor drouted, MoeState& st);
+  Tensor experts_backward(const Tensor& dexpert_out, MoeState& st);  // → d(rows)
+  // → dx, from d(normed) of the routed copies summed per token (`drouted`, [N, d]) and
+  // st.dgate_weights, both formed by the exchange.
+  Tensor route_backward(const Tensor& dy, Tensor drouted, MoeState& st);
 
   // Auxiliary-loss-free balancing: tokens routed to each expert since the last reset, and the bias
   // update from a load (the caller sums it over the whole global batch first).

@@ -32,7 +32,7 @@ struct ParallelEngineOptions {
   std::function<std::unique_ptr<comm::Communicator>(comm::Communicator&)> wrap_expert_group;
   // Receives every step's events (instructions, pipeline messages, all-to-alls, weight gradients,
   // reductions) when set; tests observe the schedule with it.
-  parallel::StepEventLog* events = nullptr;
+  StepEventLog* events = nullptr;
 };
 
 class ParallelEngine final : public TrainEngine {

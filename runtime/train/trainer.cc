@@ -60,7 +60,7 @@ StepReport SingleProcessEngine::train_step(int64_t step) {
   for (MoeFfnBlock* moe : model_.moe_blocks()) moe->reset_expert_load();
   model_.fp8_stats() = {};
   MicroBatchState state;
-  model_.forward(tokens, state, &targets, 1.0 / static_cast<double>(tokens_per_batch));
+  model_.forward(tokens, state, &targets, Pass::train(1.0 / static_cast<double>(tokens_per_batch)));
   const double loss = state.loss_sum / static_cast<double>(tokens_per_batch);
   model_.backward_input(Tensor(), state);
   model_.backward_weight(state);
@@ -98,7 +98,7 @@ double SingleProcessEngine::evaluate() {
   for (int64_t b = 0; b < t.eval_batches; ++b) {
     loader_.fill(Split::kHeldOut, b, 0, t.batch_size, tokens, targets);
     MicroBatchState state;
-    model_.forward(tokens, state, &targets, 0.0);
+    model_.forward(tokens, state, &targets, Pass::evaluate());
     total += state.loss_sum;
   }
   // In double: tokens per batch times batches may pass int64 (both are bounded, not their product).

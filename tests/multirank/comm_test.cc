@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <set>
 
 #include "comm/expert_dispatch.h"
@@ -23,6 +24,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/fp8.h"
 #include "kernels/router.h"
+#include "parallelism/chunk_tasks.h"
 #include "runtime/core/random.h"
 #include "runtime/model/moe_block.h"
 
@@ -799,6 +801,73 @@ TEST_P(ExpertDispatchModes, HierarchicalBackwardMatchesItsDefinition) {
               1e-4 * (1 + std::abs(sums.data<double>()[0])));
   EXPECT_NEAR(sums.data<double>()[2], sums.data<double>()[3],
               1e-4 * (1 + std::abs(sums.data<double>()[2])));
+}
+
+// The MoE block's one walk, run with each expert-parallel exchange on this rank's slice of the
+// experts, gives the single-process layer's output, input gradient and weight gradients (the
+// routed experts' summed over the ranks whose tokens they served).
+TEST_P(ExpertDispatchModes, TheMoeWalkWithEachExchangeEqualsTheSingleProcessLayer) {
+  const int r = world->rank(), n = world->size();
+  ModelConfig c;
+  c.d_model = 16;
+  c.n_routed_experts = 4 * n;
+  c.top_k = 3;
+  c.d_expert = 8;
+  c.n_layers = 2;
+  c.seq_len = 4;
+  c.init_std = 0.5;  // expert outputs of the size of x, so a misrouted row cannot hide
+  Tensor x = Tensor::empty({(2 + r) * c.seq_len, c.d_model}, DType::kF32);
+  fill_normal(x, 1.0, 700 + r, 1);
+  Tensor dy = x.clone();
+  fill_normal(dy, 1.0, 700 + r, 2);
+  MoeFfnBlock reference(c, 1, DType::kF32, 31);
+  std::unique_ptr<BlockState> state;
+  const Tensor expected = reference.forward(x, state);
+  const Tensor expected_dx = reference.backward_input(dy, *state);
+  reference.backward_weight(*state);
+  std::map<std::string, Tensor> expected_grad;
+  for (Parameter* p : reference.parameters()) {
+    Tensor grad = p->grad.clone();
+    if (p->name.find(".experts.") != std::string::npos) world->all_reduce(grad).wait();
+    expected_grad[p->name] = grad;
+  }
+  auto expect_near = [](const Tensor& got, const Tensor& want, const std::string& what) {
+    ASSERT_EQ(got.shape(), want.shape()) << what;
+    for (int64_t i = 0; i < got.numel(); ++i)
+      ASSERT_NEAR(got.data<float>()[i], want.data<float>()[i],
+                  1e-5 * (1 + std::abs(want.data<float>()[i])))
+          << what << " element " << i;
+  };
+
+  ExpertDispatcher flat = make_dispatcher(c.n_routed_experts);
+  std::unique_ptr<HierarchicalDispatcher> hierarchical;
+  if (n % 2 == 0)
+    hierarchical = std::make_unique<HierarchicalDispatcher>(
+        *world, discover_topology(*world, n / 2), c.n_routed_experts,
+        parse_choice<ExpertExchange>(GetParam(), "mode"));
+  for (const parallel::ChunkComm& comm :
+       {parallel::ChunkComm{&flat, &flat, nullptr},
+        parallel::ChunkComm{nullptr, nullptr, hierarchical.get()}}) {
+    if (!comm.forward && !comm.hierarchical) continue;  // no hierarchical on an odd world
+    const std::string name = comm.forward ? "flat" : "hierarchical";
+    parallel::AllToAllStats stats;
+    parallel::ChunkComm booked = comm;
+    booked.stats = &stats;
+    MoeFfnBlock sliced(c, 1, DType::kF32, 31, {}, {r, n});
+    MoeState st;
+    Tensor y, dx;
+    const auto forward_exchange = parallel::make_exchange(booked, parallel::ExchangeFor::kForward);
+    sliced.forward_task(x, st, *forward_exchange, &y).run_to_end();
+    expect_near(y, expected, name + " output");
+    const auto backward_exchange =
+        parallel::make_exchange(booked, parallel::ExchangeFor::kBackward);
+    sliced.backward_task(dy, st, *backward_exchange, &dx).run_to_end();
+    expect_near(dx, expected_dx, name + " input gradient");
+    sliced.backward_weight(st);
+    for (Parameter* p : sliced.parameters())
+      expect_near(p->grad, expected_grad[p->name], name + " " + p->name);
+    EXPECT_EQ(stats.calls, 4) << name << ": dispatch, combine and their backwards";
+  }
 }
 
 TEST_P(ExpertDispatchModes, Fp8PayloadTravelsWithItsScales) {

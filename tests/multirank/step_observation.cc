@@ -27,8 +27,6 @@
 namespace {
 
 using namespace tandem;
-using parallel::StepEvent;
-using parallel::StepEventKind;
 
 double flag(int argc, char** argv, const char* name, double fallback) {
   for (int i = 1; i + 1 < argc; ++i)
@@ -144,7 +142,7 @@ int main(int argc, char** argv) {
     TANDEM_USER_CHECK(comm.size() == 4, "run under mpirun -np 4");
     runtime().rank = comm.rank();
     set_thread_count(1);
-    parallel::StepEventLog log;
+    StepEventLog log;
     ParallelEngineOptions options;
     options.events = &log;
     options.wrap_expert_group = [&](comm::Communicator& group) {

@@ -93,8 +93,8 @@ TEST(Fp8Model, LossAndGradientsTrackTheFp32Model) {
   }
   const double scale = 1.0 / tokens.numel();
   MicroBatchState s32, s8;
-  m32.forward(tokens, s32, &targets, scale);
-  m8.forward(tokens, s8, &targets, scale);
+  m32.forward(tokens, s32, &targets, Pass::train(scale));
+  m8.forward(tokens, s8, &targets, Pass::train(scale));
   EXPECT_NEAR(s8.loss_sum * scale, s32.loss_sum * scale, 0.01 * s32.loss_sum * scale);
   for (auto* pair : {&m32, &m8}) {
     MicroBatchState& s = pair == &m32 ? s32 : s8;
@@ -202,7 +202,7 @@ TEST_F(Fp8OnTrainedWeights, Fp8GemmErrorPerLayerAgainstFp64AtRealActivations) {
   }
   ModelChunk& model = trained_->model();
   MicroBatchState state;
-  model.forward(input, state, &targets, 1.0 / tokens);  // a training forward keeps its inputs
+  model.forward(input, state, &targets, Pass::train(1.0 / tokens));  // keeps its inputs
   kernels::Fp8Stats stats;
   Fp8Config on;
   on.enabled = true;

@@ -10,6 +10,7 @@
 #include "runtime/model/model_stats.h"
 #include "tests/unit/error_text.h"
 #include "tests/unit/grad_check.h"
+#include "tests/unit/random_batch.h"
 
 namespace tandem {
 namespace {
@@ -32,29 +33,18 @@ ModelConfig small_model(DType dtype) {
   return c;
 }
 
-struct Batch {
-  Tensor tokens, targets;
-};
-
-Batch make_batch(int64_t sequences, const ModelConfig& c, uint64_t seed) {
-  Batch b{Tensor::empty({sequences * c.seq_len}, DType::kI32),
-          Tensor::empty({sequences * c.seq_len}, DType::kI32)};
-  for (int64_t i = 0; i < b.tokens.numel(); ++i) {
-    b.tokens.data<int32_t>()[i] = static_cast<int32_t>(random_bits(seed, 1, i) % c.vocab_size);
-    b.targets.data<int32_t>()[i] = static_cast<int32_t>(random_bits(seed, 2, i) % c.vocab_size);
-  }
-  return b;
-}
+using testing::Batch;
+using testing::make_batch;
 
 double mean_loss(ModelChunk& model, const Batch& b) {
   MicroBatchState state;
-  model.forward(b.tokens, state, &b.targets, 0.0);
+  model.forward(b.tokens, state, &b.targets, Pass::evaluate());
   return state.loss_sum / static_cast<double>(b.tokens.numel());
 }
 
 void accumulate_gradients(ModelChunk& model, const Batch& b, double grad_scale) {
   MicroBatchState state;
-  model.forward(b.tokens, state, &b.targets, grad_scale);
+  model.forward(b.tokens, state, &b.targets, Pass::train(grad_scale));
   model.backward_input(Tensor(), state);
   model.backward_weight(state);
 }
@@ -116,8 +106,8 @@ TEST(Model, DeferredWeightGradientsEqualImmediateOnes) {
   accumulate_gradients(immediate, b, scale);
   // ...against F F B B, then every W at the end, as zero-bubble schedules run them.
   MicroBatchState sa, sb;
-  deferred.forward(a.tokens, sa, &a.targets, scale);
-  deferred.forward(b.tokens, sb, &b.targets, scale);
+  deferred.forward(a.tokens, sa, &a.targets, Pass::train(scale));
+  deferred.forward(b.tokens, sb, &b.targets, Pass::train(scale));
   deferred.backward_input(Tensor(), sa);
   deferred.backward_input(Tensor(), sb);
   for (Parameter* p : deferred.parameters())

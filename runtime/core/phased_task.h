@@ -1,8 +1,10 @@
-// A computation that pauses while its communication is in flight. The body starts an operation
-// and `co_await until_done(handle);`: if the operation has not completed, the task pauses, and an
-// executor runs other work (another task's computation) until it has. Two tasks run interleaved
+// A computation that pauses while something it started is in flight. The body starts an operation
+// and `co_await until_done{op};`: if the operation has not completed, the task pauses, and whoever
+// runs it runs other work (another task's computation) until it has. Two tasks run interleaved
 // this way overlap each one's communication with the other's compute (DeepSeek-V3's overlap of a
-// forward and a backward chunk). Tasks that run together must issue their collectives on
+// forward and a backward chunk). A task may `co_await` another task: a part of the walk written as
+// its own task (an MoE block's sub-stages inside a chunk's walk) then runs as part of the outer
+// one and pauses it where it pauses. Tasks that run together must issue their collectives on
 // different communicators: which one gets to issue next depends on timing.
 #pragma once
 
@@ -12,15 +14,33 @@
 #include <thread>
 #include <utility>
 
-#include "comm/communicator.h"
+namespace tandem {
 
-namespace tandem::parallel {
+// An operation that completes on its own once started (a message, a collective). The operations
+// come from the layer that starts them (comm/); a task only asks whether they are done.
+class InFlight {
+ public:
+  // true once complete; never blocks (it may let the operation progress); throws its failure.
+  virtual bool test() = 0;
+  virtual void wait() = 0;  // blocks until complete, or throws the failure
+
+ protected:
+  ~InFlight() = default;
+};
+
+// What a step that moves nothing returns: complete from the start.
+class Completed final : public InFlight {
+ public:
+  bool test() override { return true; }
+  void wait() override {}
+};
 
 class PhasedTask {
  public:
   struct promise_type {
     std::exception_ptr error;
-    comm::CommHandle* awaiting = nullptr;  // the operation the task paused on
+    InFlight* awaiting = nullptr;               // the operation the task paused on
+    std::coroutine_handle<promise_type> inner;  // the task it awaits, paused inside it
     PhasedTask get_return_object() {
       return PhasedTask(std::coroutine_handle<promise_type>::from_promise(*this));
     }
@@ -48,21 +68,21 @@ class PhasedTask {
   // lets the backend progress it).
   bool runnable() {
     if (done()) return false;
-    comm::CommHandle* op = handle_.promise().awaiting;
+    InFlight* op = innermost().awaiting;
     return op == nullptr || op->test();
   }
   // Blocks until the awaited operation completes; returns the seconds spent blocked.
   double block() {
-    if (done() || handle_.promise().awaiting == nullptr) return 0;
+    InFlight* op = done() ? nullptr : innermost().awaiting;
+    if (op == nullptr) return 0;
     const auto start = std::chrono::steady_clock::now();
-    handle_.promise().awaiting->wait();
+    op->wait();
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   // Runs to the next pause (or the end); rethrows what the body threw.
   void resume() {
     if (done()) return;
-    handle_.promise().awaiting = nullptr;
-    handle_.resume();
+    resume_innermost(handle_);
     if (handle_.done() && handle_.promise().error)
       std::rethrow_exception(std::exchange(handle_.promise().error, nullptr));
   }
@@ -76,14 +96,48 @@ class PhasedTask {
     return blocked;
   }
 
+  // `co_await task;` in another task's body runs it there to its end, pausing the outer task where
+  // it pauses, and rethrows what it threw.
+  struct Awaiter {
+    PhasedTask& task;
+    bool await_ready() {
+      task.handle_.resume();  // to its first pause
+      return task.handle_.done();
+    }
+    void await_suspend(std::coroutine_handle<promise_type> outer) {
+      outer.promise().inner = task.handle_;
+    }
+    void await_resume() {
+      if (std::exception_ptr error = std::exchange(task.handle_.promise().error, nullptr))
+        std::rethrow_exception(error);
+    }
+  };
+  Awaiter operator co_await() && { return Awaiter{*this}; }
+
  private:
   explicit PhasedTask(std::coroutine_handle<promise_type> handle) : handle_(handle) {}
+  // The task at the bottom of the chain of awaited tasks: the one that paused on an operation.
+  promise_type& innermost() const {
+    std::coroutine_handle<promise_type> task = handle_;
+    while (task.promise().inner) task = task.promise().inner;
+    return task.promise();
+  }
+  static void resume_innermost(std::coroutine_handle<promise_type> task) {
+    promise_type& promise = task.promise();
+    if (promise.inner) {
+      resume_innermost(promise.inner);
+      if (!promise.inner.done()) return;
+      promise.inner = {};  // finished: this task goes on past its co_await
+    }
+    promise.awaiting = nullptr;
+    task.resume();
+  }
   std::coroutine_handle<promise_type> handle_;
 };
 
-// `co_await until_done(handle)`: pauses unless the operation has already completed.
+// `co_await until_done{op}`: pauses unless the operation has already completed.
 struct until_done {
-  comm::CommHandle& op;
+  InFlight& op;
   bool await_ready() { return op.test(); }
   void await_suspend(std::coroutine_handle<PhasedTask::promise_type> task) {
     task.promise().awaiting = &op;
@@ -118,4 +172,4 @@ inline double run_interleaved(PhasedTask& a, PhasedTask& b, double timeout_s = 3
   return blocked;
 }
 
-}  // namespace tandem::parallel
+}  // namespace tandem

@@ -3,14 +3,14 @@
 // weight gradients run while an expert all-to-all travels, pipeline receives are posted before
 // their sends. Times are seconds on the steady clock (CLOCK_MONOTONIC, one clock for every process
 // of a node), so events of different ranks on one machine can be compared. Off unless a log is
-// attached (PipelineExecutor::set_event_log, GradientSync::set_event_log).
+// attached (parallelism/: PipelineExecutor::set_event_log, GradientSync::set_event_log).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <vector>
 
-namespace tandem::parallel {
+namespace tandem {
 
 enum class StepEventKind : uint8_t {
   kInstructionBegin,     // id: index in the rank's program
@@ -64,4 +64,4 @@ inline void all_to_all_done(StepEventLog* log, int64_t id) {
   record_event(log, StepEventKind::kAllToAllDone, id);
 }
 
-}  // namespace tandem::parallel
+}  // namespace tandem
