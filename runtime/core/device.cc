@@ -36,7 +36,7 @@ double CpuEvent::elapsed_ms(const Event& later) const {
 namespace {
 // Host memory, 64-byte aligned, with freed blocks kept by size class for reuse: a training step
 // allocates the same activation sizes every time, and handing them back to the OS would cost a
-// page fault per page on the next step (measured: a third of the step time as system time).
+// page fault per page on the next step (bench/RESULTS.md says what that cost).
 class HostAllocator final : public Allocator {
  public:
   static constexpr size_t kAlignment = 64;

@@ -18,55 +18,27 @@
 #include "runtime/core/runtime_context.h"
 #include "runtime/train/parallel_engine.h"
 #include "runtime/train/trainer.h"
+#include "tests/multirank/grid_test_config.h"
 
 namespace {
 
 using namespace tandem;
 
-// A small MoE model: 1 dense + 3 MoE layers, 8 experts top-2 + 1 shared, so that every pipeline
-// stage of every tested grid has layers and every expert group has experts.
+// The grid tests' model (grid_test_config.h), 3 steps.
 Config test_config(int argc, char** argv) {
-  Config c;
-  c.model.vocab_size = 256;
-  c.model.seq_len = 16;
-  c.model.d_model = 32;
-  c.model.n_layers = 4;
-  c.model.n_dense_layers = 1;
-  c.model.n_heads = 2;
-  c.model.d_ff = 64;
-  c.model.n_routed_experts = 8;
-  c.model.n_shared_experts = 1;
-  c.model.top_k = 2;
-  c.model.d_expert = 32;
+  Config c = testing::small_grid_config();
   c.model.init_std = 0.05;
-  c.model.router_bias_update_rate = 0.01;  // visible bias moves, so the global load matters
   c.train.steps = 3;
-  c.train.batch_size = 16;
-  c.train.eval_interval = 0;
   c.train.eval_batches = 1;
-  c.train.warmup_steps = 1;
-  c.train.lr = 1e-3;
-  c.train.min_lr = 1e-4;
-  c.data.path = std::string(TANDEM_SOURCE_DIR) + "/data/kjv.txt";
-  c.comm.timeout_s = 120;
   bool messages = false;
   for (int i = 1; i < argc; ++i) {
+    if (testing::apply_grid_flag(c, argc, argv, i)) continue;
     const std::string arg = argv[i];
     auto next = [&]() -> std::string {
       TANDEM_USER_CHECK(i + 1 < argc, arg, " needs a value");
       return argv[++i];
     };
-    if (arg == "--pp")
-      c.parallel.pp = std::stoi(next());
-    else if (arg == "--ep")
-      c.parallel.ep = std::stoi(next());
-    else if (arg == "--schedule")
-      c.parallel.schedule = parse_choice<ScheduleKind>(next(), "--schedule");
-    else if (arg == "--microbatches")
-      c.parallel.microbatches = std::stoi(next());
-    else if (arg == "--zero1")
-      c.parallel.zero1 = true;
-    else if (arg == "--no-overlap")
+    if (arg == "--no-overlap")
       c.parallel.overlap = false;
     else if (arg == "--steps")
       c.train.steps = std::stoi(next());

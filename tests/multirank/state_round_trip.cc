@@ -10,55 +10,20 @@
 #include "comm/world.h"
 #include "runtime/core/runtime_context.h"
 #include "runtime/train/parallel_engine.h"
+#include "tests/multirank/grid_test_config.h"
 #include "tests/unit/training_state_copy.h"
 
 namespace {
 
 using namespace tandem;
 
-// 1 dense + 3 MoE layers, 8 experts top-2 + 1 shared, moving router biases and clipping.
+// The grid tests' model, with more steps and clipping that bites.
 Config test_config(int argc, char** argv) {
-  Config c;
-  c.model.vocab_size = 256;
-  c.model.seq_len = 16;
-  c.model.d_model = 32;
-  c.model.n_layers = 4;
-  c.model.n_dense_layers = 1;
-  c.model.n_heads = 2;
-  c.model.d_ff = 64;
-  c.model.n_routed_experts = 8;
-  c.model.n_shared_experts = 1;
-  c.model.top_k = 2;
-  c.model.d_expert = 32;
-  c.model.router_bias_update_rate = 0.01;
+  Config c = testing::small_grid_config();
   c.train.steps = 5;
-  c.train.batch_size = 16;
-  c.train.eval_interval = 0;
-  c.train.warmup_steps = 1;
-  c.train.lr = 1e-3;
-  c.train.min_lr = 1e-4;
   c.train.grad_clip = 0.5;
-  c.data.path = std::string(TANDEM_SOURCE_DIR) + "/data/kjv.txt";
-  c.comm.timeout_s = 120;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto next = [&]() -> std::string {
-      TANDEM_USER_CHECK(i + 1 < argc, arg, " needs a value");
-      return argv[++i];
-    };
-    if (arg == "--pp")
-      c.parallel.pp = std::stoi(next());
-    else if (arg == "--ep")
-      c.parallel.ep = std::stoi(next());
-    else if (arg == "--schedule")
-      c.parallel.schedule = parse_choice<ScheduleKind>(next(), "--schedule");
-    else if (arg == "--microbatches")
-      c.parallel.microbatches = std::stoi(next());
-    else if (arg == "--zero1")
-      c.parallel.zero1 = true;
-    else
-      TANDEM_USER_CHECK(false, "unknown option ", arg);
-  }
+  for (int i = 1; i < argc; ++i)
+    TANDEM_USER_CHECK(testing::apply_grid_flag(c, argc, argv, i), "unknown option ", argv[i]);
   validate_config(c);
   return c;
 }
@@ -69,7 +34,7 @@ int main(int argc, char** argv) {
   try {
     const Config config = test_config(argc, argv);
     comm::World world =
-        comm::join_world({CommBackend::kAuto, static_cast<int>(config.comm.timeout_s * 1000), "", true});
+        comm::join_world({CommBackend::kAuto, comm_timeout_ms(config.comm), "", true});
     comm::Communicator& comm = *world.comm;
     runtime().rank = comm.rank();
     set_thread_count(1);
