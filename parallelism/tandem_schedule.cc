@@ -126,6 +126,17 @@ Arguments parse_arguments(int argc, char** argv) {
   if (!args.microbatches_given) {
     throw UsageError{"--microbatches is missing; give the number of micro-batches per step"};
   }
+  // The lists and the simulation hold a few instructions per (rank, micro-batch): bounded so that
+  // a typo cannot exhaust memory before anything is printed.
+  constexpr int64_t kMaxInstructions = int64_t{1} << 24;
+  if (args.pp > 0 && args.microbatches > 0 &&
+      (args.pp > 65536 || args.microbatches > kMaxInstructions ||
+       int64_t{args.pp} * args.microbatches > kMaxInstructions)) {
+    throw UsageError{tandem::detail::concat(
+        "--pp ", args.pp, " × --microbatches ", args.microbatches,
+        " is more than this tool simulates (pp at most 65536, pp × micro-batches at most 2^24); "
+        "lower --pp or --microbatches")};
+  }
   if (args.costs.w > args.costs.b) {
     throw UsageError{tandem::detail::concat(
         "--w ", args.costs.w, " exceeds --b ", args.costs.b,

@@ -64,7 +64,7 @@ const std::vector<ConfigKey>& config_keys() {
                     "Steps between held-out evaluations (0: only at the end)."),
       TANDEM_KEY_IN(train, eval_batches, R::closed(1, k2e40),
                     "Batches of batch_size sequences per held-out evaluation."),
-      TANDEM_KEY_IN(train, threads, R::closed(0, 65536),
+      TANDEM_KEY_IN(train, threads, R::closed(0, 1024),
                     "CPU threads per rank; 0 = cores available divided by ranks on this node."),
       TANDEM_KEY_IN(train, warmup_steps, R::at_least(0), "Linear learning-rate warmup steps."),
       TANDEM_KEY_IN(train, lr, R::left_open(0, 1), "Peak learning rate (after warmup)."),

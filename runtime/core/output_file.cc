@@ -169,6 +169,11 @@ void write_output_file(std::string_view what, const std::string& path, std::stri
   auto fail = [&](std::string_view step, int error) {
     refuse(what, path, detail::concat("cannot ", step, ": ", std::strerror(error)), fix_for(error));
   };
+  // A file replaced keeps its permissions (a private file must not become world-readable); a
+  // new one gets 0666 less the umask, as open() gave it.
+  struct stat old {};
+  if (::stat(path.c_str(), &old) == 0 && ::fchmod(temporary.fd.get(), old.st_mode & 07777) != 0)
+    fail("keep the permissions of the file it replaces", errno);
   if (const int error = write_all(temporary.fd.get(), content)) fail("write it", error);
   // The data must be on disk before the rename makes it the file: otherwise a crash right after
   // could leave an empty file where the old one was.

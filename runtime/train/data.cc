@@ -59,9 +59,19 @@ Dataset Dataset::open(const DataConfig& data, const ModelConfig& model) {
       "data.path", data.path,
       "for the default corpus run scripts/prepare-data (or `make data`); otherwise set data.path "
       "to an existing file");
-  if (!data.val_path.empty())
+  if (!data.val_path.empty()) {
     ds.held_out_file_ = std::make_shared<MappedFile>(
         "data.val_path", data.val_path, "set data.val_path to an existing file of held-out data");
+    // A held-out loss measured on the training data would look like generalisation.
+    struct stat train {
+    }, held_out{};
+    TANDEM_USER_CHECK(::stat(data.path.c_str(), &train) != 0 ||
+                          ::stat(data.val_path.c_str(), &held_out) != 0 ||
+                          train.st_dev != held_out.st_dev || train.st_ino != held_out.st_ino,
+                      "data.val_path '", data.val_path, "' is the same file as data.path '",
+                      data.path, "'; give held-out data of its own (or leave data.val_path empty ",
+                      "to hold out the end of a text corpus)");
+  }
   if (data.format == DataFormat::kText && ds.held_out_file_) {
     // A held-out text of its own: the whole corpus trains, data.val_fraction is not used.
     ds.train_ = {ds.train_file_.get(), 1, 0, static_cast<int64_t>(ds.train_file_->size())};

@@ -2,6 +2,7 @@
 // job started by mpirun, srun or the torchrun convention (then on the parallel.* grid).
 //   tandem-train CONFIG.toml [--set section.key=value]... [--summary-json PATH] [--trace PATH]
 //   tandem-train --config-reference     (prints every configuration key as Markdown)
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +19,7 @@
 #include "runtime/core/output_file.h"
 #include "runtime/core/runtime_context.h"
 #include "runtime/model/model_stats.h"
+#include "runtime/train/data.h"
 #include "runtime/train/parallel_engine.h"
 #include "runtime/train/trainer.h"
 
@@ -41,9 +43,17 @@ Arguments parse_arguments(int argc, char** argv) {
     std::string arg = argv[i];
     auto value = [&](const char* flag) -> std::string {
       const size_t n = std::strlen(flag);
-      if (arg.size() > n && arg.compare(0, n, flag) == 0 && arg[n] == '=') return arg.substr(n + 1);
-      TANDEM_USER_CHECK(i + 1 < argc, flag, " needs a value\n", kUsage);
-      return argv[++i];
+      std::string given;
+      if (arg.size() > n && arg.compare(0, n, flag) == 0 && arg[n] == '=') {
+        given = arg.substr(n + 1);
+      } else {
+        TANDEM_USER_CHECK(i + 1 < argc, flag, " needs a value\n", kUsage);
+        given = argv[++i];
+      }
+      // "--summary-json --trace" would otherwise write the summary to a file named --trace.
+      TANDEM_USER_CHECK(!given.empty() && !given.starts_with("--"), flag, " needs a value, got '",
+                        given, "'\n", kUsage);
+      return given;
     };
     if (arg == "--set" || arg.starts_with("--set=")) {
       args.overrides.push_back(value("--set"));
@@ -75,6 +85,9 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, stdout);
     return 0;
   }
+  // Past a file-size limit (ulimit -f) a write fails with EFBIG, which the output writer reports
+  // and survives, instead of the signal killing a finished run before it printed its result.
+  std::signal(SIGXFSZ, SIG_IGN);
   Config config;
   Arguments args;
   comm::LaunchInfo launch;
@@ -91,6 +104,8 @@ int main(int argc, char** argv) {
     launch = comm::detect_launch();
     parallel::make_grid_shape(launch.world_size, config);
     model_stats(config.model);  // refuses a model whose parameters one process cannot address
+    // The data files exist, are regular files, are not one another and hold enough tokens.
+    static_cast<void>(Dataset::open(config.data, config.model));
     // Output paths are checked before training, so a bad path cannot throw a finished run away;
     // only rank 0 writes them.
     for (const auto& [path, what] :
@@ -101,6 +116,9 @@ int main(int argc, char** argv) {
     if (!config.comm.flight_record_dir.empty() && (launch.world_size > 1 || config.parallel.pp > 1))
       check_output_path("comm.flight_record_dir",
                         comm::flight_record_path(config.comm.flight_record_dir, launch.rank));
+    TANDEM_USER_CHECK(args.trace_path.empty() || launch.world_size > 1 || config.parallel.pp > 1,
+                      "--trace records the pipeline executor; it needs a multi-rank run "
+                      "(mpirun -np N tandem-train ...)");
   } catch (const std::exception& error) {
     std::fprintf(stderr, "tandem-train: error: %s\n", error.what());
     return comm::kUsageExitCode;
@@ -130,9 +148,6 @@ int main(int argc, char** argv) {
       options.trace_path = args.trace_path;
       engine = std::make_unique<ParallelEngine>(config, world, options);
     } else {
-      TANDEM_USER_CHECK(args.trace_path.empty(),
-                        "--trace records the pipeline executor; it needs a multi-rank run "
-                        "(mpirun -np N tandem-train ...)");
       engine = std::make_unique<SingleProcessEngine>(config);
     }
     Trainer trainer(config, std::move(engine));

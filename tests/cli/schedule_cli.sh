@@ -65,6 +65,7 @@ expect_usage_error "--comm: 'fast' is not a number" "${base[@]}" --comm fast
 expect_usage_error "--f: -1 must be a finite number >= 0" "${base[@]}" --f -1
 expect_usage_error "--svg needs a value" "${base[@]}" --svg
 expect_usage_error '--schedule = "gpipe" is not one of "1f1b"' --schedule gpipe --pp 4 --microbatches 8
+expect_usage_error 'is more than this tool simulates' --schedule 1f1b --pp 100000 --microbatches 100000
 expect_usage_error "--pp 3 --microbatches 8: dualpipe needs an even pipeline size, got pp = 3" \
   --schedule dualpipe --pp 3 --microbatches 8
 expect_usage_error "needs at least 2*pp = 16 micro-batches for pp = 8, got 10" \

@@ -1,4 +1,4 @@
-// Observes, from the recorded events of a training step (parallelism/step_events.h), three things
+// Observes, from the recorded events of a training step (runtime/core/step_events.h), three things
 // the design promises and step times alone cannot show:
 //   1. a gradient reduction starts before the last backward instruction of the step begins (the
 //      reductions overlap the backward instead of all waiting for its end);
@@ -136,8 +136,8 @@ int main(int argc, char** argv) {
     const double latency_s = flag(argc, argv, "--latency-us", 3000) * 1e-6;
     const double min_posted_ahead = flag(argc, argv, "--min-posted-ahead", 0.75);
     const Config config = test_config();
-    comm::World world = comm::join_world(
-        {CommBackend::kAuto, static_cast<int>(config.comm.timeout_s * 1000), "", true});
+    comm::World world =
+        comm::join_world({CommBackend::kAuto, comm_timeout_ms(config.comm), "", true});
     comm::Communicator& comm = *world.comm;
     TANDEM_USER_CHECK(comm.size() == 4, "run under mpirun -np 4");
     runtime().rank = comm.rank();
