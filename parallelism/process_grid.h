@@ -55,8 +55,8 @@ class ProcessGrid {
 
   comm::Communicator& pipeline() { return *pipeline_; }  // same dp index, ordered by stage
   const comm::Communicator& pipeline() const { return *pipeline_; }
-  comm::Communicator& dp() { return *dp_; }              // this stage's dp ranks
-  comm::Communicator& expert() { return *expert_; }      // this rank's expert group
+  comm::Communicator& dp() { return *dp_; }          // this stage's dp ranks
+  comm::Communicator& expert() { return *expert_; }  // this rank's expert group
   // The same ranks again, for backward all-to-alls that run while a forward's are in flight.
   comm::Communicator& expert_backward() { return *expert_backward_; }
   comm::Communicator& expert_dp() { return *expert_dp_; }  // same expert slice in this stage

@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "runtime/core/choices.h"
 #include "runtime/core/checked_size.h"
+#include "runtime/core/choices.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/input_file.h"
 

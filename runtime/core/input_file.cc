@@ -31,8 +31,9 @@ OwnedFd open_input_file(std::string_view what, const std::string& path, std::str
     const int error = errno;
     TANDEM_USER_CHECK(error != ENOENT, what, " '", path, "': does not exist; ", fix);
     const bool permissions = error == EACCES || error == EPERM;
-    throw Error(detail::concat(what, " '", path, "': cannot be read: ", std::strerror(error), "; ",
-                               permissions ? "check the permissions of the file and of its directories" : fix));
+    throw Error(detail::concat(
+        what, " '", path, "': cannot be read: ", std::strerror(error), "; ",
+        permissions ? "check the permissions of the file and of its directories" : fix));
   }
   struct stat status {};
   TANDEM_USER_CHECK(::fstat(fd.get(), &status) == 0, what, " '", path,

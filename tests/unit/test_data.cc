@@ -103,8 +103,9 @@ TEST(Data, BadFilesGetClearErrors) {
   dc.format = DataFormat::kUint16;
   dc.path = write_file("odd.bin", "abc");
   dc.val_path = dc.path;
-  EXPECT_NE(error_of([&] { Dataset::open(dc, mc); })
-                .find("data.val_path '" + dc.path + "' is the same file as data.path"),
+  EXPECT_NE(error_of([&] {
+              Dataset::open(dc, mc);
+            }).find("data.val_path '" + dc.path + "' is the same file as data.path"),
             std::string::npos);
   dc.val_path = write_file("odd_val.bin", "abc");
   EXPECT_NE(error_of([&] { Dataset::open(dc, mc); }).find("not a whole number of uint16 tokens"),
