@@ -9,6 +9,7 @@
 //                 [--max-restarts K] [--log-dir DIR] [--grace-period-s S] [--] [PROGRAM ARGS...]
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -16,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "comm/faults.h"
@@ -40,17 +42,58 @@ struct Options {
   std::vector<std::string> program;
 };
 
+// Digits only (no sign, no spaces), in [low, high].
 int to_int(const std::string& flag, const std::string& text, int low, int high) {
+  int64_t value = 0;
+  bool ok = !text.empty() && text.size() <= 10;
+  for (char c : text) ok = ok && c >= '0' && c <= '9', value = value * 10 + (c - '0');
+  TANDEM_USER_CHECK(ok && value >= low && value <= high, flag, " = '", text,
+                    "': expected an integer from ", low, " to ", high, "\n", kUsage);
+  return static_cast<int>(value);
+}
+
+double to_seconds(const std::string& flag, const std::string& text) {
   size_t used = 0;
-  int value = 0;
+  double value = -1;
   try {
-    value = std::stoi(text, &used);
+    value = std::stod(text, &used);
   } catch (const std::exception&) {
     used = 0;
   }
-  TANDEM_USER_CHECK(used == text.size() && !text.empty() && value >= low && value <= high, flag,
-                    " = '", text, "': expected an integer from ", low, " to ", high, "\n", kUsage);
+  TANDEM_USER_CHECK(
+      used == text.size() && !text.empty() && text[0] != ' ' && value >= 0 && value <= 3600, flag,
+      " = '", text, "': expected seconds from 0 to 3600\n", kUsage);
   return value;
+}
+
+// The program as a path that can be executed, found once before any rank starts: a name
+// without a slash is looked for next to tandem-launch (tandem-train is built there), then on
+// PATH. A program that cannot run is a usage error, not a failed rank to restart.
+std::string resolve_program(const std::string& name) {
+  auto executable = [](const std::filesystem::path& p) {
+    std::error_code error;
+    return std::filesystem::is_regular_file(p, error) && ::access(p.c_str(), X_OK) == 0;
+  };
+  if (name.find('/') != std::string::npos) {
+    TANDEM_USER_CHECK(executable(name), "the program '", name,
+                      "' is not an executable file; give the path of one");
+    return name;
+  }
+  std::error_code error;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (!error && executable(self.parent_path() / name)) return self.parent_path() / name;
+  const char* path = std::getenv("PATH");
+  const std::string dirs = path ? path : "/usr/bin:/bin";
+  for (size_t start = 0; start <= dirs.size();) {
+    const size_t end = std::min(dirs.find(':', start), dirs.size());
+    const std::filesystem::path candidate =
+        std::filesystem::path(end > start ? dirs.substr(start, end - start) : ".") / name;
+    if (executable(candidate)) return candidate;
+    start = end + 1;
+  }
+  TANDEM_USER_CHECK(false, "the program '", name,
+                    "' is neither next to tandem-launch nor on PATH; give its path");
+  return name;
 }
 
 Options parse(int argc, char** argv) {
@@ -62,28 +105,34 @@ Options parse(int argc, char** argv) {
       ++i;
       break;
     }
+    if (arg == "-h") throw Error(kUsage);
     if (!arg.starts_with("--")) break;  // the program and its arguments
+    // --flag value, or --flag=value.
+    const size_t equals = arg.find('=');
+    const bool has_inline = equals != std::string::npos;
+    const std::string flag = has_inline ? arg.substr(0, equals) : arg;
     auto value = [&]() -> std::string {
-      TANDEM_USER_CHECK(i + 1 < argc && !std::string(argv[i + 1]).starts_with("--"), arg,
+      if (has_inline) return arg.substr(equals + 1);
+      TANDEM_USER_CHECK(i + 1 < argc && !std::string(argv[i + 1]).starts_with("--"), flag,
                         " needs a value\n", kUsage);
       return argv[++i];
     };
-    if (arg == "--nproc-per-node")
-      o.nproc_per_node = to_int(arg, value(), 1, 4096);
-    else if (arg == "--nnodes")
-      o.nnodes = to_int(arg, value(), 1, 65536);
-    else if (arg == "--node-rank")
-      o.node_rank = to_int(arg, value(), 0, 65535);
-    else if (arg == "--master-addr")
+    if (flag == "--nproc-per-node")
+      o.nproc_per_node = to_int(flag, value(), 1, 4096);
+    else if (flag == "--nnodes")
+      o.nnodes = to_int(flag, value(), 1, 65536);
+    else if (flag == "--node-rank")
+      o.node_rank = to_int(flag, value(), 0, 65535);
+    else if (flag == "--master-addr")
       o.master_addr = value();
-    else if (arg == "--master-port")
-      o.master_port = to_int(arg, value(), 1, 65535);
-    else if (arg == "--max-restarts")
-      o.max_restarts = to_int(arg, value(), 0, 1000000);
-    else if (arg == "--log-dir")
+    else if (flag == "--master-port")
+      o.master_port = to_int(flag, value(), 1, 65535);
+    else if (flag == "--max-restarts")
+      o.max_restarts = to_int(flag, value(), 0, 1000000);
+    else if (flag == "--log-dir")
       o.log_dir = value();
-    else if (arg == "--grace-period-s")
-      o.grace_period_s = to_int(arg, value(), 0, 3600);
+    else if (flag == "--grace-period-s")
+      o.grace_period_s = to_seconds(flag, value());
     else if (arg == "--help" || arg == "-h")
       throw Error(kUsage);
     else
@@ -96,6 +145,7 @@ Options parse(int argc, char** argv) {
                     "node can reach (127.0.0.1 is each node itself)");
   for (; i < argc; ++i) o.program.push_back(argv[i]);
   if (o.program.empty()) o.program.push_back("tandem-train");
+  o.program[0] = resolve_program(o.program[0]);
   return o;
 }
 
@@ -160,6 +210,8 @@ int main(int argc, char** argv) {
       TANDEM_USER_CHECK(!error, "--log-dir '", options.log_dir,
                         "': cannot create it: ", error.message());
       check_output_path("--log-dir", options.log_dir + "/attempt-0.json");
+      for (const RankSpec& spec : specs(options, "", 0))
+        check_output_path("--log-dir", spec.log_path);
     }
   } catch (const std::exception& error) {
     std::fprintf(stderr, "tandem-launch: error: %s\n", error.what());
@@ -168,8 +220,10 @@ int main(int argc, char** argv) {
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
-  ::sigaction(SIGINT, &action, nullptr);
-  ::sigaction(SIGTERM, &action, nullptr);
+  // SIGHUP (a closed terminal or ssh session) and SIGQUIT stop the job the same way; a closed
+  // stdout reader must not kill the launcher (SIGPIPE): the write fails instead.
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) ::sigaction(s, &action, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
   const std::string id = run_id();
   char host[256] = "?";
   ::gethostname(host, sizeof host - 1);
@@ -186,11 +240,7 @@ int main(int argc, char** argv) {
       nlohmann::json record = {{"attempt", attempt}, {"run_id", id}, {"host", host}};
       int code = comm::kOtherErrorExitCode;
       std::string verdict;
-      if (result.stop_signal) {
-        record["cause"] = "stopped by " + signal_name(result.stop_signal);
-        code = 128 + result.stop_signal;
-        verdict = "stopped by " + signal_name(result.stop_signal) + "; not restarting";
-      } else {
+      if (result.first_failure) {
         const RankExit& failed = *result.first_failure;
         record["cause"] = failed.describe();
         record["failed_rank"] = failed.rank;
@@ -200,10 +250,18 @@ int main(int argc, char** argv) {
         if (!retryable(failed))
           verdict = failed.exit_code == comm::kUsageExitCode
                         ? "a configuration or usage error; restarting would fail the same way"
-                        : "an error a restart would repeat (exit 1); not restarting";
+                        : detail::concat("an error a restart would repeat (exit ", failed.exit_code,
+                                         "); not restarting");
         else if (attempt >= options.max_restarts)
           verdict =
               "no restarts left (--max-restarts " + std::to_string(options.max_restarts) + ")";
+      }
+      if (result.stop_signal) {  // the operator's stop wins over a restart
+        record["stopped_by"] = signal_name(result.stop_signal);
+        if (!result.first_failure)
+          record["cause"] = "stopped by " + signal_name(result.stop_signal);
+        code = 128 + result.stop_signal;
+        verdict = "stopped by " + signal_name(result.stop_signal) + "; not restarting";
       }
       record["detect_seconds"] = result.detect_seconds;
       record["stop_seconds"] = result.stop_seconds;
@@ -229,9 +287,18 @@ int main(int argc, char** argv) {
                      code);
         return code;
       }
+      // A little longer each time, so a failure that repeats at once cannot spin.
+      const double backoff_s = std::min(5.0, 0.1 * (1 << std::min(attempt, 6)));
       std::fprintf(stderr,
-                   "tandem-launch: %s; the others stopped in %.2f s; restarting every rank\n",
-                   what.c_str(), result.stop_seconds);
+                   "tandem-launch: %s; the others stopped in %.2f s; restarting every rank in "
+                   "%.1f s\n",
+                   what.c_str(), result.stop_seconds, backoff_s);
+      std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
+      if (g_stop.count > 0) {
+        std::fprintf(stderr, "tandem-launch: stopped by %s before the restart\n",
+                     signal_name(g_stop.signal).c_str());
+        return 128 + g_stop.signal;
+      }
     }
   } catch (const std::exception& error) {
     std::fprintf(stderr, "tandem-launch: error: %s\n", error.what());

@@ -88,8 +88,9 @@ rc=$?
 [ $rc -eq 3 ] && [ $((SECONDS - start)) -lt 10 ] && [ "$(left_over)" -eq 0 ] &&
   ok "a rank deaf to SIGTERM is killed after the grace period" || fail "grace period: exit $rc after $((SECONDS - start)) s"
 
-# 8. The launcher killed with SIGKILL takes its ranks with it.
-MARKER=$marker "$launch" --nproc-per-node 2 -- bash -c 'echo ready; while :; do sleep 0.1; done' > "$dir/kill.out" 2>&1 &
+# 8. The launcher killed with SIGKILL takes its ranks with it, and what they started (a wrapper
+# script's long-lived child): the guardian ends every rank's process group.
+MARKER=$marker "$launch" --nproc-per-node 2 -- bash -c 'sleep 60 & echo ready; wait' > "$dir/kill.out" 2>&1 &
 pid=$!
 wait_for_line "$dir/kill.out" "\[rank 1\] ready"
 kill -KILL $pid
@@ -97,12 +98,27 @@ wait $pid 2>/dev/null
 for _ in $(seq 50); do [ "$(left_over)" -eq 0 ] && break; sleep 0.1; done
 [ "$(left_over)" -eq 0 ] && ok "SIGKILL of the launcher ends its ranks" || fail "ranks outlived a killed launcher"
 
-# 9. Bad flags are usage errors.
-"$launch" --nproc-per-node 0 -- true > "$dir/usage.out" 2>&1
+# 9. Bad flags and a program that cannot run are usage errors, before any rank starts.
+"$launch" --nproc-per-node=0 -- true > "$dir/usage.out" 2>&1
 [ $? -eq 2 ] && grep -q "nproc-per-node = '0': expected an integer from 1" "$dir/usage.out" &&
   ok "a bad flag is refused with exit 2" || fail "bad flag: $(cat "$dir/usage.out")"
+"$launch" --max-restarts 3 -- "$dir/no-such-program" > "$dir/usage.out" 2>&1
+[ $? -eq 2 ] && grep -q "the program '$dir/no-such-program' is not an executable file" "$dir/usage.out" &&
+  ! grep -q "attempt" "$dir/usage.out" && ok "a program that cannot run: exit 2, nothing started" ||
+  fail "missing program: $(cat "$dir/usage.out")"
 
-# 10. tandem-train on 2 ranks under the launcher (UCX, the store on rank 0).
+# 10. SIGINT reaches the ranks as SIGINT, and a stop during a failure still names the failure.
+MARKER=$marker "$launch" --nproc-per-node 2 --log-dir "$dir/int" -- bash -c \
+  'trap "echo got INT; exit 0" INT; echo ready; while :; do sleep 0.1; done' > "$dir/int.out" 2>&1 &
+pid=$!
+wait_for_line "$dir/int.out" "\[rank 1\] ready" && sleep 0.3
+kill -INT $pid
+wait $pid
+rc=$?
+[ $rc -eq 130 ] && [ "$(grep -c 'got INT' "$dir/int.out")" -eq 2 ] && ok "SIGINT forwarded as SIGINT, exit 130" ||
+  { fail "SIGINT: exit $rc"; cat "$dir/int.out"; }
+
+# 11. tandem-train on 2 ranks under the launcher (UCX, the store on rank 0).
 port=$(free_port)
 out=$(OMP_NUM_THREADS=1 "$launch" --nproc-per-node 2 --master-port "$port" -- "$train" \
   examples/configs/tiny.toml --set train.steps=3 --set train.eval_batches=1 2>&1)
