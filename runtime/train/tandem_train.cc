@@ -28,6 +28,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: tandem-train CONFIG.toml [--set section.key=value]... [--summary-json PATH]\n"
     "                    [--trace PATH]   (Chrome trace of the last step; multi-rank runs)\n"
+    "                    [--log-jsonl PATH]   (one JSON line per step and evaluation, appended)\n"
     "       tandem-train --config-reference\n";
 
 struct Arguments {
@@ -35,6 +36,7 @@ struct Arguments {
   std::vector<std::string> overrides;
   std::string summary_path;
   std::string trace_path;
+  std::string log_jsonl_path;
 };
 
 Arguments parse_arguments(int argc, char** argv) {
@@ -61,6 +63,8 @@ Arguments parse_arguments(int argc, char** argv) {
       args.summary_path = value("--summary-json");
     } else if (arg == "--trace" || arg.starts_with("--trace=")) {
       args.trace_path = value("--trace");
+    } else if (arg == "--log-jsonl" || arg.starts_with("--log-jsonl=")) {
+      args.log_jsonl_path = value("--log-jsonl");
     } else if (arg.starts_with("-")) {
       TANDEM_USER_CHECK(false, "unknown option '", arg, "'\n", kUsage);
     } else {
@@ -109,7 +113,8 @@ int main(int argc, char** argv) {
     // Output paths are checked before training, so a bad path cannot throw a finished run away;
     // only rank 0 writes them.
     for (const auto& [path, what] :
-         {std::pair{args.summary_path, "--summary-json"}, std::pair{args.trace_path, "--trace"}})
+         {std::pair{args.summary_path, "--summary-json"}, std::pair{args.trace_path, "--trace"},
+          std::pair{args.log_jsonl_path, "--log-jsonl"}})
       if (!path.empty() && launch.rank == 0) check_output_path(what, path);
     // A configured flight record directory is checked too: a record is written when the job
     // hangs, the worst moment to find that it cannot be.
@@ -151,6 +156,8 @@ int main(int argc, char** argv) {
       engine = std::make_unique<SingleProcessEngine>(config);
     }
     Trainer trainer(config, std::move(engine));
+    if (reports && !args.log_jsonl_path.empty())
+      trainer.set_step_log(std::make_unique<StepLog>(args.log_jsonl_path), launch.restart_count);
     TrainSummary summary = trainer.run();
     if (!reports) return 0;
     char line[256];

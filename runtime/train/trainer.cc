@@ -153,6 +153,10 @@ TrainSummary Trainer::run() {
       std::strncat(line, fp8_line, sizeof line - std::strlen(line) - 1);
     }
     if (reports) log_info(line);
+    if (reports && step_log_)
+      step_log_->step(step + 1, loss,
+                      kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr),
+                      report.grad_norm, tokens_per_step, seconds, restart_);
     const bool last = step + 1 == t.steps;
     if (last || (t.eval_interval > 0 && (step + 1) % t.eval_interval == 0)) {
       const double eval_loss = engine_->evaluate();
@@ -161,6 +165,7 @@ TrainSummary Trainer::run() {
       std::snprintf(eval_line, sizeof eval_line, "eval step %lld | held-out loss %.4f",
                     static_cast<long long>(step + 1), eval_loss);
       if (reports) log_info(eval_line);
+      if (reports && step_log_) step_log_->evaluation(step + 1, eval_loss);
     }
   }
   summary.steps = t.steps;

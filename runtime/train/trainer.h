@@ -14,6 +14,7 @@
 #include "runtime/model/model_chunk.h"
 #include "runtime/train/data.h"
 #include "runtime/train/optimizer.h"
+#include "runtime/train/step_log.h"
 #include "runtime/train/train_engine.h"
 
 namespace tandem {
@@ -59,10 +60,17 @@ class Trainer {
   double train_step(int64_t step) { return engine_->train_step(step).loss; }
   double evaluate() { return engine_->evaluate(); }
   TrainEngine& engine() { return *engine_; }
+  // Appends every step and evaluation to `log` (when this engine reports); `restart` is the
+  // attempt number written with each step.
+  void set_step_log(std::unique_ptr<StepLog> log, int64_t restart) {
+    step_log_ = std::move(log), restart_ = restart;
+  }
 
  private:
   Config config_;
   std::unique_ptr<TrainEngine> engine_;
+  std::unique_ptr<StepLog> step_log_;
+  int64_t restart_ = 0;
 };
 
 }  // namespace tandem

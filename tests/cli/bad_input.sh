@@ -205,5 +205,28 @@ else
   fail "writing the summary over an old one"
 fi
 
+# The per-step log: a run appends one JSON line per step and evaluation, a second run appends to
+# the same file; a directory as the log is refused before training.
+want_rc=2
+expect_error "--log-jsonl '$tmp/dir': is a directory" $cfg --log-jsonl "$tmp/dir"
+want_rc=""
+for run in 1 2; do
+  timeout 120 "$train" $cfg "${small[@]}" --set train.steps=3 --log-jsonl "$tmp/steps.jsonl" >/dev/null 2>&1 ||
+    fail "run $run with --log-jsonl failed"
+done
+if python3 - "$tmp/steps.jsonl" <<'PY'
+import json, sys
+records = [json.loads(line) for line in open(sys.argv[1])]
+steps = [r["step"] for r in records if "loss" in r]
+evals = [r for r in records if "eval_loss" in r]
+assert steps == [1, 2, 3, 1, 2, 3], steps
+assert len(evals) == 2 and all(r["step"] == 3 for r in evals), evals
+for r in records:
+    if "loss" in r:
+        assert set(r) == {"step", "loss", "lr", "grad_norm", "tokens", "step_seconds", "restart"}, r
+        assert r["restart"] == 0 and r["tokens"] == 4 * 32 and r["step_seconds"] > 0, r
+PY
+then echo "ok: --log-jsonl appends a line per step and evaluation"; else fail "--log-jsonl records"; fi
+
 [ $failures -eq 0 ] && echo "bad_input: all cases refused clearly" || echo "bad_input: $failures failures"
 exit $((failures > 0))
