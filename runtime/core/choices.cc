@@ -30,19 +30,25 @@ size_t edit_distance(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
+std::string quoted_names(const std::vector<std::string_view>& names) {
+  std::string list;
+  for (std::string_view name : names)
+    list += detail::concat(list.empty() ? "" : ", ", "\"", name, "\"");
+  return list;
+}
+
 std::string unknown_choice_message(std::string_view what, std::string_view text,
                                    const std::vector<std::string_view>& names) {
   std::string lowered(text);
   for (char& c : lowered) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  std::string list;
   std::string_view nearest;
   size_t best = SIZE_MAX;
   for (std::string_view name : names) {
-    list += detail::concat(list.empty() ? "" : ", ", "\"", name, "\"");
     const size_t distance = edit_distance(lowered, name);
     if (distance < best) best = distance, nearest = name;
   }
-  std::string message = detail::concat(what, " = \"", text, "\" is not one of ", list);
+  std::string message =
+      detail::concat(what, " = \"", text, "\" is not one of ", quoted_names(names));
   if (!nearest.empty() && best <= std::max<size_t>(2, nearest.size() / 3))
     message += detail::concat("; did you mean \"", nearest, "\"?");
   return message;

@@ -87,6 +87,8 @@ std::vector<std::string_view> choice_names() {
 }
 
 bool equal_ignoring_case(std::string_view a, std::string_view b);
+// "\"a\", \"b\", \"c\"": the names as a message lists them.
+std::string quoted_names(const std::vector<std::string_view>& names);
 // `what = "text" is not one of "a", "b"; did you mean "b"?` (the nearest by edit distance).
 std::string unknown_choice_message(std::string_view what, std::string_view text,
                                    const std::vector<std::string_view>& names);

@@ -49,12 +49,7 @@ std::string type_name(const ConfigValueRef& ref) {
         if constexpr (std::is_same_v<T, double>) return "a number";
         if constexpr (std::is_same_v<T, bool>) return "true or false";
         if constexpr (std::is_same_v<T, std::string>) return "a string";
-        if constexpr (std::is_same_v<T, ChoiceRef>) {
-          std::string names;
-          for (std::string_view name : bound.names)
-            names += detail::concat(names.empty() ? "" : ", ", "\"", name, "\"");
-          return "one of " + names;
-        }
+        if constexpr (std::is_same_v<T, ChoiceRef>) return "one of " + quoted_names(bound.names);
       },
       ref);
 }

@@ -30,7 +30,8 @@ std::vector<MoeFfnBlock*> moe_blocks_by_layer(
 // Records and logs (rank 0) how expert rows move inside a node.
 void ParallelEngine::note_expert_exchange(bool shared, const std::string& why_not,
                                           const char* what) {
-  expert_exchange_ = shared ? "shared_memory" : "messages";
+  expert_exchange_ =
+      choice_name(shared ? ExpertExchange::kSharedMemory : ExpertExchange::kMessages);
   if (world_rank_ != 0) return;
   if (shared)
     log_info(what, " in shared memory (comm.expert_exchange = \"",

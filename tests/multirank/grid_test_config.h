@@ -1,12 +1,15 @@
 // The small MoE model the multi-rank grid tests train — 1 dense + 3 MoE layers, 8 experts top-2
 // + 1 shared, so every pipeline stage of every tested grid has layers and every expert group has
-// experts — and the grid flags they share (--pp, --ep, --schedule, --microbatches, --zero1).
+// experts — the grid flags they share (--pp, --ep, --schedule, --microbatches, --zero1), and how
+// they join the job.
 #pragma once
 
 #include <string>
 
+#include "comm/world.h"
 #include "runtime/core/config.h"
 #include "runtime/core/errors.h"
+#include "runtime/core/runtime_context.h"
 
 namespace tandem::testing {
 
@@ -55,6 +58,15 @@ inline bool apply_grid_flag(Config& c, int argc, char** argv, int& i) {
   else
     return false;
   return true;
+}
+
+// Joins the job's world as every grid test does (MPI under mpirun, UCX when started the torchrun
+// way), with this rank in the log lines and one thread per rank.
+inline comm::World join_test_world(const Config& c) {
+  comm::World world = comm::join_world({CommBackend::kAuto, comm_timeout_ms(c.comm), "", true});
+  runtime().rank = world.comm->rank();
+  set_thread_count(1);
+  return world;
 }
 
 }  // namespace tandem::testing

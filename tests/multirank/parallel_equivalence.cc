@@ -127,11 +127,8 @@ void deserialise(const char* data, size_t size, std::map<std::string, std::vecto
 int main(int argc, char** argv) {
   try {
     const Config config = test_config(argc, argv);
-    comm::World world =
-        comm::join_world({CommBackend::kAuto, comm_timeout_ms(config.comm), "", true});
+    comm::World world = testing::join_test_world(config);
     comm::Communicator& comm = *world.comm;
-    runtime().rank = comm.rank();
-    set_thread_count(1);
     std::vector<double> losses, norms;
     double held_out = 0;
     std::string mine;

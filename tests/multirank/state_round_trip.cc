@@ -33,11 +33,8 @@ Config test_config(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     const Config config = test_config(argc, argv);
-    comm::World world =
-        comm::join_world({CommBackend::kAuto, comm_timeout_ms(config.comm), "", true});
+    comm::World world = testing::join_test_world(config);
     comm::Communicator& comm = *world.comm;
-    runtime().rank = comm.rank();
-    set_thread_count(1);
     constexpr int64_t kFirst = 2;
     const int64_t total = config.train.steps;
     testing::SavedState expected, saved, resumed;

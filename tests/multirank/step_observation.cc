@@ -22,6 +22,7 @@
 #include "comm/world.h"
 #include "runtime/core/runtime_context.h"
 #include "runtime/train/parallel_engine.h"
+#include "tests/multirank/grid_test_config.h"
 #include "tests/multirank/latency_communicator.h"
 
 namespace {
@@ -136,12 +137,9 @@ int main(int argc, char** argv) {
     const double latency_s = flag(argc, argv, "--latency-us", 3000) * 1e-6;
     const double min_posted_ahead = flag(argc, argv, "--min-posted-ahead", 0.75);
     const Config config = test_config();
-    comm::World world =
-        comm::join_world({CommBackend::kAuto, comm_timeout_ms(config.comm), "", true});
+    comm::World world = testing::join_test_world(config);
     comm::Communicator& comm = *world.comm;
     TANDEM_USER_CHECK(comm.size() == 4, "run under mpirun -np 4");
-    runtime().rank = comm.rank();
-    set_thread_count(1);
     StepEventLog log;
     ParallelEngineOptions options;
     options.events = &log;
