@@ -13,6 +13,9 @@ inline constexpr int kSuccessExitCode = 0;
 inline constexpr int kOtherErrorExitCode = 1;
 inline constexpr int kUsageExitCode = 2;      // usage or configuration error: restarting won't help
 inline constexpr int kCommFaultExitCode = 3;  // a communication fault: a restart may succeed
+// Stopped on request (SIGTERM) at a step boundary, after writing a checkpoint when checkpoint.dir
+// is set: run the same command again to resume. Not a failure: a launcher does not restart it.
+inline constexpr int kStoppedExitCode = 4;
 
 class CommFault : public Error {
  public:
