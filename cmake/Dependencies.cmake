@@ -21,6 +21,12 @@ find_package(ucx CONFIG REQUIRED)
 find_package(Protobuf REQUIRED)
 find_package(gRPC CONFIG REQUIRED)
 find_package(prometheus-cpp CONFIG REQUIRED)
+# xxHash (XXH64) checksums every checkpoint shard.
+find_path(XXHASH_INCLUDE_DIR xxhash.h)
+find_library(XXHASH_LIBRARY xxhash)
+if(NOT XXHASH_INCLUDE_DIR OR NOT XXHASH_LIBRARY)
+  message(FATAL_ERROR "xxHash not found; run scripts/install-deps (package libxxhash-dev)")
+endif()
 
 # CUDA is optional: ON where nvcc is found. The CUDA code must always compile where the toolkit
 # exists (CI has it, without a GPU); at run time the CPU path is used when no GPU answers.

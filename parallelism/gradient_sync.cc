@@ -136,6 +136,23 @@ std::vector<ParameterSlice> GradientSync::update_slices() {
   return out;
 }
 
+std::vector<bool> GradientSync::saved_here() const {
+  std::vector<bool> out;
+  for (const auto& bucket : buckets_) {
+    const Bucket& b = *bucket;
+    const int64_t begin = zero1_ ? b.shard_begin() : 0;
+    const int64_t end = zero1_ ? begin + b.shard : b.elements;
+    const int replicas = b.set.group->size(), me = b.set.group->rank();
+    // The same walk as update_slices, so the flags line up with its slices.
+    for (size_t i = 0; i < b.set.params.size(); ++i) {
+      const int64_t numel = b.set.params[i]->value.numel();
+      if (std::max(begin, b.offsets[i]) >= std::min(end, b.offsets[i] + numel)) continue;
+      out.push_back(zero1_ || static_cast<int>(i % static_cast<size_t>(replicas)) == me);
+    }
+  }
+  return out;
+}
+
 void GradientSync::gather_parameters() {
   if (!zero1_) return;
   // Every replica gets the whole updated set back; the shard is copied out first because the

@@ -50,6 +50,10 @@ class GradientSync {
   // or under ZeRO-1 the part of each that falls in this rank's shard of its bucket, with views of
   // the reduced shard gradient and of the flat parameter buffer. Stable for this object's life.
   std::vector<ParameterSlice> update_slices();
+  // For each of update_slices(): whether this rank is the one replica that saves it in a
+  // checkpoint — every slice under ZeRO-1 (each is this rank's own shard), otherwise the
+  // parameters of each bucket dealt out over its replicas in turn, so every rank writes a share.
+  std::vector<bool> saved_here() const;
   // After the optimizer step: under ZeRO-1, all-gathers every bucket's updated shards so each
   // replica holds the whole updated set (nothing to do otherwise).
   void gather_parameters();

@@ -310,6 +310,9 @@ void validate_config(const Config& c) {
   TANDEM_USER_CHECK(!c.fp8.attention || c.fp8.enabled,
                     "config: fp8.attention = true needs fp8.enabled = true");
   // The world group is opened before any device exists, so it is never NCCL.
+  TANDEM_USER_CHECK(c.checkpoint.interval == 0 || !c.checkpoint.dir.empty(),
+                    "config: checkpoint.interval = ", c.checkpoint.interval,
+                    " needs checkpoint.dir (where to write them); set both, or neither");
   TANDEM_USER_CHECK(c.comm.world != CommBackend::kNccl,
                     "config: comm.world = \"nccl\" is not possible (the world group bootstraps "
                     "the others on the CPU); use \"auto\", \"mpi\" or \"ucx\", and comm.expert "

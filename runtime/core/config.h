@@ -92,6 +92,13 @@ struct ParallelConfig {
   bool overlap = true;  // run F&B pairs interleaved at sub-layer granularity
 };
 
+struct CheckpointConfig {
+  std::string dir;       // "": no checkpoints
+  int64_t interval = 0;  // steps between checkpoints (0: only the last step's and on SIGTERM)
+  int64_t keep = 3;      // complete checkpoints kept (the newest)
+  bool async = true;     // written by a background thread after a copy to host buffers
+};
+
 struct Config {
   ModelConfig model;
   TrainConfig train;
@@ -99,6 +106,7 @@ struct Config {
   Fp8Config fp8;
   CommConfig comm;
   ParallelConfig parallel;
+  CheckpointConfig checkpoint;
 };
 
 // A key whose value is one of a set of names (an enum field, see choices.h).

@@ -162,6 +162,20 @@ const std::vector<ConfigKey>& config_keys() {
                  "Interleave each overlapped F&B pair at sub-layer granularity, so that one "
                  "micro-batch's all-to-all runs while the other computes (false: one after the "
                  "other, for comparison)."),
+      TANDEM_KEY(checkpoint, dir,
+                 "Directory of the run's checkpoints (one step-NNNNNNNN/ directory each: a "
+                 "safetensors shard per rank and a manifest); empty: no checkpoints. In a "
+                 "multi-node job every node must see the same directory (a shared filesystem): "
+                 "this is checked at startup."),
+      TANDEM_KEY_IN(checkpoint, interval, R::closed(0, k2e40),
+                    "Steps between checkpoints; 0: only after the last step (and on SIGTERM). "
+                    "Used when checkpoint.dir is set."),
+      TANDEM_KEY_IN(checkpoint, keep, R::closed(1, 1000000),
+                    "Complete checkpoints kept; older ones are removed once a newer one is "
+                    "complete."),
+      TANDEM_KEY(checkpoint, async,
+                 "Write checkpoints from a background thread after copying the state to host "
+                 "buffers (the step goes on), or in the step itself (false)."),
   };
   return keys;
 }

@@ -15,6 +15,13 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An error in what the user gave (configuration, files, arguments) found once the job is up:
+// tools exit with the usage code (2) for it, so that a launcher does not restart the job.
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+
 namespace detail {
 template <class... Args>
 std::string concat(Args&&... args) {
@@ -38,6 +45,7 @@ std::string concat(Args&&... args) {
     }                                                          \
   } while (0)
 // A user-facing error (bad config, bad file): the message stands alone, no file:line noise.
+#define TANDEM_USER_FAIL(...) throw ::tandem::Error(::tandem::detail::concat(__VA_ARGS__))
 #define TANDEM_USER_CHECK(cond, ...)                                \
   do {                                                              \
     if (!(cond)) [[unlikely]]                                       \

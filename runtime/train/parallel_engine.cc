@@ -164,8 +164,25 @@ TrainingState ParallelEngine::state() {
   out.parameters = parameters();
   for (MoeFfnBlock* moe : moe_blocks_) out.buffers.push_back({moe->bias_name(), moe->bias()});
   out.moments = optimizer_->moments();
+  out.saves_moments = sync_->saved_here();
+  TANDEM_CHECK(out.saves_moments.size() == out.moments.size(), "one flag per update slice");
+  // Every rank holding a layer has the same router bias (updated from the all-reduced load).
+  out.saves_buffer.assign(out.buffers.size(), grid_->dense_replicas().rank() == 0);
   out.steps_taken = optimizer_->steps_taken();
   return out;
+}
+
+nlohmann::json ParallelEngine::grid_description() const {
+  return {{"world_size", shape_.pp * shape_.dp},
+          {"pp", shape_.pp},
+          {"dp", shape_.dp},
+          {"ep", shape_.ep},
+          {"zero1", config_.parallel.zero1},
+          {"schedule", choice_name(config_.parallel.schedule)}};
+}
+
+comm::Communicator* ParallelEngine::job_world() {
+  return &grid_->data_world();
 }
 
 void ParallelEngine::set_steps_taken(int64_t steps) {

@@ -47,6 +47,8 @@ class ParallelEngine final : public TrainEngine {
   void finish() override;
   TrainingState state() override;
   void set_steps_taken(int64_t steps) override;
+  nlohmann::json grid_description() const override;
+  comm::Communicator* job_world() override;
 
   const parallel::ProcessGrid& grid() const { return *grid_; }
   const parallel::Schedule& schedule() const { return schedule_; }

@@ -1,7 +1,12 @@
 // tandem-train: trains the model described by a TOML config, in one process or on every rank of a
 // job started by mpirun, srun or the torchrun convention (then on the parallel.* grid).
 //   tandem-train CONFIG.toml [--set section.key=value]... [--summary-json PATH] [--trace PATH]
+//                [--log-jsonl PATH] [--resume auto|PATH]
 //   tandem-train --config-reference     (prints every configuration key as Markdown)
+// SIGTERM (from an operator, slurm, or tandem-launch forwarding one) stops every rank at the next
+// step boundary after a checkpoint, with exit code 4; a second SIGTERM ends the process at once.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -29,6 +34,9 @@ constexpr const char* kUsage =
     "usage: tandem-train CONFIG.toml [--set section.key=value]... [--summary-json PATH]\n"
     "                    [--trace PATH]   (Chrome trace of the last step; multi-rank runs)\n"
     "                    [--log-jsonl PATH]   (one JSON line per step and evaluation, appended)\n"
+    "                    [--resume auto|PATH]   (auto: the newest usable checkpoint in\n"
+    "                    checkpoint.dir, the default under tandem-launch; PATH: that checkpoint\n"
+    "                    or directory of checkpoints)\n"
     "       tandem-train --config-reference\n";
 
 struct Arguments {
@@ -37,7 +45,24 @@ struct Arguments {
   std::string summary_path;
   std::string trace_path;
   std::string log_jsonl_path;
+  std::string resume;  // "", "auto" or a path
 };
+
+// SIGTERM asks for a stop at the next step boundary; the second one ends the process at once.
+volatile std::sig_atomic_t stop_signals = 0;
+
+void on_stop_signal(int) {
+  if (stop_signals > 0) {
+    std::signal(SIGTERM, SIG_DFL);
+    std::raise(SIGTERM);
+    return;
+  }
+  stop_signals = 1;
+  constexpr char kNote[] =
+      "tandem-train: SIGTERM: stopping at the next step boundary (after a checkpoint when "
+      "checkpoint.dir is set); a second SIGTERM stops at once\n";
+  [[maybe_unused]] const ssize_t n = ::write(2, kNote, sizeof kNote - 1);
+}
 
 Arguments parse_arguments(int argc, char** argv) {
   Arguments args;
@@ -65,6 +90,8 @@ Arguments parse_arguments(int argc, char** argv) {
       args.trace_path = value("--trace");
     } else if (arg == "--log-jsonl" || arg.starts_with("--log-jsonl=")) {
       args.log_jsonl_path = value("--log-jsonl");
+    } else if (arg == "--resume" || arg.starts_with("--resume=")) {
+      args.resume = value("--resume");
     } else if (arg.starts_with("-")) {
       TANDEM_USER_CHECK(false, "unknown option '", arg, "'\n", kUsage);
     } else {
@@ -121,6 +148,12 @@ int main(int argc, char** argv) {
     if (!config.comm.flight_record_dir.empty() && (launch.world_size > 1 || config.parallel.pp > 1))
       check_output_path("comm.flight_record_dir",
                         comm::flight_record_path(config.comm.flight_record_dir, launch.rank));
+    // Under tandem-launch a restarted attempt resumes by itself.
+    if (args.resume.empty() && !config.checkpoint.dir.empty() && std::getenv("TANDEM_RUN_ID"))
+      args.resume = "auto";
+    TANDEM_USER_CHECK(args.resume != "auto" || !config.checkpoint.dir.empty(),
+                      "--resume auto reads checkpoint.dir, which is not set; set it, or give "
+                      "--resume the path of a checkpoint");
     TANDEM_USER_CHECK(args.trace_path.empty() || launch.world_size > 1 || config.parallel.pp > 1,
                       "--trace records the pipeline executor; it needs a multi-rank run "
                       "(mpirun -np N tandem-train ...)");
@@ -155,10 +188,43 @@ int main(int argc, char** argv) {
     } else {
       engine = std::make_unique<SingleProcessEngine>(config);
     }
+    if (!args.resume.empty()) {
+      TrainingState state = engine->state();
+      const std::string from = args.resume == "auto" ? config.checkpoint.dir : args.resume;
+      const std::optional<LoadedCheckpoint> loaded =
+          load_checkpoint(from, config, state, engine->job_world());
+      if (loaded) {
+        engine->set_steps_taken(loaded->step);
+      } else if (reports) {
+        log_info("no checkpoint in ", from, " yet: starting from step 0");
+      }
+      if (loaded && loaded->step >= config.train.steps) {
+        if (reports)
+          log_info("checkpoint ", loaded->path, " is at step ", loaded->step,
+                   ", train.steps = ", config.train.steps,
+                   ": nothing left to train (raise train.steps to go on)");
+        return comm::kSuccessExitCode;
+      }
+    }
     Trainer trainer(config, std::move(engine));
     if (reports && !args.log_jsonl_path.empty())
       trainer.set_step_log(std::make_unique<StepLog>(args.log_jsonl_path), launch.restart_count);
+    if (!config.checkpoint.dir.empty())
+      trainer.set_checkpoints(std::make_unique<CheckpointWriter>(
+          config, trainer.engine().job_world(), trainer.engine().grid_description()));
+    std::signal(SIGTERM, on_stop_signal);
+    trainer.set_stop_request([] { return stop_signals > 0; });
     TrainSummary summary = trainer.run();
+    if (summary.stopped) {
+      if (reports)
+        log_info("stopped on request (SIGTERM) after step ", summary.steps,
+                 config.checkpoint.dir.empty()
+                     ? "; nothing was saved (checkpoint.dir is not set)"
+                     : detail::concat("; checkpoint ", config.checkpoint.dir, "/",
+                                      checkpoint_name(summary.steps),
+                                      " written: run the same command to resume"));
+      return comm::kStoppedExitCode;
+    }
     if (!reports) return 0;
     char line[256];
     std::snprintf(line, sizeof line,
@@ -168,6 +234,14 @@ int main(int argc, char** argv) {
                   summary.eval_losses.back().second, summary.tokens_per_second,
                   static_cast<long long>(summary.params), summary.flops_per_token / 1e6);
     log_info(line);
+    if (!summary.checkpoints.is_null()) {
+      const auto& c = summary.checkpoints;
+      log_info("checkpoints: ", c["committed"].get<int64_t>(), " written to ",
+               c["dir"].get<std::string>(), " | stall ", c["stall_seconds"].get<double>() * 1e3,
+               " ms per checkpoint step (", c["stall_fraction_of_step"].get<double>() * 100,
+               "% of a step) | write ", c["write_bytes_per_second"].get<double>() / 1e6,
+               " MB/s (rank 0)");
+    }
     // The trace's own failure was reported where it happened, with the trace itself.
     const bool outputs_lost = summary.engine_fields.contains("trace_error");
     if (!args.summary_path.empty()) {
@@ -187,7 +261,10 @@ int main(int argc, char** argv) {
     // A communication fault (peer lost, collective timeout, store lost) is worth a restart; a
     // configuration refused only once the job is up is not.
     const bool fault = dynamic_cast<const comm::CommFault*>(&error) != nullptr;
-    const int code = fault ? comm::kCommFaultExitCode : comm::kOtherErrorExitCode;
+    const bool usage = dynamic_cast<const UsageError*>(&error) != nullptr;
+    const int code = fault   ? comm::kCommFaultExitCode
+                     : usage ? comm::kUsageExitCode
+                             : comm::kOtherErrorExitCode;
     std::fprintf(stderr, "tandem-train: %s: %s\n", fault ? "communication fault" : "error",
                  error.what());
     if (world.comm) {

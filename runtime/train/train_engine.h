@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "comm/communicator.h"
 #include "kernels/fp8.h"
 #include "runtime/model/block.h"
 #include "runtime/train/optimizer.h"
@@ -31,7 +32,11 @@ struct TrainingState {
   std::vector<Parameter*> parameters;   // whole; replicas of a parameter hold equal copies
   std::vector<NamedTensor> buffers;     // the routers' balancing biases
   std::vector<AdamW::Moments> moments;  // m and v of the parameter ranges this rank updates
-  int64_t steps_taken = 0;              // optimizer steps so far
+  // Which of them this rank writes into a checkpoint: each parameter range (its values, m and
+  // v) and each buffer is saved by exactly one of the ranks that hold it.
+  std::vector<bool> saves_moments;
+  std::vector<bool> saves_buffer;
+  int64_t steps_taken = 0;  // optimizer steps so far
 };
 
 struct StepReport {
@@ -62,6 +67,11 @@ class TrainEngine {
   virtual TrainingState state() = 0;
   // Resumes a step count (a checkpoint's): the next train_step must then be of that step.
   virtual void set_steps_taken(int64_t steps) = 0;
+  // The group of every rank of the job, over which step-boundary decisions (stop, checkpoint)
+  // are agreed; null in one process.
+  virtual comm::Communicator* job_world() { return nullptr; }
+  // The grid this engine runs on (pp, dp, ep, zero1, schedule, world size), for checkpoints.
+  virtual nlohmann::json grid_description() const = 0;
 };
 
 }  // namespace tandem

@@ -85,8 +85,14 @@ TrainingState SingleProcessEngine::state() {
   for (MoeFfnBlock* moe : model_.moe_blocks())
     out.buffers.push_back({moe->bias_name(), moe->bias()});
   out.moments = optimizer_.moments();
+  out.saves_moments.assign(out.moments.size(), true);
+  out.saves_buffer.assign(out.buffers.size(), true);
   out.steps_taken = optimizer_.steps_taken();
   return out;
+}
+
+nlohmann::json SingleProcessEngine::grid_description() const {
+  return {{"world_size", 1}, {"pp", 1}, {"dp", 1}, {"ep", 1}, {"zero1", false}};
 }
 
 double SingleProcessEngine::evaluate() {
@@ -123,20 +129,46 @@ TrainSummary Trainer::run() {
              stats.flops_per_token / 1e6, " MFLOP per token (training)");
 
   const int64_t tokens_per_step = t.batch_size * config_.model.seq_len;
+  const int64_t first_step = engine_->state().steps_taken;
+  summary.first_step = first_step;
   const auto start = std::chrono::steady_clock::now();
   double train_seconds = 0;
-  for (int64_t step = 0; step < t.steps; ++step) {
+  // Step times with and without a checkpoint at their end (the first step of a process, which
+  // warms up, is left out): their difference is what a checkpoint costs the step.
+  double checkpoint_step_seconds = 0, other_step_seconds = 0;
+  int64_t checkpoint_steps = 0, other_steps = 0;
+  int64_t step = first_step;
+  for (; step < t.steps; ++step) {
     const auto step_start = std::chrono::steady_clock::now();
     const StepReport report = engine_->train_step(step);
     const double loss = report.loss;
     summary.fp8_stats.merge(report.fp8);
+    // The step boundary: every rank decides the same (stop, checkpoint) here.
+    const bool last = step + 1 == t.steps;
+    bool stop = false;
+    if (stop_requested_) {
+      const bool mine = stop_requested_();
+      comm::Communicator* world = engine_->job_world();
+      stop = world ? comm::all_reduce_value(*world, mine ? 1 : 0, comm::ReduceOp::kMax) > 0 : mine;
+    }
+    bool checkpoint = false;
+    if (checkpoints_) {
+      checkpoints_->poll();
+      const int64_t interval = config_.checkpoint.interval;
+      checkpoint = last || stop || (interval > 0 && (step + 1) % interval == 0);
+      if (checkpoint) checkpoints_->save(engine_->state(), step + 1);
+    }
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     train_seconds += seconds;
+    if (step > first_step) {
+      (checkpoint ? checkpoint_step_seconds : other_step_seconds) += seconds;
+      ++(checkpoint ? checkpoint_steps : other_steps);
+    }
     summary.losses.push_back(loss);
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double eta = elapsed / (step + 1) * (t.steps - step - 1);
+    const double eta = elapsed / (step + 1 - first_step) * (t.steps - step - 1);
     char line[256];
     std::snprintf(line, sizeof line,
                   "step %lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | "
@@ -157,7 +189,6 @@ TrainSummary Trainer::run() {
       step_log_->step(step + 1, loss,
                       kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr),
                       report.grad_norm, tokens_per_step, seconds, restart_);
-    const bool last = step + 1 == t.steps;
     if (last || (t.eval_interval > 0 && (step + 1) % t.eval_interval == 0)) {
       const double eval_loss = engine_->evaluate();
       summary.eval_losses.emplace_back(step + 1, eval_loss);
@@ -167,19 +198,55 @@ TrainSummary Trainer::run() {
       if (reports) log_info(eval_line);
       if (reports && step_log_) step_log_->evaluation(step + 1, eval_loss);
     }
+    if (stop && !last) {
+      summary.stopped = true;
+      ++step;
+      break;
+    }
   }
-  summary.steps = t.steps;
+  summary.steps = step;
   summary.fp8 = config_.fp8.enabled;
+  if (checkpoints_) {
+    checkpoints_->finish();
+    const CheckpointWriter::Stats& c = checkpoints_->stats();
+    const double checkpoint_mean =
+        checkpoint_steps ? checkpoint_step_seconds / static_cast<double>(checkpoint_steps) : 0;
+    const double other_mean =
+        other_steps ? other_step_seconds / static_cast<double>(other_steps) : 0;
+    summary.checkpoints = {
+        {"dir", checkpoints_->dir()},
+        {"saved", c.saved},
+        {"committed", c.committed},
+        {"failed", c.failed},
+        {"last_step", c.last_committed_step},
+        {"bytes_this_rank", c.bytes},
+        {"copy_seconds", c.copy_seconds},
+        {"wait_seconds", c.wait_seconds},
+        {"write_seconds", c.write_seconds},
+        {"write_bytes_per_second", c.write_seconds > 0 ? c.bytes / c.write_seconds : 0},
+        {"checkpoint_steps_measured", checkpoint_steps},
+        {"step_seconds_with_checkpoint", checkpoint_mean},
+        {"step_seconds_without", other_mean},
+        {"stall_seconds", checkpoint_steps && other_steps ? checkpoint_mean - other_mean : 0},
+        {"stall_fraction_of_step", checkpoint_steps && other_steps && other_mean > 0
+                                       ? (checkpoint_mean - other_mean) / other_mean
+                                       : 0}};
+  }
   engine_->finish();
   summary.engine_fields = engine_->summary_fields();
-  summary.tokens_per_second =
-      static_cast<double>(tokens_per_step) * static_cast<double>(t.steps) / train_seconds;
+  summary.tokens_per_second = train_seconds > 0
+                                  ? static_cast<double>(tokens_per_step) *
+                                        static_cast<double>(step - first_step) / train_seconds
+                                  : 0;
   return summary;
 }
 
 nlohmann::json TrainSummary::to_json(const Config& config) const {
   nlohmann::json out;
   out["steps"] = steps;
+  out["first_step"] = first_step;
+  out["stopped"] = stopped;
+  if (!checkpoints.is_null()) out["checkpoints"] = checkpoints;
   out["losses"] = losses;
   out["eval_losses"] = nlohmann::json::array();
   for (const auto& [step, loss] : eval_losses) out["eval_losses"].push_back({step, loss});

@@ -3,6 +3,7 @@
 // the routers, clip, step AdamW.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,6 +13,7 @@
 
 #include "runtime/core/config.h"
 #include "runtime/model/model_chunk.h"
+#include "runtime/train/checkpoint.h"
 #include "runtime/train/data.h"
 #include "runtime/train/optimizer.h"
 #include "runtime/train/step_log.h"
@@ -21,7 +23,10 @@ namespace tandem {
 
 struct TrainSummary {
   int64_t steps = 0;
-  std::vector<double> losses;                           // mean training loss per step
+  int64_t first_step = 0;  // steps already taken when this run started (a resumed checkpoint's)
+  bool stopped = false;    // stopped on request before train.steps (after a checkpoint)
+  nlohmann::json checkpoints = nullptr;  // CheckpointWriter's figures, when checkpoints are on
+  std::vector<double> losses;            // mean training loss per step
   std::vector<std::pair<int64_t, double>> eval_losses;  // (step, mean held-out loss)
   double tokens_per_second = 0;
   int64_t params = 0;
@@ -40,6 +45,7 @@ class SingleProcessEngine final : public TrainEngine {
   double evaluate() override;
   TrainingState state() override;
   void set_steps_taken(int64_t steps) override { optimizer_.set_steps_taken(steps); }
+  nlohmann::json grid_description() const override;
   ModelChunk& model() { return model_; }
 
  private:
@@ -65,12 +71,21 @@ class Trainer {
   void set_step_log(std::unique_ptr<StepLog> log, int64_t restart) {
     step_log_ = std::move(log), restart_ = restart;
   }
+  // Writes checkpoints every checkpoint.interval steps, after the last step and when stopped.
+  void set_checkpoints(std::unique_ptr<CheckpointWriter> writer) {
+    checkpoints_ = std::move(writer);
+  }
+  // Asked on every rank at every step boundary; when any rank answers true, every rank stops
+  // there together (after a checkpoint, when they are on).
+  void set_stop_request(std::function<bool()> requested) { stop_requested_ = std::move(requested); }
 
  private:
   Config config_;
   std::unique_ptr<TrainEngine> engine_;
   std::unique_ptr<StepLog> step_log_;
   int64_t restart_ = 0;
+  std::unique_ptr<CheckpointWriter> checkpoints_;
+  std::function<bool()> stop_requested_;
 };
 
 }  // namespace tandem

@@ -1,0 +1,816 @@
+// Checkpoints: the manifest, writing shards (in the background) and committing them with one
+// rename, loading on any grid with fallback to an older checkpoint, verifying and exporting.
+#include "runtime/train/checkpoint.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <set>
+
+#include "kernels/optimizer.h"
+#include "runtime/core/input_file.h"
+#include "runtime/core/logging.h"
+#include "runtime/core/owned_fd.h"
+#include "runtime/train/safetensors.h"
+
+namespace tandem {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kManifestName = "manifest.json";
+constexpr const char* kFormatName = "tandem-checkpoint";
+// The three kinds of saved tensor, and their keys' prefixes in a shard.
+constexpr const char* kParam = "param";
+constexpr const char* kExpAvg = "exp_avg";
+constexpr const char* kExpAvgSq = "exp_avg_sq";
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+std::string errno_text(int error) {
+  return std::strerror(error);
+}
+
+std::string xxh64_hex(std::string_view bytes) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx",
+                static_cast<unsigned long long>(XXH64(bytes.data(), bytes.size(), 0)));
+  return text;
+}
+
+std::string host_name() {
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) != 0) return "?";
+  return name;
+}
+
+// Makes a directory's entries (a new file, a rename) durable.
+void fsync_directory(const std::string& dir) {
+  OwnedFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  TANDEM_USER_CHECK(fd, "checkpoint: cannot open directory '", dir, "': ", errno_text(errno));
+  TANDEM_USER_CHECK(::fsync(fd.get()) == 0, "checkpoint: fsync of directory '", dir,
+                    "' failed: ", errno_text(errno));
+}
+
+// Writes `bytes` to a new file `path` (never an existing one) and fsyncs it. A test may pause the
+// write half-way (TANDEM_TEST_CHECKPOINT_PAUSE_S) to kill the job in the middle of a checkpoint.
+void write_new_file(const std::string& path, std::string_view bytes, bool test_pause) {
+  OwnedFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  TANDEM_USER_CHECK(fd, "checkpoint: cannot create '", path, "': ", errno_text(errno));
+  const char* pause = test_pause ? std::getenv("TANDEM_TEST_CHECKPOINT_PAUSE_S") : nullptr;
+  size_t written = 0;
+  bool paused = false;
+  while (written < bytes.size()) {
+    size_t chunk = std::min<size_t>(bytes.size() - written, 8u << 20);
+    if (pause && !paused)
+      chunk = std::min(chunk, bytes.size() / 2 - std::min(written, bytes.size() / 2));
+    if (pause && !paused && chunk == 0) {
+      ::fsync(fd.get());
+      log_warn("checkpoint: test hook: pausing ", pause, " s half-way through ", path);
+      std::this_thread::sleep_for(std::chrono::duration<double>(std::atof(pause)));
+      paused = true;
+      continue;
+    }
+    const ssize_t n = ::write(fd.get(), bytes.data() + written, chunk);
+    if (n < 0 && errno == EINTR) continue;
+    TANDEM_USER_CHECK(n > 0, "checkpoint: writing '", path, "' failed after ", written, " of ",
+                      bytes.size(), " bytes: ", n < 0 ? errno_text(errno) : "no progress");
+    written += static_cast<size_t>(n);
+  }
+  TANDEM_USER_CHECK(::fsync(fd.get()) == 0, "checkpoint: fsync of '", path,
+                    "' failed: ", errno_text(errno));
+  TANDEM_USER_CHECK(::close(fd.release()) == 0, "checkpoint: closing '", path,
+                    "' failed: ", errno_text(errno));
+}
+
+// The key of a saved range in a shard: the parameter's own name when the range is all of it,
+// "name[begin:end]" for a ZeRO-1 shard's part; m and v under AdamW's names, as PyTorch's
+// optimizer state calls them.
+std::string range_key(const std::string& kind, const std::string& name, int64_t begin, int64_t end,
+                      int64_t numel) {
+  std::string key = kind == kParam ? name : "optimizer." + kind + "." + name;
+  if (begin != 0 || end != numel) key += detail::concat("[", begin, ":", end, "]");
+  return key;
+}
+
+int64_t shape_numel(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+// ---- The manifest -------------------------------------------------------------------------
+
+struct SavedRange {
+  std::string key, name, kind;
+  int64_t begin = 0, end = 0;
+  size_t shard = 0;
+};
+
+struct ShardRecord {
+  std::string file;
+  int rank = 0;
+  uint64_t bytes = 0;
+  std::string xxh64;
+};
+
+struct Manifest {
+  nlohmann::json json;
+  int64_t step = 0;
+  std::vector<ShardRecord> shards;
+  std::vector<SavedRange> ranges;
+  std::map<std::string, Shape> parameters;
+  std::map<std::string, std::vector<double>> router_biases;
+};
+
+// Reads and checks a checkpoint's manifest; every error names the file.
+Manifest read_manifest(const std::string& checkpoint) {
+  const std::string path = (fs::path(checkpoint) / kManifestName).string();
+  const std::string what = "checkpoint manifest '" + path + "'";
+  const std::string text = read_input_file(
+      "checkpoint manifest", path,
+      "a checkpoint without its manifest is incomplete (its write was interrupted): use an older "
+      "one");
+  Manifest m;
+  try {
+    m.json = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    TANDEM_USER_FAIL(what, ": not valid JSON (", e.what(), ")");
+  }
+  auto field = [&](const nlohmann::json& j, const char* name, auto check,
+                   const char* expected) -> const nlohmann::json& {
+    TANDEM_USER_CHECK(j.is_object() && j.contains(name) && check(j[name]), what, ": field '", name,
+                      "' missing or not ", expected);
+    return j[name];
+  };
+  auto is_string = [](const nlohmann::json& j) { return j.is_string(); };
+  auto is_count = [](const nlohmann::json& j) {
+    return j.is_number_integer() && j.get<int64_t>() >= 0;
+  };
+  auto is_array = [](const nlohmann::json& j) { return j.is_array(); };
+  auto is_object = [](const nlohmann::json& j) { return j.is_object(); };
+  TANDEM_USER_CHECK(field(m.json, "format", is_string, "a string") == kFormatName, what,
+                    ": format '", m.json["format"].get<std::string>(), "', expected '", kFormatName,
+                    "'");
+  const int64_t version = field(m.json, "format_version", is_count, "a count").get<int64_t>();
+  TANDEM_USER_CHECK(version == kCheckpointFormatVersion, what, ": format version ", version,
+                    "; this tandem reads version ", kCheckpointFormatVersion);
+  m.step = field(m.json, "step", is_count, "a count").get<int64_t>();
+  field(m.json, "config", is_object, "an object");
+  TANDEM_USER_CHECK(m.json["config"].contains("model") && m.json["config"]["model"].is_object(),
+                    what, ": config has no model section");
+  for (const auto& [name, shape] : field(m.json, "parameters", is_object, "an object").items()) {
+    TANDEM_USER_CHECK(shape.is_array(), what, ": parameter '", name, "' has no shape");
+    Shape s;
+    for (const auto& d : shape) {
+      TANDEM_USER_CHECK(is_count(d), what, ": parameter '", name, "' has a bad shape");
+      s.push_back(d.get<int64_t>());
+    }
+    m.parameters[name] = s;
+  }
+  for (const auto& [name, values] :
+       field(m.json, "router_biases", is_object, "an object").items()) {
+    TANDEM_USER_CHECK(values.is_array(), what, ": router bias '", name, "' is not an array");
+    std::vector<double>& out = m.router_biases[name];
+    for (const auto& v : values) {
+      TANDEM_USER_CHECK(v.is_number() && std::isfinite(v.get<double>()), what, ": router bias '",
+                        name, "' holds ", v.dump(), ", not a finite number");
+      out.push_back(v.get<double>());
+    }
+  }
+  for (const auto& shard : field(m.json, "shards", is_array, "an array")) {
+    ShardRecord r;
+    r.file = field(shard, "file", is_string, "a string").get<std::string>();
+    TANDEM_USER_CHECK(r.file.find('/') == std::string::npos && r.file != ".." && r.file != ".",
+                      what, ": shard file '", r.file, "' is not a plain file name");
+    r.rank = static_cast<int>(field(shard, "rank", is_count, "a count").get<int64_t>());
+    r.bytes = field(shard, "bytes", is_count, "a count").get<uint64_t>();
+    r.xxh64 = field(shard, "xxh64", is_string, "a string").get<std::string>();
+    for (const auto& t : field(shard, "tensors", is_array, "an array")) {
+      SavedRange range;
+      range.key = field(t, "key", is_string, "a string").get<std::string>();
+      range.name = field(t, "name", is_string, "a string").get<std::string>();
+      range.kind = field(t, "kind", is_string, "a string").get<std::string>();
+      range.begin = field(t, "begin", is_count, "a count").get<int64_t>();
+      range.end = field(t, "end", is_count, "a count").get<int64_t>();
+      range.shard = m.shards.size();
+      TANDEM_USER_CHECK(range.kind == kParam || range.kind == kExpAvg || range.kind == kExpAvgSq,
+                        what, ": tensor '", range.key, "' has kind '", range.kind, "'");
+      const auto p = m.parameters.find(range.name);
+      TANDEM_USER_CHECK(p != m.parameters.end(), what, ": tensor '", range.key,
+                        "' is of parameter '", range.name, "', which the manifest does not list");
+      TANDEM_USER_CHECK(range.begin < range.end && range.end <= shape_numel(p->second), what,
+                        ": tensor '", range.key, "' covers [", range.begin, ", ", range.end,
+                        ") of a parameter of ", shape_numel(p->second), " elements");
+      m.ranges.push_back(std::move(range));
+    }
+    m.shards.push_back(std::move(r));
+  }
+  return m;
+}
+
+// Where two model sections differ: "model.d_model = 256 there, 128 here; ...".
+std::string model_differences(const nlohmann::json& saved, const nlohmann::json& mine) {
+  std::string out;
+  for (const auto& [key, value] : mine.items()) {
+    const std::string there = saved.contains(key) ? saved[key].dump() : "(absent)";
+    if (there != value.dump())
+      out += detail::concat(out.empty() ? "" : "; ", "model.", key, " = ", there, " there, ",
+                            value.dump(), " here");
+  }
+  return out;
+}
+
+// A shard read whole, its size and checksum checked against the manifest, its header parsed.
+safetensors::File read_shard(const std::string& checkpoint, const ShardRecord& record) {
+  const std::string path = (fs::path(checkpoint) / record.file).string();
+  std::string bytes =
+      read_input_file("checkpoint shard", path, "the checkpoint is incomplete: use an older one");
+  TANDEM_USER_CHECK(bytes.size() == record.bytes, "checkpoint shard '", path, "': ", bytes.size(),
+                    " bytes, the manifest records ", record.bytes, " (truncated or replaced)");
+  const std::string sum = xxh64_hex(bytes);
+  TANDEM_USER_CHECK(sum == record.xxh64, "checkpoint shard '", path, "': XXH64 checksum ", sum,
+                    " but the manifest records ", record.xxh64, " (the file is damaged)");
+  return safetensors::File(std::move(bytes), "checkpoint shard '" + path + "'");
+}
+
+// The entry of a saved range in its shard, checked against the range and the expected dtype
+// (any floating dtype a parameter may have, fp32 or fp64, when none is expected).
+const safetensors::TensorEntry& entry_of(const safetensors::File& file, const SavedRange& range,
+                                         std::optional<DType> dtype = std::nullopt) {
+  const safetensors::TensorEntry* e = file.header().find(range.key);
+  TANDEM_USER_CHECK(e != nullptr, file.what(), ": has no tensor '", range.key,
+                    "', which the manifest lists");
+  const bool dtype_ok =
+      dtype ? e->dtype == *dtype : (e->dtype == DType::kF32 || e->dtype == DType::kF64);
+  TANDEM_USER_CHECK(dtype_ok, file.what(), ": tensor '", range.key, "' is ",
+                    safetensors::name_of(e->dtype), ", expected ",
+                    dtype ? safetensors::name_of(*dtype) : "F32 or F64");
+  TANDEM_USER_CHECK(shape_numel(e->shape) == range.end - range.begin, file.what(), ": tensor '",
+                    range.key, "' holds ", shape_numel(e->shape), " elements, the manifest says ",
+                    range.end - range.begin);
+  return *e;
+}
+
+// Every element [0, numel) of each parameter, m and v saved exactly once.
+void check_complete(const Manifest& m, const std::string& what) {
+  std::map<std::pair<std::string, std::string>, std::vector<std::pair<int64_t, int64_t>>> cover;
+  for (const SavedRange& r : m.ranges) cover[{r.kind, r.name}].push_back({r.begin, r.end});
+  for (const auto& [name, shape] : m.parameters) {
+    for (const char* kind : {kParam, kExpAvg, kExpAvgSq}) {
+      auto& ranges = cover[{kind, name}];
+      std::sort(ranges.begin(), ranges.end());
+      int64_t at = 0;
+      for (const auto& [b, e] : ranges) {
+        TANDEM_USER_CHECK(b == at, what, ": ", kind, " of '", name, "' ",
+                          b < at ? "is saved twice over " : "is missing ", "elements [",
+                          std::min(b, at), ", ", std::max(b, at), ")");
+        at = e;
+      }
+      TANDEM_USER_CHECK(at == shape_numel(shape), what, ": ", kind, " of '", name,
+                        "' is missing elements [", at, ", ", shape_numel(shape), ")");
+    }
+  }
+}
+
+}  // namespace
+
+std::string checkpoint_name(int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step-%08lld", static_cast<long long>(step));
+  return name;
+}
+
+std::string shard_file_name(int rank) {
+  char name[40];
+  std::snprintf(name, sizeof name, "rank-%05d.safetensors", rank);
+  return name;
+}
+
+namespace {
+// The step of a "step-NNNNNNNN" name (eight or more digits), or -1.
+int64_t step_of_name(const std::string& name) {
+  if (name.size() < 13 || name.compare(0, 5, "step-") != 0) return -1;
+  int64_t step = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9' || step > (int64_t{1} << 50)) return -1;
+    step = step * 10 + (name[i] - '0');
+  }
+  return step;
+}
+}  // namespace
+
+std::vector<std::string> list_checkpoints(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    const int64_t step = step_of_name(entry.path().filename().string());
+    if (step >= 0 && entry.is_directory(error)) found.emplace_back(step, entry.path().string());
+  }
+  std::sort(found.rbegin(), found.rend());
+  std::vector<std::string> out;
+  for (auto& [step, path] : found) out.push_back(std::move(path));
+  return out;
+}
+
+bool is_checkpoint(const std::string& path) {
+  std::error_code error;
+  return step_of_name(fs::path(path).lexically_normal().filename().string()) >= 0 ||
+         fs::exists(fs::path(path) / kManifestName, error);
+}
+
+nlohmann::json verify_checkpoint(const std::string& path) {
+  const Manifest m = read_manifest(path);
+  const std::string what = "checkpoint '" + path + "'";
+  check_complete(m, what);
+  for (size_t s = 0; s < m.shards.size(); ++s) {
+    const safetensors::File file = read_shard(path, m.shards[s]);
+    std::set<std::string> listed;
+    for (const SavedRange& r : m.ranges) {
+      if (r.shard != s) continue;
+      entry_of(file, r);
+      listed.insert(r.key);
+    }
+    TANDEM_USER_CHECK(listed.size() == file.header().entries.size(), file.what(), ": holds ",
+                      file.header().entries.size(), " tensors, the manifest lists ", listed.size());
+  }
+  return m.json;
+}
+
+// ---- Writing ------------------------------------------------------------------------------
+
+struct CheckpointWriter::Pending {
+  int64_t step = 0;
+  std::string temp_dir, final_dir;
+  std::unique_ptr<safetensors::FileImage> image;
+  nlohmann::json description;  // this rank's part of the manifest
+  std::thread thread;
+  std::atomic<bool> done{false};
+  std::string error;  // set by the writer before done
+  std::string xxh64;
+};
+
+CheckpointWriter::CheckpointWriter(const Config& config, comm::Communicator* world,
+                                   nlohmann::json grid)
+    : config_(config), world_(world), grid_(std::move(grid)), dir_(config.checkpoint.dir) {
+  rank_ = world_ ? world_->rank() : 0;
+  // Rank 0 creates the directory and a marker file of a fresh name in it; the marker's name
+  // travels to every rank, which must find it with rank 0's host in it.
+  std::string marker_text, error;
+  uint64_t token = 0;
+  if (rank_ == 0) {
+    std::error_code ec;
+    fs::create_directories(dir_, ec);
+    TANDEM_USER_CHECK(!ec && fs::is_directory(dir_, ec), "checkpoint.dir '", dir_,
+                      "': cannot be created or is not a directory (", ec.message(),
+                      "); give a directory this job can write");
+    std::random_device random;
+    token = (uint64_t{random()} << 32 | random()) & 0x7fffffffffffffffull;
+  }
+  if (world_) {
+    Tensor t = Tensor::empty({1}, DType::kI64);
+    t.data<int64_t>()[0] = static_cast<int64_t>(token);
+    world_->broadcast(t, 0).wait();
+    token = static_cast<uint64_t>(t.data<int64_t>()[0]);
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(token));
+  token_ = hex;
+  if (world_ && world_->size() > 1) {
+    const std::string marker = (fs::path(dir_) / (".tandem-shared-check-" + token_)).string();
+    if (rank_ == 0) {
+      marker_text = "written by rank 0 on " + host_name() + "\n";
+      write_new_file(marker, marker_text, false);
+    }
+    world_->barrier().wait();
+    if (rank_ != 0) {
+      try {
+        marker_text = read_input_file("checkpoint.dir marker", marker, "");
+      } catch (const Error& e) {
+        error = detail::concat("rank ", rank_, " on ", host_name(), " does not see the file ",
+                               marker, " that rank 0 wrote");
+      }
+    }
+    const std::vector<std::string> errors = comm::gather_strings(*world_, error, 0);
+    const double failed =
+        comm::all_reduce_value(*world_, error.empty() ? 0 : 1, comm::ReduceOp::kMax);
+    if (rank_ == 0) std::remove(marker.c_str());
+    if (failed > 0) {
+      std::string all;
+      for (const auto& e : errors)
+        if (!e.empty()) all += (all.empty() ? "" : "; ") + e;
+      throw UsageError(detail::concat(
+          "checkpoint.dir '", dir_,
+          "' is not one directory shared by every node: ", rank_ == 0 ? all : "see rank 0's report",
+          ". Put checkpoints on a filesystem every node mounts at the same path"));
+    }
+  }
+  // Temporary directories of earlier attempts: their checkpoints never completed.
+  if (rank_ == 0) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.starts_with(".step-") && (name.find(".tmp-") != std::string::npos ||
+                                         name.find(".replaced-") != std::string::npos)) {
+        fs::remove_all(entry.path(), ec);
+        log_info("checkpoint: removed ", entry.path().string(),
+                 ", left incomplete by an earlier attempt");
+      }
+    }
+  }
+}
+
+CheckpointWriter::~CheckpointWriter() {
+  if (pending_ && pending_->thread.joinable()) pending_->thread.join();
+}
+
+void CheckpointWriter::save(const TrainingState& state, int64_t step) {
+  if (pending_) finish();
+  const auto start = std::chrono::steady_clock::now();
+  auto p = std::make_unique<Pending>();
+  p->step = step;
+  p->final_dir = (fs::path(dir_) / checkpoint_name(step)).string();
+  p->temp_dir = (fs::path(dir_) / ("." + checkpoint_name(step) + ".tmp-" + token_)).string();
+
+  std::map<std::string, const Parameter*, std::less<>> by_name;
+  for (const Parameter* param : state.parameters) by_name[param->name] = param;
+  TANDEM_CHECK(state.saves_moments.size() == state.moments.size(), "saves_moments not set");
+  TANDEM_CHECK(state.saves_buffer.size() == state.buffers.size(), "saves_buffer not set");
+  struct Source {
+    const char* data;
+    size_t bytes;
+  };
+  std::vector<safetensors::TensorEntry> entries;
+  std::vector<Source> sources;
+  nlohmann::json tensors = nlohmann::json::array();
+  for (size_t i = 0; i < state.moments.size(); ++i) {
+    if (!state.saves_moments[i]) continue;
+    const AdamW::Moments& mo = state.moments[i];
+    const auto found = by_name.find(mo.name);
+    TANDEM_CHECK(found != by_name.end(), "moments of ", mo.name, " without its parameter");
+    const Tensor& value = found->second->value;
+    const int64_t numel = value.numel();
+    const bool whole = mo.begin == 0 && mo.end == numel;
+    const size_t elem = dtype_size(value.dtype());
+    const size_t bytes = static_cast<size_t>(mo.end - mo.begin) * elem;
+    const Shape shape = whole ? value.shape() : Shape{mo.end - mo.begin};
+    const std::pair<const char*, const char*> kinds[] = {
+        {kParam, static_cast<const char*>(value.raw_data()) + mo.begin * elem},
+        {kExpAvg, static_cast<const char*>(mo.m.raw_data())},
+        {kExpAvgSq, static_cast<const char*>(mo.v.raw_data())}};
+    for (const auto& [kind, data] : kinds) {
+      const std::string key = range_key(kind, mo.name, mo.begin, mo.end, numel);
+      entries.push_back({key, value.dtype(), shape, 0, 0});
+      sources.push_back({data, bytes});
+      tensors.push_back(
+          {{"key", key}, {"name", mo.name}, {"kind", kind}, {"begin", mo.begin}, {"end", mo.end}});
+    }
+  }
+  p->image = std::make_unique<safetensors::FileImage>(
+      std::move(entries), std::map<std::string, std::string>{
+                              {"format", kFormatName},
+                              {"format_version", std::to_string(kCheckpointFormatVersion)},
+                              {"step", std::to_string(step)},
+                              {"rank", std::to_string(rank_)}});
+  for (size_t i = 0; i < sources.size(); ++i)
+    std::memcpy(p->image->data(i), sources[i].data, sources[i].bytes);
+
+  nlohmann::json parameters = nlohmann::json::object();
+  for (const Parameter* param : state.parameters) parameters[param->name] = param->value.shape();
+  nlohmann::json biases = nlohmann::json::object();
+  for (size_t i = 0; i < state.buffers.size(); ++i) {
+    if (!state.saves_buffer[i]) continue;
+    const Tensor& b = state.buffers[i].values;
+    std::vector<double> values(static_cast<size_t>(b.numel()));
+    for (int64_t k = 0; k < b.numel(); ++k)
+      values[k] = b.dtype() == DType::kF64 ? b.data<double>()[k] : b.data<float>()[k];
+    biases[state.buffers[i].name] = values;
+  }
+  p->description = {{"file", shard_file_name(rank_)},
+                    {"rank", rank_},
+                    {"host", host_name()},
+                    {"tensors", std::move(tensors)},
+                    {"parameters", std::move(parameters)},
+                    {"router_biases", std::move(biases)}};
+  stats_.copy_seconds += seconds_since(start);
+  ++stats_.saved;
+  pending_ = std::move(p);
+  if (config_.checkpoint.async) {
+    pending_->thread = std::thread([this, pending = pending_.get()] { write_shard(*pending); });
+  } else {
+    write_shard(*pending_);
+    commit();
+  }
+}
+
+void CheckpointWriter::write_shard(Pending& p) {
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    std::error_code ec;
+    fs::create_directory(p.temp_dir, ec);  // every rank tries; the first one makes it
+    TANDEM_USER_CHECK(!ec || fs::is_directory(p.temp_dir), "checkpoint: cannot create '",
+                      p.temp_dir, "': ", ec.message());
+    const std::string& bytes = p.image->image();
+    write_new_file((fs::path(p.temp_dir) / shard_file_name(rank_)).string(), bytes, true);
+    fsync_directory(p.temp_dir);
+    p.xxh64 = xxh64_hex(bytes);
+    stats_.bytes += bytes.size();
+  } catch (const std::exception& e) {
+    p.error = e.what();
+  }
+  stats_.write_seconds += seconds_since(start);
+  p.done.store(true, std::memory_order_release);
+}
+
+void CheckpointWriter::poll() {
+  if (!pending_) return;
+  const double done = pending_->done.load(std::memory_order_acquire) ? 1 : 0;
+  const double all_done =
+      world_ ? comm::all_reduce_value(*world_, done, comm::ReduceOp::kMin) : done;
+  if (all_done > 0) commit();
+}
+
+void CheckpointWriter::finish() {
+  if (!pending_) return;
+  const auto start = std::chrono::steady_clock::now();
+  if (pending_->thread.joinable()) pending_->thread.join();
+  stats_.wait_seconds += seconds_since(start);
+  commit();
+}
+
+void CheckpointWriter::commit() {
+  std::unique_ptr<Pending> p = std::move(pending_);
+  if (p->thread.joinable()) p->thread.join();
+  p->description["bytes"] = p->image->image().size();
+  p->description["xxh64"] = p->xxh64;
+  p->description["error"] = p->error;
+  p->image.reset();  // the host copy is no longer needed
+  const std::string mine = p->description.dump();
+  const std::vector<std::string> all =
+      world_ ? comm::gather_strings(*world_, mine, 0) : std::vector<std::string>{mine};
+  if (rank_ != 0) return;
+  const auto fail = [&](const std::string& why) {
+    ++stats_.failed;
+    log_error("checkpoint ", p->final_dir, " was not written: ", why,
+              "; the previous checkpoint stays the newest");
+    std::error_code ec;
+    fs::remove_all(p->temp_dir, ec);
+  };
+  nlohmann::json shards = nlohmann::json::array();
+  nlohmann::json parameters = nlohmann::json::object(), biases = nlohmann::json::object();
+  std::string errors;
+  for (const std::string& text : all) {
+    nlohmann::json d = nlohmann::json::parse(text);
+    if (!d["error"].get<std::string>().empty())
+      errors += detail::concat(errors.empty() ? "" : "; ", "rank ", d["rank"].get<int>(), " on ",
+                               d["host"].get<std::string>(), ": ", d["error"].get<std::string>());
+    for (const auto& [name, shape] : d["parameters"].items()) parameters[name] = shape;
+    for (const auto& [name, values] : d["router_biases"].items()) biases[name] = values;
+    d.erase("parameters");
+    d.erase("router_biases");
+    d.erase("error");
+    shards.push_back(std::move(d));
+  }
+  if (!errors.empty()) return fail(errors);
+  const auto& t = config_.train;
+  nlohmann::json manifest = {
+      {"format", kFormatName},
+      {"format_version", kCheckpointFormatVersion},
+      {"step", p->step},
+      {"config", config_to_json(config_)},
+      {"grid", grid_},
+      // Sampling is a pure function of (train.seed, batch index, sequence) and initialisation of
+      // (train.seed, parameter name): the data position and the seed are the whole RNG state.
+      {"data", {{"next_batch", p->step}, {"seed", t.seed}}},
+      {"rng", {{"kind", "counter-based"}, {"seed", t.seed}, {"counter", p->step}}},
+      {"lr_schedule",
+       {{"step", p->step},
+        {"next_lr", kernels::learning_rate_at(p->step, t.steps, t.warmup_steps, t.lr, t.min_lr)},
+        {"warmup_steps", t.warmup_steps},
+        {"steps", t.steps},
+        {"lr", t.lr},
+        {"min_lr", t.min_lr}}},
+      {"optimizer_steps", p->step},
+      {"parameters", parameters},
+      {"router_biases", biases},
+      {"shards", shards}};
+  try {
+    write_new_file((fs::path(p->temp_dir) / kManifestName).string(), manifest.dump(1) + "\n",
+                   false);
+    fsync_directory(p->temp_dir);
+    std::error_code ec;
+    if (fs::exists(p->final_dir, ec)) {
+      // From an earlier attempt that got this far, or damaged: replaced whole, never merged.
+      const std::string aside =
+          (fs::path(dir_) / ("." + checkpoint_name(p->step) + ".replaced-" + token_)).string();
+      fs::rename(p->final_dir, aside);
+      log_warn("checkpoint: ", p->final_dir, " existed (an earlier attempt's); replacing it");
+      fs::rename(p->temp_dir, p->final_dir);
+      fs::remove_all(aside, ec);
+    } else {
+      fs::rename(p->temp_dir, p->final_dir);
+    }
+    fsync_directory(dir_);
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
+  ++stats_.committed;
+  stats_.last_committed_step = p->step;
+  log_info("checkpoint ", p->final_dir, " complete (", all.size(), " shard",
+           all.size() == 1 ? "" : "s", ")");
+  // The newest checkpoint.keep complete ones stay.
+  const std::vector<std::string> existing = list_checkpoints(dir_);
+  for (size_t i = static_cast<size_t>(config_.checkpoint.keep); i < existing.size(); ++i) {
+    std::error_code ec;
+    fs::remove_all(existing[i], ec);
+  }
+}
+
+// ---- Loading ------------------------------------------------------------------------------
+
+namespace {
+
+// Loads one checkpoint into this rank's state; throws on anything wrong.
+void load_one(const std::string& checkpoint, const Config& config, TrainingState& state,
+              int64_t* step) {
+  const Manifest m = read_manifest(checkpoint);
+  const std::string what = "checkpoint '" + checkpoint + "'";
+  const std::string differences =
+      model_differences(m.json["config"]["model"], config_to_json(config)["model"]);
+  TANDEM_USER_CHECK(differences.empty(), what, " is of another model: ", differences);
+  std::map<std::string, Parameter*, std::less<>> params;
+  std::map<std::string, int64_t> covered;  // elements loaded per parameter
+  for (Parameter* p : state.parameters) {
+    const auto saved = m.parameters.find(p->name);
+    TANDEM_USER_CHECK(saved != m.parameters.end(), what, " has no parameter '", p->name,
+                      "' (another model?)");
+    TANDEM_USER_CHECK(saved->second == p->value.shape(), what, ": parameter '", p->name,
+                      "' has shape ", shape_string(saved->second), ", this model's is ",
+                      shape_string(p->value.shape()));
+    params[p->name] = p;
+    covered[p->name] = 0;
+  }
+  std::multimap<std::string, size_t> moments_of;  // name → index in state.moments
+  std::vector<int64_t> m_covered(state.moments.size()), v_covered(state.moments.size());
+  for (size_t i = 0; i < state.moments.size(); ++i) moments_of.emplace(state.moments[i].name, i);
+
+  std::set<size_t> needed;
+  for (const SavedRange& r : m.ranges) {
+    if (r.kind == kParam ? params.count(r.name) > 0 : moments_of.count(r.name) > 0)
+      needed.insert(r.shard);
+  }
+  for (size_t s : needed) {
+    const safetensors::File file = read_shard(checkpoint, m.shards[s]);
+    for (const SavedRange& r : m.ranges) {
+      if (r.shard != s) continue;
+      if (r.kind == kParam) {
+        const auto p = params.find(r.name);
+        if (p == params.end()) continue;
+        Tensor& value = p->second->value;
+        const auto& e = entry_of(file, r, value.dtype());
+        const size_t elem = dtype_size(value.dtype());
+        std::memcpy(static_cast<char*>(value.raw_data()) + r.begin * elem, file.data(e),
+                    (r.end - r.begin) * elem);
+        covered[r.name] += r.end - r.begin;
+        continue;
+      }
+      const auto [first, last] = moments_of.equal_range(r.name);
+      for (auto it = first; it != last; ++it) {
+        AdamW::Moments& mo = state.moments[it->second];
+        const int64_t lo = std::max(mo.begin, r.begin), hi = std::min(mo.end, r.end);
+        if (lo >= hi) continue;
+        Tensor& target = r.kind == kExpAvg ? mo.m : mo.v;
+        const auto& e = entry_of(file, r, target.dtype());
+        const size_t elem = dtype_size(target.dtype());
+        std::memcpy(static_cast<char*>(target.raw_data()) + (lo - mo.begin) * elem,
+                    file.data(e) + (lo - r.begin) * elem, (hi - lo) * elem);
+        (r.kind == kExpAvg ? m_covered : v_covered)[it->second] += hi - lo;
+      }
+    }
+  }
+  for (const auto& [name, n] : covered)
+    TANDEM_USER_CHECK(n == params[name]->value.numel(), what, ": parameter '", name, "': ", n,
+                      " of its ", params[name]->value.numel(), " elements are saved");
+  for (size_t i = 0; i < state.moments.size(); ++i) {
+    const AdamW::Moments& mo = state.moments[i];
+    TANDEM_USER_CHECK(m_covered[i] == mo.end - mo.begin && v_covered[i] == mo.end - mo.begin, what,
+                      ": AdamW state of '", mo.name, "' [", mo.begin, ", ", mo.end,
+                      "): ", std::min(m_covered[i], v_covered[i]), " elements are saved");
+  }
+  for (NamedTensor& b : state.buffers) {
+    const auto saved = m.router_biases.find(b.name);
+    TANDEM_USER_CHECK(saved != m.router_biases.end() &&
+                          static_cast<int64_t>(saved->second.size()) == b.values.numel(),
+                      what, ": router bias '", b.name, "' is missing or of another size");
+    for (int64_t k = 0; k < b.values.numel(); ++k) {
+      if (b.values.dtype() == DType::kF64)
+        b.values.data<double>()[k] = saved->second[k];
+      else
+        b.values.data<float>()[k] = static_cast<float>(saved->second[k]);
+    }
+  }
+  *step = m.step;
+}
+
+}  // namespace
+
+std::optional<LoadedCheckpoint> load_checkpoint(const std::string& path, const Config& config,
+                                                TrainingState& state, comm::Communicator* world) {
+  const int rank = world ? world->rank() : 0;
+  const bool exact = is_checkpoint(path);
+  const std::vector<std::string> candidates =
+      exact ? std::vector<std::string>{path} : list_checkpoints(path);
+  std::string rejected;
+  for (const std::string& candidate : candidates) {
+    std::string error;
+    int64_t step = 0;
+    try {
+      load_one(candidate, config, state, &step);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    // Every rank must take the same checkpoint: one that fails anywhere fails everywhere.
+    const bool failed =
+        world ? comm::all_reduce_value(*world, error.empty() ? 0 : 1, comm::ReduceOp::kMax) > 0
+              : !error.empty();
+    if (!failed) {
+      if (rank == 0)
+        log_info("resuming from checkpoint ", candidate, " (step ", step, ")",
+                 rejected.empty() ? "" : "; newer ones could not be used");
+      return LoadedCheckpoint{candidate, step};
+    }
+    const std::vector<std::string> errors =
+        world ? comm::gather_strings(*world, error, 0) : std::vector<std::string>{error};
+    std::string why;
+    for (size_t r = 0; r < errors.size(); ++r)
+      if (!errors[r].empty())
+        why += detail::concat(why.empty() ? "" : "; ", errors.size() > 1 ? "rank " : "",
+                              errors.size() > 1 ? std::to_string(r) + ": " : "", errors[r]);
+    if (rank != 0) why = "see rank 0's report";
+    if (exact) throw UsageError(detail::concat("cannot resume from ", candidate, ": ", why));
+    if (rank == 0)
+      log_warn("checkpoint ", candidate, " cannot be used: ", why, "; trying an older one");
+    rejected += detail::concat(rejected.empty() ? "" : "\n  ", candidate, ": ", why);
+  }
+  if (candidates.empty()) return std::nullopt;
+  throw UsageError(detail::concat("no checkpoint in '", path, "' can be used:\n  ", rejected,
+                                  "\nmove them aside (or remove them) to start from scratch"));
+}
+
+// ---- Export -------------------------------------------------------------------------------
+
+std::string export_parameters(const std::string& checkpoint, DType dtype, int64_t* elements) {
+  TANDEM_USER_CHECK(dtype == DType::kF32 || dtype == DType::kBF16,
+                    "export: dtype must be F32 or BF16");
+  verify_checkpoint(checkpoint);
+  const Manifest m = read_manifest(checkpoint);
+  std::vector<safetensors::TensorEntry> entries;
+  std::map<std::string, size_t> index;
+  *elements = 0;
+  for (const auto& [name, shape] : m.parameters) {
+    index[name] = entries.size();
+    entries.push_back({name, dtype, shape, 0, 0});
+    *elements += shape_numel(shape);
+  }
+  safetensors::FileImage image(
+      std::move(entries),
+      {{"format", "pt"}, {"source", "tandem-checkpoint export"}, {"step", std::to_string(m.step)}});
+  for (size_t s = 0; s < m.shards.size(); ++s) {
+    const safetensors::File file = read_shard(checkpoint, m.shards[s]);
+    for (const SavedRange& r : m.ranges) {
+      if (r.shard != s || r.kind != kParam) continue;
+      const safetensors::TensorEntry* e = &entry_of(file, r);
+      char* out = image.data(index[r.name]);
+      const char* in = file.data(*e);
+      for (int64_t k = 0; k < r.end - r.begin; ++k) {
+        const float value = e->dtype == DType::kF64
+                                ? static_cast<float>(reinterpret_cast<const double*>(in)[k])
+                                : reinterpret_cast<const float*>(in)[k];
+        if (dtype == DType::kF32) {
+          std::memcpy(out + (r.begin + k) * 4, &value, 4);
+        } else {
+          const bf16 b = to_bf16(value);
+          std::memcpy(out + (r.begin + k) * 2, &b, 2);
+        }
+      }
+    }
+  }
+  return image.image();
+}
+
+}  // namespace tandem
