@@ -24,6 +24,7 @@ data: deps
 	@scripts/prepare-data
 
 test: build data
+	@scripts/python-test-env $(BUILD)/python-test-env
 	cd $(BUILD) && ctest --output-on-failure
 
 # The tiny MoE on 4 ranks: 2 pipeline stages (DualPipe) × 2 data-parallel ranks that split each

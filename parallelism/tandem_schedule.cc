@@ -35,10 +35,9 @@ constexpr const char* kUsage =
     "  --svg PATH          draw the simulated timeline into PATH\n"
     "  --help              this text\n";
 
-// A bad command line: printed as "tandem-schedule: error: ..." and exit status 2.
-struct UsageError {
-  std::string message;
-};
+// A bad command line (tandem::UsageError) is printed as "tandem-schedule: error: ..." with the
+// usage, and exit status 2.
+using tandem::UsageError;
 
 struct Arguments {
   std::string schedule;
@@ -199,7 +198,7 @@ int main(int argc, char** argv) {
   try {
     return run(parse_arguments(argc, argv));
   } catch (const UsageError& error) {
-    std::fprintf(stderr, "tandem-schedule: error: %s\n%s", error.message.c_str(), kUsage);
+    std::fprintf(stderr, "tandem-schedule: error: %s\n%s", error.what(), kUsage);
     return 2;
   } catch (const tandem::Error& error) {
     std::fprintf(stderr, "tandem-schedule: error: %s\n", error.what());

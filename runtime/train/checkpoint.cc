@@ -67,12 +67,22 @@ void fsync_directory(const std::string& dir) {
                     "' failed: ", errno_text(errno));
 }
 
-// Writes `bytes` to a new file `path` (never an existing one) and fsyncs it. A test may pause the
-// write half-way (TANDEM_TEST_CHECKPOINT_PAUSE_S) to kill the job in the middle of a checkpoint.
-void write_new_file(const std::string& path, std::string_view bytes, bool test_pause) {
+// Seconds a test asked the shard writes of checkpoint `step` to pause half-way, to kill the job
+// in the middle of one: TANDEM_TEST_CHECKPOINT_PAUSE=STEP:SECONDS (0: no pause).
+double test_pause_seconds(int64_t step) {
+  const char* hook = std::getenv("TANDEM_TEST_CHECKPOINT_PAUSE");
+  long long at = -1;
+  double seconds = 0;
+  if (!hook || std::sscanf(hook, "%lld:%lf", &at, &seconds) != 2 || at != step) return 0;
+  return seconds;
+}
+
+// Writes `bytes` to a new file `path` (never an existing one) and fsyncs it, pausing half-way for
+// `pause_s` seconds when a test asks (test_pause_seconds).
+void write_new_file(const std::string& path, std::string_view bytes, double pause_s = 0) {
   OwnedFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   TANDEM_USER_CHECK(fd, "checkpoint: cannot create '", path, "': ", errno_text(errno));
-  const char* pause = test_pause ? std::getenv("TANDEM_TEST_CHECKPOINT_PAUSE_S") : nullptr;
+  const bool pause = pause_s > 0;
   size_t written = 0;
   bool paused = false;
   while (written < bytes.size()) {
@@ -81,8 +91,8 @@ void write_new_file(const std::string& path, std::string_view bytes, bool test_p
       chunk = std::min(chunk, bytes.size() / 2 - std::min(written, bytes.size() / 2));
     if (pause && !paused && chunk == 0) {
       ::fsync(fd.get());
-      log_warn("checkpoint: test hook: pausing ", pause, " s half-way through ", path);
-      std::this_thread::sleep_for(std::chrono::duration<double>(std::atof(pause)));
+      log_warn("checkpoint: test hook: pausing ", pause_s, " s half-way through ", path);
+      std::this_thread::sleep_for(std::chrono::duration<double>(pause_s));
       paused = true;
       continue;
     }
@@ -354,6 +364,18 @@ nlohmann::json verify_checkpoint(const std::string& path) {
 
 // ---- Writing ------------------------------------------------------------------------------
 
+void prepare_checkpoint_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir, ec))
+    throw UsageError(detail::concat(
+        "checkpoint.dir '", dir, "': cannot be created or is not a directory (",
+        ec ? ec.message() : "it is a file", "); give a directory this job can write"));
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    throw UsageError(detail::concat("checkpoint.dir '", dir, "': not writable (", errno_text(errno),
+                                    "); give a directory this job can write"));
+}
+
 struct CheckpointWriter::Pending {
   int64_t step = 0;
   std::string temp_dir, final_dir;
@@ -374,11 +396,7 @@ CheckpointWriter::CheckpointWriter(const Config& config, comm::Communicator* wor
   std::string marker_text, error;
   uint64_t token = 0;
   if (rank_ == 0) {
-    std::error_code ec;
-    fs::create_directories(dir_, ec);
-    TANDEM_USER_CHECK(!ec && fs::is_directory(dir_, ec), "checkpoint.dir '", dir_,
-                      "': cannot be created or is not a directory (", ec.message(),
-                      "); give a directory this job can write");
+    prepare_checkpoint_dir(dir_);
     std::random_device random;
     token = (uint64_t{random()} << 32 | random()) & 0x7fffffffffffffffull;
   }
@@ -395,7 +413,7 @@ CheckpointWriter::CheckpointWriter(const Config& config, comm::Communicator* wor
     const std::string marker = (fs::path(dir_) / (".tandem-shared-check-" + token_)).string();
     if (rank_ == 0) {
       marker_text = "written by rank 0 on " + host_name() + "\n";
-      write_new_file(marker, marker_text, false);
+      write_new_file(marker, marker_text);
     }
     world_->barrier().wait();
     if (rank_ != 0) {
@@ -526,7 +544,8 @@ void CheckpointWriter::write_shard(Pending& p) {
     TANDEM_USER_CHECK(!ec || fs::is_directory(p.temp_dir), "checkpoint: cannot create '",
                       p.temp_dir, "': ", ec.message());
     const std::string& bytes = p.image->image();
-    write_new_file((fs::path(p.temp_dir) / shard_file_name(rank_)).string(), bytes, true);
+    write_new_file((fs::path(p.temp_dir) / shard_file_name(rank_)).string(), bytes,
+                   test_pause_seconds(p.step));
     fsync_directory(p.temp_dir);
     p.xxh64 = xxh64_hex(bytes);
     stats_.bytes += bytes.size();
@@ -610,8 +629,7 @@ void CheckpointWriter::commit() {
       {"router_biases", biases},
       {"shards", shards}};
   try {
-    write_new_file((fs::path(p->temp_dir) / kManifestName).string(), manifest.dump(1) + "\n",
-                   false);
+    write_new_file((fs::path(p->temp_dir) / kManifestName).string(), manifest.dump(1) + "\n");
     fsync_directory(p->temp_dir);
     std::error_code ec;
     if (fs::exists(p->final_dir, ec)) {

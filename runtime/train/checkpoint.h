@@ -45,6 +45,10 @@ bool is_checkpoint(const std::string& path);
 // Error naming the file and what is wrong; returns the manifest.
 nlohmann::json verify_checkpoint(const std::string& path);
 
+// Creates checkpoint.dir if needed and checks that this process can write there; throws a
+// UsageError naming the directory otherwise.
+void prepare_checkpoint_dir(const std::string& dir);
+
 // Writes checkpoints of this rank's state. Every call is collective over `world` (null: one
 // process), made at the same step boundary on every rank.
 class CheckpointWriter {

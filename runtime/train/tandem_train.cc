@@ -148,6 +148,8 @@ int main(int argc, char** argv) {
     if (!config.comm.flight_record_dir.empty() && (launch.world_size > 1 || config.parallel.pp > 1))
       check_output_path("comm.flight_record_dir",
                         comm::flight_record_path(config.comm.flight_record_dir, launch.rank));
+    if (!config.checkpoint.dir.empty() && launch.rank == 0)
+      prepare_checkpoint_dir(config.checkpoint.dir);
     // Under tandem-launch a restarted attempt resumes by itself.
     if (args.resume.empty() && !config.checkpoint.dir.empty() && std::getenv("TANDEM_RUN_ID"))
       args.resume = "auto";
@@ -193,6 +195,11 @@ int main(int argc, char** argv) {
       const std::string from = args.resume == "auto" ? config.checkpoint.dir : args.resume;
       const std::optional<LoadedCheckpoint> loaded =
           load_checkpoint(from, config, state, engine->job_world());
+      // Only "auto" may find nothing (a first attempt); a path the user named must hold one.
+      if (!loaded && args.resume != "auto")
+        throw UsageError(detail::concat("--resume ", from,
+                                        ": no checkpoint there (neither a step-NNNNNNNN directory "
+                                        "nor a directory holding one)"));
       if (loaded) {
         engine->set_steps_taken(loaded->step);
       } else if (reports) {
