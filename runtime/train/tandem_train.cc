@@ -7,6 +7,7 @@
 // step boundary after a checkpoint, with exit code 4; a second SIGTERM ends the process at once.
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -104,6 +105,12 @@ Arguments parse_arguments(int argc, char** argv) {
   return args;
 }
 
+// Seconds since this process started (its static initialisation).
+const auto process_start = std::chrono::steady_clock::now();
+double seconds_since_start() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - process_start).count();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -190,7 +197,13 @@ int main(int argc, char** argv) {
     } else {
       engine = std::make_unique<SingleProcessEngine>(config);
     }
+    // A restarted attempt's phases, for the launcher's records: joining the job, loading the
+    // checkpoint, the first step (the launcher itself measures detection and stopping).
+    const double joined_seconds = seconds_since_start();
+    double load_seconds = 0;
+    std::string resumed_from;
     if (!args.resume.empty()) {
+      const auto load_start = std::chrono::steady_clock::now();
       TrainingState state = engine->state();
       const std::string from = args.resume == "auto" ? config.checkpoint.dir : args.resume;
       const std::optional<LoadedCheckpoint> loaded =
@@ -200,7 +213,10 @@ int main(int argc, char** argv) {
         throw UsageError(detail::concat("--resume ", from,
                                         ": no checkpoint there (neither a step-NNNNNNNN directory "
                                         "nor a directory holding one)"));
+      load_seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
       if (loaded) {
+        resumed_from = loaded->path;
         engine->set_steps_taken(loaded->step);
       } else if (reports) {
         log_info("no checkpoint in ", from, " yet: starting from step 0");
@@ -219,6 +235,26 @@ int main(int argc, char** argv) {
     if (!config.checkpoint.dir.empty())
       trainer.set_checkpoints(std::make_unique<CheckpointWriter>(
           config, trainer.engine().job_world(), trainer.engine().grid_description()));
+    const char* log_dir = std::getenv("TANDEM_LOG_DIR");
+    if (reports && launch.restart_count > 0 && log_dir && *log_dir) {
+      trainer.add_step_observer([=, first = true](const StepRecord& r) mutable {
+        if (!first) return;
+        first = false;
+        const nlohmann::json phases = {{"attempt", launch.restart_count},
+                                       {"resumed_from", resumed_from},
+                                       {"first_step", r.step},
+                                       {"start_to_joined_seconds", joined_seconds},
+                                       {"load_seconds", load_seconds},
+                                       {"first_step_seconds", r.seconds},
+                                       {"start_to_first_step_seconds", seconds_since_start()}};
+        const std::string path = detail::concat(log_dir, "/resume-", launch.restart_count, ".json");
+        try {
+          write_output_file("restart record", path, phases.dump(2) + "\n");
+        } catch (const Error& e) {
+          log_warn(e.what());
+        }
+      });
+    }
     std::signal(SIGTERM, on_stop_signal);
     trainer.set_stop_request([] { return stop_signals > 0; });
     TrainSummary summary = trainer.run();

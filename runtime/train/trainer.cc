@@ -185,10 +185,18 @@ TrainSummary Trainer::run() {
       std::strncat(line, fp8_line, sizeof line - std::strlen(line) - 1);
     }
     if (reports) log_info(line);
+    const StepRecord record{
+        step + 1,
+        loss,
+        kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr),
+        report.grad_norm,
+        tokens_per_step,
+        seconds,
+        checkpoint};
     if (reports && step_log_)
-      step_log_->step(step + 1, loss,
-                      kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr),
-                      report.grad_norm, tokens_per_step, seconds, restart_);
+      step_log_->step(record.step, record.loss, record.lr, record.grad_norm, record.tokens,
+                      record.seconds, restart_);
+    for (const auto& observer : step_observers_) observer(record);
     if (last || (t.eval_interval > 0 && (step + 1) % t.eval_interval == 0)) {
       const double eval_loss = engine_->evaluate();
       summary.eval_losses.emplace_back(step + 1, eval_loss);

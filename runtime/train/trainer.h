@@ -56,6 +56,15 @@ class SingleProcessEngine final : public TrainEngine {
   AdamW optimizer_;
 };
 
+// What each training step did, as the trainer's observers see it (on every rank).
+struct StepRecord {
+  int64_t step = 0;  // optimizer steps taken after it (1 for the first)
+  double loss = 0, lr = 0, grad_norm = 0;
+  int64_t tokens = 0;
+  double seconds = 0;       // the step, with its boundary work (checkpoint copy, agreement)
+  bool checkpoint = false;  // a checkpoint was started at its end
+};
+
 class Trainer {
  public:
   // The single-process engine.
@@ -78,6 +87,10 @@ class Trainer {
   // Asked on every rank at every step boundary; when any rank answers true, every rank stops
   // there together (after a checkpoint, when they are on).
   void set_stop_request(std::function<bool()> requested) { stop_requested_ = std::move(requested); }
+  // Called after every step, on every rank.
+  void add_step_observer(std::function<void(const StepRecord&)> observer) {
+    step_observers_.push_back(std::move(observer));
+  }
 
  private:
   Config config_;
@@ -86,6 +99,7 @@ class Trainer {
   int64_t restart_ = 0;
   std::unique_ptr<CheckpointWriter> checkpoints_;
   std::function<bool()> stop_requested_;
+  std::vector<std::function<void(const StepRecord&)>> step_observers_;
 };
 
 }  // namespace tandem
