@@ -32,9 +32,15 @@ test: build data
 MPIRUN = mpirun --allow-run-as-root --oversubscribe --mca mpi_yield_when_idle 1 -x OMP_NUM_THREADS=1
 DEMO_GRID = --set parallel.pp=2 --set parallel.ep=2 --set parallel.schedule=dualpipe \
   --set parallel.microbatches=4
+# It runs under tandem-launch (no MPI: the ranks talk over UCX), checkpointing every 100 steps
+# into $(BUILD)/demo-checkpoints, and is restarted from the newest checkpoint if a rank dies.
 demo: build data
-	$(MPIRUN) -np 4 $(BUILD)/bin/tandem-train examples/configs/tiny.toml $(DEMO_GRID) \
-	  --summary-json $(BUILD)/demo-summary.json --trace $(BUILD)/demo-trace.json
+	@rm -rf $(BUILD)/demo-checkpoints $(BUILD)/demo-steps.jsonl
+	UCX_TLS=tcp,self,sm $(BUILD)/bin/tandem-launch --nproc-per-node 4 --max-restarts 2 \
+	  --log-dir $(BUILD)/demo-logs -- $(BUILD)/bin/tandem-train examples/configs/tiny.toml \
+	  $(DEMO_GRID) --set checkpoint.dir=$(BUILD)/demo-checkpoints --set checkpoint.interval=100 \
+	  --summary-json $(BUILD)/demo-summary.json --trace $(BUILD)/demo-trace.json \
+	  --log-jsonl $(BUILD)/demo-steps.jsonl
 
 bench: build data
 	$(BUILD)/bin/train_efficiency examples/configs/small.toml
