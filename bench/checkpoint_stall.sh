@@ -6,8 +6,8 @@
 # run's extra time per checkpoint against the run without any (which also counts the background
 # writer slowing the steps after a checkpoint). The write bandwidth (background thread: write +
 # fsync of the shard) is compared with `dd` writing and fsyncing as many bytes to the same
-# directory, and the copy into host memory with memcpy bandwidth (a large cp within tmpfs is not
-# used: /dev/shm may be small) measured by Python over the same size.
+# directory, and the copy into host memory with memcpy bandwidth over the same size (numpy's
+# copyto between two warm buffers, from scripts/python-test-env).
 # Usage: bench/checkpoint_stall.sh BUILD [DIR]   (DIR: where checkpoints go; default: a temp dir)
 set -euo pipefail
 build=$1
@@ -30,14 +30,17 @@ bytes=$($py -c 'import json,sys; print(json.load(open(sys.argv[1]))["checkpoints
 mb=$(( (bytes + (1 << 20) - 1) >> 20 ))
 dd_out=$(dd if=/dev/zero of="$dir/bench-dd" bs=1M count=$mb conv=fsync 2>&1 | tail -n1)
 rm -f "$dir/bench-dd"
-$py - "$dir" "$bytes" "$dd_out" <<'PY'
-import json, re, sys, time
-d, shard_bytes, dd = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+scripts/python-test-env "$build/python-test-env" >/dev/null
+memcpy_bw=$("$build/python-test-env/bin/python" -c '
+import numpy as np, sys, time
+n = int(sys.argv[1]); a = np.ones(n, np.uint8); b = np.zeros(n, np.uint8)
+best = min((lambda t: (np.copyto(b, a), time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(5))
+print(n / best)' "$bytes")
+$py - "$dir" "$bytes" "$dd_out" "$memcpy_bw" <<'PY'
+import json, re, sys
+d, shard_bytes, dd, memcpy_bw = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 m = re.search(r"copied, ([0-9.]+) s", dd)
 dd_bw = shard_bytes / float(m.group(1))
-buf = bytearray(shard_bytes)
-start = time.perf_counter(); copy = bytes(buf); memcpy_s = time.perf_counter() - start
-memcpy_bw = shard_bytes / memcpy_s
 print(f"checkpoint of small.toml: {shard_bytes / 1e6:.1f} MB per checkpoint (parameters, m, v)")
 def train_seconds(s):
     tokens = s["config"]["train"]["batch_size"] * s["config"]["model"]["seq_len"]

@@ -340,8 +340,9 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
 
 bool is_checkpoint(const std::string& path) {
   std::error_code error;
-  return step_of_name(fs::path(path).lexically_normal().filename().string()) >= 0 ||
-         fs::exists(fs::path(path) / kManifestName, error);
+  fs::path p = fs::path(path).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();  // "ck/step-00000040/"
+  return step_of_name(p.filename().string()) >= 0 || fs::exists(p / kManifestName, error);
 }
 
 nlohmann::json verify_checkpoint(const std::string& path) {
@@ -379,8 +380,8 @@ void prepare_checkpoint_dir(const std::string& dir) {
 struct CheckpointWriter::Pending {
   int64_t step = 0;
   std::string temp_dir, final_dir;
-  std::unique_ptr<safetensors::FileImage> image;
-  nlohmann::json description;  // this rank's part of the manifest
+  safetensors::FileImage* image = nullptr;  // the writer's, reused by every checkpoint
+  nlohmann::json description;               // this rank's part of the manifest
   std::thread thread;
   std::atomic<bool> done{false};
   std::string error;  // set by the writer before done
@@ -499,12 +500,13 @@ void CheckpointWriter::save(const TrainingState& state, int64_t step) {
           {{"key", key}, {"name", mo.name}, {"kind", kind}, {"begin", mo.begin}, {"end", mo.end}});
     }
   }
-  p->image = std::make_unique<safetensors::FileImage>(
-      std::move(entries), std::map<std::string, std::string>{
-                              {"format", kFormatName},
-                              {"format_version", std::to_string(kCheckpointFormatVersion)},
-                              {"step", std::to_string(step)},
-                              {"rank", std::to_string(rank_)}});
+  p->image = &image_;
+  image_.lay_out(std::move(entries),
+                 std::map<std::string, std::string>{
+                     {"format", kFormatName},
+                     {"format_version", std::to_string(kCheckpointFormatVersion)},
+                     {"step", std::to_string(step)},
+                     {"rank", std::to_string(rank_)}});
   for (size_t i = 0; i < sources.size(); ++i)
     std::memcpy(p->image->data(i), sources[i].data, sources[i].bytes);
 
@@ -543,7 +545,7 @@ void CheckpointWriter::write_shard(Pending& p) {
     fs::create_directory(p.temp_dir, ec);  // every rank tries; the first one makes it
     TANDEM_USER_CHECK(!ec || fs::is_directory(p.temp_dir), "checkpoint: cannot create '",
                       p.temp_dir, "': ", ec.message());
-    const std::string& bytes = p.image->image();
+    const std::string_view bytes = p.image->image();
     write_new_file((fs::path(p.temp_dir) / shard_file_name(rank_)).string(), bytes,
                    test_pause_seconds(p.step));
     fsync_directory(p.temp_dir);
@@ -578,7 +580,6 @@ void CheckpointWriter::commit() {
   p->description["bytes"] = p->image->image().size();
   p->description["xxh64"] = p->xxh64;
   p->description["error"] = p->error;
-  p->image.reset();  // the host copy is no longer needed
   const std::string mine = p->description.dump();
   const std::vector<std::string> all =
       world_ ? comm::gather_strings(*world_, mine, 0) : std::vector<std::string>{mine};
@@ -792,7 +793,8 @@ std::optional<LoadedCheckpoint> load_checkpoint(const std::string& path, const C
 
 // ---- Export -------------------------------------------------------------------------------
 
-std::string export_parameters(const std::string& checkpoint, DType dtype, int64_t* elements) {
+safetensors::FileImage export_parameters(const std::string& checkpoint, DType dtype,
+                                         int64_t* elements) {
   TANDEM_USER_CHECK(dtype == DType::kF32 || dtype == DType::kBF16,
                     "export: dtype must be F32 or BF16");
   verify_checkpoint(checkpoint);
@@ -828,7 +830,7 @@ std::string export_parameters(const std::string& checkpoint, DType dtype, int64_
       }
     }
   }
-  return image.image();
+  return image;
 }
 
 }  // namespace tandem

@@ -23,6 +23,7 @@
 
 #include "comm/communicator.h"
 #include "runtime/core/config.h"
+#include "runtime/train/safetensors.h"
 #include "runtime/train/train_engine.h"
 
 namespace tandem {
@@ -94,6 +95,7 @@ class CheckpointWriter {
   int rank_ = 0;
   std::string token_;  // this run's: names its temporary directories
   std::unique_ptr<Pending> pending_;
+  safetensors::FileImage image_;  // the host copy of this rank's state, kept for the next one
   Stats stats_;
 };
 
@@ -111,7 +113,8 @@ std::optional<LoadedCheckpoint> load_checkpoint(const std::string& path, const C
                                                 TrainingState& state, comm::Communicator* world);
 
 // The full model's parameters from a checkpoint, by global name, in `dtype` (F32 or BF16), as
-// one safetensors file's bytes: what `tandem-checkpoint export` writes.
-std::string export_parameters(const std::string& checkpoint, DType dtype, int64_t* elements);
+// one safetensors file: what `tandem-checkpoint export` writes.
+safetensors::FileImage export_parameters(const std::string& checkpoint, DType dtype,
+                                         int64_t* elements);
 
 }  // namespace tandem

@@ -55,9 +55,9 @@ DType dtype_of(std::string_view name, std::string_view what) {
   TANDEM_USER_FAIL(what, ": dtype '", name, "' is not one tandem reads (", known, ")");
 }
 
-FileImage::FileImage(std::vector<TensorEntry> entries,
-                     const std::map<std::string, std::string>& metadata)
-    : entries_(std::move(entries)) {
+void FileImage::lay_out(std::vector<TensorEntry> entries,
+                        const std::map<std::string, std::string>& metadata) {
+  entries_ = std::move(entries);
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
@@ -78,10 +78,14 @@ FileImage::FileImage(std::vector<TensorEntry> entries,
   // at least as aligned as its offset, and entries of one dtype are aligned to their size.
   text.append((8 - text.size() % 8) % 8, ' ');
   data_start_ = 8 + text.size();
-  bytes_.assign(data_start_ + offset, '\0');
+  size_ = data_start_ + offset;
+  if (size_ > capacity_) {
+    bytes_ = std::make_unique_for_overwrite<char[]>(size_);
+    capacity_ = size_;
+  }
   uint64_t n = text.size();
   for (int i = 0; i < 8; ++i) bytes_[i] = static_cast<char>(n >> (8 * i) & 0xff);
-  std::memcpy(bytes_.data() + 8, text.data(), text.size());
+  std::memcpy(bytes_.get() + 8, text.data(), text.size());
 }
 
 Header Header::parse(std::string_view file, std::string_view what) {

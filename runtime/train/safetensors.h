@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,19 +33,27 @@ struct TensorEntry {
 };
 
 // A whole file laid out in memory: the header (its entries in order, contiguous) and room for
-// every tensor's bytes, which the caller fills through data(entry) before writing image().
+// every tensor's bytes, which the caller fills through data(entry) before writing image(). The
+// memory is not cleared, and lay_out() reuses it when it is large enough: a checkpoint of
+// hundreds of MB then costs one copy, not a page fault per page as well.
 class FileImage {
  public:
+  FileImage() = default;
   FileImage(std::vector<TensorEntry> entries_without_offsets,
-            const std::map<std::string, std::string>& metadata);
+            const std::map<std::string, std::string>& metadata) {
+    lay_out(std::move(entries_without_offsets), metadata);
+  }
+  void lay_out(std::vector<TensorEntry> entries_without_offsets,
+               const std::map<std::string, std::string>& metadata);
   const std::vector<TensorEntry>& entries() const { return entries_; }
-  char* data(size_t entry) { return bytes_.data() + data_start_ + entries_[entry].begin; }
-  const std::string& image() const { return bytes_; }
+  char* data(size_t entry) { return bytes_.get() + data_start_ + entries_[entry].begin; }
+  std::string_view image() const { return {bytes_.get(), size_}; }
 
  private:
   std::vector<TensorEntry> entries_;
   size_t data_start_ = 0;
-  std::string bytes_;
+  std::unique_ptr<char[]> bytes_;
+  size_t size_ = 0, capacity_ = 0;
 };
 
 // A file's parsed header. parse() checks everything before anything is read through it: the

@@ -68,7 +68,8 @@ int export_model(const std::string& path, const std::string& out, tandem::DType 
   }
   TANDEM_USER_CHECK(!used.empty(), "no valid checkpoint at '", path, "': ", why_not);
   int64_t elements = 0;
-  const std::string bytes = tandem::export_parameters(used, dtype, &elements);
+  const tandem::safetensors::FileImage file = tandem::export_parameters(used, dtype, &elements);
+  const std::string_view bytes = file.image();
   tandem::write_output_file("export output", out, bytes);
   std::printf("exported %s: %lld parameters (%s) to %s, %zu bytes\n", used.c_str(),
               static_cast<long long>(elements), dtype == tandem::DType::kBF16 ? "BF16" : "F32",
