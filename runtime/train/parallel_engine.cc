@@ -75,6 +75,11 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
   if (shape_.ep > 1 && hierarchical) {
     const comm::Topology topology =
         comm::discover_topology(grid_->expert(), static_cast<int>(config.comm.ranks_per_node));
+    if (world_rank_ == 0)
+      log_info("topology: the expert group spans ", topology.nodes, " node",
+               topology.nodes == 1 ? "" : "s", " of ", topology.local_size, " ranks (",
+               config.comm.ranks_per_node > 0 ? "comm.ranks_per_node" : "from host identities",
+               ")");
     hierarchical_dispatcher_ = std::make_unique<comm::HierarchicalDispatcher>(
         grid_->expert(), topology, config.model.n_routed_experts, config.comm.expert_exchange,
         comm_timeout_ms(config.comm));
