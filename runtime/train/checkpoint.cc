@@ -3,6 +3,7 @@
 #include "runtime/train/checkpoint.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -23,6 +24,7 @@
 #include "runtime/core/input_file.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/owned_fd.h"
+#include "runtime/model/model_stats.h"
 #include "runtime/train/safetensors.h"
 
 namespace tandem {
@@ -118,10 +120,33 @@ std::string range_key(const std::string& kind, const std::string& name, int64_t 
   return key;
 }
 
-int64_t shape_numel(const Shape& shape) {
+// Elements of a shape, or an Error when they pass 2^62 (a damaged or hostile manifest).
+int64_t shape_numel(const Shape& shape, std::string_view what = "checkpoint") {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) {
+    TANDEM_USER_CHECK(d >= 0 && (d == 0 || n <= (int64_t{1} << 62) / d), what, ": shape ",
+                      shape_string(shape), " is too large");
+    n *= d;
+  }
   return n;
+}
+
+// The step of a "step-NNNNNNNN" name (eight or more digits), or -1.
+int64_t step_of_name(const std::string& name) {
+  if (name.size() < 13 || name.compare(0, 5, "step-") != 0) return -1;
+  int64_t step = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9' || step > (int64_t{1} << 50)) return -1;
+    step = step * 10 + (name[i] - '0');
+  }
+  return step;
+}
+
+// The last component of a path, trailing separators ignored ("ck/step-00000040/").
+std::string last_name(const std::string& path) {
+  fs::path p = fs::path(path).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
 }
 
 // ---- The manifest -------------------------------------------------------------------------
@@ -181,6 +206,9 @@ Manifest read_manifest(const std::string& checkpoint) {
   TANDEM_USER_CHECK(version == kCheckpointFormatVersion, what, ": format version ", version,
                     "; this tandem reads version ", kCheckpointFormatVersion);
   m.step = field(m.json, "step", is_count, "a count").get<int64_t>();
+  const int64_t named = step_of_name(last_name(checkpoint));
+  TANDEM_USER_CHECK(named < 0 || named == m.step, what, ": records step ", m.step,
+                    " but its directory is ", last_name(checkpoint));
   field(m.json, "config", is_object, "an object");
   TANDEM_USER_CHECK(m.json["config"].contains("model") && m.json["config"]["model"].is_object(),
                     what, ": config has no model section");
@@ -191,6 +219,7 @@ Manifest read_manifest(const std::string& checkpoint) {
       TANDEM_USER_CHECK(is_count(d), what, ": parameter '", name, "' has a bad shape");
       s.push_back(d.get<int64_t>());
     }
+    shape_numel(s, what);
     m.parameters[name] = s;
   }
   for (const auto& [name, values] :
@@ -246,17 +275,43 @@ std::string model_differences(const nlohmann::json& saved, const nlohmann::json&
   return out;
 }
 
-// A shard read whole, its size and checksum checked against the manifest, its header parsed.
-safetensors::File read_shard(const std::string& checkpoint, const ShardRecord& record) {
+// A shard read whole, its size and checksum checked against the manifest (the size before
+// anything is read, so a damaged or huge sparse file costs nothing), its header parsed and its
+// metadata matched with the manifest's step and rank.
+safetensors::File read_shard(const std::string& checkpoint, const ShardRecord& record,
+                             int64_t step) {
   const std::string path = (fs::path(checkpoint) / record.file).string();
-  std::string bytes =
-      read_input_file("checkpoint shard", path, "the checkpoint is incomplete: use an older one");
-  TANDEM_USER_CHECK(bytes.size() == record.bytes, "checkpoint shard '", path, "': ", bytes.size(),
-                    " bytes, the manifest records ", record.bytes, " (truncated or replaced)");
+  const std::string what = "checkpoint shard '" + path + "'";
+  struct stat info {};
+  OwnedFd fd = open_input_file("checkpoint shard", path,
+                               "the checkpoint is incomplete: use an older one", &info);
+  TANDEM_USER_CHECK(static_cast<uint64_t>(info.st_size) == record.bytes, what, ": ",
+                    static_cast<uint64_t>(info.st_size), " bytes, the manifest records ",
+                    record.bytes, " (truncated or replaced)");
+  std::string bytes(record.bytes, '\0');
+  size_t got = 0;
+  while (got < bytes.size()) {
+    const ssize_t n = ::read(fd.get(), bytes.data() + got, bytes.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    TANDEM_USER_CHECK(n > 0, what, ": read failed after ", got,
+                      " bytes: ", n < 0 ? errno_text(errno) : "the file shrank");
+    got += static_cast<size_t>(n);
+  }
   const std::string sum = xxh64_hex(bytes);
-  TANDEM_USER_CHECK(sum == record.xxh64, "checkpoint shard '", path, "': XXH64 checksum ", sum,
+  TANDEM_USER_CHECK(sum == record.xxh64, what, ": XXH64 checksum ", sum,
                     " but the manifest records ", record.xxh64, " (the file is damaged)");
-  return safetensors::File(std::move(bytes), "checkpoint shard '" + path + "'");
+  safetensors::File file(std::move(bytes), what);
+  const auto& meta = file.header().metadata;
+  auto meta_of = [&](const char* key) {
+    const auto it = meta.find(key);
+    return it == meta.end() ? std::string("(absent)") : it->second;
+  };
+  TANDEM_USER_CHECK(meta_of("format") == kFormatName && meta_of("step") == std::to_string(step) &&
+                        meta_of("rank") == std::to_string(record.rank),
+                    what, ": its metadata (format ", meta_of("format"), ", step ", meta_of("step"),
+                    ", rank ", meta_of("rank"), ") is not that of rank ", record.rank,
+                    "'s shard of step ", step);
+  return file;
 }
 
 // The entry of a saved range in its shard, checked against the range and the expected dtype
@@ -298,6 +353,33 @@ void check_complete(const Manifest& m, const std::string& what) {
   }
 }
 
+// The manifest describes the model its config names: as many parameter elements as that model
+// has, and one router bias of n_routed_experts values per MoE layer.
+void check_model(const Manifest& m, const std::string& what) {
+  TANDEM_USER_CHECK(m.json.contains("config_toml") && m.json["config_toml"].is_string(), what,
+                    ": the manifest has no config_toml");
+  Config config;
+  try {
+    config = parse_config_string(m.json["config_toml"].get<std::string>(), what + " config");
+    validate_config(config);
+  } catch (const Error& e) {
+    TANDEM_USER_FAIL(what, ": its config is not valid: ", e.what());
+  }
+  const ModelStats stats = model_stats(config.model);
+  int64_t elements = 0;
+  for (const auto& [name, shape] : m.parameters) elements += shape_numel(shape, what);
+  TANDEM_USER_CHECK(elements == stats.params, what, ": its parameters hold ", elements,
+                    " elements, the model of its config has ", stats.params);
+  const int64_t moe_layers = config.model.n_layers - config.model.n_dense_layers;
+  TANDEM_USER_CHECK(static_cast<int64_t>(m.router_biases.size()) == moe_layers, what, ": ",
+                    m.router_biases.size(), " router biases, the model has ", moe_layers,
+                    " MoE layers");
+  for (const auto& [name, values] : m.router_biases)
+    TANDEM_USER_CHECK(static_cast<int64_t>(values.size()) == config.model.n_routed_experts, what,
+                      ": router bias '", name, "' has ", values.size(), " values, not ",
+                      config.model.n_routed_experts);
+}
+
 }  // namespace
 
 std::string checkpoint_name(int64_t step) {
@@ -311,19 +393,6 @@ std::string shard_file_name(int rank) {
   std::snprintf(name, sizeof name, "rank-%05d.safetensors", rank);
   return name;
 }
-
-namespace {
-// The step of a "step-NNNNNNNN" name (eight or more digits), or -1.
-int64_t step_of_name(const std::string& name) {
-  if (name.size() < 13 || name.compare(0, 5, "step-") != 0) return -1;
-  int64_t step = 0;
-  for (size_t i = 5; i < name.size(); ++i) {
-    if (name[i] < '0' || name[i] > '9' || step > (int64_t{1} << 50)) return -1;
-    step = step * 10 + (name[i] - '0');
-  }
-  return step;
-}
-}  // namespace
 
 std::vector<std::string> list_checkpoints(const std::string& dir) {
   std::vector<std::pair<int64_t, std::string>> found;
@@ -340,17 +409,16 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
 
 bool is_checkpoint(const std::string& path) {
   std::error_code error;
-  fs::path p = fs::path(path).lexically_normal();
-  if (p.filename().empty()) p = p.parent_path();  // "ck/step-00000040/"
-  return step_of_name(p.filename().string()) >= 0 || fs::exists(p / kManifestName, error);
+  return step_of_name(last_name(path)) >= 0 || fs::exists(fs::path(path) / kManifestName, error);
 }
 
 nlohmann::json verify_checkpoint(const std::string& path) {
   const Manifest m = read_manifest(path);
   const std::string what = "checkpoint '" + path + "'";
   check_complete(m, what);
+  check_model(m, what);
   for (size_t s = 0; s < m.shards.size(); ++s) {
-    const safetensors::File file = read_shard(path, m.shards[s]);
+    const safetensors::File file = read_shard(path, m.shards[s], m.step);
     std::set<std::string> listed;
     for (const SavedRange& r : m.ranges) {
       if (r.shard != s) continue;
@@ -377,29 +445,85 @@ void prepare_checkpoint_dir(const std::string& dir) {
                                     "); give a directory this job can write"));
 }
 
+// What one checkpoint in progress needs, owned jointly by the writer and its background thread:
+// the thread never touches the writer, so a writer torn down by an error can leave it behind.
 struct CheckpointWriter::Pending {
   int64_t step = 0;
+  int rank = 0;
   std::string temp_dir, final_dir;
-  safetensors::FileImage* image = nullptr;  // the writer's, reused by every checkpoint
-  nlohmann::json description;               // this rank's part of the manifest
+  std::shared_ptr<safetensors::FileImage> image;  // the writer's, reused by every checkpoint
+  nlohmann::json description;                     // this rank's part of the manifest
   std::thread thread;
   std::atomic<bool> done{false};
-  std::string error;  // set by the writer before done
-  std::string xxh64;
+  // Set by the writing thread before `done`:
+  std::string error, xxh64;
+  uint64_t bytes = 0;
+  double write_seconds = 0;
 };
 
+namespace {
+
+// The complete checkpoints (a manifest in place) under `dir`, by step.
+std::map<int64_t, std::string> complete_checkpoints(const std::string& dir) {
+  std::map<int64_t, std::string> out;
+  for (const std::string& path : list_checkpoints(dir)) {
+    std::error_code ec;
+    if (fs::is_regular_file(fs::path(path) / kManifestName, ec))
+      out[step_of_name(last_name(path))] = path;
+  }
+  return out;
+}
+
+}  // namespace
+
 CheckpointWriter::CheckpointWriter(const Config& config, comm::Communicator* world,
-                                   nlohmann::json grid)
-    : config_(config), world_(world), grid_(std::move(grid)), dir_(config.checkpoint.dir) {
+                                   nlohmann::json grid, std::optional<int64_t> resumed_step)
+    : config_(config),
+      world_(world),
+      grid_(std::move(grid)),
+      dir_(config.checkpoint.dir),
+      image_(std::make_shared<safetensors::FileImage>()) {
   rank_ = world_ ? world_->rank() : 0;
-  // Rank 0 creates the directory and a marker file of a fresh name in it; the marker's name
-  // travels to every rank, which must find it with rank 0's host in it.
-  std::string marker_text, error;
+  // Rank 0 creates the directory, takes its lock (one job per directory: another one's cleanup
+  // would remove this one's checkpoints in progress) and decides what the existing checkpoints
+  // mean for this run; a marker file of a fresh name then shows whether every rank sees the
+  // same directory. Any rank's refusal stops every rank.
+  std::string error;
   uint64_t token = 0;
+  std::vector<std::string> abandoned;  // complete checkpoints newer than the one resumed
   if (rank_ == 0) {
-    prepare_checkpoint_dir(dir_);
-    std::random_device random;
-    token = (uint64_t{random()} << 32 | random()) & 0x7fffffffffffffffull;
+    try {
+      prepare_checkpoint_dir(dir_);
+      const std::string lock_path = (fs::path(dir_) / ".tandem-lock").string();
+      lock_ = OwnedFd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+      TANDEM_USER_CHECK(lock_, "checkpoint.dir '", dir_,
+                        "': cannot create its lock file: ", errno_text(errno));
+      if (::flock(lock_.get(), LOCK_EX | LOCK_NB) != 0) {
+        std::string holder = read_input_file("checkpoint lock", lock_path, "");
+        while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' '))
+          holder.pop_back();
+        throw UsageError(detail::concat("checkpoint.dir '", dir_, "' is in use by another job (",
+                                        holder.empty() ? "unknown" : holder,
+                                        "); give each job a directory of its own"));
+      }
+      const std::string holder = detail::concat("pid ", ::getpid(), " on ", host_name(), "\n");
+      if (::ftruncate(lock_.get(), 0) == 0)
+        static_cast<void>(::pwrite(lock_.get(), holder.data(), holder.size(), 0));
+      const std::map<int64_t, std::string> existing = complete_checkpoints(dir_);
+      if (!resumed_step && !existing.empty())
+        throw UsageError(detail::concat(
+            "checkpoint.dir '", dir_, "' already holds checkpoints (the newest is ",
+            existing.rbegin()->second,
+            ") and this run does not resume from them: resume with --resume auto, or give a new "
+            "(or empty) checkpoint.dir"));
+      if (resumed_step)
+        for (const auto& [step, path] : existing)
+          if (step > *resumed_step) abandoned.push_back(path);
+      std::random_device random;
+      token = (uint64_t{random()} << 32 | random()) & 0x7fffffffffffffffull;
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
   }
   if (world_) {
     Tensor t = Tensor::empty({1}, DType::kI64);
@@ -412,17 +536,22 @@ CheckpointWriter::CheckpointWriter(const Config& config, comm::Communicator* wor
   token_ = hex;
   if (world_ && world_->size() > 1) {
     const std::string marker = (fs::path(dir_) / (".tandem-shared-check-" + token_)).string();
-    if (rank_ == 0) {
-      marker_text = "written by rank 0 on " + host_name() + "\n";
-      write_new_file(marker, marker_text);
+    if (rank_ == 0 && error.empty()) {
+      try {
+        write_new_file(marker, "written by rank 0 on " + host_name() + "\n");
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
     }
     world_->barrier().wait();
     if (rank_ != 0) {
       try {
-        marker_text = read_input_file("checkpoint.dir marker", marker, "");
-      } catch (const Error& e) {
+        read_input_file("checkpoint.dir marker", marker, "");
+      } catch (const Error&) {
         error = detail::concat("rank ", rank_, " on ", host_name(), " does not see the file ",
-                               marker, " that rank 0 wrote");
+                               marker, " that rank 0 wrote: checkpoint.dir '", dir_,
+                               "' is not one directory shared by every node; put checkpoints on "
+                               "a filesystem every node mounts at the same path");
       }
     }
     const std::vector<std::string> errors = comm::gather_strings(*world_, error, 0);
@@ -433,36 +562,55 @@ CheckpointWriter::CheckpointWriter(const Config& config, comm::Communicator* wor
       std::string all;
       for (const auto& e : errors)
         if (!e.empty()) all += (all.empty() ? "" : "; ") + e;
-      throw UsageError(detail::concat(
-          "checkpoint.dir '", dir_,
-          "' is not one directory shared by every node: ", rank_ == 0 ? all : "see rank 0's report",
-          ". Put checkpoints on a filesystem every node mounts at the same path"));
+      throw UsageError(rank_ == 0 ? all : "checkpoint.dir refused: see rank 0's report");
     }
+  } else if (!error.empty()) {
+    throw UsageError(error);
   }
-  // Temporary directories of earlier attempts: their checkpoints never completed.
-  if (rank_ == 0) {
+  if (rank_ != 0) return;
+  // A run resumed from an older checkpoint (a rollback) moves the newer ones aside: a later
+  // --resume auto must not jump back onto the abandoned branch.
+  for (const std::string& path : abandoned) {
+    const std::string aside = (fs::path(dir_) / ("abandoned-" + token_)).string();
     std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(dir_, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (name.starts_with(".step-") && (name.find(".tmp-") != std::string::npos ||
-                                         name.find(".replaced-") != std::string::npos)) {
-        fs::remove_all(entry.path(), ec);
-        log_info("checkpoint: removed ", entry.path().string(),
-                 ", left incomplete by an earlier attempt");
-      }
+    fs::create_directories(aside, ec);
+    fs::rename(path, fs::path(aside) / last_name(path), ec);
+    log_warn("checkpoint: ", path, " is newer than the checkpoint this run resumed from; moved to ",
+             aside, ec ? " failed: " + ec.message() : "");
+  }
+  // Temporary directories and markers of earlier attempts: what they held never completed.
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    const bool stale_step =
+        name.starts_with(".step-") &&
+        (name.find(".tmp-") != std::string::npos || name.find(".replaced-") != std::string::npos);
+    if (stale_step || name.starts_with(".tandem-shared-check-")) {
+      std::error_code remove_error;
+      fs::remove_all(entry.path(), remove_error);
+      log_info("checkpoint: removed ", entry.path().string(),
+               ", left incomplete by an earlier attempt");
     }
   }
 }
 
 CheckpointWriter::~CheckpointWriter() {
-  if (pending_ && pending_->thread.joinable()) pending_->thread.join();
+  // Torn down by an error (a lost peer): a write still going is left to finish or to die with
+  // the process, rather than holding the exit up; it owns everything it uses.
+  if (pending_ && pending_->thread.joinable()) {
+    if (pending_->done.load(std::memory_order_acquire))
+      pending_->thread.join();
+    else
+      pending_->thread.detach();
+  }
 }
 
 void CheckpointWriter::save(const TrainingState& state, int64_t step) {
   if (pending_) finish();
   const auto start = std::chrono::steady_clock::now();
-  auto p = std::make_unique<Pending>();
+  auto p = std::make_shared<Pending>();
   p->step = step;
+  p->rank = rank_;
   p->final_dir = (fs::path(dir_) / checkpoint_name(step)).string();
   p->temp_dir = (fs::path(dir_) / ("." + checkpoint_name(step) + ".tmp-" + token_)).string();
 
@@ -500,15 +648,15 @@ void CheckpointWriter::save(const TrainingState& state, int64_t step) {
           {{"key", key}, {"name", mo.name}, {"kind", kind}, {"begin", mo.begin}, {"end", mo.end}});
     }
   }
-  p->image = &image_;
-  image_.lay_out(std::move(entries),
-                 std::map<std::string, std::string>{
-                     {"format", kFormatName},
-                     {"format_version", std::to_string(kCheckpointFormatVersion)},
-                     {"step", std::to_string(step)},
-                     {"rank", std::to_string(rank_)}});
+  p->image = image_;
+  image_->lay_out(std::move(entries),
+                  std::map<std::string, std::string>{
+                      {"format", kFormatName},
+                      {"format_version", std::to_string(kCheckpointFormatVersion)},
+                      {"step", std::to_string(step)},
+                      {"rank", std::to_string(rank_)}});
   for (size_t i = 0; i < sources.size(); ++i)
-    std::memcpy(p->image->data(i), sources[i].data, sources[i].bytes);
+    std::memcpy(image_->data(i), sources[i].data, sources[i].bytes);
 
   nlohmann::json parameters = nlohmann::json::object();
   for (const Parameter* param : state.parameters) parameters[param->name] = param->value.shape();
@@ -531,7 +679,7 @@ void CheckpointWriter::save(const TrainingState& state, int64_t step) {
   ++stats_.saved;
   pending_ = std::move(p);
   if (config_.checkpoint.async) {
-    pending_->thread = std::thread([this, pending = pending_.get()] { write_shard(*pending); });
+    pending_->thread = std::thread([pending = pending_] { write_shard(*pending); });
   } else {
     write_shard(*pending_);
     commit();
@@ -546,23 +694,25 @@ void CheckpointWriter::write_shard(Pending& p) {
     TANDEM_USER_CHECK(!ec || fs::is_directory(p.temp_dir), "checkpoint: cannot create '",
                       p.temp_dir, "': ", ec.message());
     const std::string_view bytes = p.image->image();
-    write_new_file((fs::path(p.temp_dir) / shard_file_name(rank_)).string(), bytes,
+    write_new_file((fs::path(p.temp_dir) / shard_file_name(p.rank)).string(), bytes,
                    test_pause_seconds(p.step));
     fsync_directory(p.temp_dir);
     p.xxh64 = xxh64_hex(bytes);
-    stats_.bytes += bytes.size();
+    p.bytes = bytes.size();
   } catch (const std::exception& e) {
     p.error = e.what();
   }
-  stats_.write_seconds += seconds_since(start);
+  p.write_seconds = seconds_since(start);
   p.done.store(true, std::memory_order_release);
 }
 
 void CheckpointWriter::poll() {
   if (!pending_) return;
+  const auto start = std::chrono::steady_clock::now();
   const double done = pending_->done.load(std::memory_order_acquire) ? 1 : 0;
   const double all_done =
       world_ ? comm::all_reduce_value(*world_, done, comm::ReduceOp::kMin) : done;
+  stats_.poll_seconds += seconds_since(start);
   if (all_done > 0) commit();
 }
 
@@ -574,27 +724,13 @@ void CheckpointWriter::finish() {
   commit();
 }
 
-void CheckpointWriter::commit() {
-  std::unique_ptr<Pending> p = std::move(pending_);
-  if (p->thread.joinable()) p->thread.join();
-  p->description["bytes"] = p->image->image().size();
-  p->description["xxh64"] = p->xxh64;
-  p->description["error"] = p->error;
-  const std::string mine = p->description.dump();
-  const std::vector<std::string> all =
-      world_ ? comm::gather_strings(*world_, mine, 0) : std::vector<std::string>{mine};
-  if (rank_ != 0) return;
-  const auto fail = [&](const std::string& why) {
-    ++stats_.failed;
-    log_error("checkpoint ", p->final_dir, " was not written: ", why,
-              "; the previous checkpoint stays the newest");
-    std::error_code ec;
-    fs::remove_all(p->temp_dir, ec);
-  };
+// Rank 0's half of a commit: the manifest, the rename, the pruning. Returns an error or "".
+std::string CheckpointWriter::publish(const Pending& p,
+                                      const std::vector<std::string>& shards_text) {
   nlohmann::json shards = nlohmann::json::array();
   nlohmann::json parameters = nlohmann::json::object(), biases = nlohmann::json::object();
   std::string errors;
-  for (const std::string& text : all) {
+  for (const std::string& text : shards_text) {
     nlohmann::json d = nlohmann::json::parse(text);
     if (!d["error"].get<std::string>().empty())
       errors += detail::concat(errors.empty() ? "" : "; ", "rank ", d["rank"].get<int>(), " on ",
@@ -606,69 +742,141 @@ void CheckpointWriter::commit() {
     d.erase("error");
     shards.push_back(std::move(d));
   }
-  if (!errors.empty()) return fail(errors);
+  if (!errors.empty()) return errors;
   const auto& t = config_.train;
-  nlohmann::json manifest = {
+  const nlohmann::json manifest = {
       {"format", kFormatName},
       {"format_version", kCheckpointFormatVersion},
-      {"step", p->step},
+      {"step", p.step},
       {"config", config_to_json(config_)},
+      {"config_toml", config_to_string(config_)},
       {"grid", grid_},
       // Sampling is a pure function of (train.seed, batch index, sequence) and initialisation of
       // (train.seed, parameter name): the data position and the seed are the whole RNG state.
-      {"data", {{"next_batch", p->step}, {"seed", t.seed}}},
-      {"rng", {{"kind", "counter-based"}, {"seed", t.seed}, {"counter", p->step}}},
+      {"data", {{"next_batch", p.step}, {"seed", t.seed}}},
+      {"rng", {{"kind", "counter-based"}, {"seed", t.seed}, {"counter", p.step}}},
       {"lr_schedule",
-       {{"step", p->step},
-        {"next_lr", kernels::learning_rate_at(p->step, t.steps, t.warmup_steps, t.lr, t.min_lr)},
+       {{"step", p.step},
+        {"next_lr", kernels::learning_rate_at(p.step, t.steps, t.warmup_steps, t.lr, t.min_lr)},
         {"warmup_steps", t.warmup_steps},
         {"steps", t.steps},
         {"lr", t.lr},
         {"min_lr", t.min_lr}}},
-      {"optimizer_steps", p->step},
+      {"optimizer_steps", p.step},
       {"parameters", parameters},
       {"router_biases", biases},
       {"shards", shards}};
   try {
-    write_new_file((fs::path(p->temp_dir) / kManifestName).string(), manifest.dump(1) + "\n");
-    fsync_directory(p->temp_dir);
+    write_new_file((fs::path(p.temp_dir) / kManifestName).string(), manifest.dump(1) + "\n");
+    fsync_directory(p.temp_dir);
     std::error_code ec;
-    if (fs::exists(p->final_dir, ec)) {
+    if (fs::exists(p.final_dir, ec)) {
       // From an earlier attempt that got this far, or damaged: replaced whole, never merged.
       const std::string aside =
-          (fs::path(dir_) / ("." + checkpoint_name(p->step) + ".replaced-" + token_)).string();
-      fs::rename(p->final_dir, aside);
-      log_warn("checkpoint: ", p->final_dir, " existed (an earlier attempt's); replacing it");
-      fs::rename(p->temp_dir, p->final_dir);
+          (fs::path(dir_) / ("." + checkpoint_name(p.step) + ".replaced-" + token_)).string();
+      fs::rename(p.final_dir, aside);
+      log_warn("checkpoint: ", p.final_dir, " existed (an earlier attempt's); replacing it");
+      fs::rename(p.temp_dir, p.final_dir, ec);
+      if (ec) {
+        fs::rename(aside, p.final_dir);  // the old one back: something complete stays there
+        return detail::concat("renaming ", p.temp_dir, " to ", p.final_dir, ": ", ec.message());
+      }
       fs::remove_all(aside, ec);
     } else {
-      fs::rename(p->temp_dir, p->final_dir);
+      fs::rename(p.temp_dir, p.final_dir);
     }
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  try {
     fsync_directory(dir_);
   } catch (const std::exception& e) {
-    return fail(e.what());
+    log_warn("checkpoint ", p.final_dir, " is in place but ", e.what(),
+             ": it may not survive a crash of this machine");
   }
-  ++stats_.committed;
-  stats_.last_committed_step = p->step;
-  log_info("checkpoint ", p->final_dir, " complete (", all.size(), " shard",
-           all.size() == 1 ? "" : "s", ")");
-  // The newest checkpoint.keep complete ones stay.
-  const std::vector<std::string> existing = list_checkpoints(dir_);
-  for (size_t i = static_cast<size_t>(config_.checkpoint.keep); i < existing.size(); ++i) {
+  // The newest checkpoint.keep complete checkpoints up to this one stay; newer ones cannot exist
+  // (moved aside at startup), incomplete directories are not counted and not touched.
+  const std::map<int64_t, std::string> complete = complete_checkpoints(dir_);
+  int64_t kept = 0;
+  for (auto it = complete.rbegin(); it != complete.rend(); ++it) {
+    if (it->first > p.step) continue;
+    if (++kept <= config_.checkpoint.keep) continue;
     std::error_code ec;
-    fs::remove_all(existing[i], ec);
+    fs::remove_all(it->second, ec);
   }
+  return "";
+}
+
+void CheckpointWriter::commit() {
+  const auto start = std::chrono::steady_clock::now();
+  std::shared_ptr<Pending> p = std::move(pending_);
+  if (p->thread.joinable()) p->thread.join();
+  stats_.bytes += p->bytes;
+  stats_.write_seconds += p->write_seconds;
+  p->description["bytes"] = p->bytes;
+  p->description["xxh64"] = p->xxh64;
+  p->description["error"] = p->error;
+  const std::string mine = p->description.dump();
+  const std::vector<std::string> all =
+      world_ ? comm::gather_strings(*world_, mine, 0) : std::vector<std::string>{mine};
+  int64_t committed = -1;
+  if (rank_ == 0) {
+    const std::string error = publish(*p, all);
+    if (error.empty()) {
+      committed = p->step;
+      log_info("checkpoint ", p->final_dir, " complete (", all.size(), " shard",
+               all.size() == 1 ? "" : "s", ")");
+    } else {
+      log_error("checkpoint ", p->final_dir, " was not written: ", error,
+                "; the previous checkpoint stays the newest");
+      std::error_code ec;
+      fs::remove_all(p->temp_dir, ec);
+    }
+  }
+  // Every rank learns the outcome, so what each says and exits with is true.
+  if (world_) {
+    Tensor t = Tensor::empty({1}, DType::kI64);
+    t.data<int64_t>()[0] = committed;
+    world_->broadcast(t, 0).wait();
+    committed = t.data<int64_t>()[0];
+  }
+  if (committed >= 0) {
+    ++stats_.committed;
+    stats_.last_committed_step = committed;
+  } else {
+    ++stats_.failed;
+  }
+  stats_.commit_seconds += seconds_since(start);
 }
 
 // ---- Loading ------------------------------------------------------------------------------
 
 namespace {
 
+// Names what a resumed run changes of the saved run's data stream and schedule.
+void warn_train_changes(const std::string& checkpoint, const Config& config) {
+  const nlohmann::json saved = read_manifest(checkpoint).json["config"]["train"];
+  const nlohmann::json mine = config_to_json(config)["train"];
+  const std::pair<const char*, const char*> keys[] = {
+      {"seed", "the data order changes"},
+      {"batch_size", "the data each step sees changes"},
+      {"steps", "the learning-rate schedule changes shape"},
+      {"lr", "the learning rate changes"},
+      {"warmup_steps", "the learning-rate schedule changes shape"},
+      {"min_lr", "the learning-rate schedule changes"}};
+  for (const auto& [key, meaning] : keys)
+    if (saved.contains(key) && saved[key] != mine[key])
+      log_warn("resuming with train.", key, " = ", mine[key].dump(), " (the saved run had ",
+               saved[key].dump(), "): ", meaning);
+}
+
 // Loads one checkpoint into this rank's state; throws on anything wrong.
 void load_one(const std::string& checkpoint, const Config& config, TrainingState& state,
               int64_t* step) {
   const Manifest m = read_manifest(checkpoint);
   const std::string what = "checkpoint '" + checkpoint + "'";
+  check_complete(m, what);
+  check_model(m, what);
   const std::string differences =
       model_differences(m.json["config"]["model"], config_to_json(config)["model"]);
   TANDEM_USER_CHECK(differences.empty(), what, " is of another model: ", differences);
@@ -694,7 +902,7 @@ void load_one(const std::string& checkpoint, const Config& config, TrainingState
       needed.insert(r.shard);
   }
   for (size_t s : needed) {
-    const safetensors::File file = read_shard(checkpoint, m.shards[s]);
+    const safetensors::File file = read_shard(checkpoint, m.shards[s], m.step);
     for (const SavedRange& r : m.ranges) {
       if (r.shard != s) continue;
       if (r.kind == kParam) {
@@ -748,10 +956,11 @@ void load_one(const std::string& checkpoint, const Config& config, TrainingState
 
 }  // namespace
 
-std::optional<LoadedCheckpoint> load_checkpoint(const std::string& path, const Config& config,
+std::optional<LoadedCheckpoint> load_checkpoint(const std::string& path,
+                                                bool directory_of_checkpoints, const Config& config,
                                                 TrainingState& state, comm::Communicator* world) {
   const int rank = world ? world->rank() : 0;
-  const bool exact = is_checkpoint(path);
+  const bool exact = !directory_of_checkpoints && is_checkpoint(path);
   const std::vector<std::string> candidates =
       exact ? std::vector<std::string>{path} : list_checkpoints(path);
   std::string rejected;
@@ -768,9 +977,11 @@ std::optional<LoadedCheckpoint> load_checkpoint(const std::string& path, const C
         world ? comm::all_reduce_value(*world, error.empty() ? 0 : 1, comm::ReduceOp::kMax) > 0
               : !error.empty();
     if (!failed) {
-      if (rank == 0)
+      if (rank == 0) {
         log_info("resuming from checkpoint ", candidate, " (step ", step, ")",
                  rejected.empty() ? "" : "; newer ones could not be used");
+        warn_train_changes(candidate, config);
+      }
       return LoadedCheckpoint{candidate, step};
     }
     const std::vector<std::string> errors =
@@ -811,7 +1022,7 @@ safetensors::FileImage export_parameters(const std::string& checkpoint, DType dt
       std::move(entries),
       {{"format", "pt"}, {"source", "tandem-checkpoint export"}, {"step", std::to_string(m.step)}});
   for (size_t s = 0; s < m.shards.size(); ++s) {
-    const safetensors::File file = read_shard(checkpoint, m.shards[s]);
+    const safetensors::File file = read_shard(checkpoint, m.shards[s], m.step);
     for (const SavedRange& r : m.ranges) {
       if (r.shard != s || r.kind != kParam) continue;
       const safetensors::TensorEntry* e = &entry_of(file, r);

@@ -23,6 +23,7 @@
 
 #include "comm/communicator.h"
 #include "runtime/core/config.h"
+#include "runtime/core/owned_fd.h"
 #include "runtime/train/safetensors.h"
 #include "runtime/train/train_engine.h"
 
@@ -56,17 +57,25 @@ class CheckpointWriter {
  public:
   struct Stats {
     int64_t saved = 0, committed = 0, failed = 0;
-    double copy_seconds = 0;   // in the step: copying the state into the file image
-    double wait_seconds = 0;   // in the step: waiting for a write still in progress
-    double write_seconds = 0;  // in the background: writing and fsyncing this rank's shards
-    uint64_t bytes = 0;        // written by this rank
+    // What checkpoints cost the training thread, all of it at step boundaries:
+    double copy_seconds = 0;    // copying the state into the file image
+    double wait_seconds = 0;    // waiting for a write still in progress
+    double poll_seconds = 0;    // the all-reduces asking whether every shard is written
+    double commit_seconds = 0;  // gathering, the manifest and rename (rank 0), the outcome
+    double write_seconds = 0;   // in the background: writing and fsyncing this rank's shards
+    uint64_t bytes = 0;         // written by this rank
     int64_t last_committed_step = -1;
   };
 
-  // Creates checkpoint.dir, checks that every rank sees the same directory (a file rank 0 writes
-  // there must be visible to all: a node-local directory would otherwise give each node a
-  // checkpoint of its own ranks only), and removes temporary directories of earlier attempts.
-  CheckpointWriter(const Config& config, comm::Communicator* world, nlohmann::json grid);
+  // Creates checkpoint.dir and takes its lock (one job per directory), checks that every rank
+  // sees the same directory (a file rank 0 writes there must be visible to all: a node-local
+  // directory would otherwise give each node a checkpoint of its own ranks only), and removes
+  // temporary directories of earlier attempts. A run that did not resume (`resumed_step` empty)
+  // is refused a directory that already holds checkpoints; one resumed from step S moves the
+  // complete checkpoints newer than S aside (abandoned-TOKEN/), so that none is ever resumed
+  // by mistake. Refusals are UsageErrors, on every rank.
+  CheckpointWriter(const Config& config, comm::Communicator* world, nlohmann::json grid,
+                   std::optional<int64_t> resumed_step);
   ~CheckpointWriter();
   CheckpointWriter(const CheckpointWriter&) = delete;
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
@@ -86,7 +95,8 @@ class CheckpointWriter {
  private:
   struct Pending;
   void commit();
-  void write_shard(Pending& pending);
+  std::string publish(const Pending& pending, const std::vector<std::string>& shards);
+  static void write_shard(Pending& pending);
 
   Config config_;
   comm::Communicator* world_;
@@ -94,8 +104,9 @@ class CheckpointWriter {
   std::string dir_;
   int rank_ = 0;
   std::string token_;  // this run's: names its temporary directories
-  std::unique_ptr<Pending> pending_;
-  safetensors::FileImage image_;  // the host copy of this rank's state, kept for the next one
+  std::shared_ptr<Pending> pending_;
+  std::shared_ptr<safetensors::FileImage> image_;  // the host copy, kept for the next one
+  OwnedFd lock_;                                   // rank 0: flock of checkpoint.dir
   Stats stats_;
 };
 
@@ -105,11 +116,14 @@ struct LoadedCheckpoint {
 };
 
 // Loads a checkpoint into `state` (collective over `world`, null: one process) and returns it,
-// or nothing when `path` is a directory holding no checkpoint. `path` is either one checkpoint
-// (loaded, or an Error) or a directory of them: then the newest that loads on every rank is used,
-// and each one that does not is named with the file and the reason. The model must be the same
-// (the configs' model sections); the grid may differ. The caller then resumes the step count.
-std::optional<LoadedCheckpoint> load_checkpoint(const std::string& path, const Config& config,
+// or nothing when `path` is a directory holding no checkpoint. `path` is one checkpoint (loaded,
+// or a UsageError) unless `directory_of_checkpoints` (--resume auto's checkpoint.dir) or it is not
+// one (is_checkpoint): then the newest that loads on every rank is used, and each one that does
+// not is named with the file and the reason. The model must be the same (the configs' model
+// sections); the grid may differ; train.seed, batch size and steps differing from the saved run
+// are named in a warning. The caller then resumes the step count.
+std::optional<LoadedCheckpoint> load_checkpoint(const std::string& path,
+                                                bool directory_of_checkpoints, const Config& config,
                                                 TrainingState& state, comm::Communicator* world);
 
 // The full model's parameters from a checkpoint, by global name, in `dtype` (F32 or BF16), as

@@ -4,9 +4,10 @@
 //                                      (the full model's parameters by global name, in one file;
 //                                      PATH a checkpoint, or a directory: its newest valid one)
 // Exit codes: 0 every checkpoint checked is valid; 1 one is not (each is named with the reason);
-// 2 usage.
+// 2 usage (bad arguments, nothing to check at PATH, an output path that cannot be written).
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -31,8 +32,9 @@ int usage_error(const std::string& message) {
 std::vector<std::string> checkpoints_at(const std::string& path) {
   if (tandem::is_checkpoint(path)) return {path};
   std::vector<std::string> all = tandem::list_checkpoints(path);
-  TANDEM_USER_CHECK(!all.empty(), "'", path,
-                    "' is neither a checkpoint nor a directory holding any (step-NNNNNNNN)");
+  if (all.empty())
+    throw tandem::UsageError(
+        "'" + path + "' is neither a checkpoint nor a directory holding any (step-NNNNNNNN)");
   return all;
 }
 
@@ -54,7 +56,11 @@ int verify(const std::string& path) {
 }
 
 int export_model(const std::string& path, const std::string& out, tandem::DType dtype) {
-  tandem::check_output_path("export output", out);
+  try {
+    tandem::check_output_path("export output", out);
+  } catch (const tandem::Error& e) {
+    throw tandem::UsageError(e.what());
+  }
   std::string used, why_not;
   for (const std::string& checkpoint : checkpoints_at(path)) {
     try {
@@ -67,6 +73,13 @@ int export_model(const std::string& path, const std::string& out, tandem::DType 
     }
   }
   TANDEM_USER_CHECK(!used.empty(), "no valid checkpoint at '", path, "': ", why_not);
+  // Writing into the checkpoint being read would replace one of its files.
+  std::error_code ec;
+  const auto out_dir =
+      std::filesystem::weakly_canonical(std::filesystem::path(out), ec).parent_path();
+  if (out_dir == std::filesystem::weakly_canonical(used, ec))
+    throw tandem::UsageError("the export output '" + out + "' is inside the checkpoint " + used +
+                             " it reads; write it elsewhere");
   int64_t elements = 0;
   const tandem::safetensors::FileImage file = tandem::export_parameters(used, dtype, &elements);
   const std::string_view bytes = file.image();
@@ -119,6 +132,8 @@ int main(int argc, char** argv) {
       return export_model(paths[0], paths[1], dtype);
     }
     return usage_error("unknown command '" + args[0] + "'");
+  } catch (const tandem::UsageError& e) {
+    return usage_error(e.what());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "tandem-checkpoint: error: %s\n", e.what());
     return tandem::comm::kOtherErrorExitCode;

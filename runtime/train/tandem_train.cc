@@ -4,7 +4,8 @@
 //                [--log-jsonl PATH] [--resume auto|PATH]
 //   tandem-train --config-reference     (prints every configuration key as Markdown)
 // SIGTERM (from an operator, slurm, or tandem-launch forwarding one) stops every rank at the next
-// step boundary after a checkpoint, with exit code 4; a second SIGTERM ends the process at once.
+// step boundary, after a checkpoint when checkpoint.dir is set, with exit code 4; a second SIGTERM
+// ends the process at once.
 #include <unistd.h>
 
 #include <chrono>
@@ -123,6 +124,8 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, stdout);
     return 0;
   }
+  // A stop request arriving while the job starts up is honoured at the first step boundary.
+  std::signal(SIGTERM, on_stop_signal);
   // Past a file-size limit (ulimit -f) a write fails with EFBIG, which the output writer reports
   // and survives, instead of the signal killing a finished run before it printed its result.
   std::signal(SIGXFSZ, SIG_IGN);
@@ -157,8 +160,10 @@ int main(int argc, char** argv) {
                         comm::flight_record_path(config.comm.flight_record_dir, launch.rank));
     if (!config.checkpoint.dir.empty() && launch.rank == 0)
       prepare_checkpoint_dir(config.checkpoint.dir);
-    // Under tandem-launch a restarted attempt resumes by itself.
-    if (args.resume.empty() && !config.checkpoint.dir.empty() && std::getenv("TANDEM_RUN_ID"))
+    // Under tandem-launch a rank resumes by itself; a restarted attempt from the newest
+    // checkpoint, even when the first one was told a path (that one is behind by now).
+    if (!config.checkpoint.dir.empty() &&
+        (launch.restart_count > 0 ? true : args.resume.empty() && std::getenv("TANDEM_RUN_ID")))
       args.resume = "auto";
     TANDEM_USER_CHECK(args.resume != "auto" || !config.checkpoint.dir.empty(),
                       "--resume auto reads checkpoint.dir, which is not set; set it, or give "
@@ -202,12 +207,13 @@ int main(int argc, char** argv) {
     const double joined_seconds = seconds_since_start();
     double load_seconds = 0;
     std::string resumed_from;
+    std::optional<int64_t> resumed_step;
     if (!args.resume.empty()) {
       const auto load_start = std::chrono::steady_clock::now();
       TrainingState state = engine->state();
       const std::string from = args.resume == "auto" ? config.checkpoint.dir : args.resume;
       const std::optional<LoadedCheckpoint> loaded =
-          load_checkpoint(from, config, state, engine->job_world());
+          load_checkpoint(from, args.resume == "auto", config, state, engine->job_world());
       // Only "auto" may find nothing (a first attempt); a path the user named must hold one.
       if (!loaded && args.resume != "auto")
         throw UsageError(detail::concat("--resume ", from,
@@ -217,9 +223,11 @@ int main(int argc, char** argv) {
           std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
       if (loaded) {
         resumed_from = loaded->path;
+        resumed_step = loaded->step;
         engine->set_steps_taken(loaded->step);
-      } else if (reports) {
-        log_info("no checkpoint in ", from, " yet: starting from step 0");
+      } else {
+        if (reports) log_info("no checkpoint in ", from, " yet: starting from step 0");
+        resumed_step = 0;  // asked to resume: an empty directory is this run's
       }
       if (loaded && loaded->step >= config.train.steps) {
         if (reports)
@@ -234,7 +242,7 @@ int main(int argc, char** argv) {
       trainer.set_step_log(std::make_unique<StepLog>(args.log_jsonl_path), launch.restart_count);
     if (!config.checkpoint.dir.empty())
       trainer.set_checkpoints(std::make_unique<CheckpointWriter>(
-          config, trainer.engine().job_world(), trainer.engine().grid_description()));
+          config, trainer.engine().job_world(), trainer.engine().grid_description(), resumed_step));
     const char* log_dir = std::getenv("TANDEM_LOG_DIR");
     if (reports && launch.restart_count > 0 && log_dir && *log_dir) {
       trainer.add_step_observer([=, first = true](const StepRecord& r) mutable {
@@ -255,9 +263,20 @@ int main(int argc, char** argv) {
         }
       });
     }
-    std::signal(SIGTERM, on_stop_signal);
     trainer.set_stop_request([] { return stop_signals > 0; });
     TrainSummary summary = trainer.run();
+    // The last checkpoint (after the final step, or the stop) must be in place: a run that says
+    // "resume from here" or "done" while it is not would lose the steps since the one before.
+    const int64_t newest =
+        summary.checkpoints.is_null() ? -1 : summary.checkpoints["last_step"].get<int64_t>();
+    if (!summary.checkpoints.is_null() && newest != summary.steps) {
+      if (reports)
+        log_error("the checkpoint of step ", summary.steps, " could not be written (see above); ",
+                  newest >= 0 ? detail::concat("the newest complete one is step ", newest)
+                              : std::string("no checkpoint of this run is complete"),
+                  summary.stopped ? ": stopped without it" : "");
+      return comm::kOtherErrorExitCode;
+    }
     if (summary.stopped) {
       if (reports)
         log_info("stopped on request (SIGTERM) after step ", summary.steps,
@@ -279,11 +298,15 @@ int main(int argc, char** argv) {
     log_info(line);
     if (!summary.checkpoints.is_null()) {
       const auto& c = summary.checkpoints;
-      log_info("checkpoints: ", c["committed"].get<int64_t>(), " written to ",
-               c["dir"].get<std::string>(), " | stall ", c["stall_seconds"].get<double>() * 1e3,
-               " ms per checkpoint step (", c["stall_fraction_of_step"].get<double>() * 100,
-               "% of a step) | write ", c["write_bytes_per_second"].get<double>() / 1e6,
-               " MB/s (rank 0)");
+      char text[256];
+      std::snprintf(text, sizeof text,
+                    "checkpoints: %lld written to %s | %.1f ms of the training thread each "
+                    "(%.2f%% of a step) | written in the background at %.0f MB/s (rank 0)",
+                    static_cast<long long>(c["committed"].get<int64_t>()),
+                    c["dir"].get<std::string>().c_str(), c["in_step_seconds"].get<double>() * 1e3,
+                    c["in_step_fraction_of_step"].get<double>() * 100,
+                    c["write_bytes_per_second"].get<double>() / 1e6);
+      log_info(text);
     }
     // The trace's own failure was reported where it happened, with the trace itself.
     const bool outputs_lost = summary.engine_fields.contains("trace_error");

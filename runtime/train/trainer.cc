@@ -221,6 +221,11 @@ TrainSummary Trainer::run() {
         checkpoint_steps ? checkpoint_step_seconds / static_cast<double>(checkpoint_steps) : 0;
     const double other_mean =
         other_steps ? other_step_seconds / static_cast<double>(other_steps) : 0;
+    const double in_step = c.copy_seconds + c.wait_seconds + c.poll_seconds + c.commit_seconds;
+    const double per_checkpoint = c.saved ? in_step / static_cast<double>(c.saved) : 0;
+    const double normal_step = other_mean > 0 ? other_mean : 0;
+    // The stall as a step-time difference needs both kinds of step measured; otherwise null.
+    const bool comparable = checkpoint_steps > 0 && other_steps > 0;
     summary.checkpoints = {
         {"dir", checkpoints_->dir()},
         {"saved", c.saved},
@@ -230,15 +235,19 @@ TrainSummary Trainer::run() {
         {"bytes_this_rank", c.bytes},
         {"copy_seconds", c.copy_seconds},
         {"wait_seconds", c.wait_seconds},
+        {"poll_seconds", c.poll_seconds},
+        {"commit_seconds", c.commit_seconds},
         {"write_seconds", c.write_seconds},
         {"write_bytes_per_second", c.write_seconds > 0 ? c.bytes / c.write_seconds : 0},
+        {"in_step_seconds", per_checkpoint},
+        {"in_step_fraction_of_step", normal_step > 0 ? per_checkpoint / normal_step : 0},
         {"checkpoint_steps_measured", checkpoint_steps},
         {"step_seconds_with_checkpoint", checkpoint_mean},
         {"step_seconds_without", other_mean},
-        {"stall_seconds", checkpoint_steps && other_steps ? checkpoint_mean - other_mean : 0},
-        {"stall_fraction_of_step", checkpoint_steps && other_steps && other_mean > 0
-                                       ? (checkpoint_mean - other_mean) / other_mean
-                                       : 0}};
+        {"stall_seconds", comparable ? nlohmann::json(checkpoint_mean - other_mean) : nullptr},
+        {"stall_fraction_of_step", comparable && other_mean > 0
+                                       ? nlohmann::json((checkpoint_mean - other_mean) / other_mean)
+                                       : nullptr}};
   }
   engine_->finish();
   summary.engine_fields = engine_->summary_fields();

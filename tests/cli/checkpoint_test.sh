@@ -153,6 +153,65 @@ code=0; "$train" "${small[@]}" --set model.d_model=32 --set checkpoint.dir="$tmp
 [ "$code" = 2 ] && grep -q "is of another model: model.d_model = 64 there, 32 here" "$tmp/other.log" ||
   { cat "$tmp/other.log"; fail "another model: exit $code"; }
 
+echo "== hand-edited manifests are refused by resume and by verify alike"
+edit_manifest() {  # edit_manifest CHECKPOINT PYTHON-STATEMENT (on m, the manifest)
+  $py -c '
+import json, sys
+p = sys.argv[1] + "/manifest.json"; m = json.load(open(p)); exec(sys.argv[2]); json.dump(m, open(p, "w"))' "$1" "$2"
+}
+for case in "m['step'] = 39|records step 39 but its directory is step-00000040" \
+    "m['shards'][0]['tensors'].append(dict(m['shards'][0]['tensors'][0]))|is saved twice over" \
+    "m['parameters']['zzz'] = [4294967296, 4294967296]|is too large" \
+    "m['router_biases'] = {}|0 router biases, the model has 3 MoE layers"; do
+  rm -rf "$tmp/edit" && mkdir "$tmp/edit" && cp -r "$tmp/full/step-00000040" "$tmp/edit/"
+  edit_manifest "$tmp/edit/step-00000040" "${case%%|*}"
+  code=0; "$train" "${small[@]}" --set checkpoint.dir="$tmp/edit2" --resume "$tmp/edit/step-00000040" \
+    > "$tmp/edit.log" 2>&1 || code=$?
+  [ "$code" = 2 ] && grep -q -- "${case#*|}" "$tmp/edit.log" || { cat "$tmp/edit.log"; fail "resume accepted: ${case%%|*}"; }
+  code=0; "$tool" verify "$tmp/edit" > "$tmp/edit.log" 2>&1 || code=$?
+  [ "$code" = 1 ] && grep -q -- "${case#*|}" "$tmp/edit.log" || { cat "$tmp/edit.log"; fail "verify accepted: ${case%%|*}"; }
+  echo "refused: ${case%%|*}"
+done
+
+echo "== one job per directory; a fresh run does not write over checkpoints; a rollback moves newer ones aside"
+code=0; "$train" "${small[@]}" --set checkpoint.dir="$tmp/full" > "$tmp/fresh.log" 2>&1 || code=$?
+[ "$code" = 2 ] && grep -q "already holds checkpoints (the newest is $tmp/full/step-00000040)" "$tmp/fresh.log" ||
+  { cat "$tmp/fresh.log"; fail "a fresh run in a directory of checkpoints: exit $code"; }
+TANDEM_TEST_CHECKPOINT_PAUSE=10:60 "$train" "${small[@]}" --set checkpoint.dir="$tmp/locked" \
+  > "$tmp/locked.log" 2>&1 &
+pids+=($!)
+wait_for 120 grep -q "pausing 60 s half-way" "$tmp/locked.log"
+code=0; "$train" "${small[@]}" --set checkpoint.dir="$tmp/locked" --resume auto > "$tmp/second.log" 2>&1 || code=$?
+kill -9 "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+[ "$code" = 2 ] && grep -q "checkpoint.dir '$tmp/locked' is in use by another job (pid [0-9]* on " "$tmp/second.log" ||
+  { cat "$tmp/second.log"; fail "a second job on the same directory: exit $code"; }
+ls -a "$tmp/locked" | grep -q '^\.step-00000010\.tmp-' || fail "the second job removed the first one's checkpoint in progress"
+cp -r "$tmp/full" "$tmp/roll"
+mkdir "$tmp/roll/step-99999999"  # not a checkpoint (no manifest): neither counted nor removed
+"$train" "${small[@]}" --set checkpoint.dir="$tmp/roll" --set checkpoint.keep=1 \
+  --resume "$tmp/roll/step-00000020" > "$tmp/roll.log" 2>&1 || { cat "$tmp/roll.log"; fail "rollback failed"; }
+grep -q "step-00000030 is newer than the checkpoint this run resumed from; moved to $tmp/roll/abandoned-" \
+  "$tmp/roll.log" || { cat "$tmp/roll.log"; fail "the newer checkpoints were not moved aside"; }
+# keep = 1: of this run's checkpoints (30 and 40) only 40 stays, with the old 20 gone; the junk stays.
+[ "$(cd "$tmp/roll" && ls -d step-* | tr '\n' ' ')" = "step-00000040 step-99999999 " ] &&
+  [ "$(cd "$tmp/roll" && ls abandoned-* | tr '\n' ' ')" = "step-00000030 step-00000040 " ] ||
+  { ls -R "$tmp/roll"; fail "after the rollback with keep=1"; }
+grep -q "resuming from checkpoint $tmp/roll/step-00000020 (step 20)" "$tmp/roll.log" || fail "rollback"
+
+echo "== a checkpoint that cannot be written is an error, not a success"
+if mkdir -p "$tmp/small-fs" && mount -t tmpfs -o size=12m tmpfs "$tmp/small-fs" 2>/dev/null; then
+  code=0; "$train" "${small[@]}" --set checkpoint.dir="$tmp/small-fs/ck" > "$tmp/full-fs.log" 2>&1 || code=$?
+  umount "$tmp/small-fs"
+  [ "$code" = 1 ] && grep -q "the checkpoint of step 40 could not be written (see above); the newest complete one is step 10" \
+    "$tmp/full-fs.log" || { cat "$tmp/full-fs.log"; fail "a full filesystem: exit $code"; }
+  grep -q "checkpoint $tmp/small-fs/ck/step-00000020 was not written: .*No space left on device" "$tmp/full-fs.log" ||
+    fail "the failed write was not named"
+  echo "full filesystem: exit 1, the newest complete checkpoint named"
+else
+  [ "${CI:-}" != true ] || fail "cannot mount a small tmpfs (CI runs as root)"
+  echo "note: not root: the full-filesystem case needs a small tmpfs and was not run"
+fi
+
 echo "== bad input"
 expect_usage() {  # expect_usage PATTERN ARGS...
   local pattern=$1; shift
@@ -234,5 +293,8 @@ else
   echo "note: no Python with safetensors ('$stpy'; scripts/python-test-env makes it): the format was checked by the reader above only"
 fi
 code=0; "$tool" export "$tmp/full" "$tmp" > /dev/null 2>&1 || code=$?
-[ "$code" != 0 ] || fail "export over a directory must be refused"
+[ "$code" = 2 ] || fail "export over a directory must be refused (exit 2), got $code"
+code=0; "$tool" export "$tmp/full/step-00000040" "$tmp/full/step-00000040/manifest.json" > "$tmp/x.log" 2>&1 || code=$?
+[ "$code" = 2 ] && grep -q "is inside the checkpoint" "$tmp/x.log" || fail "export into its own checkpoint: exit $code"
+"$tool" verify "$tmp/full/step-00000040" > /dev/null || fail "the refused export damaged the checkpoint"
 echo "checkpoint_test: all cases passed"
