@@ -48,8 +48,9 @@ const std::vector<VariableSet>& variable_sets() {
        {"MASTER_ADDR", "MASTER_PORT"}},
       {Launcher::kSlurm,
        {"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NODEID"},
-       {"SLURM_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE", "SLURM_JOB_NODELIST", "SLURM_JOB_ID",
-        "MASTER_ADDR", "MASTER_PORT"}},
+       {"SLURM_STEP_ID", "SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE",
+        "SLURM_NTASKS_PER_NODE", "SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST",
+        "SLURM_STEP_RESV_PORTS", "SLURM_JOB_ID", "MASTER_ADDR", "MASTER_PORT"}},
   };
   return sets;
 }
@@ -65,13 +66,14 @@ int to_int(const EnvironmentLookup& lookup, const char* name) {
 
 std::string listing(const VariableSet& set, const EnvironmentLookup& lookup);
 
-// "node[03-05,7],gpu1" → "node03".
-std::string first_slurm_host(const std::string& nodelist) {
-  const size_t bracket = nodelist.find('['), comma = nodelist.find(',');
-  if (bracket == std::string::npos || (comma != std::string::npos && comma < bracket))
-    return nodelist.substr(0, comma);
-  const size_t end = nodelist.find_first_of("-,]", bracket + 1);
-  return nodelist.substr(0, bracket) + nodelist.substr(bracket + 1, end - bracket - 1);
+// The first port of slurm's SLURM_STEP_RESV_PORTS ("12000-12003", "12000,12005" or "12000").
+int first_reserved_port(const char* ports) {
+  char* end = nullptr;
+  const long port = std::strtol(ports, &end, 10);
+  TANDEM_USER_CHECK(
+      end != ports && (*end == '\0' || *end == '-' || *end == ',') && port > 0 && port < 65536,
+      "cannot read a TCP port from SLURM_STEP_RESV_PORTS='", ports, "'");
+  return static_cast<int>(port);
 }
 
 LaunchInfo read_set(const VariableSet& set, const EnvironmentLookup& lookup) {
@@ -83,19 +85,25 @@ LaunchInfo read_set(const VariableSet& set, const EnvironmentLookup& lookup) {
   info.local_rank = to_int(lookup, r[2]);
   if (set.launcher == Launcher::kSlurm) {
     info.node_id = to_int(lookup, "SLURM_NODEID");
-    if (lookup("SLURM_NTASKS_PER_NODE")) {
-      info.local_size = to_int(lookup, "SLURM_NTASKS_PER_NODE");
+    // The step's own count first: inside an allocation, SLURM_NTASKS_PER_NODE is the
+    // allocation's request (srun -n 1 in an allocation of 2 tasks per node still sees 2).
+    if (const char* step = lookup("SLURM_STEP_TASKS_PER_NODE")) {
+      info.local_size = slurm_tasks_on_node(step, info.node_id);
     } else if (const char* tasks = lookup("SLURM_TASKS_PER_NODE")) {
       info.local_size = slurm_tasks_on_node(tasks, info.node_id);
+    } else if (lookup("SLURM_NTASKS_PER_NODE")) {
+      info.local_size = to_int(lookup, "SLURM_NTASKS_PER_NODE");
     } else {
-      TANDEM_USER_CHECK(false, "slurm environment without SLURM_TASKS_PER_NODE or ",
-                        "SLURM_NTASKS_PER_NODE: cannot tell how many ranks share this node");
+      TANDEM_USER_CHECK(false, "slurm environment without SLURM_STEP_TASKS_PER_NODE, ",
+                        "SLURM_TASKS_PER_NODE or SLURM_NTASKS_PER_NODE: cannot tell how many ",
+                        "ranks share this node");
     }
   } else {
     info.local_size = to_int(lookup, r[3]);
   }
   // Where the rendezvous store is: MASTER_ADDR/MASTER_PORT (torchrun requires them); under
-  // slurm without them, the first node of the job on a port derived from the job id.
+  // slurm without them, see LaunchInfo::master_addr.
+  std::string addr_source = "MASTER_ADDR", port_source = "MASTER_PORT";
   if (lookup("MASTER_ADDR")) info.master_addr = lookup("MASTER_ADDR");
   if (lookup("MASTER_PORT")) info.master_port = to_int(lookup, "MASTER_PORT");
   if (set.launcher == Launcher::kTorchrun) {
@@ -104,11 +112,25 @@ LaunchInfo read_set(const VariableSet& set, const EnvironmentLookup& lookup) {
                       listing(set, lookup), "set both to the address rank 0 can listen on");
   }
   if (set.launcher == Launcher::kSlurm) {
-    if (info.master_addr.empty() && lookup("SLURM_JOB_NODELIST"))
-      info.master_addr = first_slurm_host(lookup("SLURM_JOB_NODELIST"));
-    if (info.master_port == 0 && lookup("SLURM_JOB_ID"))
+    // Task 0 runs on the first node of its step, which need not be the job's first node (srun
+    // -N 2 -r 2 in an allocation of 4).
+    for (const char* name : {"SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST"}) {
+      if (!info.master_addr.empty() || !lookup(name)) continue;
+      info.master_addr = first_slurm_host(lookup(name));
+      addr_source = std::string("first of ") + name;
+    }
+    // Ports slurm reserved for this step are free on every node of it; a port derived from the
+    // job id is only likely to be.
+    if (info.master_port == 0 && lookup("SLURM_STEP_RESV_PORTS")) {
+      info.master_port = first_reserved_port(lookup("SLURM_STEP_RESV_PORTS"));
+      port_source = "first of SLURM_STEP_RESV_PORTS";
+    } else if (info.master_port == 0 && lookup("SLURM_JOB_ID")) {
       info.master_port = 29500 + to_int(lookup, "SLURM_JOB_ID") % 1000;
+      port_source = "29500 + SLURM_JOB_ID % 1000";
+    }
   }
+  if (!info.master_addr.empty())
+    info.rendezvous_source = "host: " + addr_source + ", port: " + port_source;
   TANDEM_USER_CHECK(info.master_port >= 0 && info.master_port < 65536,
                     "MASTER_PORT=", info.master_port, " is not a TCP port");
   TANDEM_USER_CHECK(info.world_size >= 1 && info.rank < info.world_size,
@@ -130,6 +152,14 @@ std::string listing(const VariableSet& set, const EnvironmentLookup& lookup) {
 }
 
 }  // namespace
+
+std::string first_slurm_host(const std::string& nodelist) {
+  const size_t bracket = nodelist.find('['), comma = nodelist.find(',');
+  if (bracket == std::string::npos || (comma != std::string::npos && comma < bracket))
+    return nodelist.substr(0, comma);
+  const size_t end = nodelist.find_first_of("-,]", bracket + 1);
+  return nodelist.substr(0, bracket) + nodelist.substr(bracket + 1, end - bracket - 1);
+}
 
 int slurm_tasks_on_node(const std::string& tasks_per_node, int node_id) {
   std::stringstream in(tasks_per_node);
@@ -155,13 +185,43 @@ int slurm_tasks_on_node(const std::string& tasks_per_node, int node_id) {
 }
 
 LaunchInfo detect_launch(const EnvironmentLookup& lookup) {
+  const auto present = [&](const VariableSet& set) {
+    int count = 0;
+    for (const char* name : set.required) count += lookup(name) != nullptr;
+    return count;
+  };
+  // Launchers run inside slurm jobs: mpirun in an allocation (its ranks inherit the batch
+  // script's SLURM_PROCID=0 and the job's SLURM_NTASKS), tandem-launch or torchrun as the task of
+  // an srun step. slurm's variables then describe the enclosing script or task, not this process,
+  // so they give way — wholly, node id included — to Open MPI's (only Open MPI's launcher sets
+  // them, for each process) and to torchrun's when a launcher of that convention set them (it
+  // adds TANDEM_RESTART_COUNT or TORCHELASTIC_RUN_ID). Any other disagreement is refused below.
+  bool nested_in_slurm = false;
+  for (const auto& set : variable_sets()) {
+    if (present(set) == 0) continue;
+    nested_in_slurm |= set.launcher == Launcher::kOpenMpi ||
+                       (set.launcher == Launcher::kTorchrun &&
+                        (lookup("TANDEM_RESTART_COUNT") || lookup("TORCHELASTIC_RUN_ID")));
+  }
   std::vector<LaunchInfo> found;
   std::vector<const VariableSet*> found_sets;
   for (const auto& set : variable_sets()) {
-    int present = 0;
-    for (const char* name : set.required) present += lookup(name) != nullptr;
-    if (present == 0) continue;
-    TANDEM_USER_CHECK(present == static_cast<int>(set.required.size()), "partial ",
+    const int count = present(set);
+    if (count == 0 || (nested_in_slurm && set.launcher == Launcher::kSlurm)) continue;
+    // slurm's variables describe a rank only in a task of an srun step (SLURM_STEP_ID is set). A
+    // job's batch script and salloc's shell see some of them too (SLURM_PROCID=0, the job's
+    // SLURM_NTASKS): one process started there runs alone; in a job of more tasks it would wait
+    // for ranks that never come, so that is refused.
+    if (set.launcher == Launcher::kSlurm && !lookup("SLURM_STEP_ID") && !lookup("SLURM_STEPID")) {
+      const int tasks = lookup("SLURM_NTASKS") ? to_int(lookup, "SLURM_NTASKS") : 1;
+      TANDEM_USER_CHECK(tasks <= 1,
+                        "this is the environment of a slurm job's batch script or allocation "
+                        "shell (SLURM_STEP_ID is unset), not of a task started by srun: found\n",
+                        listing(set, lookup), "start the job's ", tasks,
+                        " ranks with srun (srun tandem-train ...) or mpirun");
+      continue;
+    }
+    TANDEM_USER_CHECK(count == static_cast<int>(set.required.size()), "partial ",
                       launcher_name(set.launcher), " environment: found\n", listing(set, lookup),
                       "set all of them or none");
     found.push_back(read_set(set, lookup));
@@ -184,6 +244,7 @@ LaunchInfo detect_launch(const EnvironmentLookup& lookup) {
     if (!other.master_addr.empty()) {
       info.master_addr = other.master_addr;
       info.master_port = other.master_port;
+      info.rendezvous_source = other.rendezvous_source;
     }
   }
   if (const char* run_id = lookup("TANDEM_RUN_ID"); run_id && *run_id) {
@@ -196,7 +257,11 @@ LaunchInfo detect_launch(const EnvironmentLookup& lookup) {
   TANDEM_USER_CHECK(info.run_id.find_first_of("/ \t\n") == std::string::npos, "TANDEM_RUN_ID='",
                     info.run_id,
                     "' must not contain '/' or white space (it names the job's store keys)");
-  if (lookup("TANDEM_RESTART_COUNT")) info.restart_count = to_int(lookup, "TANDEM_RESTART_COUNT");
+  if (lookup("TANDEM_RESTART_COUNT")) {
+    info.restart_count = to_int(lookup, "TANDEM_RESTART_COUNT");
+  } else if (lookup("SLURM_RESTART_COUNT")) {
+    info.restart_count = to_int(lookup, "SLURM_RESTART_COUNT");
+  }
   if (const char* token = lookup("TANDEM_STORE_TOKEN")) info.store_token = token;
   return info;
 }

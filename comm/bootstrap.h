@@ -1,9 +1,12 @@
 // Who am I: a rank learns its place in the job from whatever started it — Open MPI's mpirun
 // (OMPI_COMM_WORLD_*), slurm's srun (SLURM_*), or the torchrun convention (RANK, WORLD_SIZE,
 // LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT). A partial set of variables, or two
-// launchers that disagree, is refused with a message listing everything found. Everything else
-// that depends on the launcher — ranks per node (for thread counts), which node this is (for the
-// topology and shared memory), the store's namespace and token — is computed here and only here.
+// launchers that disagree, is refused with a message listing everything found; but slurm's
+// variables, which every process of a slurm job inherits, give way to those of a launcher
+// started inside the job (mpirun in an allocation, tandem-launch as an srun task), and count
+// only in a task srun started (a job's batch script is no rank). Everything else that depends on
+// the launcher — ranks per node (for thread counts), which node this is (for the topology and
+// shared memory), the store's namespace and token — is computed here and only here.
 #pragma once
 
 #include <functional>
@@ -20,12 +23,19 @@ struct LaunchInfo {
   int world_size = 1;
   int local_rank = 0;
   int local_size = 1;
-  int node_id = -1;         // slurm only; otherwise derived from hostnames (topology)
-  std::string master_addr;  // torchrun: where the rendezvous store is served
+  int node_id = -1;  // slurm only; otherwise derived from hostnames (topology)
+  // Where the rendezvous store is served (by rank 0): MASTER_ADDR and MASTER_PORT when set
+  // (torchrun requires them); under slurm without them, task 0's node — the first of the step's
+  // nodes, SLURM_STEP_NODELIST (else the job's) — on the first port slurm reserved for the step
+  // (SLURM_STEP_RESV_PORTS, where the cluster sets MpiParams=ports=...), else 29500 +
+  // SLURM_JOB_ID % 1000. `rendezvous_source` says which, for the log.
+  std::string master_addr;
   int master_port = 0;
+  std::string rendezvous_source;
   // Which job and which attempt of it (tandem-launch sets TANDEM_RUN_ID and
-  // TANDEM_RESTART_COUNT; slurm's job id or "job" otherwise, attempt 0): store keys live under
-  // store_namespace(), so a restarted job never reads a key of an earlier attempt.
+  // TANDEM_RESTART_COUNT; slurm's job id and SLURM_RESTART_COUNT, the times slurm requeued the
+  // job, otherwise; else "job", attempt 0): store keys live under store_namespace(), so a
+  // restarted job never reads a key of an earlier attempt.
   std::string run_id = "job";
   int restart_count = 0;
   std::string store_token;  // TANDEM_STORE_TOKEN: the shared secret a store client must present
@@ -51,5 +61,7 @@ bool process_exited(long pid);
 
 // Tasks on node `node_id` from slurm's SLURM_TASKS_PER_NODE syntax, e.g. "4(x2),3" → 4, 4, 3.
 int slurm_tasks_on_node(const std::string& tasks_per_node, int node_id);
+// The first host of a slurm node list: "node[03-05,7],gpu1" → "node03".
+std::string first_slurm_host(const std::string& nodelist);
 
 }  // namespace tandem::comm

@@ -39,6 +39,7 @@ World join_world(const WorldOptions& options) {
     world.comm = MpiCommunicator::world(watchdog_options);
     world.watchdog = world.comm->watchdog();
     world.store = world.watchdog->store();
+    world.description = detail::concat("launcher ", launcher_name(l.launcher), ", MPI");
     return world;
   }
   if (l.world_size > 1) {
@@ -54,6 +55,10 @@ World join_world(const WorldOptions& options) {
     world.store = std::make_shared<StoreClient>(l.master_addr, l.master_port,
                                                 job_store_options(l, options.timeout_ms, "rank 0"));
   }
+  world.description = detail::concat("launcher ", launcher_name(l.launcher), ", UCX");
+  if (world.store)
+    world.description += detail::concat("; rendezvous store on rank 0 at ", l.master_addr, ":",
+                                        l.master_port, "; ", l.rendezvous_source);
   watchdog_options.serves_store = world.store_server != nullptr;
   world.watchdog = std::make_shared<Watchdog>(world.store, l.rank, watchdog_options);
   auto ucx = UcxCommunicator::world(world.store, world.watchdog, l.rank, l.world_size);

@@ -28,6 +28,10 @@ struct World {
   std::shared_ptr<StoreClient> store;
   std::shared_ptr<Watchdog> watchdog;
   std::unique_ptr<Communicator> comm;
+  // Who started the job and how it joined, for the log: "launcher slurm, UCX; rendezvous store on
+  // rank 0 at node01:29537; host: first of SLURM_STEP_NODELIST, port: 29500 + SLURM_JOB_ID %
+  // 1000".
+  std::string description;
 };
 
 World join_world(const WorldOptions& options = {});

@@ -192,7 +192,9 @@ int main(int argc, char** argv) {
     const bool reports = !parallel || world.comm->rank() == 0;
     if (reports) {
       log_info("tandem-train: ", args.config_path, ", ", runtime().threads, " threads",
-               parallel ? detail::concat(" per rank, ", world.comm->size(), " ranks") : "");
+               parallel ? detail::concat(" per rank, ", world.comm->size(), " ranks (",
+                                         world.description, ")")
+                        : "");
       log_info("effective config:\n", config_to_string(config));
     }
     if (parallel) {

@@ -8,6 +8,8 @@ set -u
 source "$(dirname "$0")/torchrun_ranks.sh"
 mode=$1 n=$2
 shift 2
+# The ranks see only the launcher variables set here, not those of a slurm job this test runs in.
+for v in $(compgen -e | grep '^SLURM_'); do unset "$v"; done
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 if [ "$mode" = torchrun ]; then
@@ -22,8 +24,9 @@ for ((r = 0; r < n; r++)); do
     env RANK=$r WORLD_SIZE=$n LOCAL_RANK=$r LOCAL_WORLD_SIZE=$n MASTER_ADDR=127.0.0.1 \
       MASTER_PORT=$port "$@" > "$dir/rank$r.log" 2>&1 &
   else
-    env SLURM_PROCID=$r SLURM_NTASKS=$n SLURM_LOCALID=$r SLURM_NODEID=0 SLURM_TASKS_PER_NODE=$n \
-      SLURM_JOB_NODELIST=localhost SLURM_JOB_ID=$job "$@" > "$dir/rank$r.log" 2>&1 &
+    env SLURM_PROCID=$r SLURM_NTASKS=$n SLURM_LOCALID=$r SLURM_NODEID=0 SLURM_STEP_ID=0 \
+      SLURM_TASKS_PER_NODE=$n SLURM_JOB_NODELIST=localhost SLURM_JOB_ID=$job "$@" \
+      > "$dir/rank$r.log" 2>&1 &
   fi
   rank_of[$!]=$r
 done

@@ -52,6 +52,7 @@ TEST(Bootstrap, ReadsEachLauncher) {
                          {"SLURM_NTASKS", "7"},
                          {"SLURM_LOCALID", "0"},
                          {"SLURM_NODEID", "2"},
+                         {"SLURM_STEP_ID", "0"},
                          {"SLURM_TASKS_PER_NODE", "3(x2),1"},
                          {"SLURM_JOB_NODELIST", "n[1-3]"}}};
   info = detect_launch(slurm.lookup());
@@ -139,6 +140,155 @@ TEST(Bootstrap, StoreNamespaceIsPerJobAndAttempt) {
   env.values["TANDEM_RUN_ID"] = "a/b";
   EXPECT_NE(error_of([&] { detect_launch(env.lookup()); }).find("TANDEM_RUN_ID='a/b'"),
             std::string::npos);
+}
+
+// What an srun task of step 0 of job 4242 sees, on the second of the step's two nodes.
+FakeEnvironment slurm_task() {
+  return {{{"SLURM_PROCID", "3"},
+           {"SLURM_NTASKS", "4"},
+           {"SLURM_LOCALID", "1"},
+           {"SLURM_NODEID", "1"},
+           {"SLURM_STEP_ID", "0"},
+           {"SLURM_STEP_TASKS_PER_NODE", "2(x2)"},
+           {"SLURM_TASKS_PER_NODE", "2(x2)"},
+           {"SLURM_STEP_NODELIST", "gpu[07-08]"},
+           {"SLURM_JOB_NODELIST", "gpu[05-08]"},
+           {"SLURM_JOB_ID", "4242"}}};
+}
+
+TEST(Bootstrap, SlurmRendezvousIsTheStepsFirstNode) {
+  FakeEnvironment env = slurm_task();
+  LaunchInfo info = detect_launch(env.lookup());
+  // Task 0 runs on the first node of the step (here not the job's first node, gpu05).
+  EXPECT_EQ(info.master_addr, "gpu07");
+  EXPECT_EQ(info.master_port, 29500 + 4242 % 1000);
+  EXPECT_EQ(info.rendezvous_source,
+            "host: first of SLURM_STEP_NODELIST, port: 29500 + SLURM_JOB_ID % 1000");
+  // Ports slurm reserved for the step (MpiParams=ports=...) are free on all its nodes.
+  for (const char* ports : {"12007-12009", "12007,12011", "12007"}) {
+    env.values["SLURM_STEP_RESV_PORTS"] = ports;
+    info = detect_launch(env.lookup());
+    EXPECT_EQ(info.master_port, 12007) << ports;
+    EXPECT_EQ(info.rendezvous_source,
+              "host: first of SLURM_STEP_NODELIST, port: first of SLURM_STEP_RESV_PORTS");
+  }
+  env.values["SLURM_STEP_RESV_PORTS"] = "ports";
+  EXPECT_NE(error_of([&] {
+              detect_launch(env.lookup());
+            }).find("cannot read a TCP port from SLURM_STEP_RESV_PORTS='ports'"),
+            std::string::npos);
+  // The batch script's environment has only the job's list; MASTER_ADDR/PORT override both.
+  env = slurm_task();
+  env.values.erase("SLURM_STEP_NODELIST");
+  EXPECT_EQ(detect_launch(env.lookup()).master_addr, "gpu05");
+  env.values["MASTER_ADDR"] = "10.0.0.9";
+  env.values["MASTER_PORT"] = "31000";
+  info = detect_launch(env.lookup());
+  EXPECT_EQ(info.master_addr, "10.0.0.9");
+  EXPECT_EQ(info.master_port, 31000);
+  EXPECT_EQ(info.rendezvous_source, "host: MASTER_ADDR, port: MASTER_PORT");
+  EXPECT_EQ(first_slurm_host("node-[3-5]"), "node-3");
+  EXPECT_EQ(first_slurm_host("login1,node[001-004]"), "login1");
+  EXPECT_EQ(first_slurm_host("node[9,2-3],gpu1"), "node9");
+}
+
+TEST(Bootstrap, SlurmRanksPerNodeAreTheSteps) {
+  // srun -n 1 in an allocation of 2 tasks per node: SLURM_NTASKS_PER_NODE is the allocation's.
+  FakeEnvironment env{{{"SLURM_PROCID", "0"},
+                       {"SLURM_NTASKS", "1"},
+                       {"SLURM_LOCALID", "0"},
+                       {"SLURM_NODEID", "0"},
+                       {"SLURM_STEP_ID", "1"},
+                       {"SLURM_NTASKS_PER_NODE", "2"},
+                       {"SLURM_TASKS_PER_NODE", "1"},
+                       {"SLURM_STEP_TASKS_PER_NODE", "1"},
+                       {"SLURM_JOB_NODELIST", "localhost"}}};
+  EXPECT_EQ(detect_launch(env.lookup()).local_size, 1);
+  env.values.erase("SLURM_STEP_TASKS_PER_NODE");
+  EXPECT_EQ(detect_launch(env.lookup()).local_size, 1);
+  // SLURM_NTASKS_PER_NODE only where neither count is there.
+  env.values.erase("SLURM_TASKS_PER_NODE");
+  env.values["SLURM_NTASKS"] = "2";
+  EXPECT_EQ(detect_launch(env.lookup()).local_size, 2);
+}
+
+TEST(Bootstrap, SlurmBatchScriptIsNoRank) {
+  // The batch script of a job: SLURM_PROCID=0 but no step. Alone it is a single process...
+  FakeEnvironment batch{{{"SLURM_PROCID", "0"},
+                         {"SLURM_LOCALID", "0"},
+                         {"SLURM_NODEID", "0"},
+                         {"SLURM_TASKS_PER_NODE", "1"},
+                         {"SLURM_JOB_NODELIST", "localhost"},
+                         {"SLURM_JOB_ID", "118"},
+                         {"SLURM_RESTART_COUNT", "2"}}};
+  LaunchInfo info = detect_launch(batch.lookup());
+  EXPECT_EQ(info.launcher, Launcher::kNone);
+  EXPECT_EQ(info.world_size, 1);
+  // ...of the job's slurm attempt (a requeued job runs again under the same id).
+  EXPECT_EQ(info.store_namespace(), "tandem/slurm-118/attempt2/");
+  // ...and in a job of 2 tasks it would wait for a rank 1 that never comes.
+  batch.values["SLURM_NTASKS"] = "2";
+  std::string e = error_of([&] { detect_launch(batch.lookup()); });
+  EXPECT_NE(e.find("environment of a slurm job's batch script or allocation shell"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("start the job's 2 ranks with srun"), std::string::npos) << e;
+  // salloc's shell has only SLURM_NTASKS: the same, not a "partial" environment.
+  FakeEnvironment salloc{{{"SLURM_NTASKS", "2"}, {"SLURM_JOB_ID", "117"}}};
+  e = error_of([&] { detect_launch(salloc.lookup()); });
+  EXPECT_NE(e.find("start the job's 2 ranks with srun"), std::string::npos) << e;
+  salloc.values["SLURM_NTASKS"] = "1";
+  EXPECT_EQ(detect_launch(salloc.lookup()).launcher, Launcher::kNone);
+}
+
+TEST(Bootstrap, LaunchersInsideASlurmJob) {
+  // mpirun in a batch script: every rank inherits the script's SLURM_PROCID=0 and the job's
+  // SLURM_NTASKS; Open MPI's variables describe the rank, slurm's (node id too) are ignored.
+  FakeEnvironment mpirun{{{"OMPI_COMM_WORLD_RANK", "1"},
+                          {"OMPI_COMM_WORLD_SIZE", "2"},
+                          {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                          {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"},
+                          {"SLURM_PROCID", "0"},
+                          {"SLURM_NTASKS", "2"},
+                          {"SLURM_LOCALID", "0"},
+                          {"SLURM_NODEID", "0"},
+                          {"SLURM_TASKS_PER_NODE", "2"},
+                          {"SLURM_JOB_NODELIST", "localhost"},
+                          {"SLURM_JOB_ID", "116"}}};
+  LaunchInfo info = detect_launch(mpirun.lookup());
+  EXPECT_EQ(info.launcher, Launcher::kOpenMpi);
+  EXPECT_EQ(info.rank, 1);
+  EXPECT_EQ(info.local_size, 2);
+  EXPECT_EQ(info.node_id, -1);
+  EXPECT_TRUE(info.master_addr.empty());
+  // ...and in salloc's shell, whose slurm variables are partial.
+  for (const char* name : {"SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID"})
+    mpirun.values.erase(name);
+  EXPECT_EQ(detect_launch(mpirun.lookup()).rank, 1);
+
+  // tandem-launch (or torchrun) as an srun task: its ranks carry the task's slurm variables.
+  FakeEnvironment launched = slurm_task();
+  launched.values.insert({{"RANK", "5"},
+                          {"WORLD_SIZE", "8"},
+                          {"LOCAL_RANK", "1"},
+                          {"LOCAL_WORLD_SIZE", "4"},
+                          {"MASTER_ADDR", "gpu07"},
+                          {"MASTER_PORT", "29500"},
+                          {"TANDEM_RESTART_COUNT", "0"}});
+  info = detect_launch(launched.lookup());
+  EXPECT_EQ(info.launcher, Launcher::kTorchrun);
+  EXPECT_EQ(info.rank, 5);
+  EXPECT_EQ(info.local_size, 4);
+  EXPECT_EQ(info.node_id, -1);
+  launched.values.erase("TANDEM_RESTART_COUNT");
+  launched.values["TORCHELASTIC_RUN_ID"] = "r1";
+  EXPECT_EQ(detect_launch(launched.lookup()).rank, 5);
+  // Without a launcher's mark the torchrun variables may be stale exports: still refused.
+  launched.values.erase("TORCHELASTIC_RUN_ID");
+  const std::string e = error_of([&] { detect_launch(launched.lookup()); });
+  EXPECT_NE(e.find("contradictory launcher environment: torchrun and slurm disagree"),
+            std::string::npos)
+      << e;
 }
 
 TEST(Traffic, AutoPicksByDeviceAndConfiguredBackendsAreChecked) {
