@@ -8,11 +8,13 @@
 // ends the process at once.
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -50,19 +52,30 @@ struct Arguments {
   std::string resume;  // "", "auto" or a path
 };
 
-// SIGTERM asks for a stop at the next step boundary; the second one ends the process at once.
+// SIGTERM asks for a stop at the next step boundary; a second one ends the process at once —
+// unless it comes within 2 s of the first: slurm delivers its own SIGTERM to every task and a
+// batch script forwarding the same warning lands right beside it, one request twice.
 volatile std::sig_atomic_t stop_signals = 0;
+std::atomic<int64_t> first_stop_ns{0};  // lock-free, so a signal handler may use it
+
+int64_t monotonic_ns() {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);  // async-signal-safe
+  return int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
+}
 
 void on_stop_signal(int) {
   if (stop_signals > 0) {
+    if (monotonic_ns() - first_stop_ns.load() < 2000000000) return;
     std::signal(SIGTERM, SIG_DFL);
     std::raise(SIGTERM);
     return;
   }
+  first_stop_ns.store(monotonic_ns());
   stop_signals = 1;
   constexpr char kNote[] =
       "tandem-train: SIGTERM: stopping at the next step boundary (after a checkpoint when "
-      "checkpoint.dir is set); a second SIGTERM stops at once\n";
+      "checkpoint.dir is set); another SIGTERM 2 s or more later stops at once\n";
   [[maybe_unused]] const ssize_t n = ::write(2, kNote, sizeof kNote - 1);
 }
 

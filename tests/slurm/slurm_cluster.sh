@@ -9,8 +9,9 @@
 #      examples/mpirun.sh (mpirun under salloc, whose SLURM_* variables its ranks inherit) train;
 #      tandem-train started in the allocation's shell, no task of it, is refused at once;
 #   3. sbatch examples/slurm/train.sbatch: stopped by what slurm sends before the time limit
-#      (SIGTERM to the batch script), it passes the signal to every rank, sees exit 4 and
-#      requeues itself; the requeued job trains and completes.
+#      (SIGTERM to the batch script), it passes the signal to every rank, which checkpoint at
+#      the next step boundary and exit 4; it requeues itself, and the requeued job resumes from
+#      that checkpoint and completes with the uninterrupted run's losses, to the bit.
 # Every daemon, step and task carries a marker in its environment; whatever way the test ends,
 # the trap ends each by its id and checks that none is left. Where the kernel allows it the test
 # runs in its own pid namespace, so that even a SIGKILL of the test ends them all.
@@ -244,19 +245,18 @@ expect_log salloc_shell "not of a task started by srun" "start the job's 2 ranks
 
 # --- 3. sbatch examples/slurm/train.sbatch, made tiny through sbatch's options (they override
 # the script's #SBATCH lines) and the script's TANDEM_* variables.
-# tandem-train has no checkpoints yet (checkpoint.dir, --resume and the exit 4 on SIGTERM come
-# with issue 12's checkpoint work), so for now: TANDEM_CHECKPOINT_ARGS is empty, and the first
-# attempt runs tests/slurm/stops_on_term.sh, which behaves as tandem-train will (waits for
-# SIGTERM, exits 4) and then lets the requeued attempt run the real tandem-train. Once they are
-# in: drop both, run tandem-train itself with checkpoint.interval and enough steps to be stopped,
-# and check that the requeued run resumes from the checkpoint (its first step is the checkpoint's
-# step + 1) with the uninterrupted run's losses.
-job=$(run env TANDEM_TRAIN="$(realpath tests/slurm/stops_on_term.sh)" \
-  TANDEM_REAL_TRAIN="$train" TANDEM_CONFIG=examples/configs/tiny.toml TANDEM_CHECKPOINT_ARGS= \
-  SLURM_RESV_PORTS=0 \
+# tandem-train itself, 60 steps with a per-step log: the SIGTERM comes after a few steps, every
+# rank checkpoints at the next step boundary and exits 4, the script requeues, and the requeued
+# run resumes from that checkpoint (its first step record is the checkpoint's step + 1) and ends
+# with the losses of the uninterrupted 2-rank run, to the bit.
+long=(--set train.steps=60 --set train.eval_interval=0)
+TANDEM_TRAIN=$train train_run mpirun60 examples/mpirun.sh 2 "${args[@]}" "${long[@]}" \
+  --log-jsonl "$out/mpirun60.jsonl"
+job=$(run env TANDEM_TRAIN="$train" TANDEM_CONFIG=examples/configs/tiny.toml \
+  TANDEM_CHECKPOINT_DIR="$out/checkpoints" SLURM_RESV_PORTS=0 \
   sbatch --parsable --nodes=1 --ntasks-per-node=2 --gpus-per-node=0 --cpus-per-task=1 \
   --time=10 --output="$out/job-%j.out" examples/slurm/train.sbatch \
-  "${args[@]:1}" --summary-json "$out/sbatch.json")
+  "${args[@]:1}" "${long[@]}" --log-jsonl "$out/sbatch.jsonl" --summary-json "$out/sbatch.json")
 job_log=$out/job-$job.out
 job_field() { scontrol show job "$job" 2> /dev/null | grep -o "$1=[^ ]*" | cut -d= -f2; }
 # wait_until SECONDS COMMAND...: polls COMMAND every 0.2 s; fails (returns 1) at the deadline.
@@ -268,7 +268,7 @@ wait_until() {
     sleep 0.2
   done
 }
-both_ranks_wait() { [ "$(grep -c "waiting for SIGTERM" "$job_log" 2> /dev/null)" = 2 ]; }
+both_ranks_wait() { [ -f "$out/sbatch.jsonl" ] && [ "$(wc -l < "$out/sbatch.jsonl")" -ge 3 ]; }
 requeued() { [ "$(job_field Restarts)" = 1 ]; }
 finished() {
   [[ "$(job_field JobState)" =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY)$ ]]
@@ -276,7 +276,7 @@ finished() {
 if [ -z "$job" ]; then
   fail "sbatch did not submit the job"
 elif ! wait_until 30 both_ranks_wait; then
-  fail "job $job's two ranks did not start (state $(job_field JobState))"
+  fail "job $job's ranks did not train 3 steps (state $(job_field JobState))"
 else
   # What --signal=B:TERM@120 does 120 s before the time limit: SIGTERM to the batch script only.
   scancel --batch --signal=TERM "$job"
@@ -296,16 +296,17 @@ if [ -n "$job" ]; then
   # The first attempt: the signal passed on to both ranks, exit 4, requeue.
   for text in "train.sbatch: job $job (restart 0)" \
     "SIGTERM (the time limit is near): asking every rank to checkpoint and stop" \
-    "rank 0: SIGTERM; exiting 4" "rank 1: SIGTERM; exiting 4" \
+    "tandem-train: SIGTERM: stopping at the next step boundary" "stopped on request (SIGTERM) after step" \
     "tandem-train stopped at a checkpoint (exit 4); requeueing job $job" \
     "train.sbatch: job $job (restart 1)" \
     "(launcher slurm, UCX; rendezvous store on rank 0 at localhost:$((29500 + job % 1000));" \
-    "port: 29500 + SLURM_JOB_ID % 1000" "$grid" "summary: 3 steps" \
+    "port: 29500 + SLURM_JOB_ID % 1000" "$grid" "resuming from checkpoint $out/checkpoints/step-" \
+    "summary: 60 steps" \
     "train.sbatch: tandem-train exited with 0"; do
     grep -qF -- "$text" "$job_log" || fail "job $job's output lacks '$text'"
   done
   if [ $failures -eq "$failures_before" ]; then
-    grep -E "^(train.sbatch|stops_on_term|srun: error|\[rank 0\] (tandem-train|summary))" "$job_log"
+    grep -E "^(train.sbatch: (job|SIGTERM|tandem-train)|\[rank 0\] (summary|stopped|resuming))" "$job_log"
   else
     echo "--- job $job's output"
     cat "$job_log"
@@ -337,8 +338,26 @@ def check(name, reference, tolerance):
     ok &= good
     print(f"  {name:14} vs {reference:7}: largest relative difference {worst:.2e} "
           f"(bound {tolerance:.0e}) {'ok' if good else 'FAIL'}")
-for name in ["srun", "srun_pmix", "salloc_mpirun", "sbatch"]:
+for name in ["srun", "srun_pmix", "salloc_mpirun"]:
     check(name, "mpirun", 0.0)
+# sbatch: stopped, checkpointed, requeued and resumed; every step logged once per attempt.
+def steps(path):
+    return [json.loads(l) for l in open(path) if '"loss"' in l]
+try:
+    ref = {r["step"]: r["loss"] for r in steps(os.path.join(out, "mpirun60.jsonl"))}
+    got = steps(os.path.join(out, "sbatch.jsonl"))
+    first = [r for r in got if r["restart"] == 0]
+    second = [r for r in got if r["restart"] == 1]
+    k = first[-1]["step"]
+    assert [r["step"] for r in first] == list(range(1, k + 1)), "attempt 0's steps"
+    assert second and second[0]["step"] <= k + 1 and second[-1]["step"] == 60, "attempt 1's steps"
+    resumed_at = second[0]["step"] - 1
+    bad = [r for r in got if r["loss"] != ref[r["step"]]]
+    assert not bad, f"losses differ from mpirun's: {bad[:2]}"
+    print(f"  sbatch: stopped after step {k}, requeued, resumed from step {resumed_at}'s checkpoint; "
+          f"{len(got)} step records equal mpirun's to the bit")
+except Exception as e:
+    print(f"  sbatch: FAIL: {e!r}"); ok = False
 check("salloc_srun", "single", 0.0)
 check("mpirun", "single", 2e-5)
 sys.exit(0 if ok else 1)
