@@ -151,6 +151,55 @@ std::string listing(const VariableSet& set, const EnvironmentLookup& lookup) {
   return out.str();
 }
 
+// Where the store listens and who serves it (LaunchInfo::store_port).
+void read_store_port(const EnvironmentLookup& lookup, LaunchInfo& info) {
+  info.store_port = info.master_port;
+  const char* agent = lookup("TORCHELASTIC_USE_AGENT_STORE");
+  // torchrun writes Python's str(True).
+  info.torchrun_agent_store = agent && (std::string(agent) == "True" ||
+                                        std::string(agent) == "true" || std::string(agent) == "1");
+  if (const char* served = lookup("TANDEM_STORE_SERVED_BY_LAUNCHER"))
+    info.store_served_by_launcher = std::string(served) == "1";
+  if (lookup("TANDEM_STORE_PORT")) {
+    info.store_port = to_int(lookup, "TANDEM_STORE_PORT");
+    TANDEM_USER_CHECK(info.store_port >= 1 && info.store_port <= 65535,
+                      "TANDEM_STORE_PORT=", info.store_port, " is not a TCP port (1 to 65535)");
+    info.store_port_origin = "TANDEM_STORE_PORT";
+  } else if (info.torchrun_agent_store && info.master_port > 0) {
+    // torchrun's agent holds MASTER_PORT with its own store; tandem's goes next to it.
+    TANDEM_USER_CHECK(info.master_port < 65535, "MASTER_PORT=", info.master_port,
+                      " is held by torchrun's own store (TORCHELASTIC_USE_AGENT_STORE=", agent,
+                      ") and MASTER_PORT + 1 is not a TCP port: set TANDEM_STORE_PORT to a free "
+                      "port, the same on every rank");
+    info.store_port = info.master_port + 1;
+    info.store_port_origin = "MASTER_PORT + 1";
+  }
+}
+
+// tandem-launch's heartbeat channel: all three variables or none.
+void read_heartbeat(const EnvironmentLookup& lookup, LaunchInfo& info) {
+  const char* names[] = {"TANDEM_HEARTBEAT_FD", "TANDEM_HEARTBEAT_INTERVAL_MS",
+                         "TANDEM_HEARTBEAT_TIMEOUT_MS"};
+  int present = 0;
+  for (const char* name : names) present += lookup(name) != nullptr;
+  if (present == 0) return;
+  std::ostringstream found;
+  for (const char* name : names)
+    found << "  " << name << "=" << (lookup(name) ? lookup(name) : "(unset)") << "\n";
+  TANDEM_USER_CHECK(present == 3, "partial tandem-launch heartbeat environment: found\n",
+                    found.str(),
+                    "tandem-launch sets all of them; unset them when starting tandem-train "
+                    "another way");
+  info.heartbeat_fd = to_int(lookup, names[0]);
+  info.heartbeat_interval_ms = to_int(lookup, names[1]);
+  info.heartbeat_timeout_ms = to_int(lookup, names[2]);
+  TANDEM_USER_CHECK(
+      info.heartbeat_interval_ms > 0 && info.heartbeat_timeout_ms > info.heartbeat_interval_ms,
+      "tandem-launch heartbeat environment: the interval must be positive and below "
+      "the timeout; found\n",
+      found.str());
+}
+
 }  // namespace
 
 std::string first_slurm_host(const std::string& nodelist) {
@@ -263,7 +312,14 @@ LaunchInfo detect_launch(const EnvironmentLookup& lookup) {
     info.restart_count = to_int(lookup, "SLURM_RESTART_COUNT");
   }
   if (const char* token = lookup("TANDEM_STORE_TOKEN")) info.store_token = token;
+  read_store_port(lookup, info);
+  read_heartbeat(lookup, info);
   return info;
+}
+
+std::string LaunchInfo::store_host_description() const {
+  if (!store_served_by_launcher) return "rank 0";
+  return "tandem-launch on " + master_addr + ":" + std::to_string(store_port);
 }
 
 std::string LaunchInfo::store_namespace() const {

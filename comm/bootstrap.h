@@ -6,7 +6,8 @@
 // started inside the job (mpirun in an allocation, tandem-launch as an srun task), and count
 // only in a task srun started (a job's batch script is no rank). Everything else that depends on
 // the launcher — ranks per node (for thread counts), which node this is (for the topology and
-// shared memory), the store's namespace and token — is computed here and only here.
+// shared memory), the store's port, namespace and token and who serves it, tandem-launch's
+// heartbeat channel — is computed here and only here.
 #pragma once
 
 #include <functional>
@@ -40,6 +41,24 @@ struct LaunchInfo {
   int restart_count = 0;
   std::string store_token;  // TANDEM_STORE_TOKEN: the shared secret a store client must present
   std::string store_namespace() const;
+  // The store listens on master_addr:store_port: MASTER_PORT, unless TANDEM_STORE_PORT names
+  // another port, or torchrun's agent already serves its own store on MASTER_PORT
+  // (TORCHELASTIC_USE_AGENT_STORE=True, torchrun >= 2): then MASTER_PORT + 1. Every rank
+  // computes the same. store_port_origin says which rule gave the port, for the messages.
+  int store_port = 0;
+  std::string store_port_origin = "MASTER_PORT";
+  bool torchrun_agent_store = false;
+  // TANDEM_STORE_SERVED_BY_LAUNCHER=1: tandem-launch serves the store for the whole run, so no
+  // rank serves one (and a store that stops answering is the launcher's, not rank 0's).
+  bool store_served_by_launcher = false;
+  // Who serves the store, for messages: "rank 0" or "tandem-launch on HOST:PORT".
+  std::string store_host_description() const;
+  // tandem-launch's heartbeat channel (TANDEM_HEARTBEAT_FD, TANDEM_HEARTBEAT_INTERVAL_MS,
+  // TANDEM_HEARTBEAT_TIMEOUT_MS): a socket this process writes a byte to every interval; past the
+  // timeout without one the launcher calls the rank frozen. -1 and 0: no launcher heartbeat.
+  int heartbeat_fd = -1;
+  int heartbeat_interval_ms = 0;
+  int heartbeat_timeout_ms = 0;
 };
 
 using EnvironmentLookup = std::function<const char*(const char*)>;

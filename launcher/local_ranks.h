@@ -1,8 +1,13 @@
 // One attempt of a job's local ranks: each started in its own process group with the
 // torchrun-convention environment, dying with the launcher (PR_SET_PDEATHSIG), its output read
-// line by line and printed with its rank in front (and appended to a per-rank log); when one
-// fails the others are stopped (SIGTERM, SIGKILL after a grace period), and the attempt ends only
-// when every process of it is gone.
+// line by line and printed with its rank in front (and appended to a per-rank log), its heartbeat
+// read from a socket of its own (TANDEM_HEARTBEAT_FD). A rank that stops beating for the
+// heartbeat timeout is frozen: its stack is recorded and the attempt fails. When a rank fails the
+// others are ended without a checkpoint — the stacks of those whose heartbeat is stale recorded
+// first, then SIGINT, then SIGKILL after a short grace — because SIGTERM would ask them for a
+// checkpoint they cannot finish without the failed rank. The operator's SIGTERM or SIGINT is
+// forwarded as it came, then SIGKILL after the grace period. The attempt ends only when every
+// process of it is gone.
 #pragma once
 
 #include <sys/types.h>
@@ -23,6 +28,7 @@ struct RankSpec {
   std::vector<std::string> argv;
   std::map<std::string, std::string> env;  // set on top of the launcher's own environment
   std::string log_path;                    // "" = no per-rank log
+  std::string stack_path;                  // where its stack goes if it hangs
 };
 
 // How one rank's process ended.
@@ -31,16 +37,50 @@ struct RankExit {
   int exit_code = -1;                // when it exited
   int signal = 0;                    // when a signal ended it
   bool stopped_by_launcher = false;  // ended because another rank failed, or the job was stopped
-  double seconds = 0;                // from the attempt's start
-  std::string describe() const;      // "exit 3", "killed by SIGKILL"
+  // The failure is not an exit: the rank stopped beating for silent_seconds, past the timeout.
+  bool frozen = false;
+  double silent_seconds = 0;
+  double seconds = 0;            // from the attempt's start
+  std::string describe() const;  // "exit 3", "killed by SIGKILL", "frozen: no heartbeat for 2.1 s"
+};
+
+// A rank whose stack was recorded before it was ended.
+struct HungRank {
+  int rank = 0;
+  pid_t pid = -1;
+  bool frozen = false;        // silent past the heartbeat timeout; else only stale at a stop
+  double silent_seconds = 0;  // since its last heartbeat
+  std::string stack_path;
+  std::string recorded_by;  // "gdb", "/proc only: ...", see record_stacks
 };
 
 struct AttemptResult {
-  std::vector<RankExit> exits;            // by rank, in the order they ended
-  std::optional<RankExit> first_failure;  // the first rank that ended other than with exit 0
-  double detect_seconds = 0;              // first failure, from the start
-  double stop_seconds = 0;                // from the first failure until every process was gone
+  std::vector<RankExit> exits;  // by rank, in the order they ended
+  // The first rank that failed: it ended other than with exit 0 or 4 (stopped on request), or it
+  // froze.
+  std::optional<RankExit> first_failure;
+  std::vector<HungRank> hung;       // stacks recorded, in the order they were taken
+  bool stopped_on_request = false;  // some rank exited 4 (kStoppedExitCode)
+  double detect_seconds = 0;        // first failure, from the start
+  double stop_seconds = 0;          // from the decision to stop until every process was gone
+  double stack_seconds = 0;         // of that, recording the stacks of hung ranks
   int stop_signal = 0;  // the signal that stopped the job from outside (SIGINT/SIGTERM), or 0
+};
+
+struct AttemptOptions {
+  // After the operator's stop (the signal forwarded as received), SIGKILL follows after this.
+  std::chrono::milliseconds stop_grace{10000};
+  // After a failure the survivors get SIGINT, and SIGKILL after this.
+  std::chrono::milliseconds failure_grace{2000};
+  // Heartbeats: each rank gets a socket, TANDEM_HEARTBEAT_FD, and these two in the environment
+  // (TANDEM_HEARTBEAT_INTERVAL_MS, TANDEM_HEARTBEAT_TIMEOUT_MS). A timeout of 0 gives no socket
+  // and judges nothing. A rank is judged from its first beat on, so a program that never beats
+  // (a script, another trainer) is never called frozen; a heartbeat older than 3 intervals is
+  // stale.
+  std::chrono::milliseconds heartbeat_interval{1000};
+  std::chrono::milliseconds heartbeat_timeout{0};
+  std::chrono::milliseconds stack_time_limit{20000};  // for gdb, all stacks of one stop at once
+  std::string host;                                   // for the stack files' headings
 };
 
 // What the launcher's signal handler sets (a handler can only write such flags): the last stop
@@ -50,9 +90,8 @@ struct StopRequest {
   volatile sig_atomic_t count = 0;
 };
 
-// Runs the ranks until all have exited. When one fails, or a stop is requested, the others get
-// SIGTERM and, after `grace`, SIGKILL (at once on a second stop request).
-AttemptResult run_attempt(const std::vector<RankSpec>& ranks, std::chrono::milliseconds grace,
+// Runs the ranks until all have exited. A second stop request kills them at once.
+AttemptResult run_attempt(const std::vector<RankSpec>& ranks, const AttemptOptions& options,
                           const StopRequest& stop);
 
 std::string signal_name(int signal);

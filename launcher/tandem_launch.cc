@@ -1,12 +1,17 @@
 // tandem-launch: starts a job's local ranks the torchrun way (RANK, LOCAL_RANK, WORLD_SIZE,
 // LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR, MASTER_PORT, plus TANDEM_RUN_ID and
-// TANDEM_RESTART_COUNT), prints their output with the rank in front, forwards SIGINT/SIGTERM,
-// and when a rank fails stops the others and restarts them all, up to --max-restarts — but only
-// for a failure a restart can help (a communication fault, exit 3, or a rank killed by a
-// signal), never for a configuration or usage error (exit 2). Each attempt's failure goes to a
-// JSON record in --log-dir.
+// TANDEM_RESTART_COUNT), serves the job's rendezvous store itself on the master node for the whole
+// run (so a rank's death does not take the store with it), watches every rank's heartbeat,
+// prints their output with the rank in front, and forwards SIGINT/SIGTERM. When a rank fails —
+// it exits other than with 0 or 4 (stopped on request), or freezes (no heartbeat for
+// --heartbeat-timeout-s; its stack is recorded first) — it ends the others without a checkpoint
+// and restarts them all, up to --max-restarts, but only for a failure a restart can help (a
+// communication fault, exit 3, a rank killed by a signal, or a frozen rank), never for a
+// configuration or usage error (exit 2). Each attempt's failure goes to a JSON record in
+// --log-dir.
 //   tandem-launch [--nproc-per-node N] [--nnodes N --node-rank R --master-addr A --master-port P]
-//                 [--max-restarts K] [--log-dir DIR] [--grace-period-s S] [--] [PROGRAM ARGS...]
+//                 [--max-restarts K] [--log-dir DIR] [--grace-period-s S] [--failure-grace-s S]
+//                 [--heartbeat-timeout-s S] [--heartbeat-interval-s S] [--] [PROGRAM ARGS...]
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -21,6 +27,7 @@
 #include <vector>
 
 #include "comm/faults.h"
+#include "comm/store.h"
 #include "launcher/local_ranks.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/output_file.h"
@@ -33,12 +40,29 @@ using namespace tandem::launcher;
 constexpr const char* kUsage =
     "usage: tandem-launch [--nproc-per-node N] [--nnodes N --node-rank R --master-addr A\n"
     "                     --master-port P] [--max-restarts K] [--log-dir DIR]\n"
-    "                     [--grace-period-s S] [--] [PROGRAM ARGS...]   (default: tandem-train)\n";
+    "                     [--grace-period-s S] [--failure-grace-s S]\n"
+    "                     [--heartbeat-timeout-s S] [--heartbeat-interval-s S]\n"
+    "                     [--] [PROGRAM ARGS...]   (default: tandem-train)\n"
+    "  --master-port P         node 0 serves the rendezvous store there (default 29500; 0: any\n"
+    "                          free port, one node only)\n"
+    "  --grace-period-s S      after forwarding the operator's SIGTERM or SIGINT, SIGKILL after S\n"
+    "                          (default 10)\n"
+    "  --failure-grace-s S     after a rank fails, the others get SIGINT, SIGKILL after S\n"
+    "                          (default 2); never SIGTERM, which asks tandem-train to checkpoint\n"
+    "  --heartbeat-timeout-s S a rank silent this long is frozen: its stack is recorded, the\n"
+    "                          attempt restarted (default 360, above comm.timeout_s's 300; 0: "
+    "off)\n"
+    "  --heartbeat-interval-s S  how often ranks beat (default 1; the timeout must be over 3 of\n"
+    "                          them)\n";
 
 struct Options {
   int nproc_per_node = 1, nnodes = 1, node_rank = 0, master_port = 29500, max_restarts = 0;
   std::string master_addr = "127.0.0.1", log_dir;
-  double grace_period_s = 10;
+  double grace_period_s = 10, failure_grace_s = 2;
+  // Above tandem-train's default comm.timeout_s (300 s), so that the watchdog reports a hang
+  // before the launcher ends it, with room for its report; below comm.rendezvous_timeout_s's
+  // default (600 s).
+  double heartbeat_timeout_s = 360, heartbeat_interval_s = 1;
   std::vector<std::string> program;
 };
 
@@ -52,7 +76,7 @@ int to_int(const std::string& flag, const std::string& text, int low, int high) 
   return static_cast<int>(value);
 }
 
-double to_seconds(const std::string& flag, const std::string& text) {
+double to_seconds(const std::string& flag, const std::string& text, double max_s = 3600) {
   size_t used = 0;
   double value = -1;
   try {
@@ -61,8 +85,8 @@ double to_seconds(const std::string& flag, const std::string& text) {
     used = 0;
   }
   TANDEM_USER_CHECK(
-      used == text.size() && !text.empty() && text[0] != ' ' && value >= 0 && value <= 3600, flag,
-      " = '", text, "': expected seconds from 0 to 3600\n", kUsage);
+      used == text.size() && !text.empty() && text[0] != ' ' && value >= 0 && value <= max_s, flag,
+      " = '", text, "': expected seconds from 0 to ", max_s, "\n", kUsage);
   return value;
 }
 
@@ -126,13 +150,19 @@ Options parse(int argc, char** argv) {
     else if (flag == "--master-addr")
       o.master_addr = value();
     else if (flag == "--master-port")
-      o.master_port = to_int(flag, value(), 1, 65535);
+      o.master_port = to_int(flag, value(), 0, 65535);
     else if (flag == "--max-restarts")
       o.max_restarts = to_int(flag, value(), 0, 1000000);
     else if (flag == "--log-dir")
       o.log_dir = value();
     else if (flag == "--grace-period-s")
       o.grace_period_s = to_seconds(flag, value());
+    else if (flag == "--failure-grace-s")
+      o.failure_grace_s = to_seconds(flag, value());
+    else if (flag == "--heartbeat-timeout-s")
+      o.heartbeat_timeout_s = to_seconds(flag, value(), 2 * 86400);  // above comm.timeout_s's max
+    else if (flag == "--heartbeat-interval-s")
+      o.heartbeat_interval_s = to_seconds(flag, value());
     else if (arg == "--help" || arg == "-h")
       throw Error(kUsage);
     else
@@ -140,26 +170,64 @@ Options parse(int argc, char** argv) {
   }
   TANDEM_USER_CHECK(o.node_rank < o.nnodes, "--node-rank ", o.node_rank, " must be below --nnodes ",
                     o.nnodes);
+  TANDEM_USER_CHECK(o.master_port != 0 || o.nnodes == 1,
+                    "--master-port 0 picks a free port on this node; a job of --nnodes ", o.nnodes,
+                    " needs a port every node knows: give one");
   TANDEM_USER_CHECK(o.nnodes == 1 || o.master_addr != "127.0.0.1", "--nnodes ", o.nnodes,
                     " needs --master-addr: the address of node 0 that every "
                     "node can reach (127.0.0.1 is each node itself)");
+  TANDEM_USER_CHECK(o.heartbeat_interval_s >= 0.01, "--heartbeat-interval-s ",
+                    o.heartbeat_interval_s, ": expected at least 0.01 s\n", kUsage);
+  // A heartbeat older than 3 intervals is stale (its rank's stack is recorded when the attempt
+  // stops); a timeout inside that would call a rank frozen that merely missed a beat or two.
+  TANDEM_USER_CHECK(
+      o.heartbeat_timeout_s == 0 || o.heartbeat_timeout_s > 3 * o.heartbeat_interval_s,
+      "--heartbeat-timeout-s ", o.heartbeat_timeout_s,
+      " must be more than 3 x --heartbeat-interval-s ", o.heartbeat_interval_s, " = ",
+      3 * o.heartbeat_interval_s,
+      " s (a heartbeat is stale after 3 intervals): raise --heartbeat-timeout-s or "
+      "lower --heartbeat-interval-s (0 turns heartbeats off)");
   for (; i < argc; ++i) o.program.push_back(argv[i]);
   if (o.program.empty()) o.program.push_back("tandem-train");
   o.program[0] = resolve_program(o.program[0]);
   return o;
 }
 
-// A run id shared by every attempt (TANDEM_RUN_ID from the environment when set, as a multi-node
-// job's nodes must agree on it; otherwise random).
-std::string run_id() {
-  if (const char* given = std::getenv("TANDEM_RUN_ID"); given && *given) return given;
+std::string random_hex(int words) {
   std::random_device device;
-  char text[17];
-  std::snprintf(text, sizeof text, "%08x%08x", device(), device());
+  std::string text;
+  char word[9];
+  for (int i = 0; i < words; ++i) {
+    std::snprintf(word, sizeof word, "%08x", device());
+    text += word;
+  }
   return text;
 }
 
-std::vector<RankSpec> specs(const Options& o, const std::string& id, int attempt) {
+// A run id shared by every attempt: TANDEM_RUN_ID from the environment when set; otherwise, on
+// one node, random; on several, one every node computes alike (each serves or reaches the one
+// store of this address and port, so no other run's keys are there).
+std::string run_id(const Options& o) {
+  if (const char* given = std::getenv("TANDEM_RUN_ID"); given && *given) return given;
+  if (o.nnodes > 1) return "launch-" + o.master_addr + "-" + std::to_string(o.master_port);
+  return random_hex(2);
+}
+
+// The secret every store client must present: TANDEM_STORE_TOKEN when set; on one node a random
+// one per run; on several, only the operator can give every node the same, so none.
+std::string store_token(const Options& o) {
+  if (const char* given = std::getenv("TANDEM_STORE_TOKEN"); given && *given) return given;
+  if (o.nnodes > 1) return "";
+  return random_hex(4);
+}
+
+struct Job {
+  std::string run_id;
+  std::string token;
+  std::string host;
+};
+
+std::vector<RankSpec> specs(const Options& o, const Job& job, int attempt) {
   std::vector<RankSpec> out;
   const int world = o.nnodes * o.nproc_per_node;
   for (int local = 0; local < o.nproc_per_node; ++local) {
@@ -174,22 +242,32 @@ std::vector<RankSpec> specs(const Options& o, const std::string& id, int attempt
              {"GROUP_RANK", std::to_string(o.node_rank)},
              {"MASTER_ADDR", o.master_addr},
              {"MASTER_PORT", std::to_string(o.master_port)},
-             {"TANDEM_RUN_ID", id},
-             {"TANDEM_RESTART_COUNT", std::to_string(attempt)}};
+             {"TANDEM_RUN_ID", job.run_id},
+             {"TANDEM_RESTART_COUNT", std::to_string(attempt)},
+             // The launcher of node 0 serves the store on MASTER_PORT: no rank serves one, and
+             // no rule of the environment (torchrun's agent store) moves it.
+             {"TANDEM_STORE_SERVED_BY_LAUNCHER", "1"},
+             {"TANDEM_STORE_PORT", std::to_string(o.master_port)}};
+    if (!job.token.empty()) s.env["TANDEM_STORE_TOKEN"] = job.token;
+    const std::string stack_file =
+        "stack-attempt" + std::to_string(attempt) + "-rank" + std::to_string(s.rank) + ".txt";
     if (!o.log_dir.empty()) {
       s.env["TANDEM_LOG_DIR"] = o.log_dir;  // flight records go there too
       s.log_path = o.log_dir + "/rank" + std::to_string(s.rank) + ".log";
+      s.stack_path = o.log_dir + "/" + stack_file;
+    } else {
+      s.stack_path = "tandem-" + stack_file;  // in the working directory, as flight records
     }
     out.push_back(std::move(s));
   }
   return out;
 }
 
-// Whether a restart can help: a communication fault (a peer lost, a collective that timed out)
-// or a rank killed by a signal; not a configuration error (2) or another error (1), which would
-// fail the same way again.
+// Whether a restart can help: a communication fault (a peer lost, a collective that timed out),
+// a rank killed by a signal, or a frozen rank; not a configuration error (2) or another error
+// (1), which would fail the same way again.
 bool retryable(const RankExit& e) {
-  return e.signal != 0 || e.exit_code == comm::kCommFaultExitCode;
+  return e.frozen || e.signal != 0 || e.exit_code == comm::kCommFaultExitCode;
 }
 
 StopRequest g_stop;  // written only by the signal handler: the one way it can reach the loop
@@ -200,8 +278,43 @@ void on_stop_signal(int signal) {
 
 }  // namespace
 
+namespace {
+
+// Node 0's launcher serves the job's store for the whole run; a port it cannot listen on is a
+// usage error, before any rank starts.
+std::unique_ptr<comm::StoreServer> serve_store(const Options& o, const std::string& token) {
+  comm::StoreOptions store_options;
+  store_options.token = token;
+  try {
+    return std::make_unique<comm::StoreServer>(o.master_addr, o.master_port, store_options);
+  } catch (const Error& error) {
+    throw Error(detail::concat(
+        "tandem-launch serves the job's rendezvous store on --master-addr:--master-port: ",
+        error.what(), "; give a free --master-port", o.nnodes == 1 ? " (0: any free port)" : "",
+        ", and on several nodes the address of node 0 as --master-addr"));
+  }
+}
+
+std::chrono::milliseconds to_ms(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000 + 0.5));
+}
+
+// Every rank ended by exiting 0 or 4: nothing failed, whatever stopped the job.
+bool all_exited_cleanly(const AttemptResult& result) {
+  for (const RankExit& e : result.exits)
+    if (e.signal != 0 || (e.exit_code != 0 && e.exit_code != comm::kStoppedExitCode)) return false;
+  return true;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   Options options;
+  Job job;
+  char host[256] = "?";
+  ::gethostname(host, sizeof host - 1);
+  job.host = host;
+  std::unique_ptr<comm::StoreServer> store;  // node 0 only: one store for every attempt
   try {
     options = parse(argc, argv);
     if (!options.log_dir.empty()) {
@@ -210,13 +323,29 @@ int main(int argc, char** argv) {
       TANDEM_USER_CHECK(!error, "--log-dir '", options.log_dir,
                         "': cannot create it: ", error.message());
       check_output_path("--log-dir", options.log_dir + "/attempt-0.json");
-      for (const RankSpec& spec : specs(options, "", 0))
+      for (const RankSpec& spec : specs(options, job, 0)) {
         check_output_path("--log-dir", spec.log_path);
+        check_output_path("--log-dir", spec.stack_path);
+      }
     }
+    job.token = store_token(options);
+    if (options.node_rank == 0) {
+      store = serve_store(options, job.token);
+      options.master_port = store->port();  // --master-port 0: the one picked
+    }
+    job.run_id = run_id(options);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "tandem-launch: error: %s\n", error.what());
     return comm::kUsageExitCode;
   }
+  if (store)
+    std::fprintf(stderr, "tandem-launch: serving the rendezvous store on %s:%d for every attempt\n",
+                 options.master_addr.c_str(), options.master_port);
+  if (job.token.empty())
+    std::fprintf(stderr,
+                 "tandem-launch: note: TANDEM_STORE_TOKEN is not set, so the store on %s:%d "
+                 "answers any client; set the same secret on every node to refuse others\n",
+                 options.master_addr.c_str(), options.master_port);
   struct sigaction action {};
   action.sa_handler = on_stop_signal;
   sigemptyset(&action.sa_mask);
@@ -224,20 +353,29 @@ int main(int argc, char** argv) {
   // stdout reader must not kill the launcher (SIGPIPE): the write fails instead.
   for (int s : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) ::sigaction(s, &action, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
-  const std::string id = run_id();
-  char host[256] = "?";
-  ::gethostname(host, sizeof host - 1);
+  AttemptOptions attempt_options;
+  attempt_options.stop_grace = to_ms(options.grace_period_s);
+  attempt_options.failure_grace = to_ms(options.failure_grace_s);
+  attempt_options.heartbeat_interval = to_ms(options.heartbeat_interval_s);
+  attempt_options.heartbeat_timeout = to_ms(options.heartbeat_timeout_s);
+  attempt_options.host = host;
   try {
     for (int attempt = 0;; ++attempt) {
       std::fprintf(stderr,
                    "tandem-launch: attempt %d of at most %d: %d local ranks of %d (run %s)\n",
                    attempt, options.max_restarts + 1, options.nproc_per_node,
-                   options.nnodes * options.nproc_per_node, id.c_str());
-      const AttemptResult result = run_attempt(
-          specs(options, id, attempt),
-          std::chrono::milliseconds(static_cast<int64_t>(options.grace_period_s * 1000)), g_stop);
-      if (!result.first_failure && !result.stop_signal) return comm::kSuccessExitCode;
-      nlohmann::json record = {{"attempt", attempt}, {"run_id", id}, {"host", host}};
+                   options.nnodes * options.nproc_per_node, job.run_id.c_str());
+      const AttemptResult result =
+          run_attempt(specs(options, job, attempt), attempt_options, g_stop);
+      const bool stopped_cleanly = all_exited_cleanly(result) && result.stopped_on_request;
+      if (!result.first_failure && !result.stop_signal) {
+        if (!result.stopped_on_request) return comm::kSuccessExitCode;
+        std::fprintf(stderr,
+                     "tandem-launch: every rank stopped on request at a step boundary (exit 4); "
+                     "run the same command again to resume (exit 4)\n");
+        return comm::kStoppedExitCode;
+      }
+      nlohmann::json record = {{"attempt", attempt}, {"run_id", job.run_id}, {"host", host}};
       int code = comm::kOtherErrorExitCode;
       std::string verdict;
       if (result.first_failure) {
@@ -246,12 +384,15 @@ int main(int argc, char** argv) {
         record["failed_rank"] = failed.rank;
         record["exit_code"] = failed.exit_code;
         record["signal"] = failed.signal ? signal_name(failed.signal) : "";
-        code = failed.signal ? comm::kCommFaultExitCode : failed.exit_code;
+        record["frozen"] = failed.frozen;
+        code = failed.signal || failed.frozen ? comm::kCommFaultExitCode : failed.exit_code;
         if (!retryable(failed))
           verdict = failed.exit_code == comm::kUsageExitCode
                         ? "a configuration or usage error; restarting would fail the same way"
                         : detail::concat("an error a restart would repeat (exit ", failed.exit_code,
                                          "); not restarting");
+        else if (result.stopped_on_request)
+          verdict = "a rank had stopped on request (exit 4) in this attempt; not restarting";
         else if (attempt >= options.max_restarts)
           verdict =
               "no restarts left (--max-restarts " + std::to_string(options.max_restarts) + ")";
@@ -260,11 +401,18 @@ int main(int argc, char** argv) {
         record["stopped_by"] = signal_name(result.stop_signal);
         if (!result.first_failure)
           record["cause"] = "stopped by " + signal_name(result.stop_signal);
-        code = 128 + result.stop_signal;
-        verdict = "stopped by " + signal_name(result.stop_signal) + "; not restarting";
+        // Every rank checkpointed and stopped at a step boundary: the documented code says so.
+        code = !result.first_failure && stopped_cleanly ? comm::kStoppedExitCode
+                                                        : 128 + result.stop_signal;
+        verdict = "stopped by " + signal_name(result.stop_signal) +
+                  (code == comm::kStoppedExitCode
+                       ? "; every rank stopped at a step boundary (exit 4): run the same command "
+                         "again to resume"
+                       : "; not restarting");
       }
       record["detect_seconds"] = result.detect_seconds;
       record["stop_seconds"] = result.stop_seconds;
+      record["stack_seconds"] = result.stack_seconds;
       nlohmann::json exits = nlohmann::json::array();
       for (const RankExit& e : result.exits)
         exits.push_back({{"rank", e.rank},
@@ -272,11 +420,30 @@ int main(int argc, char** argv) {
                          {"stopped_by_launcher", e.stopped_by_launcher},
                          {"seconds", e.seconds}});
       record["ranks"] = exits;
+      // Ranks whose stack was recorded: frozen past the heartbeat timeout, or with a stale
+      // heartbeat when the attempt was stopped (a stopped rank its peers' timeout caught first).
+      nlohmann::json hung = nlohmann::json::array();
+      for (const HungRank& h : result.hung)
+        hung.push_back({{"rank", h.rank},
+                        {"host", host},
+                        {"pid", h.pid},
+                        {"frozen", h.frozen},
+                        {"seconds_since_heartbeat", h.silent_seconds},
+                        {"stack_file", h.stack_path},
+                        {"recorded_by", h.recorded_by}});
+      record["frozen_ranks"] = hung;
       record["restarting"] = verdict.empty();
       if (!options.log_dir.empty())
         write_output_file("--log-dir",
                           options.log_dir + "/attempt-" + std::to_string(attempt) + ".json",
                           record.dump(2) + "\n");
+      for (const HungRank& h : result.hung)
+        std::fprintf(
+            stderr, "tandem-launch: rank %d on %s %s (%.1f s since its heartbeat): %s in %s\n",
+            h.rank, host, h.frozen ? "froze" : "had a stale heartbeat", h.silent_seconds,
+            h.recorded_by.starts_with("not recorded") ? "stack not recorded" : "stack recorded",
+            h.recorded_by.starts_with("not recorded") ? h.recorded_by.c_str()
+                                                      : h.stack_path.c_str());
       const std::string what = result.first_failure
                                    ? detail::concat("rank ", result.first_failure->rank, " on ",
                                                     host, ": ", result.first_failure->describe(),

@@ -193,10 +193,11 @@ std::string length_prefixed(const std::string& bytes) {
 
 std::unique_ptr<UcxCommunicator> UcxCommunicator::world(std::shared_ptr<StoreClient> store,
                                                         std::shared_ptr<Watchdog> watchdog,
-                                                        int rank, int size) {
+                                                        int rank, int size,
+                                                        int rendezvous_timeout_ms) {
   TANDEM_CHECK(size == 1 || store != nullptr, "UCX needs the rendezvous store to connect ", size,
                " ranks");
-  const int timeout_ms = watchdog->timeout_ms();
+  const int timeout_ms = rendezvous_timeout_ms;
   std::vector<int> members(size);
   for (int r = 0; r < size; ++r) members[r] = r;
   auto publish = [&](const std::string& mine) {
@@ -212,7 +213,8 @@ std::unique_ptr<UcxCommunicator> UcxCommunicator::world(std::shared_ptr<StoreCli
       const auto remote = store->get("ucx/" + std::to_string(peer), timeout_ms);
       TANDEM_USER_CHECK(remote.has_value(), "rank ", peer,
                         " did not publish its UCX address within ", timeout_ms,
-                        " ms: is it running, with the same MASTER_ADDR/MASTER_PORT?");
+                        " ms (comm.rendezvous_timeout_s): is it running, with the same "
+                        "MASTER_ADDR/MASTER_PORT?");
       all += length_prefixed(*remote);
     }
     return all;

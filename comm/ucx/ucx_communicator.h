@@ -15,11 +15,11 @@ namespace tandem::comm {
 class UcxCommunicator final : public P2PCommunicator {
  public:
   // Collective over `size` processes: publishes this worker's address under the store and
-  // connects to every other rank's. The watchdog's timeout bounds the wait for peers and every
-  // operation.
+  // connects to every other rank's. rendezvous_timeout_ms bounds the wait for the peers'
+  // addresses, the watchdog's timeout every operation after that.
   static std::unique_ptr<UcxCommunicator> world(std::shared_ptr<StoreClient> store,
                                                 std::shared_ptr<Watchdog> watchdog, int rank,
-                                                int size);
+                                                int size, int rendezvous_timeout_ms);
   // The same group as `bootstrap` (any backend), addresses exchanged by an all-gather on it;
   // operations are recorded by the bootstrap's watchdog.
   static std::unique_ptr<UcxCommunicator> over(Communicator& bootstrap);

@@ -328,19 +328,32 @@ void validate_config(const Config& c) {
   check_sizes(m, t);
 }
 
-int comm_timeout_ms(const CommConfig& comm) {
-  static const ValueRange range = [] {
-    for (const auto& key : config_keys())
-      if (key.name == "comm.timeout_s") return key.range.value();
-    TANDEM_FAIL("comm.timeout_s is not a configuration key");
-  }();
-  if (!range.contains(comm.timeout_s)) {
+namespace {
+
+// A seconds key of the comm section in milliseconds, for the communicators' int deadlines; its
+// own range is checked here, so that no caller can overflow the int, validated config or not.
+int seconds_key_ms(const char* name, double CommConfig::*member, const CommConfig& comm) {
+  const ValueRange* range = nullptr;
+  for (const auto& key : config_keys())
+    if (key.name == name && key.range) range = &*key.range;
+  TANDEM_CHECK(range, name, " is not a configuration key with a range");
+  if (!range->contains(comm.*member)) {
     CommConfig copy = comm;
-    out_of_range("comm.timeout_s", value_string(&copy.timeout_s), range);
+    out_of_range(name, value_string(&(copy.*member)), *range);
   }
-  const double ms = std::round(comm.timeout_s * 1000);
-  TANDEM_CHECK(ms <= INT_MAX, "comm.timeout_s's range must keep its milliseconds in an int");
+  const double ms = std::round(comm.*member * 1000);
+  TANDEM_CHECK(ms <= INT_MAX, name, "'s range must keep its milliseconds in an int");
   return static_cast<int>(ms);
+}
+
+}  // namespace
+
+int comm_timeout_ms(const CommConfig& comm) {
+  return seconds_key_ms("comm.timeout_s", &CommConfig::timeout_s, comm);
+}
+
+int rendezvous_timeout_ms(const CommConfig& comm) {
+  return seconds_key_ms("comm.rendezvous_timeout_s", &CommConfig::rendezvous_timeout_s, comm);
 }
 
 std::string config_to_string(const Config& config) {

@@ -78,6 +78,7 @@ struct CommConfig {
   ExpertDispatchMode dispatch = ExpertDispatchMode::kFlat;
   ExpertExchange expert_exchange = ExpertExchange::kAuto;
   double timeout_s = 300;
+  double rendezvous_timeout_s = 600;  // how long a rank waits to join; above timeout_s
   std::string flight_record_dir;  // "": the launcher's log directory, else the working directory
   bool node_collectives = true;   // UCX: large collectives of a one-node group in shared memory
   int64_t ranks_per_node = 0;     // 0: from hostnames; > 0 simulates nodes of that many ranks
@@ -175,6 +176,8 @@ void validate_config(const Config& config);
 // comm.timeout_s in milliseconds, for the communicators' int deadlines. Refuses a value outside the
 // key's range itself, so that no caller can overflow the int, validated config or not.
 int comm_timeout_ms(const CommConfig& comm);
+// comm.rendezvous_timeout_s in milliseconds, checked the same way.
+int rendezvous_timeout_ms(const CommConfig& comm);
 
 // "section.key = value" lines in documentation order, and the same as nested JSON.
 std::string config_to_string(const Config& config);

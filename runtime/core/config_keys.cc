@@ -131,6 +131,11 @@ const std::vector<ConfigKey>& config_keys() {
                     "Watchdog deadline of every collective and send/recv, in seconds (at most a "
                     "day); past it the job stops naming the operation and the ranks that never "
                     "arrived."),
+      TANDEM_KEY_IN(comm, rendezvous_timeout_s, R::closed(0.01, 86400),
+                    "How long a rank waits to join the job, in seconds: to reach the rendezvous "
+                    "store and for every peer's address (ranks may start minutes apart). Must be "
+                    "above comm.timeout_s and above tandem-launch's --heartbeat-timeout-s: "
+                    "tandem-train refuses a configuration where it is not."),
       TANDEM_KEY(comm, flight_record_dir,
                  "Where each rank writes its flight record (its last operations on every group) "
                  "when a wait passes comm.timeout_s; empty: the launcher's log directory "

@@ -21,6 +21,7 @@
 
 #include "comm/bootstrap.h"
 #include "comm/faults.h"
+#include "comm/launcher_heartbeat.h"
 #include "comm/watchdog.h"
 #include "comm/world.h"
 #include "runtime/core/config.h"
@@ -145,10 +146,13 @@ int main(int argc, char** argv) {
   Config config;
   Arguments args;
   comm::LaunchInfo launch;
+  // Beats for tandem-launch until main returns, after the world below is torn down.
+  std::unique_ptr<comm::LauncherHeartbeat> heartbeat;
   // Outlives the training block below: on an error the communicators must not be torn down
   // (MPI_Finalize would wait for peers that may be stuck), the process exits instead.
   comm::World world;
   try {
+    heartbeat = comm::LauncherHeartbeat::start_if_launched(comm::detect_launch());
     args = parse_arguments(argc, argv);
     config = load_config_file(args.config_path);
     for (const auto& assignment : args.overrides) apply_override(config, assignment);
@@ -156,6 +160,8 @@ int main(int argc, char** argv) {
     // The grid is checked before any rank talks to another (in one process too: parallel.ep = 4
     // there is refused, not ignored).
     launch = comm::detect_launch();
+    comm::check_timeout_order(comm_timeout_ms(config.comm), rendezvous_timeout_ms(config.comm),
+                              launch);
     parallel::make_grid_shape(launch.world_size, config);
     model_stats(config.model);  // refuses a model whose parameters one process cannot address
     // The data files exist, are regular files, are not one another and hold enough tokens.
@@ -198,7 +204,8 @@ int main(int argc, char** argv) {
     std::unique_ptr<TrainEngine> engine;
     if (parallel) {
       world = comm::join_world({config.comm.world, comm_timeout_ms(config.comm),
-                                config.comm.flight_record_dir, config.comm.node_collectives});
+                                config.comm.flight_record_dir, config.comm.node_collectives,
+                                rendezvous_timeout_ms(config.comm)});
       runtime().rank = world.comm->rank();
       runtime().world_size = world.comm->size();
     }

@@ -94,6 +94,14 @@ expect_error "model.router_bias_update_rate = -1e+30: must be in [0, 1]" $cfg \
   --set model.router_bias_update_rate=-1e30
 # 25 days of milliseconds overflowed an int; the range ends at a day.
 expect_error "comm.timeout_s = 2.16e+06: must be in [0.01, 86400]" $cfg --set comm.timeout_s=2160000
+# Timeouts out of order (collective < rendezvous) are refused with the numbers and the key to
+# change; the launcher's heartbeat between them is tested under tandem-launch.
+expect_error "comm.timeout_s = 700 s is not below comm.rendezvous_timeout_s = 600 s" $cfg \
+  --set comm.timeout_s=700
+expect_error "Set comm.rendezvous_timeout_s above 5, or lower comm.timeout_s" $cfg \
+  --set comm.rendezvous_timeout_s=5 --set comm.timeout_s=5
+expect_error "comm.rendezvous_timeout_s = 1e+06: must be in [0.01, 86400]" $cfg \
+  --set comm.rendezvous_timeout_s=1e6
 # TOML's own inf and nan literals are refused as well.
 printf '[train]\nbeta2 = inf\n' > "$tmp/inf.toml"
 expect_error "train.beta2 = inf: must be in [0, 1)" "$tmp/inf.toml"

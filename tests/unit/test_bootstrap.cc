@@ -1,12 +1,18 @@
-// Launcher environments (Open MPI, slurm, torchrun) and the TCP store.
+// Launcher environments (Open MPI, slurm, torchrun, tandem-launch's store and heartbeat), the order
+// of the job's timeouts, and the TCP store.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <map>
 #include <thread>
 
 #include "comm/bootstrap.h"
+#include "comm/launcher_heartbeat.h"
 #include "comm/store.h"
 #include "comm/traffic.h"
+#include "comm/world.h"
 #include "tests/unit/error_text.h"
 
 namespace tandem::comm {
@@ -305,6 +311,117 @@ TEST(Traffic, AutoPicksByDeviceAndConfiguredBackendsAreChecked) {
   EXPECT_NE(error_of([&] {
               backend_for(Traffic::kExpert, config, DeviceType::kCPU, true);
             }).find("comm.expert = \"nccl\" needs CUDA tensors"),
+            std::string::npos);
+}
+
+FakeEnvironment torchrun_env() {
+  return {{{"RANK", "1"},
+           {"WORLD_SIZE", "2"},
+           {"LOCAL_RANK", "1"},
+           {"LOCAL_WORLD_SIZE", "2"},
+           {"MASTER_ADDR", "127.0.0.1"},
+           {"MASTER_PORT", "29500"}}};
+}
+
+TEST(Bootstrap, StorePortAndWhoServesIt) {
+  FakeEnvironment env = torchrun_env();
+  LaunchInfo info = detect_launch(env.lookup());
+  EXPECT_EQ(info.store_port, 29500);
+  EXPECT_EQ(info.store_host_description(), "rank 0");
+  // torchrun >= 2's agent holds MASTER_PORT with its own store: every rank moves to the next.
+  env.values["TORCHELASTIC_USE_AGENT_STORE"] = "True";
+  info = detect_launch(env.lookup());
+  EXPECT_EQ(info.store_port, 29501);
+  EXPECT_EQ(info.store_port_origin, "MASTER_PORT + 1");
+  env.values["TORCHELASTIC_USE_AGENT_STORE"] = "False";
+  EXPECT_EQ(detect_launch(env.lookup()).store_port, 29500);
+  env.values["TORCHELASTIC_USE_AGENT_STORE"] = "True";
+  env.values["TANDEM_STORE_PORT"] = "31000";
+  info = detect_launch(env.lookup());
+  EXPECT_EQ(info.store_port, 31000);
+  EXPECT_EQ(info.store_port_origin, "TANDEM_STORE_PORT");
+  env.values["TANDEM_STORE_PORT"] = "0";
+  EXPECT_NE(
+      error_of([&] { detect_launch(env.lookup()); }).find("TANDEM_STORE_PORT=0 is not a TCP port"),
+      std::string::npos);
+  env.values.erase("TANDEM_STORE_PORT");
+  env.values["MASTER_PORT"] = "65535";
+  EXPECT_NE(error_of([&] { detect_launch(env.lookup()); }).find("set TANDEM_STORE_PORT"),
+            std::string::npos);
+  // Under tandem-launch the launcher serves it, and says so when it stops answering.
+  env = torchrun_env();
+  env.values["TANDEM_STORE_SERVED_BY_LAUNCHER"] = "1";
+  info = detect_launch(env.lookup());
+  EXPECT_TRUE(info.store_served_by_launcher);
+  EXPECT_EQ(job_store_options(info, 1000, info.store_host_description()).host_description,
+            "tandem-launch on 127.0.0.1:29500");
+}
+
+TEST(Bootstrap, LauncherHeartbeatEnvironment) {
+  FakeEnvironment env = torchrun_env();
+  EXPECT_EQ(detect_launch(env.lookup()).heartbeat_fd, -1);
+  env.values["TANDEM_HEARTBEAT_FD"] = "7";
+  EXPECT_NE(error_of([&] {
+              detect_launch(env.lookup());
+            }).find("partial tandem-launch heartbeat environment"),
+            std::string::npos);
+  env.values["TANDEM_HEARTBEAT_INTERVAL_MS"] = "1000";
+  env.values["TANDEM_HEARTBEAT_TIMEOUT_MS"] = "1000";
+  EXPECT_NE(error_of([&] { detect_launch(env.lookup()); }).find("below the timeout"),
+            std::string::npos);
+  env.values["TANDEM_HEARTBEAT_TIMEOUT_MS"] = "360000";
+  const LaunchInfo info = detect_launch(env.lookup());
+  EXPECT_EQ(info.heartbeat_fd, 7);
+  EXPECT_EQ(info.heartbeat_interval_ms, 1000);
+  EXPECT_EQ(info.heartbeat_timeout_ms, 360000);
+}
+
+TEST(Bootstrap, HeartbeatBeatsUntilDestroyedThenEndOfFile) {
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  OwnedFd launcher_end(fds[0]);
+  auto heartbeat = std::make_unique<LauncherHeartbeat>(OwnedFd(fds[1]), 10);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  char beats[64];
+  const ssize_t n = ::recv(launcher_end.get(), beats, sizeof beats, MSG_DONTWAIT);
+  EXPECT_GE(n, 3) << "about 10 beats in 100 ms at a 10 ms interval";
+  heartbeat.reset();
+  ssize_t last;
+  while ((last = ::recv(launcher_end.get(), beats, sizeof beats, 0)) > 0) {
+  }
+  EXPECT_EQ(last, 0) << "the socket is closed when the heartbeat goes";
+  // A descriptor that is not a socket was not given by tandem-launch.
+  LaunchInfo info;
+  info.heartbeat_fd = 1023;  // not open
+  info.heartbeat_interval_ms = 10;
+  info.heartbeat_timeout_ms = 100;
+  EXPECT_NE(error_of([&] {
+              LauncherHeartbeat::start_if_launched(info);
+            }).find("TANDEM_HEARTBEAT_FD=1023 is not an open socket"),
+            std::string::npos);
+}
+
+TEST(Bootstrap, TimeoutsMustBeOrdered) {
+  LaunchInfo alone;
+  EXPECT_EQ(error_of([&] { check_timeout_order(300000, 600000, alone); }), "(no error)");
+  EXPECT_NE(error_of([&] {
+              check_timeout_order(700000, 600000, alone);
+            }).find("comm.timeout_s = 700 s is not below comm.rendezvous_timeout_s = 600 s"),
+            std::string::npos);
+  LaunchInfo launched;
+  launched.heartbeat_fd = 3;
+  launched.heartbeat_interval_ms = 1000;
+  launched.heartbeat_timeout_ms = 360000;
+  EXPECT_EQ(error_of([&] { check_timeout_order(300000, 600000, launched); }), "(no error)");
+  EXPECT_NE(
+      error_of([&] {
+        check_timeout_order(360000, 600000, launched);
+      }).find("comm.timeout_s = 360 s is not below tandem-launch's heartbeat timeout of 360 s"),
+      std::string::npos);
+  launched.heartbeat_timeout_ms = 600000;
+  EXPECT_NE(error_of([&] {
+              check_timeout_order(300000, 600000, launched);
+            }).find("Set comm.rendezvous_timeout_s above 600"),
             std::string::npos);
 }
 

@@ -169,6 +169,12 @@ TEST(Config, TimeoutMillisecondsFitAnInt) {
               comm_timeout_ms(comm);
             }).find("comm.timeout_s = 2.16e+06: must be in [0.01, 86400]"),
             std::string::npos);
+  EXPECT_EQ(rendezvous_timeout_ms(comm), 600000);  // the default, above comm.timeout_s's
+  comm.rendezvous_timeout_s = 25 * 86400;
+  EXPECT_NE(error_of([&] {
+              rendezvous_timeout_ms(comm);
+            }).find("comm.rendezvous_timeout_s = 2.16e+06: must be in [0.01, 86400]"),
+            std::string::npos);
 }
 
 TEST(Config, JsonAndTextShowEveryKey) {
