@@ -244,6 +244,8 @@ std::vector<RankSpec> specs(const Options& o, const Job& job, int attempt) {
              {"MASTER_PORT", std::to_string(o.master_port)},
              {"TANDEM_RUN_ID", job.run_id},
              {"TANDEM_RESTART_COUNT", std::to_string(attempt)},
+             // Every output line gets "[rank R]" here; tandem's logging then adds none.
+             {"TANDEM_OUTPUT_PREFIXED", "1"},
              // The launcher of node 0 serves the store on MASTER_PORT: no rank serves one, and
              // no rule of the environment (torchrun's agent store) moves it.
              {"TANDEM_STORE_SERVED_BY_LAUNCHER", "1"},

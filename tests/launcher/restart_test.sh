@@ -4,8 +4,9 @@
 # seed printed; TANDEM_TEST_SEED repeats a run). The job must finish by itself, each restarted
 # attempt resuming from the newest complete checkpoint, losing at most the steps since it, and
 # every loss it logs must equal the uninterrupted run's bit for bit. No process of the job may
-# outlive the launcher. The restart phase times (detect, stop, restart, join, load, first step)
-# are printed from the launcher's records and the ranks' resume records.
+# outlive the launcher. The restart phase times (stop, join, load, first step) are printed from
+# the launcher's records and the ranks' resume records. Then SIGTERM to tandem-launch: every rank
+# checkpoints at the next step boundary, the launcher exits 4, and the same command resumes.
 # Usage: restart_test.sh BUILD/bin   (run from the repository root)
 set -euo pipefail
 bin=$(realpath "$1")
@@ -23,7 +24,7 @@ seed=${TANDEM_TEST_SEED:-$RANDOM}
 echo "seed $seed (TANDEM_TEST_SEED=$seed repeats this run)"
 RANDOM=$seed
 
-steps=20
+steps=30
 job=(examples/configs/tiny.toml --set train.steps=$steps --set train.eval_interval=0
   --set model.d_model=64 --set model.seq_len=32 --set train.batch_size=8 --set train.eval_batches=1
   --set train.threads=1 --set parallel.pp=2 --set parallel.ep=2 --set parallel.schedule=dualpipe
@@ -47,13 +48,14 @@ rank_pid() {
   done
   return 1
 }
-# The newest step record of attempt $1 in the per-step log (0 when none yet).
+# The newest step record of attempt $1 in the per-step log ${2:-kill.jsonl} (0 when none yet).
 newest_step() {
-  [ -s "$tmp/kill.jsonl" ] || { echo 0; return; }
+  local log=$tmp/${2:-kill.jsonl}
+  [ -s "$log" ] || { echo 0; return; }
   $py -c '
 import json, sys
 steps = [r["step"] for r in map(json.loads, open(sys.argv[1])) if "loss" in r and r["restart"] == int(sys.argv[2])]
-print(max(steps, default=0))' "$tmp/kill.jsonl" "$1"
+print(max(steps, default=0))' "$log" "$1"
 }
 
 echo "== kill -9 twice"
@@ -109,9 +111,37 @@ for attempt in (0, 1):
     a = json.load(open(f"{d}/logs/attempt-{attempt}.json"))
     r = json.load(open(f"{d}/logs/resume-{attempt + 1}.json"))
     assert a["failed_rank"] in range(4) and a["restarting"], a
-    print(f"restart {attempt + 1}: rank {a['failed_rank']} {a['cause']}; phases: detect "
-          f"{a['detect_seconds']:.3f} s, stop {a['stop_seconds']:.3f} s, start to joined "
+    print(f"restart {attempt + 1}: rank {a['failed_rank']} {a['cause']} {a['detect_seconds']:.3f} s "
+          f"into the attempt; phases: survivors stopped in {a['stop_seconds']:.3f} s, then start to joined "
           f"{r['start_to_joined_seconds']:.3f} s, load {r['load_seconds']:.3f} s, first step "
           f"{r['first_step_seconds']:.3f} s (start to first step {r['start_to_first_step_seconds']:.3f} s)")
+PY
+echo "== SIGTERM to tandem-launch: every rank checkpoints at the next step boundary, exit 4; the same command resumes"
+term=("$bin/tandem-launch" --nproc-per-node 4 --master-port "$(port)" -- "$bin/tandem-train" "${job[@]}"
+  --set checkpoint.interval=0 --set checkpoint.dir="$tmp/term" --log-jsonl "$tmp/term.jsonl")
+"${term[@]}" > "$tmp/term.log" 2>&1 &
+launcher_pid=$!
+deadline=$((SECONDS + 120))
+until [ "$(newest_step 0 term.jsonl)" -ge 4 ]; do
+  [ $SECONDS -lt $deadline ] || { cat "$tmp/term.log"; fail "the job never reached step 4"; }
+  sleep 0.01
+done
+kill -TERM "$launcher_pid"
+code=0; wait "$launcher_pid" || code=$?
+launcher_pid=""
+[ "$code" = 4 ] || { cat "$tmp/term.log"; fail "tandem-launch after SIGTERM: exit $code, expected 4"; }
+stopped=$(sed -nE 's/.*stopped on request \(SIGTERM\) after step ([0-9]+).*/\1/p' "$tmp/term.log")
+[ -n "$stopped" ] && [ -d "$tmp/term/$(printf 'step-%08d' "$stopped")" ] ||
+  { cat "$tmp/term.log"; fail "no checkpoint of the step the job stopped at"; }
+"${term[@]}" > "$tmp/term2.log" 2>&1 || { cat "$tmp/term2.log"; fail "the same command did not resume"; }
+$py - "$tmp" "$stopped" "$steps" <<'PY'
+import json, sys
+d, stopped, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ref = {r["step"]: r["loss"] for r in map(json.loads, open(f"{d}/ref.jsonl")) if "loss" in r}
+got = [r for r in map(json.loads, open(f"{d}/term.jsonl")) if "loss" in r]
+assert [r["step"] for r in got] == list(range(1, stopped + 1)) + list(range(stopped + 1, steps + 1)), [r["step"] for r in got]
+bad = [r for r in got if r["loss"] != ref[r["step"]]]
+assert not bad, bad[:2]
+print(f"stopped after step {stopped} (exit 4), resumed by the same command: steps 1..{steps} equal the uninterrupted run bit for bit")
 PY
 echo "restart_test: passed"
