@@ -4,7 +4,10 @@
 // tell "worth a restart" from a configuration error (2) or anything else (1).
 #pragma once
 
+#include <string>
+
 #include "runtime/core/errors.h"
+#include "runtime/core/runtime_context.h"
 
 namespace tandem::comm {
 
@@ -16,6 +19,15 @@ inline constexpr int kCommFaultExitCode = 3;  // a communication fault: a restar
 // Stopped on request (SIGTERM) at a step boundary, after writing a checkpoint when checkpoint.dir
 // is set: run the same command again to resume. Not a failure: a launcher does not restart it.
 inline constexpr int kStoppedExitCode = 4;
+
+// "rank 3 on tb-node1" where the job's hosts are known (runtime().hosts), else "rank 3".
+inline std::string describe_rank(int world_rank) {
+  const auto& hosts = runtime().hosts;
+  std::string out = "rank " + std::to_string(world_rank);
+  if (world_rank >= 0 && static_cast<size_t>(world_rank) < hosts.size())
+    out += " on " + hosts[world_rank];
+  return out;
+}
 
 class CommFault : public Error {
  public:

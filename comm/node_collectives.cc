@@ -109,7 +109,7 @@ bool NodeCollectives::everyone_reached(int64_t value) {
       continue;
     const pid_t pid = memory_->pid_of(q);
     if (process_exited(pid))
-      throw PeerLost("rank " + std::to_string(world_ranks_[q]) + " is gone: its process " +
+      throw PeerLost(describe_rank(world_ranks_[q]) + " is gone: its process " +
                      std::to_string(pid) +
                      " on this node exited while this rank waited for it in a shared-memory "
                      "collective");

@@ -266,13 +266,13 @@ std::string Watchdog::report(const OpRecord& op, double waited_seconds) {
     if (member == world_rank_) continue;
     const auto found = records.find(member);
     if (found == records.end()) {
-      silent.push_back("rank " + std::to_string(member) + silent_reason(member));
+      silent.push_back(describe_rank(member) + silent_reason(member));
       continue;
     }
     const PeerRecord& peer = found->second;
     if (op.seq == 0) {
       // A send/recv: say what the peer is doing instead.
-      out << "; rank " << member << " is "
+      out << "; " << describe_rank(member) << " is "
           << (peer.oldest_pending.empty() ? "in no communication (computing, or past this point)"
                                           : "waiting in " + peer.oldest_pending);
       continue;
@@ -283,7 +283,7 @@ std::string Watchdog::report(const OpRecord& op, double waited_seconds) {
         (progress.entered_seq == op.seq && progress.entered_op == op.op))
       continue;
     std::ostringstream who;
-    who << member << " (last entered on this group: "
+    who << describe_rank(member).substr(5) << " (last entered on this group: "
         << (progress.entered_seq ? progress.entered_op + " #" + std::to_string(progress.entered_seq)
                                  : std::string("nothing"));
     if (!peer.oldest_pending.empty()) who << "; waiting in " << peer.oldest_pending;

@@ -351,6 +351,7 @@ AttemptResult run_attempt(const std::vector<RankSpec>& ranks, const AttemptOptio
   size_t alive = running.size();
   int seen_stops = 0;
   const bool judging = options.heartbeat_timeout.count() > 0;
+  Clock::time_point last_remote_check = Clock::now();
   const auto stale_after = std::min(3 * options.heartbeat_interval, options.heartbeat_timeout);
   // The operator's stop: the signal as received (SIGINT stays SIGINT, SIGTERM asks the ranks for
   // a checkpoint).
@@ -380,16 +381,19 @@ AttemptResult run_attempt(const std::vector<RankSpec>& ranks, const AttemptOptio
       h.frozen = Clock::now() - *r.last_beat >= options.heartbeat_timeout;
       h.stack_path = r.spec->stack_path;
       hung.push_back(h);
-      const std::string why = h.frozen
-                                  ? detail::concat("no heartbeat for ", h.silent_seconds,
-                                                   " s, past the heartbeat timeout of ",
-                                                   options.heartbeat_timeout.count() / 1000.0, " s")
-                                  : detail::concat("its last heartbeat ", h.silent_seconds,
-                                                   " s old (stale: over 3 intervals of ",
-                                                   options.heartbeat_interval.count() / 1000.0,
-                                                   " s) when the attempt was stopped after rank ",
-                                                   result.first_failure->rank, " failed (",
-                                                   result.first_failure->describe(), ")");
+      const std::string why =
+          h.frozen
+              ? detail::concat("no heartbeat for ", h.silent_seconds,
+                               " s, past the heartbeat timeout of ",
+                               options.heartbeat_timeout.count() / 1000.0, " s")
+              : detail::concat(
+                    "its last heartbeat ", h.silent_seconds, " s old (stale: over 3 intervals of ",
+                    options.heartbeat_interval.count() / 1000.0,
+                    " s) when the attempt was stopped after ",
+                    result.first_failure
+                        ? detail::concat("rank ", result.first_failure->rank, " failed (",
+                                         result.first_failure->describe(), ")")
+                        : result.failed_elsewhere);
       requests.push_back(
           {r.pid, r.spec->stack_path,
            detail::concat("tandem-launch: stack of rank ", r.spec->rank, " (pid ", r.pid, ") on ",
@@ -487,6 +491,16 @@ AttemptResult run_attempt(const std::vector<RankSpec>& ranks, const AttemptOptio
         break;  // the others' stacks are taken with the stop, if they are silent too
       }
       if (result.first_failure) begin_failure_stop();
+    }
+    // Another node's ranks failed: this node's cannot go on without them.
+    if (options.failed_elsewhere && !stopping_since && !result.first_failure && alive > 0 &&
+        Clock::now() - last_remote_check >= std::chrono::milliseconds(200)) {
+      last_remote_check = Clock::now();
+      result.failed_elsewhere = options.failed_elsewhere();
+      if (!result.failed_elsewhere.empty()) {
+        result.detect_seconds = seconds_since(begin);
+        begin_failure_stop();
+      }
     }
     if (stop.count > seen_stops) {
       seen_stops = stop.count;

@@ -10,6 +10,8 @@
 // process of it is gone.
 #pragma once
 
+#include <functional>
+
 #include <sys/types.h>
 
 #include <csignal>
@@ -65,6 +67,7 @@ struct AttemptResult {
   double stop_seconds = 0;          // from the decision to stop until every process was gone
   double stack_seconds = 0;         // of that, recording the stacks of hung ranks
   int stop_signal = 0;  // the signal that stopped the job from outside (SIGINT/SIGTERM), or 0
+  std::string failed_elsewhere;  // another node's failure that ended this node's ranks
 };
 
 struct AttemptOptions {
@@ -81,6 +84,9 @@ struct AttemptOptions {
   std::chrono::milliseconds heartbeat_timeout{0};
   std::chrono::milliseconds stack_time_limit{20000};  // for gdb, all stacks of one stop at once
   std::string host;                                   // for the stack files' headings
+  // A job of several nodes: asked every 200 ms whether another node's attempt failed (its reason,
+  // or ""); this node's ranks are then ended as after a failure of their own.
+  std::function<std::string()> failed_elsewhere;
 };
 
 // What the launcher's signal handler sets (a handler can only write such flags): the last stop

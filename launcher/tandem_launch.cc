@@ -29,6 +29,7 @@
 #include "comm/faults.h"
 #include "comm/store.h"
 #include "launcher/local_ranks.h"
+#include "launcher/node_rendezvous.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/output_file.h"
 
@@ -42,6 +43,7 @@ constexpr const char* kUsage =
     "                     --master-port P] [--max-restarts K] [--log-dir DIR]\n"
     "                     [--grace-period-s S] [--failure-grace-s S]\n"
     "                     [--heartbeat-timeout-s S] [--heartbeat-interval-s S]\n"
+    "                     [--rendezvous-timeout-s S]\n"
     "                     [--] [PROGRAM ARGS...]   (default: tandem-train)\n"
     "  --master-port P         node 0 serves the rendezvous store there (default 29500; 0: any\n"
     "                          free port, one node only)\n"
@@ -52,6 +54,8 @@ constexpr const char* kUsage =
     "  --heartbeat-timeout-s S a rank silent this long is frozen: its stack is recorded, the\n"
     "                          attempt restarted (default 360, above comm.timeout_s's 300; 0: "
     "off)\n"
+    "  --rendezvous-timeout-s S  several nodes: how long a node's launcher waits for the others\n"
+    "                          (to start an attempt, for node 0 to come back; default 600)\n"
     "  --heartbeat-interval-s S  how often ranks beat (default 1; the timeout must be over 3 of\n"
     "                          them)\n";
 
@@ -63,6 +67,7 @@ struct Options {
   // before the launcher ends it, with room for its report; below comm.rendezvous_timeout_s's
   // default (600 s).
   double heartbeat_timeout_s = 360, heartbeat_interval_s = 1;
+  double rendezvous_timeout_s = 600;
   std::vector<std::string> program;
 };
 
@@ -163,6 +168,8 @@ Options parse(int argc, char** argv) {
       o.heartbeat_timeout_s = to_seconds(flag, value(), 2 * 86400);  // above comm.timeout_s's max
     else if (flag == "--heartbeat-interval-s")
       o.heartbeat_interval_s = to_seconds(flag, value());
+    else if (flag == "--rendezvous-timeout-s")
+      o.rendezvous_timeout_s = to_seconds(flag, value(), 86400);
     else if (arg == "--help" || arg == "-h")
       throw Error(kUsage);
     else
@@ -308,6 +315,50 @@ bool all_exited_cleanly(const AttemptResult& result) {
   return true;
 }
 
+// What this node's ranks did in an attempt of a job of several nodes, its record written to the
+// log directory when it did not simply finish.
+NodeOutcome node_outcome(const AttemptResult& result, const Job& job, const Options& options,
+                         int attempt) {
+  NodeOutcome o;
+  if (result.first_failure) {
+    const RankExit& f = *result.first_failure;
+    o.code = f.signal || f.frozen ? comm::kCommFaultExitCode : f.exit_code;
+    o.retryable = retryable(f);
+    o.what = detail::concat("rank ", f.rank, " on ", job.host, ": ", f.describe());
+  } else if (!result.failed_elsewhere.empty()) {
+    o.code = comm::kCommFaultExitCode;
+    o.retryable = true;
+    o.what = "this node's ranks were ended after " + result.failed_elsewhere;
+  } else if (result.stop_signal) {
+    o.code = all_exited_cleanly(result) && result.stopped_on_request ? comm::kStoppedExitCode
+                                                                     : 128 + result.stop_signal;
+    o.what = "stopped by " + signal_name(result.stop_signal);
+  } else if (result.stopped_on_request) {
+    o.code = comm::kStoppedExitCode;
+    o.what = "stopped on request (exit 4)";
+  }
+  if (o.code != 0 && !options.log_dir.empty()) {
+    nlohmann::json exits = nlohmann::json::array();
+    for (const RankExit& e : result.exits)
+      exits.push_back({{"rank", e.rank}, {"exit", e.describe()}, {"seconds", e.seconds}});
+    write_output_file("--log-dir",
+                      options.log_dir + "/attempt-" + std::to_string(attempt) + ".json",
+                      nlohmann::json{{"attempt", attempt},
+                                     {"run_id", job.run_id},
+                                     {"host", job.host},
+                                     {"node_rank", options.node_rank},
+                                     {"cause", o.what},
+                                     {"exit_code", o.code},
+                                     {"failed_elsewhere", result.failed_elsewhere},
+                                     {"detect_seconds", result.detect_seconds},
+                                     {"stop_seconds", result.stop_seconds},
+                                     {"ranks", exits}}
+                              .dump(2) +
+                          "\n");
+  }
+  return o;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -362,13 +413,38 @@ int main(int argc, char** argv) {
   attempt_options.heartbeat_timeout = to_ms(options.heartbeat_timeout_s);
   attempt_options.host = host;
   try {
-    for (int attempt = 0;; ++attempt) {
+    // Several nodes: their launchers agree on every attempt through node 0's store.
+    std::unique_ptr<NodeRendezvous> nodes;
+    if (options.nnodes > 1)
+      nodes = std::make_unique<NodeRendezvous>(NodeRendezvousOptions{
+          options.master_addr, options.master_port, job.token, job.run_id, options.node_rank,
+          options.nnodes, options.max_restarts, to_ms(options.rendezvous_timeout_s)});
+    for (int attempt = nodes ? nodes->first_attempt() : 0;; ++attempt) {
+      if (nodes) {
+        nodes->start(attempt);
+        attempt_options.failed_elsewhere = [&nodes, attempt] { return nodes->failure(attempt); };
+      }
       std::fprintf(stderr,
                    "tandem-launch: attempt %d of at most %d: %d local ranks of %d (run %s)\n",
                    attempt, options.max_restarts + 1, options.nproc_per_node,
                    options.nnodes * options.nproc_per_node, job.run_id.c_str());
       const AttemptResult result =
           run_attempt(specs(options, job, attempt), attempt_options, g_stop);
+      if (nodes) {
+        const NextStep next = nodes->finish(attempt, node_outcome(result, job, options, attempt));
+        if (!next.restart) {
+          std::fprintf(stderr, "tandem-launch: the job (every node) ends: %s (exit %d)\n",
+                       next.why.c_str(), next.code);
+          return next.code;
+        }
+        const double backoff_s = std::min(5.0, 0.1 * (1 << std::min(next.attempt, 6)));
+        std::fprintf(stderr, "tandem-launch: %s; every node restarts (attempt %d) in %.1f s\n",
+                     next.why.c_str(), next.attempt, backoff_s);
+        std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
+        if (g_stop.count > 0) return 128 + g_stop.signal;
+        attempt = next.attempt - 1;
+        continue;
+      }
       const bool stopped_cleanly = all_exited_cleanly(result) && result.stopped_on_request;
       if (!result.first_failure && !result.stop_signal) {
         if (!result.stopped_on_request) return comm::kSuccessExitCode;

@@ -1,6 +1,8 @@
 // UCX context, worker and endpoints; tagged messages as P2PRequests.
 #include "comm/ucx/ucx_communicator.h"
 
+#include <unistd.h>
+
 #include <ucp/api/ucp.h>
 
 #include <algorithm>
@@ -108,8 +110,8 @@ class UcxRequest final : public P2PRequest {
     if (*peer_status_ != UCS_OK || status == UCS_ERR_ENDPOINT_TIMEOUT ||
         status == UCS_ERR_CONNECTION_RESET || status == UCS_ERR_UNREACHABLE ||
         status == UCS_ERR_CANCELED)
-      throw PeerLost("rank " + std::to_string(peer_world_rank_) + " is gone: UCX " + what +
-                     " it failed (" + ucs_status_string(status) +
+      throw PeerLost(describe_rank(peer_world_rank_) + " is gone: UCX " + what + " it failed (" +
+                     ucs_status_string(status) +
                      (*peer_status_ != UCS_OK
                           ? std::string(", its connection: ") + ucs_status_string(*peer_status_)
                           : std::string()) +
@@ -208,6 +210,9 @@ std::unique_ptr<UcxCommunicator> UcxCommunicator::world(std::shared_ptr<StoreCli
                       store->where(), "): is MASTER_PORT used by another job? Give each job its ",
                       "own MASTER_PORT or TANDEM_RUN_ID");
     store->set("ucx/" + std::to_string(rank), mine);
+    char host[256] = "?";
+    ::gethostname(host, sizeof host - 1);
+    store->set("host/" + std::to_string(rank), host);
     std::string all;
     for (int peer = 0; peer < size; ++peer) {
       const auto remote = store->get("ucx/" + std::to_string(peer), timeout_ms);
@@ -217,6 +222,10 @@ std::unique_ptr<UcxCommunicator> UcxCommunicator::world(std::shared_ptr<StoreCli
                         "MASTER_ADDR/MASTER_PORT?");
       all += length_prefixed(*remote);
     }
+    std::vector<std::string> hosts(size);
+    for (int peer = 0; peer < size; ++peer)
+      hosts[peer] = store->get("host/" + std::to_string(peer), timeout_ms).value_or("?");
+    runtime().hosts = std::move(hosts);
     return all;
   };
   return connect(rank, size, "world", members, publish, std::move(watchdog));

@@ -2,6 +2,9 @@
 // It is the only global mutable state in the library; everything else is passed explicitly.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include <cstdint>
 
 #include "runtime/core/profiler.h"
@@ -14,6 +17,9 @@ struct RuntimeContext {
   int local_rank = 0;
   int local_size = 1;
   int threads = 1;  // CPU kernel threads (one OpenMP pool, shared with OpenBLAS)
+  // Every rank's host, by world rank, once a job bootstrapped through the store has joined
+  // (empty otherwise): messages about a lost peer name where it was.
+  std::vector<std::string> hosts;
   Profiler profiler;
 };
 

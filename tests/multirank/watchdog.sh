@@ -38,8 +38,11 @@ awk -v e="$elapsed" -v t=$timeout_s 'BEGIN { exit !(e < t + 5 + 2) }' \
 # The UCX world's first collective is the barrier that ends its set-up, so its numbers are one up.
 skipped=2
 [ "$mode" = torchrun ] && skipped=3
-seen_by_others="all_reduce #$skipped on group 'world' (4096 bytes) did not complete within 3.[0-9] s; ranks that never arrived: 1 (last entered on this group: barrier #$skipped; waiting in barrier #$skipped"
-seen_by_rank1="rank 1: barrier #$skipped on group 'world' (0 bytes) did not complete within 3.[0-9] s; ranks that never arrived: 0 (last entered on this group: all_reduce #$skipped; waiting in all_reduce #$skipped on group 'world' (4096 bytes), pending for 3.[0-9] s), 2 (last entered on this group: all_reduce #$skipped;"
+# Jobs bootstrapped through the store (torchrun) know every rank's host and name it.
+at=""
+[ "$mode" = torchrun ] && at=" on $(hostname)"
+seen_by_others="all_reduce #$skipped on group 'world' (4096 bytes) did not complete within 3.[0-9] s; ranks that never arrived: 1$at (last entered on this group: barrier #$skipped; waiting in barrier #$skipped"
+seen_by_rank1="rank 1: barrier #$skipped on group 'world' (0 bytes) did not complete within 3.[0-9] s; ranks that never arrived: 0$at (last entered on this group: all_reduce #$skipped; waiting in all_reduce #$skipped on group 'world' (4096 bytes), pending for 3.[0-9] s), 2$at (last entered on this group: all_reduce #$skipped;"
 grep -q "$seen_by_others" "$out" || grep -q "$seen_by_rank1" "$out" \
   || fail "no report naming the rank missing from all_reduce #2 (or those missing from barrier #2)"
 if [ "$mode" = torchrun ]; then  # nothing kills the others: each reports
