@@ -59,6 +59,8 @@ for mode in ["async", "sync"]:
           f"{c['step_seconds_with_checkpoint'] * 1e3:.0f} ms: stall {c['stall_seconds'] * 1e3:.0f} ms "
           f"= {c['stall_fraction_of_step'] * 100:.1f}% of a step ({c['checkpoint_steps_measured']} checkpoint steps); "
           f"whole run +{extra * 1e3:.0f} ms per checkpoint = {extra / (base / none['steps']) * 100:.1f}% of a step")
+    print(f"       in the training thread: {c['in_step_seconds'] * 1e3:.0f} ms per checkpoint "
+          f"(copy, waits, polls, commit) = {c['in_step_fraction_of_step'] * 100:.1f}% of a step")
     print(f"       copy to host {copy_bw / 1e9:.2f} GB/s = {copy_bw / memcpy_bw:.2f} x memcpy "
           f"({memcpy_bw / 1e9:.2f} GB/s); write + fsync {write_bw / 1e6:.0f} MB/s = "
           f"{write_bw / dd_bw:.2f} x dd conv=fsync ({dd_bw / 1e6:.0f} MB/s)")
