@@ -19,7 +19,8 @@ Command::Command(CommandKind kind, double learning_rate)
 Command::~Command() {
   // Whoever waits must hear something: a dropped command was never applied.
   answer(CommandOutcome::failure(CommandOutcome::Code::kUnavailable,
-                                 "the run ended before applying it"));
+                                 "the job dropped it without applying it (the run ended, or "
+                                 "failed, first)"));
 }
 
 void Command::answer(CommandOutcome outcome) {
