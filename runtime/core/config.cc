@@ -313,6 +313,9 @@ void validate_config(const Config& c) {
   TANDEM_USER_CHECK(c.checkpoint.interval == 0 || !c.checkpoint.dir.empty(),
                     "config: checkpoint.interval = ", c.checkpoint.interval,
                     " needs checkpoint.dir (where to write them); set both, or neither");
+  TANDEM_USER_CHECK(c.control.port == 0 || !c.control.bind.empty(),
+                    "config: control.port = ", c.control.port,
+                    " needs control.bind (the address to listen on, e.g. \"127.0.0.1\")");
   TANDEM_USER_CHECK(c.comm.world != CommBackend::kNccl,
                     "config: comm.world = \"nccl\" is not possible (the world group bootstraps "
                     "the others on the CPU); use \"auto\", \"mpi\" or \"ucx\", and comm.expert "

@@ -100,6 +100,13 @@ struct CheckpointConfig {
   bool async = true;     // written by a background thread after a copy to host buffers
 };
 
+// The gRPC control plane (monitoring/proto/control.proto), served by rank 0.
+struct ControlConfig {
+  int64_t port = 0;                // 0: off
+  std::string bind = "127.0.0.1";  // the address it listens on
+  std::string token_file;          // "": TANDEM_CONTROL_TOKEN, else a generated one
+};
+
 struct Config {
   ModelConfig model;
   TrainConfig train;
@@ -108,6 +115,7 @@ struct Config {
   CommConfig comm;
   ParallelConfig parallel;
   CheckpointConfig checkpoint;
+  ControlConfig control;
 };
 
 // A key whose value is one of a set of names (an enum field, see choices.h).

@@ -181,6 +181,19 @@ const std::vector<ConfigKey>& config_keys() {
       TANDEM_KEY(checkpoint, async,
                  "Write checkpoints from a background thread after copying the state to host "
                  "buffers (the step goes on), or in the step itself (false)."),
+      TANDEM_KEY_IN(control, port, R::closed(0, 65535),
+                    "TCP port of the gRPC control service (status, watch, pause, resume, "
+                    "checkpoint, set-lr, stop: tandemctl), served by rank 0; 0 = off. tandemctl "
+                    "uses 29600 unless given --addr."),
+      TANDEM_KEY(control, bind,
+                 "Address the control service listens on: 127.0.0.1 (this machine only), or "
+                 "another of this machine's addresses, or 0.0.0.0 (every interface: then anyone "
+                 "who can reach it and holds the token can steer the job)."),
+      TANDEM_KEY(control, token_file,
+                 "File holding the token that commands must present (surrounding whitespace "
+                 "stripped; it should be readable by its owner only). Empty: the token is "
+                 "TANDEM_CONTROL_TOKEN, else a random one written to "
+                 "~/.tandem/control-token-PORT (mode 0600), where tandemctl finds it."),
   };
   return keys;
 }

@@ -20,11 +20,11 @@
 #include <random>
 #include <set>
 
-#include "kernels/optimizer.h"
 #include "runtime/core/input_file.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/owned_fd.h"
 #include "runtime/model/model_stats.h"
+#include "runtime/train/lr_schedule.h"
 #include "runtime/train/safetensors.h"
 
 namespace tandem {
@@ -171,6 +171,7 @@ struct Manifest {
   std::vector<SavedRange> ranges;
   std::map<std::string, Shape> parameters;
   std::map<std::string, std::vector<double>> router_biases;
+  std::optional<LearningRateChange> learning_rate_change;  // an operator's SetLearningRate
 };
 
 // Reads and checks a checkpoint's manifest; every error names the file.
@@ -232,6 +233,10 @@ Manifest read_manifest(const std::string& checkpoint) {
       out.push_back(v.get<double>());
     }
   }
+  // Older manifests have no change recorded: the run followed its configured schedule.
+  if (m.json.contains("lr_schedule") && m.json["lr_schedule"].is_object() &&
+      m.json["lr_schedule"].contains("change"))
+    m.learning_rate_change = learning_rate_change_from_json(m.json["lr_schedule"]["change"], what);
   for (const auto& shard : field(m.json, "shards", is_array, "an array")) {
     ShardRecord r;
     r.file = field(shard, "file", is_string, "a string").get<std::string>();
@@ -449,6 +454,7 @@ void prepare_checkpoint_dir(const std::string& dir) {
 // the thread never touches the writer, so a writer torn down by an error can leave it behind.
 struct CheckpointWriter::Pending {
   int64_t step = 0;
+  std::optional<LearningRateChange> learning_rate_change;
   int rank = 0;
   std::string temp_dir, final_dir;
   std::shared_ptr<safetensors::FileImage> image;  // the writer's, reused by every checkpoint
@@ -610,6 +616,7 @@ void CheckpointWriter::save(const TrainingState& state, int64_t step) {
   const auto start = std::chrono::steady_clock::now();
   auto p = std::make_shared<Pending>();
   p->step = step;
+  p->learning_rate_change = state.learning_rate_change;
   p->rank = rank_;
   p->final_dir = (fs::path(dir_) / checkpoint_name(step)).string();
   p->temp_dir = (fs::path(dir_) / ("." + checkpoint_name(step) + ".tmp-" + token_)).string();
@@ -767,7 +774,9 @@ std::string CheckpointWriter::publish(const Pending& p,
       {"rng", {{"kind", "counter-based"}, {"seed", t.seed}, {"counter", p.step}}},
       {"lr_schedule",
        {{"step", p.step},
-        {"next_lr", kernels::learning_rate_at(p.step, t.steps, t.warmup_steps, t.lr, t.min_lr)},
+        {"next_lr", learning_rate_at(t, p.step, p.learning_rate_change)},
+        // An operator's SetLearningRate: a resumed run scales the schedule the same way.
+        {"change", learning_rate_change_to_json(p.learning_rate_change)},
         {"warmup_steps", t.warmup_steps},
         {"steps", t.steps},
         {"lr", t.lr},
@@ -857,6 +866,7 @@ void CheckpointWriter::commit() {
     ++stats_.failed;
   }
   stats_.commit_seconds += seconds_since(start);
+  if (on_commit_) on_commit_(p->step, committed >= 0, p->final_dir);
 }
 
 // ---- Loading ------------------------------------------------------------------------------
@@ -882,7 +892,7 @@ void warn_train_changes(const std::string& checkpoint, const Config& config) {
 
 // Loads one checkpoint into this rank's state; throws on anything wrong.
 void load_one(const std::string& checkpoint, const Config& config, TrainingState& state,
-              int64_t* step) {
+              int64_t* step, std::optional<LearningRateChange>* learning_rate_change) {
   const Manifest m = read_manifest(checkpoint);
   const std::string what = "checkpoint '" + checkpoint + "'";
   check_complete(m, what);
@@ -962,6 +972,7 @@ void load_one(const std::string& checkpoint, const Config& config, TrainingState
     }
   }
   *step = m.step;
+  *learning_rate_change = m.learning_rate_change;
 }
 
 }  // namespace
@@ -977,8 +988,9 @@ std::optional<LoadedCheckpoint> load_checkpoint(const std::string& path,
   for (const std::string& candidate : candidates) {
     std::string error;
     int64_t step = 0;
+    std::optional<LearningRateChange> learning_rate_change;
     try {
-      load_one(candidate, config, state, &step);
+      load_one(candidate, config, state, &step, &learning_rate_change);
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -991,8 +1003,12 @@ std::optional<LoadedCheckpoint> load_checkpoint(const std::string& path,
         log_info("resuming from checkpoint ", candidate, " (step ", step, ")",
                  rejected.empty() ? "" : "; newer ones could not be used");
         warn_train_changes(candidate, config);
+        if (learning_rate_change)
+          log_info("the saved run's learning rate was changed to ",
+                   learning_rate_change->learning_rate, " from step ",
+                   learning_rate_change->from_step + 1, " on (SetLearningRate); resuming with it");
       }
-      return LoadedCheckpoint{candidate, step};
+      return LoadedCheckpoint{candidate, step, learning_rate_change};
     }
     const std::vector<std::string> errors =
         world ? comm::gather_strings(*world, error, 0) : std::vector<std::string>{error};

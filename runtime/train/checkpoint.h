@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +25,7 @@
 #include "comm/communicator.h"
 #include "runtime/core/config.h"
 #include "runtime/core/owned_fd.h"
+#include "runtime/train/lr_schedule.h"
 #include "runtime/train/safetensors.h"
 #include "runtime/train/train_engine.h"
 
@@ -89,6 +91,13 @@ class CheckpointWriter {
   void poll();
   // Waits for the checkpoint in progress and commits it.
   void finish();
+  // Called on every rank once each checkpoint's outcome is known (committed or not), with its
+  // step and directory: the control service answers a Checkpoint request from here.
+  void set_on_commit(std::function<void(int64_t step, bool committed, const std::string& path)> f) {
+    on_commit_ = std::move(f);
+  }
+  // Whether a checkpoint is being written (saved, not yet committed).
+  bool in_progress() const { return pending_ != nullptr; }
   const Stats& stats() const { return stats_; }
   const std::string& dir() const { return dir_; }
 
@@ -108,11 +117,14 @@ class CheckpointWriter {
   std::shared_ptr<safetensors::FileImage> image_;  // the host copy, kept for the next one
   OwnedFd lock_;                                   // rank 0: flock of checkpoint.dir
   Stats stats_;
+  std::function<void(int64_t, bool, const std::string&)> on_commit_;
 };
 
 struct LoadedCheckpoint {
   std::string path;
   int64_t step = 0;
+  // The saved run's SetLearningRate, if any: the caller restores it with the step count.
+  std::optional<LearningRateChange> learning_rate_change;
 };
 
 // Loads a checkpoint into `state` (collective over `world`, null: one process) and returns it,

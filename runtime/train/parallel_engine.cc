@@ -174,6 +174,7 @@ TrainingState ParallelEngine::state() {
   // Every rank holding a layer has the same router bias (updated from the all-reduced load).
   out.saves_buffer.assign(out.buffers.size(), grid_->dense_replicas().rank() == 0);
   out.steps_taken = optimizer_->steps_taken();
+  out.learning_rate_change = learning_rate_change();
   return out;
 }
 
@@ -243,8 +244,8 @@ StepReport ParallelEngine::train_step(int64_t step) {
   report.grad_norm = std::sqrt(comm::all_reduce_value(world, sync_->owned_sum_of_squares()));
   for (auto& chunk : chunks_) report.fp8.merge(chunk->fp8_stats());
   check_grad_norm(report.grad_norm, step);
-  const double lr = kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr);
-  optimizer_->step(lr, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
+  report.learning_rate = learning_rate_at(t, step, learning_rate_change());
+  optimizer_->step(report.learning_rate, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
   sync_->gather_parameters();
   sync_->zero_grad();
 

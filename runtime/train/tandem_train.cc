@@ -5,7 +5,8 @@
 //   tandem-train --config-reference     (prints every configuration key as Markdown)
 // SIGTERM (from an operator, slurm, or tandem-launch forwarding one) stops every rank at the next
 // step boundary, after a checkpoint when checkpoint.dir is set, with exit code 4; a second SIGTERM
-// ends the process at once.
+// ends the process at once. With control.port set, rank 0 serves the gRPC control service
+// (tandemctl): its Stop ends the run the same way with exit code 0.
 #include <unistd.h>
 
 #include <atomic>
@@ -24,6 +25,7 @@
 #include "comm/launcher_heartbeat.h"
 #include "comm/watchdog.h"
 #include "comm/world.h"
+#include "monitoring/control_plane.h"
 #include "runtime/core/config.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/output_file.h"
@@ -38,7 +40,8 @@ namespace {
 constexpr const char* kUsage =
     "usage: tandem-train CONFIG.toml [--set section.key=value]... [--summary-json PATH]\n"
     "                    [--trace PATH]   (Chrome trace of the last step; multi-rank runs)\n"
-    "                    [--log-jsonl PATH]   (one JSON line per step and evaluation, appended)\n"
+    "                    [--log-jsonl PATH]   (one JSON line per step and evaluation, appended;\n"
+    "                    rank 0's, or every rank's when PATH holds {rank})\n"
     "                    [--resume auto|PATH]   (auto: the newest usable checkpoint in\n"
     "                    checkpoint.dir, the default under tandem-launch; PATH: that checkpoint\n"
     "                    or directory of checkpoints)\n"
@@ -120,6 +123,15 @@ Arguments parse_arguments(int argc, char** argv) {
   return args;
 }
 
+// "--log-jsonl steps-{rank}.jsonl": every rank writes its own log, named by its rank.
+constexpr std::string_view kRankPlaceholder = "{rank}";
+std::string log_path_of_rank(std::string path, int rank) {
+  for (size_t at = path.find(kRankPlaceholder); at != std::string::npos;
+       at = path.find(kRankPlaceholder, at))
+    path.replace(at, kRankPlaceholder.size(), std::to_string(rank));
+  return path;
+}
+
 // Seconds since this process started (its static initialisation).
 const auto process_start = std::chrono::steady_clock::now();
 double seconds_since_start() {
@@ -151,6 +163,10 @@ int main(int argc, char** argv) {
   // Outlives the training block below: on an error the communicators must not be torn down
   // (MPI_Finalize would wait for peers that may be stuck), the process exits instead.
   comm::World world;
+  // Rank 0's control service; started before the job joins, so that a port it cannot have is a
+  // configuration error before any rank waits for another, and status answers while it loads.
+  std::unique_ptr<monitoring::ControlPlane> control;
+  bool rank_logs = false;
   try {
     heartbeat = comm::LauncherHeartbeat::start_if_launched(comm::detect_launch());
     args = parse_arguments(argc, argv);
@@ -168,10 +184,13 @@ int main(int argc, char** argv) {
     static_cast<void>(Dataset::open(config.data, config.model));
     // Output paths are checked before training, so a bad path cannot throw a finished run away;
     // only rank 0 writes them.
+    rank_logs = args.log_jsonl_path.find(kRankPlaceholder) != std::string::npos;
+    args.log_jsonl_path = log_path_of_rank(args.log_jsonl_path, launch.rank);
     for (const auto& [path, what] :
          {std::pair{args.summary_path, "--summary-json"}, std::pair{args.trace_path, "--trace"},
           std::pair{args.log_jsonl_path, "--log-jsonl"}})
-      if (!path.empty() && launch.rank == 0) check_output_path(what, path);
+      if (!path.empty() && (launch.rank == 0 || (rank_logs && path == args.log_jsonl_path)))
+        check_output_path(what, path);
     // A configured flight record directory is checked too: a record is written when the job
     // hangs, the worst moment to find that it cannot be.
     if (!config.comm.flight_record_dir.empty() && (launch.world_size > 1 || config.parallel.pp > 1))
@@ -190,6 +209,13 @@ int main(int argc, char** argv) {
     TANDEM_USER_CHECK(args.trace_path.empty() || launch.world_size > 1 || config.parallel.pp > 1,
                       "--trace records the pipeline executor; it needs a multi-rank run "
                       "(mpirun -np N tandem-train ...)");
+    if (config.control.port > 0 && launch.rank == 0) {
+      control = std::make_unique<monitoring::ControlPlane>(config.control,
+                                                           !config.checkpoint.dir.empty());
+      monitoring::JobStatus starting;
+      starting.total_steps = config.train.steps;
+      control->board().publish(starting);
+    }
   } catch (const std::exception& error) {
     std::fprintf(stderr, "tandem-train: error: %s\n", error.what());
     return comm::kUsageExitCode;
@@ -247,6 +273,7 @@ int main(int argc, char** argv) {
         resumed_from = loaded->path;
         resumed_step = loaded->step;
         engine->set_steps_taken(loaded->step);
+        engine->set_learning_rate_change(loaded->learning_rate_change);  // an operator's, kept
       } else {
         if (reports) log_info("no checkpoint in ", from, " yet: starting from step 0");
         resumed_step = 0;  // asked to resume: an empty directory is this run's
@@ -260,7 +287,8 @@ int main(int argc, char** argv) {
       }
     }
     Trainer trainer(config, std::move(engine));
-    if (reports && !args.log_jsonl_path.empty())
+    if (control) trainer.set_control(&control->board());
+    if ((reports || rank_logs) && !args.log_jsonl_path.empty())
       trainer.set_step_log(std::make_unique<StepLog>(args.log_jsonl_path), launch.restart_count);
     if (!config.checkpoint.dir.empty())
       trainer.set_checkpoints(std::make_unique<CheckpointWriter>(
@@ -301,13 +329,18 @@ int main(int argc, char** argv) {
     }
     if (summary.stopped) {
       if (reports)
-        log_info("stopped on request (SIGTERM) after step ", summary.steps,
+        log_info("stopped on request (",
+                 summary.stopped_by_control ? "the control service's Stop" : "SIGTERM",
+                 ") after step ", summary.steps,
                  config.checkpoint.dir.empty()
                      ? "; nothing was saved (checkpoint.dir is not set)"
-                     : detail::concat("; checkpoint ", config.checkpoint.dir, "/",
-                                      checkpoint_name(summary.steps),
-                                      " written: run the same command to resume"));
-      return comm::kStoppedExitCode;
+                     : detail::concat(
+                           "; checkpoint ", config.checkpoint.dir, "/",
+                           checkpoint_name(summary.steps), " written: run the same ",
+                           summary.stopped_by_control ? "command with --resume auto" : "command",
+                           " to resume"));
+      // Asked to stop by an operator, the job is done: exit 0, which no launcher restarts.
+      return summary.stopped_by_control ? comm::kSuccessExitCode : comm::kStoppedExitCode;
     }
     if (!reports) return 0;
     char line[256];

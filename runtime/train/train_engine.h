@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "comm/communicator.h"
 #include "kernels/fp8.h"
 #include "runtime/model/block.h"
+#include "runtime/train/lr_schedule.h"
 #include "runtime/train/optimizer.h"
 
 namespace tandem {
@@ -36,13 +38,15 @@ struct TrainingState {
   // v) and each buffer is saved by exactly one of the ranks that hold it.
   std::vector<bool> saves_moments;
   std::vector<bool> saves_buffer;
-  int64_t steps_taken = 0;  // optimizer steps so far
+  int64_t steps_taken = 0;                                 // optimizer steps so far
+  std::optional<LearningRateChange> learning_rate_change;  // an operator's, saved with the rest
 };
 
 struct StepReport {
   double loss = 0;  // mean over the global batch's tokens
   double grad_norm = 0;
-  kernels::Fp8Stats fp8;  // this rank's quantisations during the step
+  double learning_rate = 0;  // what this rank's optimizer stepped with
+  kernels::Fp8Stats fp8;     // this rank's quantisations during the step
 };
 
 // Stops the run with a clear message when a step's gradient norm is not finite.
@@ -67,11 +71,22 @@ class TrainEngine {
   virtual TrainingState state() = 0;
   // Resumes a step count (a checkpoint's): the next train_step must then be of that step.
   virtual void set_steps_taken(int64_t steps) = 0;
+  // An operator's learning-rate change (lr_schedule.h), set by every rank at the same step
+  // boundary, or restored from a checkpoint; train_step steps at learning_rate(step).
+  void set_learning_rate_change(std::optional<LearningRateChange> change) {
+    learning_rate_change_ = change;
+  }
+  const std::optional<LearningRateChange>& learning_rate_change() const {
+    return learning_rate_change_;
+  }
   // The group of every rank of the job, over which step-boundary decisions (stop, checkpoint)
   // are agreed; null in one process.
   virtual comm::Communicator* job_world() { return nullptr; }
   // The grid this engine runs on (pp, dp, ep, zero1, schedule, world size), for checkpoints.
   virtual nlohmann::json grid_description() const = 0;
+
+ private:
+  std::optional<LearningRateChange> learning_rate_change_;
 };
 
 }  // namespace tandem

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "kernels/elementwise.h"
 #include "kernels/optimizer.h"
@@ -73,8 +74,8 @@ StepReport SingleProcessEngine::train_step(int64_t step) {
   for (Parameter* p : params) sum_of_squares += kernels::sum_of_squares(p->grad);
   report.grad_norm = std::sqrt(sum_of_squares);
   check_grad_norm(report.grad_norm, step);
-  const double lr = kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr);
-  optimizer_.step(lr, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
+  report.learning_rate = learning_rate_at(t, step, learning_rate_change());
+  optimizer_.step(report.learning_rate, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
   for (Parameter* p : params) p->grad.zero_();
   return report;
 }
@@ -88,6 +89,7 @@ TrainingState SingleProcessEngine::state() {
   out.saves_moments.assign(out.moments.size(), true);
   out.saves_buffer.assign(out.buffers.size(), true);
   out.steps_taken = optimizer_.steps_taken();
+  out.learning_rate_change = learning_rate_change();
   return out;
 }
 
@@ -117,6 +119,38 @@ Trainer::Trainer(const Config& config)
 Trainer::Trainer(const Config& config, std::unique_ptr<TrainEngine> engine)
     : config_(config), engine_(std::move(engine)) {}
 
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+monitoring::JobStatus::Grid grid_of(const nlohmann::json& g) {
+  monitoring::JobStatus::Grid out;
+  out.world_size = g.value("world_size", 1);
+  out.pp = g.value("pp", 1);
+  out.dp = g.value("dp", 1);
+  out.ep = g.value("ep", 1);
+  out.zero1 = g.value("zero1", false);
+  out.schedule = g.value("schedule", std::string());
+  return out;
+}
+
+using monitoring::CommandKind;
+using monitoring::CommandOutcome;
+using Code = monitoring::CommandOutcome::Code;
+
+// How long a paused job waits between agreements: a command takes at most this long to apply,
+// and the agreement (one small all-reduce) costs nothing measurable ten times a second.
+constexpr auto kPausePoll = std::chrono::milliseconds(100);
+
+CommandOutcome at_step(int64_t step, bool changed = true) {
+  CommandOutcome out;
+  out.step = step;
+  out.changed = changed;
+  return out;
+}
+}  // namespace
+
 TrainSummary Trainer::run() {
   const auto& t = config_.train;
   const ModelStats stats = model_stats(config_.model);
@@ -131,51 +165,73 @@ TrainSummary Trainer::run() {
   const int64_t tokens_per_step = t.batch_size * config_.model.seq_len;
   const int64_t first_step = engine_->state().steps_taken;
   summary.first_step = first_step;
+  StepBoundary boundary(engine_->job_world(), control_, stop_requested_);
+  status_.total_steps = t.steps;
+  status_.step = first_step;
+  status_.grid = grid_of(engine_->grid_description());
+  if (const auto& change = engine_->learning_rate_change())
+    status_.learning_rate_changed_at_step = change->from_step + 1;
+  if (checkpoints_)
+    checkpoints_->set_on_commit([this](int64_t step, bool committed, const std::string& path) {
+      if (committed) status_.last_checkpoint_step = step, status_.last_checkpoint_path = path;
+      answer_checkpoint_waiters(step, committed, path);
+    });
+  publish(monitoring::JobStatus::State::kRunning);
   const auto start = std::chrono::steady_clock::now();
   double train_seconds = 0;
   // Step times with and without a checkpoint at their end (the first step of a process, which
   // warms up, is left out): their difference is what a checkpoint costs the step.
   double checkpoint_step_seconds = 0, other_step_seconds = 0;
   int64_t checkpoint_steps = 0, other_steps = 0;
+  // What the boundary's agreement costs the step (the one all-reduce, and applying commands),
+  // and publishing the status for the control service.
+  double agreement_seconds = 0, publish_seconds = 0;
+  int64_t agreements = 0, pauses = 0;
   int64_t step = first_step;
   for (; step < t.steps; ++step) {
     const auto step_start = std::chrono::steady_clock::now();
     const StepReport report = engine_->train_step(step);
+    my_step_seconds_ = seconds_since(step_start);
     const double loss = report.loss;
     summary.fp8_stats.merge(report.fp8);
-    // The step boundary: every rank decides the same (stop, checkpoint) here.
-    const bool last = step + 1 == t.steps;
-    bool stop = false;
-    if (stop_requested_) {
-      const bool mine = stop_requested_();
-      comm::Communicator* world = engine_->job_world();
-      stop = world ? comm::all_reduce_value(*world, mine ? 1 : 0, comm::ReduceOp::kMax) > 0 : mine;
-    }
+    // The step boundary: every rank decides the same (stop, pause, checkpoint, learning rate)
+    // here, from one agreement.
+    const int64_t done = step + 1;
+    const bool last = done == t.steps;
+    const auto agreement_start = std::chrono::steady_clock::now();
+    const BoundaryDecision decision = boundary.agree(my_step_seconds_);
+    status_.rank_step_seconds = decision.rank_step_seconds;
+    std::vector<std::shared_ptr<monitoring::Command>> pausers;
+    for (auto& command : boundary.commands())
+      if (command->kind() == CommandKind::kPause) pausers.push_back(command);
+    apply(decision, boundary.commands(), done, last, /*paused=*/false);
+    agreement_seconds += seconds_since(agreement_start);
+    ++agreements;
+    bool stop = decision.stop();
     bool checkpoint = false;
+    int64_t saved = -1;
     if (checkpoints_) {
       checkpoints_->poll();
       const int64_t interval = config_.checkpoint.interval;
-      checkpoint = last || stop || (interval > 0 && (step + 1) % interval == 0);
-      if (checkpoint) checkpoints_->save(engine_->state(), step + 1);
+      checkpoint = last || stop || decision.checkpoint || (interval > 0 && done % interval == 0);
+      if (checkpoint) save_checkpoint(done), saved = done;
     }
-    const double seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+    const double seconds = seconds_since(step_start);
     train_seconds += seconds;
     if (step > first_step) {
       (checkpoint ? checkpoint_step_seconds : other_step_seconds) += seconds;
       ++(checkpoint ? checkpoint_steps : other_steps);
     }
     summary.losses.push_back(loss);
-    const double elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double eta = elapsed / (step + 1 - first_step) * (t.steps - step - 1);
+    const double elapsed = seconds_since(start) - paused_seconds_;
+    const double eta =
+        elapsed / static_cast<double>(done - first_step) * static_cast<double>(t.steps - done);
     char line[256];
     std::snprintf(line, sizeof line,
                   "step %lld/%lld | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | "
                   "%.1f ms/step | ETA %s",
-                  static_cast<long long>(step + 1), static_cast<long long>(t.steps), loss,
-                  kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr),
-                  report.grad_norm, tokens_per_step / seconds, seconds * 1e3,
+                  static_cast<long long>(done), static_cast<long long>(t.steps), loss,
+                  report.learning_rate, report.grad_norm, tokens_per_step / seconds, seconds * 1e3,
                   format_duration(eta).c_str());
     if (config_.fp8.enabled) {
       char fp8_line[96];
@@ -186,25 +242,36 @@ TrainSummary Trainer::run() {
     }
     if (reports) log_info(line);
     const StepRecord record{
-        step + 1,
-        loss,
-        kernels::learning_rate_at(step, t.steps, t.warmup_steps, t.lr, t.min_lr),
-        report.grad_norm,
-        tokens_per_step,
-        seconds,
-        checkpoint};
-    if (reports && step_log_)
+        done, loss, report.learning_rate, report.grad_norm, tokens_per_step, seconds, checkpoint};
+    if (step_log_)
       step_log_->step(record.step, record.loss, record.lr, record.grad_norm, record.tokens,
                       record.seconds, restart_);
     for (const auto& observer : step_observers_) observer(record);
-    if (last || (t.eval_interval > 0 && (step + 1) % t.eval_interval == 0)) {
+    if (last || (t.eval_interval > 0 && done % t.eval_interval == 0)) {
       const double eval_loss = engine_->evaluate();
-      summary.eval_losses.emplace_back(step + 1, eval_loss);
+      summary.eval_losses.emplace_back(done, eval_loss);
       char eval_line[128];
       std::snprintf(eval_line, sizeof eval_line, "eval step %lld | held-out loss %.4f",
-                    static_cast<long long>(step + 1), eval_loss);
+                    static_cast<long long>(done), eval_loss);
       if (reports) log_info(eval_line);
-      if (reports && step_log_) step_log_->evaluation(step + 1, eval_loss);
+      if (step_log_) step_log_->evaluation(done, eval_loss);
+    }
+    const auto publish_start = std::chrono::steady_clock::now();
+    status_.step = done;
+    status_.loss = loss;
+    status_.learning_rate = report.learning_rate;
+    status_.grad_norm = report.grad_norm;
+    status_.tokens_per_second = tokens_per_step / seconds;
+    status_.step_seconds = seconds;
+    status_.eta_seconds = eta;
+    publish(stop ? monitoring::JobStatus::State::kStopping
+                 : monitoring::JobStatus::State::kRunning);
+    publish_seconds += seconds_since(publish_start);
+    // The pause comes after the step's record and evaluation, so that what a paused job shows
+    // is all it did.
+    if (decision.pause && !stop && !last) {
+      ++pauses;
+      stop = pause(boundary, std::move(pausers), done, saved);
     }
     if (stop && !last) {
       summary.stopped = true;
@@ -214,6 +281,8 @@ TrainSummary Trainer::run() {
   }
   summary.steps = step;
   summary.fp8 = config_.fp8.enabled;
+  // SIGTERM wins over the control service's Stop: a preempted job must say "resume me" (exit 4).
+  summary.stopped_by_control = summary.stopped && stopped_by_control_ && !stopped_by_signal_;
   if (checkpoints_) {
     checkpoints_->finish();
     const CheckpointWriter::Stats& c = checkpoints_->stats();
@@ -255,7 +324,175 @@ TrainSummary Trainer::run() {
                                   ? static_cast<double>(tokens_per_step) *
                                         static_cast<double>(step - first_step) / train_seconds
                                   : 0;
+  const double per_agreement = agreements ? agreement_seconds / static_cast<double>(agreements) : 0;
+  const double mean_step =
+      step > first_step ? train_seconds / static_cast<double>(step - first_step) : 0;
+  summary.step_boundary = {
+      {"agreements", agreements},
+      {"agreement_doubles", boundary.doubles()},
+      {"agreement_seconds", per_agreement},
+      {"agreement_fraction_of_step", mean_step > 0 ? per_agreement / mean_step : 0},
+      {"status_publish_seconds",
+       agreements ? publish_seconds / static_cast<double>(agreements) : 0},
+      {"control", control_ != nullptr},
+      {"pauses", pauses},
+      {"paused_seconds", paused_seconds_}};
+  answer_at_end(summary);
   return summary;
+}
+
+void Trainer::apply(const BoundaryDecision& d,
+                    std::vector<std::shared_ptr<monitoring::Command>>& commands, int64_t done,
+                    bool last, bool paused) {
+  stopped_by_control_ = stopped_by_control_ || d.stop_control;
+  stopped_by_signal_ = stopped_by_signal_ || d.stop_signal;
+  const auto& t = config_.train;
+  CommandOutcome learning_rate_outcome;
+  if (d.learning_rate) {
+    if (last) {
+      learning_rate_outcome = CommandOutcome::failure(
+          Code::kFailedPrecondition,
+          detail::concat("the run has trained its last step (train.steps = ", t.steps,
+                         "): no step is left to train at a new rate"));
+    } else {
+      // Every rank sets the same change here: the next step trains at exactly this rate.
+      const double previous = learning_rate_at(t, done, engine_->learning_rate_change());
+      engine_->set_learning_rate_change(LearningRateChange{done, *d.learning_rate});
+      status_.learning_rate_changed_at_step = done + 1;
+      learning_rate_outcome = at_step(done + 1);
+      learning_rate_outcome.previous_learning_rate = previous;
+      if (engine_->reports())
+        log_info("control: learning rate ", *d.learning_rate, " from step ", done + 1,
+                 " on (the schedule had ", previous,
+                 "); later steps follow the schedule's shape scaled by the same factor");
+    }
+  }
+  for (auto& command : commands) {
+    switch (command->kind()) {
+      case CommandKind::kSetLearningRate:
+        command->answer(learning_rate_outcome);
+        break;
+      case CommandKind::kPause:
+        // Not paused yet: answered by pause() once every rank waits, after this step's record.
+        if (paused)
+          command->answer(at_step(done, /*changed=*/false));
+        else if (last || d.stop())
+          command->answer(CommandOutcome::failure(
+              Code::kFailedPrecondition, last
+                                             ? "the run has trained its last step: nothing to pause"
+                                             : "the run stops at this step boundary"));
+        break;
+      case CommandKind::kResume:
+        command->answer(at_step(done, /*changed=*/paused));
+        break;
+      case CommandKind::kCheckpoint:
+        if (checkpoints_)
+          checkpoint_waiters_.emplace_back(done, command);
+        else
+          command->answer(CommandOutcome::failure(
+              Code::kFailedPrecondition,
+              "this run writes no checkpoints (checkpoint.dir is not set)"));
+        break;
+      case CommandKind::kStop:
+        stop_waiters_.push_back(command);
+        break;
+    }
+  }
+}
+
+bool Trainer::pause(StepBoundary& boundary,
+                    std::vector<std::shared_ptr<monitoring::Command>> pausers, int64_t done,
+                    int64_t& saved) {
+  const auto pause_start = std::chrono::steady_clock::now();
+  const bool reports = engine_->reports();
+  for (auto& command : pausers) command->answer(at_step(done));
+  if (reports)
+    log_info("control: paused after step ", done,
+             "; every rank waits at this step boundary until Resume or Stop");
+  publish(monitoring::JobStatus::State::kPaused);
+  bool stop = false;
+  for (;;) {
+    std::this_thread::sleep_for(kPausePoll);
+    const int64_t committed_before = status_.last_checkpoint_step;
+    const BoundaryDecision d = boundary.agree(my_step_seconds_);
+    const bool asked = !boundary.commands().empty();
+    apply(d, boundary.commands(), done, /*last=*/false, /*paused=*/true);
+    if (checkpoints_) {
+      checkpoints_->poll();
+      if (d.checkpoint || d.stop()) {
+        if (status_.last_checkpoint_step == done)  // this boundary's is already complete
+          answer_checkpoint_waiters(done, true, status_.last_checkpoint_path);
+        else if (saved != done || !checkpoints_->in_progress())  // none yet, or it failed
+          save_checkpoint(done), saved = done;
+      }
+    }
+    if (d.stop()) {
+      stop = true;
+      break;
+    }
+    if (d.resume) break;
+    // Watchers hear of what changed while paused (one message, not one per poll).
+    if (asked || status_.last_checkpoint_step != committed_before)
+      publish(monitoring::JobStatus::State::kPaused);
+  }
+  const double paused = seconds_since(pause_start);
+  paused_seconds_ += paused;
+  if (reports)
+    log_info("control: ", stop ? "stopping" : "resumed", " after step ", done, " (paused ",
+             format_duration(paused), ")");
+  publish(stop ? monitoring::JobStatus::State::kStopping : monitoring::JobStatus::State::kRunning);
+  return stop;
+}
+
+void Trainer::save_checkpoint(int64_t done) {
+  checkpoints_->save(engine_->state(), done);
+}
+
+void Trainer::answer_checkpoint_waiters(int64_t step, bool committed, const std::string& path) {
+  std::erase_if(checkpoint_waiters_, [&](auto& waiter) {
+    if (waiter.first != step) return false;
+    if (committed) {
+      CommandOutcome out = at_step(step);
+      out.path = path;
+      waiter.second->answer(std::move(out));
+    } else {
+      waiter.second->answer(CommandOutcome::failure(
+          Code::kAborted,
+          detail::concat("checkpoint ", path, " could not be written (the job's log says why)")));
+    }
+    return true;
+  });
+}
+
+void Trainer::publish(monitoring::JobStatus::State state) {
+  if (!control_) return;
+  status_.state = state;
+  control_->publish(status_);
+}
+
+void Trainer::answer_at_end(const TrainSummary& summary) {
+  for (auto& [step, command] : checkpoint_waiters_)
+    command->answer(CommandOutcome::failure(
+        Code::kAborted, detail::concat("the run ended before checkpoint ", step, " was complete")));
+  checkpoint_waiters_.clear();
+  // Stop is answered once the final checkpoint is known to be complete (or not).
+  const bool saved = !checkpoints_ || status_.last_checkpoint_step == summary.steps;
+  for (auto& command : stop_waiters_) {
+    if (saved) {
+      CommandOutcome out = at_step(summary.steps);
+      out.path = checkpoints_ ? status_.last_checkpoint_path : "";
+      command->answer(std::move(out));
+    } else {
+      command->answer(CommandOutcome::failure(
+          Code::kAborted,
+          detail::concat("stopped after step ", summary.steps,
+                         " but its checkpoint could not be written; the newest complete one is ",
+                         status_.last_checkpoint_step > 0 ? status_.last_checkpoint_path
+                                                          : std::string("none of this run's"))));
+    }
+  }
+  stop_waiters_.clear();
+  publish(monitoring::JobStatus::State::kFinished);
 }
 
 nlohmann::json TrainSummary::to_json(const Config& config) const {
@@ -264,6 +501,7 @@ nlohmann::json TrainSummary::to_json(const Config& config) const {
   out["first_step"] = first_step;
   out["stopped"] = stopped;
   if (!checkpoints.is_null()) out["checkpoints"] = checkpoints;
+  if (!step_boundary.is_null()) out["step_boundary"] = step_boundary;
   out["losses"] = losses;
   out["eval_losses"] = nlohmann::json::array();
   for (const auto& [step, loss] : eval_losses) out["eval_losses"].push_back({step, loss});

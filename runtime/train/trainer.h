@@ -1,6 +1,7 @@
-// The training loop (steps, progress lines, evaluation, the summary) over a TrainEngine, and the
-// single-process engine: sample a global batch, forward/backward through the whole model, balance
-// the routers, clip, step AdamW.
+// The training loop (steps, progress lines, evaluation, the step boundary where every rank applies
+// the same stop, pause, checkpoint and learning-rate commands, the summary) over a TrainEngine,
+// and the single-process engine: sample a global batch, forward/backward through the whole model,
+// balance the routers, clip, step AdamW.
 #pragma once
 
 #include <functional>
@@ -11,11 +12,13 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "monitoring/control_board.h"
 #include "runtime/core/config.h"
 #include "runtime/model/model_chunk.h"
 #include "runtime/train/checkpoint.h"
 #include "runtime/train/data.h"
 #include "runtime/train/optimizer.h"
+#include "runtime/train/step_boundary.h"
 #include "runtime/train/step_log.h"
 #include "runtime/train/train_engine.h"
 
@@ -25,8 +28,10 @@ struct TrainSummary {
   int64_t steps = 0;
   int64_t first_step = 0;  // steps already taken when this run started (a resumed checkpoint's)
   bool stopped = false;    // stopped on request before train.steps (after a checkpoint)
-  nlohmann::json checkpoints = nullptr;  // CheckpointWriter's figures, when checkpoints are on
-  std::vector<double> losses;            // mean training loss per step
+  bool stopped_by_control = false;         // by the control service's Stop (and no SIGTERM): exit 0
+  nlohmann::json checkpoints = nullptr;    // CheckpointWriter's figures, when checkpoints are on
+  nlohmann::json step_boundary = nullptr;  // what the boundary's agreement cost, and pauses
+  std::vector<double> losses;              // mean training loss per step
   std::vector<std::pair<int64_t, double>> eval_losses;  // (step, mean held-out loss)
   double tokens_per_second = 0;
   int64_t params = 0;
@@ -58,8 +63,8 @@ class SingleProcessEngine final : public TrainEngine {
 
 // What each training step did, as the trainer's observers see it (on every rank).
 struct StepRecord {
-  int64_t step = 0;  // optimizer steps taken after it (1 for the first)
-  double loss = 0, lr = 0, grad_norm = 0;
+  int64_t step = 0;                        // optimizer steps taken after it (1 for the first)
+  double loss = 0, lr = 0, grad_norm = 0;  // lr: what this rank's optimizer used
   int64_t tokens = 0;
   double seconds = 0;       // the step, with its boundary work (checkpoint copy, agreement)
   bool checkpoint = false;  // a checkpoint was started at its end
@@ -87,6 +92,10 @@ class Trainer {
   // Asked on every rank at every step boundary; when any rank answers true, every rank stops
   // there together (after a checkpoint, when they are on).
   void set_stop_request(std::function<bool()> requested) { stop_requested_ = std::move(requested); }
+  // The control service's board, on the rank that serves it (rank 0; null elsewhere): its
+  // commands are applied by every rank at the same step boundary, and the job's status is
+  // published on it after every step.
+  void set_control(monitoring::ControlBoard* board) { control_ = board; }
   // Called after every step, on every rank.
   void add_step_observer(std::function<void(const StepRecord&)> observer) {
     step_observers_.push_back(std::move(observer));
@@ -100,6 +109,30 @@ class Trainer {
   std::unique_ptr<CheckpointWriter> checkpoints_;
   std::function<bool()> stop_requested_;
   std::vector<std::function<void(const StepRecord&)>> step_observers_;
+
+  // The control service's commands, applied at the boundary after `done` steps.
+  void apply(const BoundaryDecision& decision,
+             std::vector<std::shared_ptr<monitoring::Command>>& commands, int64_t done, bool last,
+             bool paused);
+  // Keeps every rank at the boundary after `done` steps until Resume or Stop; returns whether
+  // to stop. `saved` is the step of the checkpoint saved at this boundary (-1: none).
+  bool pause(StepBoundary& boundary, std::vector<std::shared_ptr<monitoring::Command>> pausers,
+             int64_t done, int64_t& saved);
+  // Saves checkpoint `done` (its Checkpoint commands are answered when it is committed).
+  void save_checkpoint(int64_t done);
+  void answer_checkpoint_waiters(int64_t step, bool committed, const std::string& path);
+  void publish(monitoring::JobStatus::State state);
+  // Answers what still waits once the run is over.
+  void answer_at_end(const TrainSummary& summary);
+
+  monitoring::ControlBoard* control_ = nullptr;
+  monitoring::JobStatus status_;  // what the board gets next
+  // Checkpoint commands waiting for the commit of their step, Stop commands for the run's end.
+  std::vector<std::pair<int64_t, std::shared_ptr<monitoring::Command>>> checkpoint_waiters_;
+  std::vector<std::shared_ptr<monitoring::Command>> stop_waiters_;
+  double my_step_seconds_ = 0;  // this rank's last training step, for the agreement
+  double paused_seconds_ = 0;   // of this run, left out of rates and ETAs
+  bool stopped_by_control_ = false, stopped_by_signal_ = false;
 };
 
 }  // namespace tandem
