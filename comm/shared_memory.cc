@@ -239,10 +239,11 @@ std::shared_ptr<NodeSharedMemory> shared_memory_for_rows(Communicator& group, Ex
     else
       shared = NodeSharedMemory::open(group, &reason, timeout_ms);
   }
-  TANDEM_USER_CHECK(shared || mode != ExpertExchange::kSharedMemory,
-                    "comm.expert_exchange = \"shared_memory\" is not possible here: ", reason,
-                    "; set comm.expert_exchange = \"messages\" (or \"auto\", which picks messages ",
-                    "in this case)");
+  TANDEM_CONFIG_CHECK(
+      shared || mode != ExpertExchange::kSharedMemory,
+      "comm.expert_exchange = \"shared_memory\" is not possible here: ", reason,
+      "; set comm.expert_exchange = \"messages\" (or \"auto\", which picks messages ",
+      "in this case)");
   if (why_not) *why_not = shared ? "" : reason;
   return shared;
 }

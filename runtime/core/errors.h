@@ -46,6 +46,12 @@ std::string concat(Args&&... args) {
   } while (0)
 // A user-facing error (bad config, bad file): the message stands alone, no file:line noise.
 #define TANDEM_USER_FAIL(...) throw ::tandem::Error(::tandem::detail::concat(__VA_ARGS__))
+// The same for a configuration refused once the job is up: a UsageError, exit 2, no restart.
+#define TANDEM_CONFIG_CHECK(cond, ...)                                   \
+  do {                                                                   \
+    if (!(cond)) [[unlikely]]                                            \
+      throw ::tandem::UsageError(::tandem::detail::concat(__VA_ARGS__)); \
+  } while (0)
 #define TANDEM_USER_CHECK(cond, ...)                                \
   do {                                                              \
     if (!(cond)) [[unlikely]]                                       \

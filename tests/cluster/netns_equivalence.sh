@@ -51,4 +51,17 @@ grep -q "the expert group spans 2 nodes of 2 ranks (from host identities)" "$tmp
 for name in flat hierarchical; do
   [ "$(cat "$tmp/$name.tx")" -gt 1000000 ] || fail "$name: under 1 MB crossed the link"
 done
+# Shared memory asked for an expert group that spans the two nodes: refused (exit 2), naming
+# the fix, never silently replaced by messages.
+port=$((29900 + RANDOM % 90))
+for node in 0 1; do
+  "$cluster" exec $node env TANDEM_RUN_ID="shm-$$" UCX_TLS=tcp,self,sm OMP_NUM_THREADS=1 \
+    "$bin/tandem-launch" --nnodes 2 --node-rank $node --nproc-per-node 2 --master-addr "$master" \
+    --master-port $port -- "$bin/tandem-train" examples/configs/tiny.toml --set train.steps=1 \
+    --set parallel.ep=4 --set comm.expert_exchange=shared_memory > "$tmp/shm.node$node.log" 2>&1 &
+done
+codes=()
+for _ in 0 1; do c=0; wait -n || c=$?; codes+=("$c"); done
+grep -h "shared" "$tmp"/shm.node*.log | grep -i -E "error|refuse|cannot" | head -1
+[ "${codes[*]}" = "2 2" ] || { cat "$tmp"/shm.node*.log; fail "shared memory across nodes: exits ${codes[*]}, expected 2 2"; }
 echo "netns_equivalence: passed"
