@@ -79,6 +79,19 @@ print(f"{sys.argv[4]}: {len(got)} step records (restarts included) equal the uni
 PY
 }
 
+kill_node() {  # kill_node NAME NODE: node NODE's launcher of job NAME dies, its ranks with it
+  kill -9 "${launcher_of[$1$2]}"
+  wait "${launcher_of[$1$2]}" 2>/dev/null || true
+  unset "launcher_of[$1$2]"
+}
+wait_log() {  # wait_log FILE PATTERN WHAT: up to 60 s for PATTERN in FILE, else fail with WHAT
+  local deadline=$((SECONDS + 60))
+  until grep -q "$2" "$1"; do
+    [ $SECONDS -lt $deadline ] || fail "$3"
+    sleep 0.2
+  done
+}
+
 echo "== the uninterrupted run"
 start ref 0 29711; start ref 1 29711; finish ref
 grep -q "the job (every node) ends: done (exit 0)" "$tmp/ref.node0.log" || fail "ref: no clean end"
@@ -86,12 +99,9 @@ grep -q "the job (every node) ends: done (exit 0)" "$tmp/ref.node0.log" || fail 
 echo "== 1. node 1 dies whole, and its launcher is started again"
 start dead1 0 29712; start dead1 1 29712
 wait_step dead1 8
-kill -9 "${launcher_of[dead11]}"; wait "${launcher_of[dead11]}" 2>/dev/null || true; unset "launcher_of[dead11]"
-deadline=$((SECONDS + 60))
-until grep -q "waiting for node 1's launcher to join attempt 1" "$tmp/dead1.node0.log"; do
-  [ $SECONDS -lt $deadline ] || fail "node 0 never waited for node 1"
-  sleep 0.2
-done
+kill_node dead1 1
+wait_log "$tmp/dead1.node0.log" "waiting for node 1's launcher to join attempt 1" \
+  "node 0 never waited for node 1"
 grep -E "communication fault|lost" "$tmp/dead1.node0.log" | head -2
 grep -q -E "rank [23] .*tnf$$-node1|tnf$$-node1.*rank [23]" "$tmp/dead1.node0.log" ||
   fail "node 0's ranks did not name the lost peers with their host"
@@ -117,12 +127,9 @@ same_losses cut
 echo "== 3. node 0 dies whole (its store with it), and its launcher is started again"
 start dead0 0 29714; start dead0 1 29714
 wait_step dead0 8
-kill -9 "${launcher_of[dead00]}"; wait "${launcher_of[dead00]}" 2>/dev/null || true; unset "launcher_of[dead00]"
-deadline=$((SECONDS + 60))
-until grep -q "node 0's launcher (its store at .*) is gone" "$tmp/dead0.node1.log"; do
-  [ $SECONDS -lt $deadline ] || fail "node 1 did not notice node 0's end"
-  sleep 0.2
-done
+kill_node dead0 0
+wait_log "$tmp/dead0.node1.log" "node 0's launcher (its store at .*) is gone" \
+  "node 1 did not notice node 0's end"
 start dead0 0 29714
 finish dead0
 grep -q "node 0's launcher is back; joining the attempt it opens" "$tmp/dead0.node1.log" ||
