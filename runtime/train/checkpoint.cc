@@ -417,7 +417,12 @@ bool is_checkpoint(const std::string& path) {
   return step_of_name(last_name(path)) >= 0 || fs::exists(fs::path(path) / kManifestName, error);
 }
 
-nlohmann::json verify_checkpoint(const std::string& path) {
+namespace {
+
+// Every check of verify_checkpoint, each shard read once and handed to `use` after its checks
+// (export reads the parameters from it), so a verified use costs one pass over the shards.
+template <class UseShard>
+Manifest verify_shards(const std::string& path, UseShard use) {
   const Manifest m = read_manifest(path);
   const std::string what = "checkpoint '" + path + "'";
   check_complete(m, what);
@@ -432,8 +437,15 @@ nlohmann::json verify_checkpoint(const std::string& path) {
     }
     TANDEM_USER_CHECK(listed.size() == file.header().entries.size(), file.what(), ": holds ",
                       file.header().entries.size(), " tensors, the manifest lists ", listed.size());
+    use(m, s, file);
   }
-  return m.json;
+  return m;
+}
+
+}  // namespace
+
+nlohmann::json verify_checkpoint(const std::string& path) {
+  return verify_shards(path, [](const Manifest&, size_t, const safetensors::File&) {}).json;
 }
 
 // ---- Writing ------------------------------------------------------------------------------
@@ -1034,7 +1046,7 @@ safetensors::FileImage export_parameters(const std::string& checkpoint, DType dt
                                          int64_t* elements) {
   TANDEM_USER_CHECK(dtype == DType::kF32 || dtype == DType::kBF16,
                     "export: dtype must be F32 or BF16");
-  verify_checkpoint(checkpoint);
+  // The output is laid out from the manifest, before the shards are read.
   const Manifest m = read_manifest(checkpoint);
   std::vector<safetensors::TensorEntry> entries;
   std::map<std::string, size_t> index;
@@ -1047,12 +1059,11 @@ safetensors::FileImage export_parameters(const std::string& checkpoint, DType dt
   safetensors::FileImage image(
       std::move(entries),
       {{"format", "pt"}, {"source", "tandem-checkpoint export"}, {"step", std::to_string(m.step)}});
-  for (size_t s = 0; s < m.shards.size(); ++s) {
-    const safetensors::File file = read_shard(checkpoint, m.shards[s], m.step);
-    for (const SavedRange& r : m.ranges) {
+  verify_shards(checkpoint, [&](const Manifest& verified, size_t s, const safetensors::File& file) {
+    for (const SavedRange& r : verified.ranges) {
       if (r.shard != s || r.kind != kParam) continue;
       const safetensors::TensorEntry* e = &entry_of(file, r);
-      char* out = image.data(index[r.name]);
+      char* out = image.data(index.at(r.name));
       const char* in = file.data(*e);
       for (int64_t k = 0; k < r.end - r.begin; ++k) {
         const float value = e->dtype == DType::kF64
@@ -1066,7 +1077,7 @@ safetensors::FileImage export_parameters(const std::string& checkpoint, DType dt
         }
       }
     }
-  }
+  });
   return image;
 }
 

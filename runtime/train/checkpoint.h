@@ -139,7 +139,8 @@ std::optional<LoadedCheckpoint> load_checkpoint(const std::string& path,
                                                 TrainingState& state, comm::Communicator* world);
 
 // The full model's parameters from a checkpoint, by global name, in `dtype` (F32 or BF16), as
-// one safetensors file: what `tandem-checkpoint export` writes.
+// one safetensors file: what `tandem-checkpoint export` writes. The checkpoint is verified as
+// verify_checkpoint does, in the same single pass over its shards; an Error names what is wrong.
 safetensors::FileImage export_parameters(const std::string& checkpoint, DType dtype,
                                          int64_t* elements);
 

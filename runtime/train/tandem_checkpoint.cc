@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,10 +62,13 @@ int export_model(const std::string& path, const std::string& out, tandem::DType 
   } catch (const tandem::Error& e) {
     throw tandem::UsageError(e.what());
   }
+  // The newest checkpoint that verifies (export verifies as it reads: one pass over the shards).
   std::string used, why_not;
+  std::optional<tandem::safetensors::FileImage> file;
+  int64_t elements = 0;
   for (const std::string& checkpoint : checkpoints_at(path)) {
     try {
-      tandem::verify_checkpoint(checkpoint);
+      file = tandem::export_parameters(checkpoint, dtype, &elements);
       used = checkpoint;
       break;
     } catch (const tandem::Error& e) {
@@ -72,7 +76,7 @@ int export_model(const std::string& path, const std::string& out, tandem::DType 
       why_not = e.what();
     }
   }
-  TANDEM_USER_CHECK(!used.empty(), "no valid checkpoint at '", path, "': ", why_not);
+  TANDEM_USER_CHECK(file, "no valid checkpoint at '", path, "': ", why_not);
   // Writing into the checkpoint being read would replace one of its files.
   std::error_code ec;
   const auto out_dir =
@@ -80,9 +84,7 @@ int export_model(const std::string& path, const std::string& out, tandem::DType 
   if (out_dir == std::filesystem::weakly_canonical(used, ec))
     throw tandem::UsageError("the export output '" + out + "' is inside the checkpoint " + used +
                              " it reads; write it elsewhere");
-  int64_t elements = 0;
-  const tandem::safetensors::FileImage file = tandem::export_parameters(used, dtype, &elements);
-  const std::string_view bytes = file.image();
+  const std::string_view bytes = file->image();
   tandem::write_output_file("export output", out, bytes);
   std::printf("exported %s: %lld parameters (%s) to %s, %zu bytes\n", used.c_str(),
               static_cast<long long>(elements), dtype == tandem::DType::kBF16 ? "BF16" : "F32",
