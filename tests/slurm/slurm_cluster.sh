@@ -284,9 +284,15 @@ else
     fail "job $job was not requeued after SIGTERM (state $(job_field JobState)," \
       "$(job_field Restarts) restarts)"
   else
-    # slurm holds a requeued job back for its credential lifetime (121 s); start it now.
-    [ "$(job_field JobState)" = PENDING ] && scontrol update JobId="$job" StartTime=now
-    wait_until 60 finished || fail "the requeued job $job did not finish in 60 s"
+    # slurm holds a requeued job back for its credential lifetime (121 s); start it as soon as
+    # it is PENDING again. Restarts=1 shows while it is still REQUEUED/COMPLETING, when an update
+    # of its start time is refused, so the nudge is repeated until the job has left PENDING.
+    finished_nudging() {
+      [ "$(job_field JobState)" = PENDING ] && scontrol update JobId="$job" StartTime=now 2> /dev/null
+      finished
+    }
+    wait_until 60 finished_nudging || fail "the requeued job $job did not finish in 60 s" \
+      "(state $(job_field JobState), reason $(job_field Reason))"
   fi
 fi
 if [ -n "$job" ]; then
