@@ -46,6 +46,7 @@ class SingleProcessEngine final : public TrainEngine {
   TrainingState state() override;
   void set_steps_taken(int64_t steps) override { optimizer_.set_steps_taken(steps); }
   nlohmann::json grid_description() const override;
+  std::vector<int64_t> expert_load_layers() const override;
   ModelChunk& model() { return model_; }
 
  private:
@@ -63,6 +64,14 @@ struct StepRecord {
   int64_t tokens = 0;
   double seconds = 0;       // the step, with its boundary work (checkpoint copy, agreement)
   bool checkpoint = false;  // a checkpoint was started at its end
+  StepReport report;        // what the engine said of it (this rank's traffic, expert load)
+};
+
+// A held-out evaluation, as the trainer's observers see it (on every rank).
+struct EvaluationRecord {
+  int64_t step = 0;  // after which it ran
+  double loss = 0;
+  double seconds = 0;
 };
 
 class Trainer {
@@ -91,6 +100,15 @@ class Trainer {
   void add_step_observer(std::function<void(const StepRecord&)> observer) {
     step_observers_.push_back(std::move(observer));
   }
+  // Called after every evaluation, on every rank.
+  void add_evaluation_observer(std::function<void(const EvaluationRecord&)> observer) {
+    evaluation_observers_.push_back(std::move(observer));
+  }
+  // Called with the checkpoint writer's running totals after every step boundary's checkpoint
+  // work and after the last commit, on every rank (never when checkpoints are off).
+  void add_checkpoint_observer(std::function<void(const CheckpointWriter::Stats&)> observer) {
+    checkpoint_observers_.push_back(std::move(observer));
+  }
 
  private:
   Config config_;
@@ -100,6 +118,8 @@ class Trainer {
   std::unique_ptr<CheckpointWriter> checkpoints_;
   std::function<bool()> stop_requested_;
   std::vector<std::function<void(const StepRecord&)>> step_observers_;
+  std::vector<std::function<void(const EvaluationRecord&)>> evaluation_observers_;
+  std::vector<std::function<void(const CheckpointWriter::Stats&)>> checkpoint_observers_;
 };
 
 }  // namespace tandem
