@@ -99,6 +99,13 @@ struct CheckpointConfig {
   bool async = true;     // written by a background thread after a copy to host buffers
 };
 
+struct MonitoringConfig {
+  int64_t metrics_port = 0;        // 0: no metrics; each rank serves on metrics_port + LOCAL_RANK
+  std::string bind = "127.0.0.1";  // IPv4 address the metrics endpoints listen on
+  std::string sd_file;             // "": no targets file; else rank 0 writes one there
+  std::string job = "tandem";      // the targets' job label
+};
+
 struct Config {
   ModelConfig model;
   TrainConfig train;
@@ -107,6 +114,7 @@ struct Config {
   CommConfig comm;
   ParallelConfig parallel;
   CheckpointConfig checkpoint;
+  MonitoringConfig monitoring;
 };
 
 // A key whose value is one of a set of names (an enum field, see choices.h).
