@@ -1,8 +1,8 @@
 // Metrics: the reference in docs/metrics.md is the catalog's, the catalog follows Prometheus's
 // naming conventions, every family is in the exposition before the first step, a step's,
 // evaluation's and checkpoint's values land where the reference says, a taken port is a usage
-// error naming the key, the targets file lists every rank, and the monitoring keys refuse bad
-// values.
+// error naming the key, the targets file lists every rank, the monitoring keys refuse bad values,
+// and every query of the Grafana dashboard names only metrics the job exports.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -280,6 +280,87 @@ TEST(Metrics, MonitoringKeysRefuseBadValuesNamingTheKey) {
   apply_override(fine, "monitoring.bind=0.0.0.0");
   apply_override(fine, "monitoring.sd_file=t.json");
   EXPECT_NO_THROW(validate_config(fine));
+}
+
+// Every string under `node` keyed `key`, anywhere in the JSON tree.
+void collect(const nlohmann::json& node, const std::string& key, std::vector<std::string>& out) {
+  if (node.is_object()) {
+    for (const auto& [k, v] : node.items()) {
+      if (k == key && v.is_string()) out.push_back(v.get<std::string>());
+      collect(v, key, out);
+    }
+  } else if (node.is_array()) {
+    for (const auto& v : node) collect(v, key, out);
+  }
+}
+
+// The names a query selects that look like tandem's, and, for each, the selector after it.
+std::vector<std::pair<std::string, std::string>> tandem_selectors(const std::string& query) {
+  std::vector<std::pair<std::string, std::string>> out;
+  const std::regex selector("(tandem_[a-zA-Z0-9_:]*)(\\{[^}]*\\})?");
+  for (auto it = std::sregex_iterator(query.begin(), query.end(), selector);
+       it != std::sregex_iterator(); ++it)
+    out.emplace_back((*it)[1].str(), (*it)[2].str());
+  return out;
+}
+
+bool exported(const std::string& name) {
+  for (const MetricSpec& spec : metric_catalog()) {
+    if (name == spec.name) return true;
+    if (spec.type == MetricType::kHistogram)
+      for (const char* suffix : {"_bucket", "_sum", "_count"})
+        if (name == std::string(spec.name) + suffix) return true;
+  }
+  return false;
+}
+
+TEST(Dashboard, EveryQueryNamesOnlyMetricsTheJobExportsAndSelectsTheJob) {
+  const nlohmann::json dashboard =
+      nlohmann::json::parse(read_source_file("monitoring/dashboards/tandem.json"));
+  std::set<std::string> variables;
+  for (const auto& v : dashboard.at("templating").at("list")) variables.insert(v.at("name"));
+  EXPECT_TRUE(variables.count("job")) << "the job template variable";
+  std::set<std::string> titles;
+  int queries = 0;
+  for (const auto& panel : dashboard.at("panels")) {
+    titles.insert(panel.at("title"));
+    ASSERT_TRUE(panel.contains("targets")) << panel.at("title");
+    for (const auto& target : panel.at("targets")) {
+      const std::string expr = target.at("expr");
+      ++queries;
+      const auto selectors = tandem_selectors(expr);
+      EXPECT_FALSE(selectors.empty()) << "a query of no tandem metric: " << expr;
+      for (const auto& [name, labels] : selectors) {
+        EXPECT_TRUE(exported(name)) << name << " (in " << expr << ") is not in the catalog";
+        EXPECT_NE(labels.find("job=\"$job\""), std::string::npos)
+            << name << " in '" << expr << "' does not select job=\"$job\"";
+      }
+    }
+  }
+  EXPECT_GE(queries, 20);
+  std::vector<std::string> variable_queries;
+  collect(dashboard.at("templating"), "definition", variable_queries);
+  for (const std::string& q : variable_queries)
+    for (const auto& [name, labels] : tandem_selectors(q))
+      EXPECT_TRUE(exported(name)) << name << " (in the variable " << q << ")";
+  for (const char* panel :
+       {"Loss and held-out loss", "Tokens per second", "Model FLOP utilisation", "Pipeline bubble",
+        "Exposed all-to-all time", "Expert load, layer $layer", "Step time per rank",
+        "Slowest rank", "Resident memory per rank", "Checkpoint stall",
+        "Restarts, faults and checkpoints"})
+    EXPECT_TRUE(titles.count(panel)) << "no panel '" << panel << "'";
+}
+
+TEST(Dashboard, TheCheckCatchesAMetricTheJobDoesNotExport) {
+  // The test above must be able to fail: a misspelt name and a missing job selector are seen.
+  const auto selectors =
+      tandem_selectors("rate(tandem_token_total{job=\"$job\"}[1m]) + tandem_loss");
+  ASSERT_EQ(selectors.size(), 2u);
+  EXPECT_FALSE(exported(selectors[0].first));
+  EXPECT_TRUE(exported(selectors[1].first));
+  EXPECT_EQ(selectors[1].second, "");
+  EXPECT_TRUE(exported("tandem_step_seconds_bucket"));
+  EXPECT_FALSE(exported("tandem_loss_bucket"));
 }
 
 }  // namespace
