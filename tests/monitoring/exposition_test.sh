@@ -2,9 +2,10 @@
 # The metrics endpoint of a running single-process job: its first answer comes before the first
 # step and already holds every family of `tandem-train --metrics-reference` with its series, and
 # passes `promtool check metrics`, as does a scrape after some steps (with the loss the job
-# printed); the targets file lists the endpoint; a port that is taken stops a job at startup with
-# exit 2 naming monitoring.metrics_port, in one process and on every rank of a 2-rank job (rank 1's
-# port taken: rank 0 names it).
+# printed, and the checkpoint of step 1 in the stall histogram); the targets file lists the
+# endpoint; a port that is taken stops a job at startup with exit 2 naming
+# monitoring.metrics_port, in one process and on every rank of a 2-rank job (rank 1's port taken:
+# rank 0 names it).
 # Usage: exposition_test.sh BIN_DIR MPIRUN [MPIRUN_ARGS...]   (run from the repository root)
 set -u
 bin=$1
@@ -61,7 +62,7 @@ check_exposition() {
 "$bin/tandem-train" examples/configs/tiny.toml --set train.steps=3 --set train.batch_size=256 \
   --set train.eval_interval=0 --set train.eval_batches=1 --set monitoring.metrics_port=$port \
   --set monitoring.sd_file="$tmp/targets.json" --set monitoring.job=exposition-test \
-  > "$tmp/job.log" 2>&1 &
+  --set checkpoint.dir="$tmp/ck" --set checkpoint.interval=1 > "$tmp/job.log" 2>&1 &
 job=$!
 pids+=($job)
 for _ in $(seq 3000); do
@@ -109,6 +110,10 @@ printed=$(sed -nE "s/^step $step\/3 \| loss ([0-9.]+) .*/\1/p" "$tmp/job.log")
 [ "$(printf '%.4f' "$loss")" = "$printed" ] ||
   fail "tandem_loss $loss at step $step, the job printed $printed"
 echo "ok: at step $step the scrape's loss $loss is the printed $printed"
+# The checkpoint after step 1 cost the training thread its copy at that boundary.
+grep -qE '^tandem_checkpoint_stall_seconds_count\{[^}]*\} [1-9]' "$tmp/later.txt" ||
+  fail "no checkpoint stall observed after a checkpointing step: $(grep stall_seconds_count "$tmp/later.txt")"
+echo "ok: the checkpoint of step 1 shows in tandem_checkpoint_stall_seconds"
 
 # Two ranks, rank 1's port (port + 1) taken: both stop with exit 2, rank 0 naming rank 1.
 /usr/bin/python3 -c "
