@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # End to end: a real Prometheus server (Debian's, on 127.0.0.1 with a scratch data directory)
 # runs the shipped monitoring/prometheus/prometheus.yml, with only its intervals shortened to 1 s
-# and its file_sd glob pointed at this test's directory, and scrapes a 2-rank job (mpirun -np 2)
-# found through the targets file rank 0 wrote. Through Prometheus's HTTP API the test finds both
+# and its file_sd glob pointed at this test's directory, and scrapes a 2-rank job (under mpirun
+# -np 2, or started the torchrun way: RANK, WORLD_SIZE, LOCAL_RANK... and no launcher) found
+# through the targets file rank 0 wrote. Through Prometheus's HTTP API the test finds both
 # ranks up, tandem_steps_total increasing for each, and tandem_loss equal, for the step the same
 # scrape shows, to the loss the job printed. Every process it started is killed on every way out.
-# Usage: prometheus_e2e.sh BIN_DIR MPIRUN [MPIRUN_ARGS...]   (run from the repository root)
+# Usage: prometheus_e2e.sh BIN_DIR mpirun MPIRUN [MPIRUN_ARGS...]
+#        prometheus_e2e.sh BIN_DIR torchrun               (run from the repository root)
 set -u
-bin=$1
-shift
+bin=$1 mode=$2
+shift 2
 mpirun=("$@")
 source "$(dirname "$0")/../multirank/torchrun_ranks.sh"
 command -v prometheus > /dev/null && command -v promtool > /dev/null ||
@@ -16,7 +18,8 @@ command -v prometheus > /dev/null && command -v promtool > /dev/null ||
 tmp=$(mktemp -d)
 job_group="" prometheus_pid=""
 cleanup() {
-  # The job runs in a process group of its own (setsid), so mpirun and every rank go together.
+  # The job runs in a process group of its own (setsid), so mpirun (or the shell starting the
+  # torchrun-style ranks) and every rank go together.
   if [ -n "$job_group" ]; then
     kill -TERM -- -"$job_group" 2> /dev/null
     for _ in $(seq 50); do kill -0 -- -"$job_group" 2> /dev/null || break; sleep 0.1; done
@@ -61,11 +64,19 @@ promtool check config "$tmp/prometheus.yml" > "$tmp/promtool.log" 2>&1 ||
   { cat "$tmp/promtool.log"; fail "promtool check config refuses the scrape configuration"; }
 
 # More steps than the test needs: it stops the job once it has seen what it looks for.
-OMP_NUM_THREADS=1 setsid "${mpirun[@]}" -np 2 "$bin/tandem-train" examples/configs/tiny.toml \
-  --set parallel.ep=2 --set train.steps=100000 --set train.eval_interval=20 \
-  --set train.eval_batches=1 --set monitoring.metrics_port="$metrics_port" \
-  --set monitoring.sd_file="$tmp/targets/e2e.json" --set monitoring.job=e2e \
-  > "$tmp/job.log" 2>&1 &
+train=("$bin/tandem-train" examples/configs/tiny.toml --set parallel.ep=2 --set train.steps=100000
+  --set train.eval_interval=20 --set train.eval_batches=1 --set monitoring.metrics_port="$metrics_port"
+  --set monitoring.sd_file="$tmp/targets/e2e.json" --set monitoring.job=e2e)
+case $mode in
+  mpirun) OMP_NUM_THREADS=1 setsid "${mpirun[@]}" -np 2 "${train[@]}" > "$tmp/job.log" 2>&1 & ;;
+  torchrun)
+    store_port=$(free_port 20000 31000) || fail "no free port for the store"
+    OMP_NUM_THREADS=1 WORLD_SIZE=2 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$store_port \
+      setsid bash -c 'RANK=0 LOCAL_RANK=0 "$@" & RANK=1 LOCAL_RANK=1 "$@" & wait' ranks "${train[@]}" \
+      > "$tmp/job.log" 2>&1 &
+    ;;
+  *) fail "mode '$mode': mpirun or torchrun" ;;
+esac
 job_group=$!
 prometheus --config.file="$tmp/prometheus.yml" --storage.tsdb.path="$tmp/data" \
   --web.listen-address="127.0.0.1:$prometheus_port" > "$tmp/prometheus.log" 2>&1 &
