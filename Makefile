@@ -54,6 +54,9 @@ bench: build data
 	  --set parallel.pp=4 --set parallel.microbatches=8 --schedules 1f1b,zb-h1,dualpipe
 	$(MPIRUN) -np 4 $(BUILD)/bin/pipeline_schedules examples/configs/tiny.toml $(DEMO_GRID) \
 	  --set parallel.microbatches=8 --overlap-compare
+	$(BUILD)/bin/metrics_cost
+	$(BUILD)/bin/metrics_cost 110 58 256
+	bench/metrics_overhead.sh $(BUILD) 6 40
 
 # FP8 vs FP32 training of tiny.toml over 5 seeds, with the fp32 reassociation control (dp 2): the
 # mean paired difference of the final held-out loss with its 95% interval, and a plot.

@@ -71,8 +71,8 @@ Measured measure(const Config& config, comm::World& world, int steps) {
         simulated.push_back(
             parallel::simulate_measured(engine.schedule(), durations, 0.0).bubble_fraction);
     }
-    exposed += t.all_to_all.wait_seconds;
-    bytes += static_cast<double>(t.all_to_all.bytes);
+    exposed += t.all_to_all.wait_seconds();
+    bytes += static_cast<double>(t.all_to_all.bytes());
     for (const auto& ins : t.instructions) {
       const std::string kind = ins.name.find('&') != std::string::npos ? "F&B"
                                : ins.name[0] == 'F'                    ? "F"

@@ -46,15 +46,23 @@ class FlatMoeExchange final : public MoeExchange {
   Tensor received_token_grads(MoeState& st) override;
 
  private:
-  // A comm handle as the operation a phased task waits for.
+  // A comm handle as the operation a phased task waits for; the time a runner sits blocked on
+  // it is booked to its direction.
   struct HandleInFlight final : InFlight {
     comm::CommHandle* handle = nullptr;
+    AllToAllStats* stats = nullptr;
+    ExchangeDirection direction = ExchangeDirection::kDispatch;
     bool test() override { return handle->test(); }
     void wait() override { handle->wait(); }
+    void add_exposed_seconds(double seconds) override {
+      if (stats) (*stats)[direction].wait_seconds += seconds;
+    }
   };
-  InFlight& waiting_on(comm::CommHandle& handle);  // and records its start
-  void arrived();                                  // records that the walk saw it complete
-  Tensor received();                               // the rows in flight, booked in the stats
+  // Records its start in the event log.
+  InFlight& waiting_on(comm::CommHandle& handle, ExchangeDirection direction);
+  void arrived();  // records that the walk saw it complete
+  // The rows in flight, booked in the stats under `direction`.
+  Tensor received(ExchangeDirection direction);
 
   comm::ExpertDispatcher& dispatcher_;
   AllToAllStats* stats_;
@@ -90,7 +98,7 @@ class HierarchicalMoeExchange final : public MoeExchange {
   };
   // Runs one exchange and books it; returns what it returned.
   template <class Exchange>
-  Tensor booked(Exchange exchange, int64_t row_bytes);
+  Tensor booked(Exchange exchange, int64_t row_bytes, ExchangeDirection direction);
 
   comm::HierarchicalDispatcher& dispatcher_;
   AllToAllStats* stats_;
@@ -99,8 +107,10 @@ class HierarchicalMoeExchange final : public MoeExchange {
   Completed done_;
 };
 
-InFlight& FlatMoeExchange::waiting_on(comm::CommHandle& handle) {
+InFlight& FlatMoeExchange::waiting_on(comm::CommHandle& handle, ExchangeDirection direction) {
   in_flight_.handle = &handle;
+  in_flight_.stats = stats_;
+  in_flight_.direction = direction;
   in_flight_id_ = all_to_all_started(events_);
   return in_flight_;
 }
@@ -109,15 +119,18 @@ void FlatMoeExchange::arrived() {
   all_to_all_done(events_, in_flight_id_);
 }
 
-Tensor FlatMoeExchange::received() {
+Tensor FlatMoeExchange::received(ExchangeDirection direction) {
   arrived();
-  if (stats_) stats_->bytes += rows_.bytes_to_peers, stats_->calls += 1;
+  if (stats_) {
+    (*stats_)[direction].bytes += rows_.bytes_to_peers;
+    (*stats_)[direction].calls += 1;
+  }
   return rows_.wait();
 }
 
 InFlight& FlatMoeExchange::start_plan(MoeFfnBlock&, MoeState& st) {
   counts_ = dispatcher_.start_plan(st.expert_ids);
-  return waiting_on(counts_.handle);
+  return waiting_on(counts_.handle, ExchangeDirection::kDispatch);
 }
 
 InFlight& FlatMoeExchange::start_dispatch(MoeFfnBlock& moe, MoeState& st) {
@@ -125,21 +138,22 @@ InFlight& FlatMoeExchange::start_dispatch(MoeFfnBlock& moe, MoeState& st) {
   layout_ = dispatcher_.finish_plan(counts_);
   // Each token row goes once per routed expert; the dispatcher makes the copies as it sends.
   rows_ = dispatcher_.start_dispatch(dispatch_payload(st.normed, moe.fp8()), layout_);
-  return waiting_on(rows_.handle);
+  return waiting_on(rows_.handle, ExchangeDirection::kDispatch);
 }
 
 ExpertRows FlatMoeExchange::received_rows(MoeFfnBlock& moe, MoeState& st) {
-  const Tensor rows = expert_input(received(), st.normed.dim(1), moe.fp8());
+  const Tensor rows =
+      expert_input(received(ExchangeDirection::kDispatch), st.normed.dim(1), moe.fp8());
   return {rows, layout_.expert_offsets, dispatcher_.expert_output(rows.shape(), rows.dtype())};
 }
 
 InFlight& FlatMoeExchange::start_combine(MoeFfnBlock&, const Tensor& expert_out, MoeState& st) {
   rows_ = dispatcher_.start_combine(expert_out, st.gate_weights, layout_, /*keep_slot_rows=*/true);
-  return waiting_on(rows_.handle);
+  return waiting_on(rows_.handle, ExchangeDirection::kCombine);
 }
 
 CombinedRows FlatMoeExchange::combined(MoeState& st) {
-  const Tensor routed = received();
+  const Tensor routed = received(ExchangeDirection::kCombine);
   st.dispatch = std::move(layout_);  // the backward sends its rows back the same way
   return {routed, rows_.slot_rows};
 }
@@ -148,35 +162,37 @@ CombinedRows FlatMoeExchange::combined(MoeState& st) {
 InFlight& FlatMoeExchange::start_combine_backward(MoeFfnBlock& moe, const Tensor& dy,
                                                   MoeState& st) {
   rows_ = dispatcher_.start_to_experts(moe.unpermute_backward(dy, st), flat_layout(st));
-  return waiting_on(rows_.handle);
+  return waiting_on(rows_.handle, ExchangeDirection::kDispatch);
 }
 
 Tensor FlatMoeExchange::received_output_grads(MoeState&) {
-  return received();
+  return received(ExchangeDirection::kDispatch);
 }
 
 InFlight& FlatMoeExchange::start_dispatch_backward(MoeFfnBlock&, const Tensor& d_rows,
                                                    MoeState& st) {
   rows_ = dispatcher_.start_from_experts(d_rows, flat_layout(st));
-  return waiting_on(rows_.handle);
+  return waiting_on(rows_.handle, ExchangeDirection::kCombine);
 }
 
 Tensor FlatMoeExchange::received_token_grads(MoeState& st) {
-  const Tensor d_slots = received();
+  const Tensor d_slots = received(ExchangeDirection::kCombine);
   Tensor d_normed = Tensor::empty({st.plan.n_tokens, d_slots.dim(1)}, d_slots.dtype());
   kernels::permute_rows_backward(d_slots, st.plan, d_normed);
   return d_normed;
 }
 
 template <class Exchange>
-Tensor HierarchicalMoeExchange::booked(Exchange exchange, int64_t row_bytes) {
+Tensor HierarchicalMoeExchange::booked(Exchange exchange, int64_t row_bytes,
+                                       ExchangeDirection direction) {
   const auto start = std::chrono::steady_clock::now();
   Tensor result = exchange();
   if (stats_) {
-    stats_->wait_seconds +=
+    AllToAllStats::Direction& d = (*stats_)[direction];
+    d.wait_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    stats_->bytes += dispatcher_.rows_sent_across_nodes() * row_bytes;
-    stats_->calls += 1;
+    d.bytes += dispatcher_.rows_sent_across_nodes() * row_bytes;
+    d.calls += 1;
   }
   return result;
 }
@@ -188,7 +204,8 @@ InFlight& HierarchicalMoeExchange::start_plan(MoeFfnBlock&, MoeState& st) {
 
 InFlight& HierarchicalMoeExchange::start_dispatch(MoeFfnBlock&, MoeState& st) {
   const int64_t row = static_cast<int64_t>(comm::row_bytes(st.normed));
-  rows_ = booked([&] { return dispatcher_.dispatch(st.normed, saved_.layout); }, row);
+  rows_ = booked([&] { return dispatcher_.dispatch(st.normed, saved_.layout); }, row,
+                 ExchangeDirection::kDispatch);
   return done_;
 }
 
@@ -198,8 +215,8 @@ ExpertRows HierarchicalMoeExchange::received_rows(MoeFfnBlock&, MoeState&) {
 
 InFlight& HierarchicalMoeExchange::start_combine(MoeFfnBlock&, const Tensor& expert_out,
                                                  MoeState&) {
-  rows_ =
-      booked([&] { return dispatcher_.combine(expert_out, saved_.layout, &saved_.copy_out); }, 0);
+  rows_ = booked([&] { return dispatcher_.combine(expert_out, saved_.layout, &saved_.copy_out); },
+                 0, ExchangeDirection::kCombine);
   return done_;
 }
 
@@ -213,7 +230,8 @@ InFlight& HierarchicalMoeExchange::start_combine_backward(MoeFfnBlock&, const Te
   const auto& saved = std::any_cast<const Saved&>(st.dispatch);
   Tensor d_gates;
   rows_ = booked(
-      [&] { return dispatcher_.combine_backward(dy, saved.copy_out, saved.layout, d_gates); }, 0);
+      [&] { return dispatcher_.combine_backward(dy, saved.copy_out, saved.layout, d_gates); }, 0,
+      ExchangeDirection::kDispatch);
   st.dgate_weights = d_gates;
   return done_;
 }
@@ -225,7 +243,8 @@ Tensor HierarchicalMoeExchange::received_output_grads(MoeState&) {
 InFlight& HierarchicalMoeExchange::start_dispatch_backward(MoeFfnBlock&, const Tensor& d_rows,
                                                            MoeState& st) {
   const auto& saved = std::any_cast<const Saved&>(st.dispatch);
-  rows_ = booked([&] { return dispatcher_.dispatch_backward(d_rows, saved.layout); }, 0);
+  rows_ = booked([&] { return dispatcher_.dispatch_backward(d_rows, saved.layout); }, 0,
+                 ExchangeDirection::kCombine);
   return done_;
 }
 

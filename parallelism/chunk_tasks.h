@@ -6,6 +6,7 @@
 // task with a backward task at those pauses.
 #pragma once
 
+#include <array>
 #include <functional>
 #include <memory>
 
@@ -16,14 +17,34 @@
 
 namespace tandem::parallel {
 
-// What the expert all-to-alls cost this rank: bytes sent to other ranks, and the time spent
-// blocked on them (the part of the all-to-all that no computation hid; the executor adds it).
+// Which way an exchange moves rows: to the experts (the dispatch with its counts, and the
+// combine's backward, which carries the gradients of the experts' outputs) or back to the tokens
+// (the combine, and the dispatch's backward).
+enum class ExchangeDirection { kDispatch = 0, kCombine = 1 };
+
+// What the expert all-to-alls cost this rank, per direction: bytes sent to other ranks, and the
+// time spent blocked on them (the part that no computation hid: the task runner books it to the
+// exchange it waited for, see InFlight::add_exposed_seconds).
 struct AllToAllStats {
-  int64_t bytes = 0;
-  int64_t calls = 0;
-  double wait_seconds = 0;
+  struct Direction {
+    int64_t bytes = 0;
+    int64_t calls = 0;
+    double wait_seconds = 0;
+  };
+  std::array<Direction, 2> directions;  // by ExchangeDirection
+  Direction& operator[](ExchangeDirection d) { return directions[static_cast<size_t>(d)]; }
+  const Direction& operator[](ExchangeDirection d) const {
+    return directions[static_cast<size_t>(d)];
+  }
+  int64_t bytes() const { return directions[0].bytes + directions[1].bytes; }
+  int64_t calls() const { return directions[0].calls + directions[1].calls; }
+  double wait_seconds() const { return directions[0].wait_seconds + directions[1].wait_seconds; }
   void merge(const AllToAllStats& other) {
-    bytes += other.bytes, calls += other.calls, wait_seconds += other.wait_seconds;
+    for (size_t d = 0; d < directions.size(); ++d) {
+      directions[d].bytes += other.directions[d].bytes;
+      directions[d].calls += other.directions[d].calls;
+      directions[d].wait_seconds += other.directions[d].wait_seconds;
+    }
   }
 };
 

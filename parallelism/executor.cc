@@ -27,7 +27,6 @@ struct PipelineExecutor::Step {
   Clock::time_point start;
   StepTimeline timeline;
   double wait_s = 0;  // pipeline waits inside the current instruction
-  double a2a_blocked_s = 0;
 };
 
 PipelineExecutor::PipelineExecutor(PipelineLayout layout, int pipeline_rank,
@@ -107,6 +106,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
     auto& slot = step.slots[c][mb];
     slot.input = activation(c);
     slot.input_recv = pipeline_.recv(slot.input, from.rank, tag(0, d, s, mb));
+    step.timeline.pipeline_received_bytes += static_cast<int64_t>(slot.input.nbytes());
     record_event(events_, StepEventKind::kReceivePosted, tag(0, d, s, mb), from.rank);
   };
   auto post_backward_recv = [&](int c, int64_t mb) {
@@ -117,6 +117,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
     auto& slot = step.slots[c][mb];
     slot.grad = activation(c);
     slot.grad_recv = pipeline_.recv(slot.grad, from.rank, tag(1, d, s, mb));
+    step.timeline.pipeline_received_bytes += static_cast<int64_t>(slot.grad.nbytes());
     record_event(events_, StepEventKind::kReceivePosted, tag(1, d, s, mb), from.rank);
   };
   auto post_receives = [&](const Instruction& ins) {
@@ -162,6 +163,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
     }
     record_event(events_, StepEventKind::kSendStarted, tag(kind, direction, to_stage, mb), to.rank);
     comm::CommHandle handle = pipeline_.send(value, to.rank, tag(kind, direction, to_stage, mb));
+    step.timeline.pipeline_sent_bytes += static_cast<int64_t>(value.nbytes());
     step.sends.emplace_back(std::move(value), std::move(handle));
   };
 
@@ -232,7 +234,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
       switch (ins.op) {
         case Op::kForward: {
           PhasedTask task = start_forward(ins.chunk, ins.mb, &out);
-          step.a2a_blocked_s += task.run_to_end();
+          task.run_to_end();
           finish_forward(ins.chunk, ins.mb, out);
           break;
         }
@@ -240,7 +242,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
         case Op::kBackwardInput: {
           TANDEM_CHECK(pass.training(), "executor: backward in an evaluation program");
           PhasedTask task = start_backward(ins.chunk, ins.mb, &dx, ins.op == Op::kBackward);
-          step.a2a_blocked_s += task.run_to_end();
+          task.run_to_end();
           finish_backward(ins.chunk, ins.mb, dx, ins.op == Op::kBackward);
           break;
         }
@@ -258,10 +260,10 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
           PhasedTask forward = start_forward(ins.chunk, ins.mb, &out);
           PhasedTask backward = start_backward(ins.chunk_b, ins.mb_b, &dx, true);
           if (overlap_) {
-            step.a2a_blocked_s += run_interleaved(forward, backward, comm_timeout_s_);
+            run_interleaved(forward, backward, comm_timeout_s_);
           } else {
-            step.a2a_blocked_s += forward.run_to_end();
-            step.a2a_blocked_s += backward.run_to_end();
+            forward.run_to_end();
+            backward.run_to_end();
           }
           finish_forward(ins.chunk, ins.mb, out);
           finish_backward(ins.chunk_b, ins.mb_b, dx, true);
@@ -285,8 +287,8 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
                " weight gradients never ran on rank ", rank_, " (the program lacks W)");
   for (auto& [tensor, handle] : step.sends) handle.wait();
   step.timeline.seconds = seconds_between(step.start, Clock::now());
+  // Each exchange's time blocked on it was booked to it by the task runners.
   for (const AllToAllStats& s : a2a) step.timeline.all_to_all.merge(s);
-  step.timeline.all_to_all.wait_seconds += step.a2a_blocked_s;
   return std::move(step.timeline);
 }
 

@@ -38,6 +38,8 @@ struct StepTimeline {
   double busy_seconds = 0;  // inside instructions, minus their waits for pipeline messages
   std::vector<InstructionTiming> instructions;
   AllToAllStats all_to_all;
+  // Pipeline messages of the step (a hand-over between two chunks of this rank is not one).
+  int64_t pipeline_sent_bytes = 0, pipeline_received_bytes = 0;
   double loss_sum = 0;  // Σ token losses on this rank's head chunk(s)
   double bubble_fraction() const { return seconds > 0 ? 1.0 - busy_seconds / seconds : 0.0; }
 };

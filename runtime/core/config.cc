@@ -1,6 +1,7 @@
 // Loading, overriding, validating and printing the job configuration.
 #include "runtime/core/config.h"
 
+#include <arpa/inet.h>
 #include <toml++/toml.h>
 #include <algorithm>
 #include <bit>
@@ -320,6 +321,19 @@ void validate_config(const Config& c) {
                     "config: comm.world = \"nccl\" is not possible (the world group bootstraps "
                     "the others on the CPU); use \"auto\", \"mpi\" or \"ucx\", and comm.expert "
                     "or comm.data = \"nccl\" for GPU traffic");
+  const MonitoringConfig& mon = c.monitoring;
+  in_addr bind_address{};
+  TANDEM_USER_CHECK(::inet_pton(AF_INET, mon.bind.c_str(), &bind_address) == 1,
+                    "config: monitoring.bind = \"", mon.bind,
+                    "\" is not an IPv4 address; use \"127.0.0.1\" (this machine only) or "
+                    "\"0.0.0.0\" (every interface)");
+  TANDEM_USER_CHECK(mon.sd_file.empty() || mon.metrics_port > 0, "config: monitoring.sd_file = \"",
+                    mon.sd_file,
+                    "\" lists the metrics endpoints, which need monitoring.metrics_port; set "
+                    "it, or leave monitoring.sd_file empty");
+  TANDEM_USER_CHECK(!mon.job.empty(),
+                    "config: monitoring.job is empty; give the job a name for its targets' job "
+                    "label (default \"tandem\")");
   if (c.data.format == DataFormat::kText) {
     TANDEM_USER_CHECK(m.vocab_size >= 256,
                       "config: data.format = \"text\" is byte-level and needs ",

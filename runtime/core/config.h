@@ -107,6 +107,14 @@ struct ControlConfig {
   std::string token_file;          // "": TANDEM_CONTROL_TOKEN, else a generated one
 };
 
+// Prometheus metrics (monitoring/metrics.h, docs/metrics.md).
+struct MonitoringConfig {
+  int64_t metrics_port = 0;        // 0: no metrics; each rank serves on metrics_port + LOCAL_RANK
+  std::string bind = "127.0.0.1";  // IPv4 address the metrics endpoints listen on
+  std::string sd_file;             // "": no targets file; else rank 0 writes one there
+  std::string job = "tandem";      // the targets' job label
+};
+
 struct Config {
   ModelConfig model;
   TrainConfig train;
@@ -116,6 +124,7 @@ struct Config {
   ParallelConfig parallel;
   CheckpointConfig checkpoint;
   ControlConfig control;
+  MonitoringConfig monitoring;
 };
 
 // A key whose value is one of a set of names (an enum field, see choices.h).

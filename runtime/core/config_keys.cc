@@ -194,6 +194,20 @@ const std::vector<ConfigKey>& config_keys() {
                  "stripped; it should be readable by its owner only). Empty: the token is "
                  "TANDEM_CONTROL_TOKEN, else a random one written to "
                  "~/.tandem/control-token-PORT (mode 0600), where tandemctl finds it."),
+      TANDEM_KEY_IN(monitoring, metrics_port, R::closed(0, 65535),
+                    "Prometheus metrics: each rank serves http://monitoring.bind:(metrics_port + "
+                    "LOCAL_RANK)/metrics (docs/metrics.md); 0 = off. A port that cannot be bound "
+                    "stops the job at startup."),
+      TANDEM_KEY(monitoring, bind,
+                 "IPv4 address the metrics endpoints listen on: 127.0.0.1 (this machine only) or "
+                 "0.0.0.0 (every interface; the targets then name the host)."),
+      TANDEM_KEY(monitoring, sd_file,
+                 "Rank 0 writes a Prometheus file_sd targets file here at startup: every rank's "
+                 "endpoint, labelled job, rank and node (monitoring/prometheus/prometheus.yml "
+                 "reads it); empty: none. Needs monitoring.metrics_port."),
+      TANDEM_KEY(monitoring, job,
+                 "The job label of the targets in monitoring.sd_file (the dashboard's job "
+                 "variable)."),
   };
   return keys;
 }

@@ -23,6 +23,9 @@ class InFlight {
   // true once complete; never blocks (it may let the operation progress); throws its failure.
   virtual bool test() = 0;
   virtual void wait() = 0;  // blocks until complete, or throws the failure
+  // The runner tells the operation how long it sat blocked on it with nothing else to run
+  // (communication that nothing hid), so that an operation that keeps statistics can book it.
+  virtual void add_exposed_seconds(double) {}
 
  protected:
   ~InFlight() = default;
@@ -71,13 +74,20 @@ class PhasedTask {
     InFlight* op = innermost().awaiting;
     return op == nullptr || op->test();
   }
-  // Blocks until the awaited operation completes; returns the seconds spent blocked.
+  // The operation the task is paused on (null when done or not waiting); it stays so until the
+  // task resumes, even once complete.
+  InFlight* awaited() const { return done() ? nullptr : innermost().awaiting; }
+  // Blocks until the awaited operation completes; returns the seconds spent blocked, which are
+  // also booked to the operation.
   double block() {
-    InFlight* op = done() ? nullptr : innermost().awaiting;
+    InFlight* op = awaited();
     if (op == nullptr) return 0;
     const auto start = std::chrono::steady_clock::now();
     op->wait();
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    op->add_exposed_seconds(seconds);
+    return seconds;
   }
   // Runs to the next pause (or the end); rethrows what the body threw.
   void resume() {
@@ -162,12 +172,22 @@ inline double run_interleaved(PhasedTask& a, PhasedTask& b, double timeout_s = 3
       }
     }
     if (ran) continue;
+    InFlight* const awaited[2] = {a.awaited(), b.awaited()};
     const auto start = Clock::now();
     auto waited = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
     while (!a.runnable() && !b.runnable() && waited() < timeout_s / 2)
       std::this_thread::sleep_for(std::chrono::microseconds(20));
-    if (!a.runnable() && !b.runnable()) (a.done() ? b : a).block();
-    blocked += waited();
+    double booked = 0;  // by block(), to the operation it blocked on
+    if (!a.runnable() && !b.runnable()) booked = (a.done() ? b : a).block();
+    const double seconds = waited();
+    blocked += seconds;
+    // The polled part of the wait is booked to the operation that ended it, half to each when
+    // both completed in the same poll.
+    InFlight* ended[2] = {};
+    int n_ended = 0;
+    if (awaited[0] && a.runnable()) ended[n_ended++] = awaited[0];
+    if (awaited[1] && b.runnable()) ended[n_ended++] = awaited[1];
+    for (int i = 0; i < n_ended; ++i) ended[i]->add_exposed_seconds((seconds - booked) / n_ended);
   }
   return blocked;
 }

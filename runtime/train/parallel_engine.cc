@@ -191,6 +191,17 @@ comm::Communicator* ParallelEngine::job_world() {
   return &grid_->data_world();
 }
 
+int ParallelEngine::pipeline_stage() const {
+  return grid_->coords().stage;
+}
+
+std::vector<int64_t> ParallelEngine::expert_load_layers() const {
+  std::vector<int64_t> layers;
+  if (grid_->dense_replicas().rank() != 0) return layers;
+  for (MoeFfnBlock* moe : moe_blocks_) layers.push_back(moe->layer());
+  return layers;
+}
+
 void ParallelEngine::set_steps_taken(int64_t steps) {
   optimizer_->set_steps_taken(steps);
 }
@@ -224,6 +235,7 @@ StepReport ParallelEngine::train_step(int64_t step) {
       executor_->run(schedule_.ranks[grid_->coords().stage], data, 1.0 / global_tokens);
   sync_->finish();
   comm::Communicator& world = grid_->data_world();
+  StepReport report;
 
   // Router balancing from the load over the whole global batch, as one process would see it:
   // every rank holding a layer routed its own tokens, so the load sums over those replicas.
@@ -234,12 +246,16 @@ StepReport ParallelEngine::train_step(int64_t step) {
       std::copy(moe_blocks_[i]->expert_load().begin(), moe_blocks_[i]->expert_load().end(),
                 load.data<int64_t>() + i * e);
     grid_->dense_replicas().all_reduce(load).wait();
-    for (size_t i = 0; i < moe_blocks_.size(); ++i)
-      moe_blocks_[i]->update_bias(
-          std::vector<int64_t>(load.data<int64_t>() + i * e, load.data<int64_t>() + (i + 1) * e));
+    const bool reports_load = grid_->dense_replicas().rank() == 0;
+    for (size_t i = 0; i < moe_blocks_.size(); ++i) {
+      std::vector<int64_t> layer_load(load.data<int64_t>() + i * e,
+                                      load.data<int64_t>() + (i + 1) * e);
+      moe_blocks_[i]->update_bias(layer_load);
+      if (reports_load)
+        report.expert_load.push_back({moe_blocks_[i]->layer(), std::move(layer_load)});
+    }
   }
 
-  StepReport report;
   report.loss = comm::all_reduce_value(world, last_timeline_.loss_sum) / global_tokens;
   report.grad_norm = std::sqrt(comm::all_reduce_value(world, sync_->owned_sum_of_squares()));
   for (auto& chunk : chunks_) report.fp8.merge(chunk->fp8_stats());
@@ -248,6 +264,15 @@ StepReport ParallelEngine::train_step(int64_t step) {
   optimizer_->step(report.learning_rate, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
   sync_->gather_parameters();
   sync_->zero_grad();
+
+  const parallel::AllToAllStats& a2a = last_timeline_.all_to_all;
+  report.bubble_fraction = last_timeline_.bubble_fraction();
+  report.dispatch_bytes = a2a[parallel::ExchangeDirection::kDispatch].bytes;
+  report.combine_bytes = a2a[parallel::ExchangeDirection::kCombine].bytes;
+  report.dispatch_exposed_seconds = a2a[parallel::ExchangeDirection::kDispatch].wait_seconds;
+  report.combine_exposed_seconds = a2a[parallel::ExchangeDirection::kCombine].wait_seconds;
+  report.pipeline_sent_bytes = last_timeline_.pipeline_sent_bytes;
+  report.pipeline_received_bytes = last_timeline_.pipeline_received_bytes;
 
   step_store_requests_ += store_requests() - requests_before;
   step_operations_ += recorded_operations() - operations_before;
@@ -293,10 +318,10 @@ void ParallelEngine::finish() {
   finished_fields_["bubble_fraction"] =
       comm::all_reduce_value(world, bubble_sum_ / measured_steps) / ranks;
   finished_fields_["alltoall_seconds"] =
-      comm::all_reduce_value(world, all_to_all_.wait_seconds) / ranks;
+      comm::all_reduce_value(world, all_to_all_.wait_seconds()) / ranks;
   finished_fields_["expert_exchange"] = expert_exchange_;
   finished_fields_["alltoall_bytes"] =
-      comm::all_reduce_value(world, static_cast<double>(all_to_all_.bytes));
+      comm::all_reduce_value(world, static_cast<double>(all_to_all_.bytes()));
   // The watchdog's store traffic: before the flight recorder, each recorded operation was one
   // store request; now a healthy step costs at most the heartbeat's one request per second.
   const double steps = static_cast<double>(std::max<int64_t>(1, steps_));

@@ -49,6 +49,8 @@ class ParallelEngine final : public TrainEngine {
   void set_steps_taken(int64_t steps) override;
   nlohmann::json grid_description() const override;
   comm::Communicator* job_world() override;
+  int pipeline_stage() const override;
+  std::vector<int64_t> expert_load_layers() const override;
 
   const parallel::ProcessGrid& grid() const { return *grid_; }
   const parallel::Schedule& schedule() const { return schedule_; }

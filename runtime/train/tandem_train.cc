@@ -3,6 +3,7 @@
 //   tandem-train CONFIG.toml [--set section.key=value]... [--summary-json PATH] [--trace PATH]
 //                [--log-jsonl PATH] [--resume auto|PATH]
 //   tandem-train --config-reference     (prints every configuration key as Markdown)
+//   tandem-train --metrics-reference    (prints every metric as Markdown)
 // SIGTERM (from an operator, slurm, or tandem-launch forwarding one) stops every rank at the next
 // step boundary, after a checkpoint when checkpoint.dir is set, with exit code 4; a second SIGTERM
 // ends the process at once. With control.port set, rank 0 serves the gRPC control service
@@ -26,12 +27,17 @@
 #include "comm/watchdog.h"
 #include "comm/world.h"
 #include "monitoring/control_plane.h"
+#include "monitoring/metric_catalog.h"
+#include "monitoring/metrics.h"
+#include "monitoring/metrics_server.h"
+#include "monitoring/peak_flops.h"
 #include "runtime/core/config.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/output_file.h"
 #include "runtime/core/runtime_context.h"
 #include "runtime/model/model_stats.h"
 #include "runtime/train/data.h"
+#include "runtime/train/metrics_observer.h"
 #include "runtime/train/parallel_engine.h"
 #include "runtime/train/trainer.h"
 
@@ -45,7 +51,8 @@ constexpr const char* kUsage =
     "                    [--resume auto|PATH]   (auto: the newest usable checkpoint in\n"
     "                    checkpoint.dir, the default under tandem-launch; PATH: that checkpoint\n"
     "                    or directory of checkpoints)\n"
-    "       tandem-train --config-reference\n";
+    "       tandem-train --config-reference\n"
+    "       tandem-train --metrics-reference\n";
 
 struct Arguments {
   std::string config_path;
@@ -146,6 +153,10 @@ int main(int argc, char** argv) {
     std::fputs(config_reference_markdown().c_str(), stdout);
     return 0;
   }
+  if (argc == 2 && std::strcmp(argv[1], "--metrics-reference") == 0) {
+    std::fputs(monitoring::metrics_reference_markdown().c_str(), stdout);
+    return 0;
+  }
   if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
     std::fputs(kUsage, stdout);
     return 0;
@@ -167,6 +178,11 @@ int main(int argc, char** argv) {
   // configuration error before any rank waits for another, and status answers while it loads.
   std::unique_ptr<monitoring::ControlPlane> control;
   bool rank_logs = false;
+  // The metrics outlive the trainer (its observers hold them) and a fault's report (a scrape may
+  // still see the fault counted); the server goes first, as it reads them.
+  std::unique_ptr<monitoring::RankMetrics> metrics;
+  std::unique_ptr<monitoring::MetricsServer> metrics_server;
+  std::string metrics_port_error;  // this rank's, in a multi-rank job: agreed on once joined
   try {
     heartbeat = comm::LauncherHeartbeat::start_if_launched(comm::detect_launch());
     args = parse_arguments(argc, argv);
@@ -198,6 +214,25 @@ int main(int argc, char** argv) {
                         comm::flight_record_path(config.comm.flight_record_dir, launch.rank));
     if (!config.checkpoint.dir.empty() && launch.rank == 0)
       prepare_checkpoint_dir(config.checkpoint.dir);
+    // The metrics port is bound before the job forms, so that a taken port is found at once; a
+    // multi-rank job then stops on every rank together (below), not on this one alone.
+    if (config.monitoring.metrics_port > 0) {
+      const int64_t port = config.monitoring.metrics_port + launch.local_rank;
+      TANDEM_USER_CHECK(port <= 65535, "monitoring.metrics_port = ", config.monitoring.metrics_port,
+                        " plus this rank's LOCAL_RANK ", launch.local_rank,
+                        " passes 65535; lower monitoring.metrics_port");
+      if (!config.monitoring.sd_file.empty() && launch.rank == 0)
+        check_output_path("monitoring.sd_file", config.monitoring.sd_file);
+      metrics = std::make_unique<monitoring::RankMetrics>(
+          monitoring::RankIdentity{launch.rank, monitoring::host_name(), launch.restart_count});
+      try {
+        metrics_server = std::make_unique<monitoring::MetricsServer>(config.monitoring.bind,
+                                                                     static_cast<int>(port));
+      } catch (const UsageError& error) {
+        if (launch.world_size == 1) throw;
+        metrics_port_error = error.what();
+      }
+    }
     // Under tandem-launch a rank resumes by itself; a restarted attempt from the newest
     // checkpoint, even when the first one was told a path (that one is behind by now).
     if (!config.checkpoint.dir.empty() &&
@@ -234,6 +269,18 @@ int main(int argc, char** argv) {
                                 rendezvous_timeout_ms(config.comm)});
       runtime().rank = world.comm->rank();
       runtime().world_size = world.comm->size();
+      if (metrics) {
+        const double failed = comm::all_reduce_value(
+            *world.comm, metrics_port_error.empty() ? 0.0 : launch.rank + 1.0,
+            comm::ReduceOp::kMax);
+        if (failed > 0)
+          throw UsageError(
+              metrics_port_error.empty()
+                  ? detail::concat("monitoring.metrics_port: rank ", static_cast<int>(failed) - 1,
+                                   " cannot serve its metrics (its own error says why); choose "
+                                   "another monitoring.metrics_port, or 0 to turn metrics off")
+                  : metrics_port_error);
+      }
     }
     const bool reports = !parallel || world.comm->rank() == 0;
     if (reports) {
@@ -249,6 +296,21 @@ int main(int argc, char** argv) {
       engine = std::make_unique<ParallelEngine>(config, world, options);
     } else {
       engine = std::make_unique<SingleProcessEngine>(config);
+    }
+    if (metrics) {
+      // Served from here on, every family with its series; the peak is measured while the other
+      // ranks, which built their engines together with this one, measure theirs.
+      metrics->place(metrics_place(*engine, config.model));
+      const double peak = monitoring::measure_sgemm_peak_flops();
+      metrics->set_peak_flops(peak);
+      metrics_server->serve(*metrics);
+      publish_scrape_targets(config.monitoring, engine->job_world(),
+                             {metrics_server->endpoint(), launch.rank, monitoring::host_name()});
+      if (reports)
+        log_info("metrics: http://", metrics_server->endpoint(), "/metrics",
+                 parallel ? " (each rank on monitoring.metrics_port + LOCAL_RANK)" : "",
+                 "; peak sgemm ", peak / 1e9, " GFLOP/s on ", runtime().threads, " thread",
+                 runtime().threads == 1 ? "" : "s");
     }
     // A restarted attempt's phases, for the launcher's records: joining the job, loading the
     // checkpoint, the first step (the launcher itself measures detection and stopping).
@@ -293,6 +355,9 @@ int main(int argc, char** argv) {
     if (!config.checkpoint.dir.empty())
       trainer.set_checkpoints(std::make_unique<CheckpointWriter>(
           config, trainer.engine().job_world(), trainer.engine().grid_description(), resumed_step));
+    if (metrics)
+      record_training_metrics(trainer, *metrics, model_stats(config.model).flops_per_token,
+                              parallel ? world.comm->size() : 1);
     const char* log_dir = std::getenv("TANDEM_LOG_DIR");
     if (reports && launch.restart_count > 0 && log_dir && *log_dir) {
       trainer.add_step_observer([=, first = true](const StepRecord& r) mutable {
@@ -388,6 +453,11 @@ int main(int argc, char** argv) {
                              : comm::kOtherErrorExitCode;
     std::fprintf(stderr, "tandem-train: %s: %s\n", fault ? "communication fault" : "error",
                  error.what());
+    if (metrics && fault)
+      metrics->record_comm_fault(
+          dynamic_cast<const comm::CommTimeout*>(&error) ? monitoring::CommFaultKind::kTimeout
+          : dynamic_cast<const comm::StoreLost*>(&error) ? monitoring::CommFaultKind::kStoreLost
+                                                         : monitoring::CommFaultKind::kPeerLost);
     if (world.comm) {
       // Other ranks may be blocked on this one; the launcher stops them when this exits. The
       // store's host first lets the others finish their own reports.

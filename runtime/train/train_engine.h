@@ -42,11 +42,25 @@ struct TrainingState {
   std::optional<LearningRateChange> learning_rate_change;  // an operator's, saved with the rest
 };
 
+// The global batch's tokens routed to each expert of one MoE layer (top_k copies per token).
+struct ExpertLoad {
+  int64_t layer = 0;
+  std::vector<int64_t> tokens;  // per routed expert
+};
+
 struct StepReport {
   double loss = 0;  // mean over the global batch's tokens
   double grad_norm = 0;
   double learning_rate = 0;  // what this rank's optimizer stepped with
   kernels::Fp8Stats fp8;     // this rank's quantisations during the step
+  // Where this rank's step went (for metrics; zero in one process): the pipeline bubble, the
+  // expert all-to-alls by direction, the pipeline messages.
+  double bubble_fraction = 0;
+  int64_t dispatch_bytes = 0, combine_bytes = 0;
+  double dispatch_exposed_seconds = 0, combine_exposed_seconds = 0;
+  int64_t pipeline_sent_bytes = 0, pipeline_received_bytes = 0;
+  // The layers of TrainEngine::expert_load_layers, in that order (empty on other ranks).
+  std::vector<ExpertLoad> expert_load;
 };
 
 // Stops the run with a clear message when a step's gradient norm is not finite.
@@ -84,6 +98,12 @@ class TrainEngine {
   virtual comm::Communicator* job_world() { return nullptr; }
   // The grid this engine runs on (pp, dp, ep, zero1, schedule, world size), for checkpoints.
   virtual nlohmann::json grid_description() const = 0;
+  // This rank's pipeline rank (0 in one process).
+  virtual int pipeline_stage() const { return 0; }
+  // The MoE layers whose global expert load this rank reports in every StepReport: one rank
+  // per layer (the first data-parallel replica of its stage), so that reports summed over ranks
+  // count each token once.
+  virtual std::vector<int64_t> expert_load_layers() const = 0;
 
  private:
   std::optional<LearningRateChange> learning_rate_change_;

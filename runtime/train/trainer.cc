@@ -65,8 +65,11 @@ StepReport SingleProcessEngine::train_step(int64_t step) {
   const double loss = state.loss_sum / static_cast<double>(tokens_per_batch);
   model_.backward_input(Tensor(), state);
   model_.backward_weight(state);
-  for (MoeFfnBlock* moe : model_.moe_blocks()) moe->update_bias(moe->expert_load());
   StepReport report;
+  for (MoeFfnBlock* moe : model_.moe_blocks()) {
+    moe->update_bias(moe->expert_load());
+    report.expert_load.push_back({moe->layer(), moe->expert_load()});
+  }
   report.loss = loss;
   report.fp8 = model_.fp8_stats();
   const std::vector<Parameter*> params = model_.parameters();
@@ -91,6 +94,12 @@ TrainingState SingleProcessEngine::state() {
   out.steps_taken = optimizer_.steps_taken();
   out.learning_rate_change = learning_rate_change();
   return out;
+}
+
+std::vector<int64_t> SingleProcessEngine::expert_load_layers() const {
+  std::vector<int64_t> layers;
+  for (MoeFfnBlock* moe : model_.moe_blocks()) layers.push_back(moe->layer());
+  return layers;
 }
 
 nlohmann::json SingleProcessEngine::grid_description() const {
@@ -242,13 +251,19 @@ TrainSummary Trainer::run() {
     }
     if (reports) log_info(line);
     const StepRecord record{
-        done, loss, report.learning_rate, report.grad_norm, tokens_per_step, seconds, checkpoint};
+        done,       loss,  report.learning_rate, report.grad_norm, tokens_per_step, seconds,
+        checkpoint, report};
     if (step_log_)
       step_log_->step(record.step, record.loss, record.lr, record.grad_norm, record.tokens,
                       record.seconds, restart_);
     for (const auto& observer : step_observers_) observer(record);
+    if (checkpoints_)
+      for (const auto& observer : checkpoint_observers_) observer(checkpoints_->stats());
     if (last || (t.eval_interval > 0 && done % t.eval_interval == 0)) {
+      const auto eval_start = std::chrono::steady_clock::now();
       const double eval_loss = engine_->evaluate();
+      const EvaluationRecord evaluation{done, eval_loss, seconds_since(eval_start)};
+      for (const auto& observer : evaluation_observers_) observer(evaluation);
       summary.eval_losses.emplace_back(done, eval_loss);
       char eval_line[128];
       std::snprintf(eval_line, sizeof eval_line, "eval step %lld | held-out loss %.4f",
@@ -286,6 +301,7 @@ TrainSummary Trainer::run() {
   if (checkpoints_) {
     checkpoints_->finish();
     const CheckpointWriter::Stats& c = checkpoints_->stats();
+    for (const auto& observer : checkpoint_observers_) observer(c);
     const double checkpoint_mean =
         checkpoint_steps ? checkpoint_step_seconds / static_cast<double>(checkpoint_steps) : 0;
     const double other_mean =

@@ -51,6 +51,7 @@ class SingleProcessEngine final : public TrainEngine {
   TrainingState state() override;
   void set_steps_taken(int64_t steps) override { optimizer_.set_steps_taken(steps); }
   nlohmann::json grid_description() const override;
+  std::vector<int64_t> expert_load_layers() const override;
   ModelChunk& model() { return model_; }
 
  private:
@@ -68,6 +69,14 @@ struct StepRecord {
   int64_t tokens = 0;
   double seconds = 0;       // the step, with its boundary work (checkpoint copy, agreement)
   bool checkpoint = false;  // a checkpoint was started at its end
+  StepReport report;        // what the engine said of it (this rank's traffic, expert load)
+};
+
+// A held-out evaluation, as the trainer's observers see it (on every rank).
+struct EvaluationRecord {
+  int64_t step = 0;  // after which it ran
+  double loss = 0;
+  double seconds = 0;
 };
 
 class Trainer {
@@ -99,6 +108,15 @@ class Trainer {
   // Called after every step, on every rank.
   void add_step_observer(std::function<void(const StepRecord&)> observer) {
     step_observers_.push_back(std::move(observer));
+  }
+  // Called after every evaluation, on every rank.
+  void add_evaluation_observer(std::function<void(const EvaluationRecord&)> observer) {
+    evaluation_observers_.push_back(std::move(observer));
+  }
+  // Called with the checkpoint writer's running totals after every step boundary's checkpoint
+  // work and after the last commit, on every rank (never when checkpoints are off).
+  void add_checkpoint_observer(std::function<void(const CheckpointWriter::Stats&)> observer) {
+    checkpoint_observers_.push_back(std::move(observer));
   }
 
  private:
@@ -133,6 +151,9 @@ class Trainer {
   double my_step_seconds_ = 0;  // this rank's last training step, for the agreement
   double paused_seconds_ = 0;   // of this run, left out of rates and ETAs
   bool stopped_by_control_ = false, stopped_by_signal_ = false;
+
+  std::vector<std::function<void(const EvaluationRecord&)>> evaluation_observers_;
+  std::vector<std::function<void(const CheckpointWriter::Stats&)>> checkpoint_observers_;
 };
 
 }  // namespace tandem

@@ -866,7 +866,11 @@ TEST_P(ExpertDispatchModes, TheMoeWalkWithEachExchangeEqualsTheSingleProcessLaye
     sliced.backward_weight(st);
     for (Parameter* p : sliced.parameters())
       expect_near(p->grad, expected_grad[p->name], name + " " + p->name);
-    EXPECT_EQ(stats.calls, 4) << name << ": dispatch, combine and their backwards";
+    EXPECT_EQ(stats.calls(), 4) << name << ": dispatch, combine and their backwards";
+    EXPECT_EQ(stats[parallel::ExchangeDirection::kDispatch].calls, 2)
+        << name << ": the dispatch and the combine's backward move rows to the experts";
+    EXPECT_EQ(stats[parallel::ExchangeDirection::kCombine].calls, 2)
+        << name << ": the combine and the dispatch's backward move them back";
   }
 }
 

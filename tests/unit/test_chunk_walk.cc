@@ -1,8 +1,9 @@
 // The one walk of a chunk and of an MoE block: with the local exchange it gives bit for bit what
 // the MoE sub-stages and the permutation kernels give called back to back by hand; it pauses
 // wherever an exchange has rows in flight (and a task awaiting a task pauses with it), and two
-// such walks interleaved give the numbers of one after the other; an evaluation keeps nothing and
-// a backward after it is refused.
+// such walks interleaved give the numbers of one after the other; the time a runner sits blocked
+// is booked to the operation that ended the wait; an evaluation keeps nothing and a backward after
+// it is refused.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -258,6 +259,40 @@ TEST(ChunkWalk, InterleavedForwardAndBackwardGiveTheNumbersOfOneAfterTheOther) {
   interleaved.backward_task(Tensor(), ib, &dx, backward_exchange).run_to_end();
   interleaved.backward_weight(ib);
   expect_same_gradients(interleaved.parameters(), sequential.parameters());
+}
+
+// Completes on its `ready_after`-th test (or on wait); keeps what a runner books to it.
+struct CountedOperation final : InFlight {
+  int ready_after = 0, tests = 0;
+  double exposed_seconds = 0;
+  bool test() override { return ++tests >= ready_after; }
+  void wait() override { tests = ready_after; }
+  void add_exposed_seconds(double seconds) override { exposed_seconds += seconds; }
+};
+
+PhasedTask waits_for(CountedOperation& op) {
+  co_await until_done{op};
+}
+
+TEST(PhasedTask, BlockedTimeIsBookedToTheOperationThatEndedTheWait) {
+  // a's operation completes first (after 50 polls of each task), then b's (after 200): the first
+  // wait is a's alone, the second, with a done, b's alone; together they are what the runner
+  // reports blocked.
+  CountedOperation first, second;
+  first.ready_after = 50;
+  second.ready_after = 200;
+  PhasedTask a = waits_for(first), b = waits_for(second);
+  const double blocked = run_interleaved(a, b);
+  EXPECT_GT(first.exposed_seconds, 0);
+  EXPECT_GT(second.exposed_seconds, 0);
+  EXPECT_NEAR(first.exposed_seconds + second.exposed_seconds, blocked, 1e-9);
+  // Alone, a task books what it blocks on (wait() returns at once here, so only a little).
+  CountedOperation alone;
+  alone.ready_after = 1000;
+  PhasedTask c = waits_for(alone);
+  const double alone_blocked = c.run_to_end();
+  EXPECT_GT(alone_blocked, 0);
+  EXPECT_NEAR(alone_blocked, alone.exposed_seconds, 1e-12);
 }
 
 TEST(ChunkWalk, AnErrorInsideTheMoeWalkReachesWhoRunsTheChunk) {
