@@ -31,6 +31,7 @@
 #include "launcher/local_ranks.h"
 #include "launcher/node_rendezvous.h"
 #include "runtime/core/errors.h"
+#include "runtime/core/host_name.h"
 #include "runtime/core/output_file.h"
 
 namespace {
@@ -364,8 +365,7 @@ NodeOutcome node_outcome(const AttemptResult& result, const Job& job, const Opti
 int main(int argc, char** argv) {
   Options options;
   Job job;
-  char host[256] = "?";
-  ::gethostname(host, sizeof host - 1);
+  const std::string host = host_name();
   job.host = host;
   std::unique_ptr<comm::StoreServer> store;  // node 0 only: one store for every attempt
   try {

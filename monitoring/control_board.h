@@ -71,7 +71,21 @@ struct JobStatus {
   double tokens_per_second = 0, step_seconds = 0, eta_seconds = 0;
   State state = State::kStarting;
   Grid grid;
-  std::vector<double> rank_step_seconds;  // every rank's last training step, in rank order
+  // Every rank's last training step, in rank order: its compute, its waits on peers and the
+  // straggler detector's verdict (runtime/train/straggler_detector.h).
+  struct RankHealth {
+    double compute_seconds = 0, all_to_all_wait_seconds = 0, pipeline_wait_seconds = 0,
+           sync_wait_seconds = 0;
+    double relative_speed = 1;  // 0..1
+    bool straggler = false;
+    std::string host;  // "" where the job's hosts are not known (an MPI launch)
+    double step_seconds() const {
+      return compute_seconds + all_to_all_wait_seconds + pipeline_wait_seconds + sync_wait_seconds;
+    }
+  };
+  std::vector<RankHealth> ranks;
+  // When every rank last contributed (the last step boundary's agreement): a status's age.
+  std::chrono::steady_clock::time_point ranks_heard_at{};
   int64_t last_checkpoint_step = 0;
   std::string last_checkpoint_path;
   int64_t learning_rate_changed_at_step = 0;  // 0: the configured schedule

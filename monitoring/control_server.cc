@@ -55,10 +55,22 @@ void to_proto(const JobStatus& s, pb::Status* out) {
   grid->set_ep(s.grid.ep);
   grid->set_zero1(s.grid.zero1);
   grid->set_schedule(s.grid.schedule);
-  for (size_t r = 0; r < s.rank_step_seconds.size(); ++r) {
+  const double heard_ago =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - s.ranks_heard_at).count();
+  for (size_t r = 0; r < s.ranks.size(); ++r) {
+    const JobStatus::RankHealth& h = s.ranks[r];
     pb::RankStatus* rank = out->add_ranks();
     rank->set_rank(static_cast<int>(r));
-    rank->set_step_seconds(s.rank_step_seconds[r]);
+    rank->set_step_seconds(h.step_seconds());
+    rank->set_compute_seconds(h.compute_seconds);
+    rank->set_all_to_all_wait_seconds(h.all_to_all_wait_seconds);
+    rank->set_pipeline_wait_seconds(h.pipeline_wait_seconds);
+    rank->set_sync_wait_seconds(h.sync_wait_seconds);
+    rank->set_relative_speed(h.relative_speed);
+    rank->set_straggler(h.straggler);
+    rank->set_host(h.host);
+    rank->set_last_heard_seconds_ago(heard_ago);
+    if (h.straggler) out->add_stragglers(static_cast<int>(r));
   }
   out->set_last_checkpoint_step(s.last_checkpoint_step);
   out->set_last_checkpoint_path(s.last_checkpoint_path);

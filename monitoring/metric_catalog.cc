@@ -156,6 +156,34 @@ const std::vector<MetricSpec>& metric_catalog() {
        "work to run, i.e. communication the F&B overlap did not hide (a wait ended by two "
        "exchanges at once is split between them).",
        decades(-4, 5)},
+      {"tandem_step_phase_seconds_total",
+       kCounter,
+       "seconds",
+       {{"phase",
+         "`compute` (the step minus the waits), `alltoall_wait` (blocked on expert all-to-alls "
+         "the overlap did not hide), `pipeline_wait` (idle or waiting for pipeline messages) or "
+         "`sync_wait` (gradient reduction, loss and norm reductions, the ZeRO-1 gather)"}},
+       "This rank's training steps split into its own compute and its waits on peers (the step "
+       "boundary's work excluded); rate() of each phase over rate() of their sum is its share of "
+       "the step. A rank whose compute share is high while its peers wait is the slow one.",
+       {}},
+      {"tandem_straggler",
+       kGauge,
+       "0 or 1",
+       {},
+       "1 while this rank is named a straggler: the median over monitoring.straggler_window steps "
+       "of its compute time over the other ranks' median compute reached "
+       "monitoring.straggler_ratio (it is cleared below halfway back to 1). Every rank sees every "
+       "rank's times on the step boundary's agreement, so all agree on who is named.",
+       {}},
+      {"tandem_relative_speed_ratio",
+       kGauge,
+       "ratio (0..1)",
+       {},
+       "This rank's speed relative to the others: the median over monitoring.straggler_window "
+       "steps of the other ranks' median compute over its own, at most 1 (1: as fast as the "
+       "others or faster). 1 in one process.",
+       {}},
       {"tandem_pipeline_bytes_total",
        kCounter,
        "bytes",
@@ -268,9 +296,7 @@ std::string metrics_reference_markdown() {
       "(`monitoring.job`). Counters count from this process's start; durations are histograms "
       "(`_bucket`, `_sum`, `_count`), so rates and means come from `rate()` in the dashboard "
       "(monitoring/dashboards/tandem.json). Each scrape is one consistent snapshot: the values "
-      "of one step are updated together. prometheus-cpp's server adds three families of its own "
-      "(`exposer_transferred_bytes_total`, `exposer_scrapes_total`, "
-      "`exposer_request_latencies`), not listed here.\n\n"
+      "of one step are updated together.\n\n"
       "| metric | type | unit | labels | meaning |\n|---|---|---|---|---|\n";
   for (const MetricSpec& spec : metric_catalog()) {
     std::string labels;

@@ -54,6 +54,8 @@ struct RankMetrics::Impl {
   prometheus::Counter *steps, *tokens, *fp8_values, *fp8_saturated, *checkpoint_bytes;
   prometheus::Counter *dispatch_bytes, *combine_bytes, *pipeline_sent, *pipeline_received;
   prometheus::Counter *committed, *failed;
+  prometheus::Counter *compute, *all_to_all_wait, *pipeline_wait, *sync_wait;
+  prometheus::Gauge *straggler, *relative_speed;
   std::map<CommFaultKind, prometheus::Counter*> faults;
   prometheus::Gauge *step, *loss, *eval_loss, *learning_rate, *grad_norm, *mfu, *peak, *memory;
   prometheus::Gauge *checkpoint_last_step, *bubble = nullptr;
@@ -132,6 +134,13 @@ RankMetrics::RankMetrics(const RankIdentity& identity) : impl_(std::make_unique<
   m.combine_bytes = &m.counter("tandem_alltoall_bytes_total", {{"direction", "combine"}});
   m.dispatch_exposed = &m.histogram("tandem_alltoall_exposed_seconds", {{"direction", "dispatch"}});
   m.combine_exposed = &m.histogram("tandem_alltoall_exposed_seconds", {{"direction", "combine"}});
+  m.compute = &m.counter("tandem_step_phase_seconds_total", {{"phase", "compute"}});
+  m.all_to_all_wait = &m.counter("tandem_step_phase_seconds_total", {{"phase", "alltoall_wait"}});
+  m.pipeline_wait = &m.counter("tandem_step_phase_seconds_total", {{"phase", "pipeline_wait"}});
+  m.sync_wait = &m.counter("tandem_step_phase_seconds_total", {{"phase", "sync_wait"}});
+  m.straggler = &m.gauge("tandem_straggler");
+  m.relative_speed = &m.gauge("tandem_relative_speed_ratio");
+  m.relative_speed->Set(1);
   m.pipeline_sent = &m.counter("tandem_pipeline_bytes_total", {{"direction", "send"}});
   m.pipeline_received = &m.counter("tandem_pipeline_bytes_total", {{"direction", "recv"}});
   m.fp8_values = &m.counter("tandem_fp8_values_total");
@@ -211,6 +220,12 @@ void RankMetrics::record_step(const StepValues& s) {
   }
   m.fp8_values->Increment(static_cast<double>(s.fp8_values));
   m.fp8_saturated->Increment(static_cast<double>(s.fp8_saturated));
+  m.compute->Increment(s.compute_seconds);
+  m.all_to_all_wait->Increment(s.all_to_all_wait_seconds);
+  m.pipeline_wait->Increment(s.pipeline_wait_seconds);
+  m.sync_wait->Increment(s.sync_wait_seconds);
+  m.straggler->Set(s.straggler ? 1 : 0);
+  m.relative_speed->Set(s.relative_speed);
   m.memory->Set(memory);
 }
 
@@ -252,10 +267,6 @@ void RankMetrics::update_memory() {
   Impl& m = *impl_;
   std::lock_guard<std::mutex> lock(m.mutex);
   m.memory->Set(memory);
-}
-
-std::shared_ptr<prometheus::Collectable> scrape_source(const RankMetrics& metrics) {
-  return metrics.impl_->snapshot;
 }
 
 std::string RankMetrics::exposition() const {

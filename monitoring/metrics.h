@@ -10,10 +10,6 @@
 #include <string>
 #include <vector>
 
-namespace prometheus {
-class Collectable;
-}
-
 namespace tandem::monitoring {
 
 // Who this process is: labels of every series, and what it knows at startup.
@@ -45,6 +41,12 @@ struct StepValues {
   // none, when this rank reports no expert load).
   std::vector<std::vector<int64_t>> expert_tokens;
   int64_t fp8_values = 0, fp8_saturated = 0;
+  // This rank's step split into its own compute and its waits on peers, and the straggler
+  // detector's verdict on it.
+  double compute_seconds = 0, all_to_all_wait_seconds = 0, pipeline_wait_seconds = 0,
+         sync_wait_seconds = 0;
+  bool straggler = false;
+  double relative_speed = 1;
 };
 
 // The checkpoint writer's running totals (CheckpointWriter::Stats); RankMetrics turns their
@@ -82,12 +84,8 @@ class RankMetrics {
 
  private:
   struct Impl;
-  friend std::shared_ptr<prometheus::Collectable> scrape_source(const RankMetrics& metrics);
   std::unique_ptr<Impl> impl_;
 };
-
-// What a scrape of `metrics` collects: its registry under the snapshot lock (for the server).
-std::shared_ptr<prometheus::Collectable> scrape_source(const RankMetrics& metrics);
 
 // Resident bytes of this process (/proc/self/statm's second field times the page size); 0 where
 // it cannot be read.

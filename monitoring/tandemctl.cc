@@ -175,13 +175,15 @@ std::string duration(double seconds) {
   return text;
 }
 
-// A horizontal bar of `fraction` (0..1) of `width` cells, in eighths of a cell.
+// A horizontal bar of `fraction` (0..1) of `width` cells, in eighths of a cell, padded with
+// spaces to `width` cells.
 std::string bar(double fraction, int width) {
   static const char* kEighths[] = {"", "▏", "▎", "▍", "▌", "▋", "▊", "▉"};
   const int eighths = static_cast<int>(std::lround(std::clamp(fraction, 0.0, 1.0) * width * 8));
   std::string out;
   for (int i = 0; i < eighths / 8; ++i) out += "█";
   out += kEighths[eighths % 8];
+  out.append(static_cast<size_t>(width - eighths / 8 - (eighths % 8 ? 1 : 0)), ' ');
   return out;
 }
 
@@ -226,6 +228,19 @@ std::vector<std::string> describe(const pb::Status& s) {
                             std::to_string(s.last_checkpoint_step()) + ")"
                       : std::string("last checkpoint: none yet"));
   if (s.ranks_size() == 0) return lines;
+  if (s.stragglers_size() > 0) {
+    std::string named = "stragglers:";
+    for (int r : s.stragglers()) {
+      const pb::RankStatus& rank = s.ranks(r);
+      named += " rank " + std::to_string(r) + (rank.host().empty() ? "" : " on " + rank.host());
+      std::snprintf(text, sizeof text, " (speed %.2f of the others)", rank.relative_speed());
+      named += text;
+    }
+    lines.push_back(named);
+  }
+  lines.push_back(
+      "rank          step                                   compute a2a wait "
+      "pipe wait sync wait (ms)");
   double slowest = 0;
   for (const auto& r : s.ranks()) slowest = std::max(slowest, r.step_seconds());
   // Many ranks: the 8 slowest, named; a job of 2048 ranks does not print 2048 bars.
@@ -241,7 +256,11 @@ std::vector<std::string> describe(const pb::Status& s) {
   }
   for (const auto& r : shown) {
     std::snprintf(text, sizeof text, "rank %-4d %8.1f ms ", r.rank(), r.step_seconds() * 1e3);
-    lines.push_back(text + bar(slowest > 0 ? r.step_seconds() / slowest : 0, 30));
+    std::string line = text + bar(slowest > 0 ? r.step_seconds() / slowest : 0, 30);
+    std::snprintf(text, sizeof text, " %8.1f %8.1f %9.1f %9.1f%s", r.compute_seconds() * 1e3,
+                  r.all_to_all_wait_seconds() * 1e3, r.pipeline_wait_seconds() * 1e3,
+                  r.sync_wait_seconds() * 1e3, r.straggler() ? "  straggler" : "");
+    lines.push_back(line + text);
   }
   return lines;
 }
@@ -249,7 +268,16 @@ std::vector<std::string> describe(const pb::Status& s) {
 nlohmann::json to_json(const pb::Status& s) {
   nlohmann::json ranks = nlohmann::json::array();
   for (const auto& r : s.ranks())
-    ranks.push_back({{"rank", r.rank()}, {"step_seconds", r.step_seconds()}});
+    ranks.push_back({{"rank", r.rank()},
+                     {"host", r.host()},
+                     {"step_seconds", r.step_seconds()},
+                     {"compute_seconds", r.compute_seconds()},
+                     {"all_to_all_wait_seconds", r.all_to_all_wait_seconds()},
+                     {"pipeline_wait_seconds", r.pipeline_wait_seconds()},
+                     {"sync_wait_seconds", r.sync_wait_seconds()},
+                     {"relative_speed", r.relative_speed()},
+                     {"straggler", r.straggler()},
+                     {"last_heard_seconds_ago", r.last_heard_seconds_ago()}});
   const pb::Grid& g = s.grid();
   return {{"step", s.step()},
           {"total_steps", s.total_steps()},
@@ -269,6 +297,7 @@ nlohmann::json to_json(const pb::Status& s) {
             {"zero1", g.zero1()},
             {"schedule", g.schedule()}}},
           {"ranks", ranks},
+          {"stragglers", std::vector<int>(s.stragglers().begin(), s.stragglers().end())},
           {"last_checkpoint_step", s.last_checkpoint_step()},
           {"last_checkpoint_path", s.last_checkpoint_path()},
           {"learning_rate_changed_at_step", s.learning_rate_changed_at_step()}};

@@ -1,5 +1,5 @@
 // A floor under the stack size any library asks pthread_attr_setstacksize for. Debian's civetweb
-// (the HTTP server inside prometheus-cpp's Exposer) starts its threads with 100 KiB stacks, and
+// (the HTTP server of monitoring/http_server.h) starts its threads with 100 KiB stacks, and
 // glibc carves every thread's static TLS out of its stack: tandem's libraries take about 80 KiB
 // of it (OpenBLAS alone 61 KiB, NCCL 12 KiB, cudart 4 KiB), so a scrape overran the rest and
 // crashed the process. tandem defines pthread_attr_setstacksize itself (the executable exports

@@ -11,6 +11,7 @@
 
 #include "comm/faults.h"
 #include "comm/ucx/ucx_signals.h"
+#include "runtime/core/host_name.h"
 
 #define TANDEM_CHECK_UCX(call)                                                \
   do {                                                                        \
@@ -210,9 +211,7 @@ std::unique_ptr<UcxCommunicator> UcxCommunicator::world(std::shared_ptr<StoreCli
                       store->where(), "): is MASTER_PORT used by another job? Give each job its ",
                       "own MASTER_PORT or TANDEM_RUN_ID");
     store->set("ucx/" + std::to_string(rank), mine);
-    char host[256] = "?";
-    ::gethostname(host, sizeof host - 1);
-    store->set("host/" + std::to_string(rank), host);
+    store->set("host/" + std::to_string(rank), host_name());
     std::string all;
     for (int peer = 0; peer < size; ++peer) {
       const auto remote = store->get("ucx/" + std::to_string(peer), timeout_ms);

@@ -113,6 +113,8 @@ struct MonitoringConfig {
   std::string bind = "127.0.0.1";  // IPv4 address the metrics endpoints listen on
   std::string sd_file;             // "": no targets file; else rank 0 writes one there
   std::string job = "tandem";      // the targets' job label
+  double straggler_ratio = 1.2;    // compute over the other ranks' median that names a rank
+  int64_t straggler_window = 20;   // steps whose median ratio decides
 };
 
 struct Config {

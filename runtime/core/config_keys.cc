@@ -208,6 +208,15 @@ const std::vector<ConfigKey>& config_keys() {
       TANDEM_KEY(monitoring, job,
                  "The job label of the targets in monitoring.sd_file (the dashboard's job "
                  "variable)."),
+      TANDEM_KEY_IN(monitoring, straggler_ratio, R::left_open(1, 100),
+                    "A rank is named a straggler (log, tandemctl status, tandem_straggler) once "
+                    "the median, over monitoring.straggler_window steps, of its compute time over "
+                    "the other ranks' median compute time reaches this; it is cleared when that "
+                    "median falls below halfway back to 1. Compute excludes waits on peers "
+                    "(all-to-all, pipeline, gradient reduction)."),
+      TANDEM_KEY_IN(monitoring, straggler_window, R::closed(1, 100000),
+                    "Steps over which a rank's compute ratio is taken (its median): one noisy step "
+                    "neither names nor clears a rank."),
   };
   return keys;
 }

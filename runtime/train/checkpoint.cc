@@ -20,6 +20,7 @@
 #include <random>
 #include <set>
 
+#include "runtime/core/host_name.h"
 #include "runtime/core/input_file.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/owned_fd.h"
@@ -53,12 +54,6 @@ std::string xxh64_hex(std::string_view bytes) {
   std::snprintf(text, sizeof text, "%016llx",
                 static_cast<unsigned long long>(XXH64(bytes.data(), bytes.size(), 0)));
   return text;
-}
-
-std::string host_name() {
-  char name[256] = {};
-  if (::gethostname(name, sizeof name - 1) != 0) return "?";
-  return name;
 }
 
 // Makes a directory's entries (a new file, a rename) durable.

@@ -29,6 +29,12 @@ void record_training_metrics(Trainer& trainer, monitoring::RankMetrics& metrics,
     for (const ExpertLoad& load : e.expert_load) v.expert_tokens.push_back(load.tokens);
     v.fp8_values = e.fp8.values;
     v.fp8_saturated = e.fp8.saturated;
+    v.compute_seconds = r.times.compute;
+    v.all_to_all_wait_seconds = r.times.all_to_all_wait;
+    v.pipeline_wait_seconds = r.times.pipeline_wait;
+    v.sync_wait_seconds = r.times.sync_wait;
+    v.straggler = r.straggler.straggler;
+    v.relative_speed = r.straggler.score;
     metrics.record_step(v);
   });
   trainer.add_evaluation_observer(

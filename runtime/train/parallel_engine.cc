@@ -2,6 +2,7 @@
 #include "runtime/train/parallel_engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 
@@ -233,7 +234,15 @@ StepReport ParallelEngine::train_step(int64_t step) {
   const parallel::MicroBatches data = microbatches(Split::kTrain, step);
   last_timeline_ =
       executor_->run(schedule_.ranks[grid_->coords().stage], data, 1.0 / global_tokens);
+  double sync_wait_seconds = 0;
+  auto sync_start = std::chrono::steady_clock::now();
+  const auto sync_waited = [&] {
+    const auto now = std::chrono::steady_clock::now();
+    sync_wait_seconds += std::chrono::duration<double>(now - sync_start).count();
+    sync_start = now;
+  };
   sync_->finish();
+  sync_waited();
   comm::Communicator& world = grid_->data_world();
   StepReport report;
 
@@ -245,7 +254,9 @@ StepReport ParallelEngine::train_step(int64_t step) {
     for (size_t i = 0; i < moe_blocks_.size(); ++i)
       std::copy(moe_blocks_[i]->expert_load().begin(), moe_blocks_[i]->expert_load().end(),
                 load.data<int64_t>() + i * e);
+    sync_start = std::chrono::steady_clock::now();
     grid_->dense_replicas().all_reduce(load).wait();
+    sync_waited();
     const bool reports_load = grid_->dense_replicas().rank() == 0;
     for (size_t i = 0; i < moe_blocks_.size(); ++i) {
       std::vector<int64_t> layer_load(load.data<int64_t>() + i * e,
@@ -256,13 +267,17 @@ StepReport ParallelEngine::train_step(int64_t step) {
     }
   }
 
+  sync_start = std::chrono::steady_clock::now();
   report.loss = comm::all_reduce_value(world, last_timeline_.loss_sum) / global_tokens;
   report.grad_norm = std::sqrt(comm::all_reduce_value(world, sync_->owned_sum_of_squares()));
+  sync_waited();
   for (auto& chunk : chunks_) report.fp8.merge(chunk->fp8_stats());
   check_grad_norm(report.grad_norm, step);
   report.learning_rate = learning_rate_at(t, step, learning_rate_change());
   optimizer_->step(report.learning_rate, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
+  sync_start = std::chrono::steady_clock::now();
   sync_->gather_parameters();
+  sync_waited();
   sync_->zero_grad();
 
   const parallel::AllToAllStats& a2a = last_timeline_.all_to_all;
@@ -273,6 +288,8 @@ StepReport ParallelEngine::train_step(int64_t step) {
   report.combine_exposed_seconds = a2a[parallel::ExchangeDirection::kCombine].wait_seconds;
   report.pipeline_sent_bytes = last_timeline_.pipeline_sent_bytes;
   report.pipeline_received_bytes = last_timeline_.pipeline_received_bytes;
+  report.pipeline_wait_seconds = last_timeline_.seconds - last_timeline_.busy_seconds;
+  report.sync_wait_seconds = sync_wait_seconds;
 
   step_store_requests_ += store_requests() - requests_before;
   step_operations_ += recorded_operations() - operations_before;

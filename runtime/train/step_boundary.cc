@@ -1,4 +1,4 @@
-// One all-reduce (max) of [requests..., each rank's step time in its own slot].
+// One all-reduce (max) of [requests..., each rank's step times in its own four slots].
 #include "runtime/train/step_boundary.h"
 
 #include <algorithm>
@@ -15,8 +15,9 @@ enum Slot : int64_t {
   kResume,
   kCheckpoint,
   kLearningRate,
-  kSlots  // then one step time per rank
+  kSlots  // then each rank's RankStepTimes
 };
+constexpr int64_t kTimesPerRank = 4;
 }  // namespace
 
 StepBoundary::StepBoundary(comm::Communicator* world, monitoring::ControlBoard* board,
@@ -24,9 +25,9 @@ StepBoundary::StepBoundary(comm::Communicator* world, monitoring::ControlBoard* 
     : world_(world),
       board_(board),
       stop_requested_(std::move(stop_requested)),
-      vector_(Tensor::empty({kSlots + (world ? world->size() : 1)}, DType::kF64)) {}
+      vector_(Tensor::empty({kSlots + kTimesPerRank * (world ? world->size() : 1)}, DType::kF64)) {}
 
-BoundaryDecision StepBoundary::agree(double my_step_seconds) {
+BoundaryDecision StepBoundary::agree(const RankStepTimes& mine) {
   double* v = vector_.data<double>();
   std::fill(v, v + vector_.numel(), 0.0);
   if (stop_requested_ && stop_requested_()) v[kStopSignal] = 1;
@@ -51,7 +52,11 @@ BoundaryDecision StepBoundary::agree(double my_step_seconds) {
     }
   }
   const int rank = world_ ? world_->rank() : 0;
-  v[kSlots + rank] = my_step_seconds;
+  double* my_slots = v + kSlots + kTimesPerRank * rank;
+  my_slots[0] = mine.compute;
+  my_slots[1] = mine.all_to_all_wait;
+  my_slots[2] = mine.pipeline_wait;
+  my_slots[3] = mine.sync_wait;
   if (world_) world_->all_reduce(vector_, comm::ReduceOp::kMax).wait();
   BoundaryDecision d;
   d.stop_signal = v[kStopSignal] > 0;
@@ -60,7 +65,8 @@ BoundaryDecision StepBoundary::agree(double my_step_seconds) {
   d.resume = v[kResume] > 0;
   d.checkpoint = v[kCheckpoint] > 0;
   if (v[kLearningRate] > 0) d.learning_rate = v[kLearningRate];
-  d.rank_step_seconds.assign(v + kSlots, v + vector_.numel());
+  for (const double* t = v + kSlots; t < v + vector_.numel(); t += kTimesPerRank)
+    d.rank_times.push_back({t[0], t[1], t[2], t[3]});
   return d;
 }
 

@@ -1,7 +1,8 @@
 // The step boundary's agreement: between two steps every rank contributes what it was asked
 // (a stop on SIGTERM; on the rank serving the control service, the operator's commands: stop,
-// pause, resume, checkpoint now, a new learning rate) and its step time, and one all-reduce of a
-// small fixed vector gives every rank the same decision, so all apply it at the same boundary.
+// pause, resume, checkpoint now, a new learning rate) and its step's times (compute and waits, for
+// straggler detection), and one all-reduce of a small fixed vector gives every rank the same
+// decision and every rank's times, so all apply it at the same boundary.
 // This is the one collective a step spends on it, whatever is asked; a paused job repeats it
 // every 100 ms.
 #pragma once
@@ -14,6 +15,7 @@
 
 #include "comm/communicator.h"
 #include "monitoring/control_board.h"
+#include "runtime/train/straggler_detector.h"
 
 namespace tandem {
 
@@ -22,7 +24,7 @@ struct BoundaryDecision {
   bool stop_control = false;  // the control service's Stop: stop, exit 0
   bool pause = false, resume = false, checkpoint = false;
   std::optional<double> learning_rate;    // SetLearningRate's value, bit for bit on every rank
-  std::vector<double> rank_step_seconds;  // what each rank contributed, in rank order
+  std::vector<RankStepTimes> rank_times;  // what each rank contributed, in rank order
   bool stop() const { return stop_signal || stop_control; }
 };
 
@@ -34,10 +36,10 @@ class StepBoundary {
                std::function<bool()> stop_requested);
   // Collective over `world`. Takes this rank's requests (the board's queued commands among
   // them: see commands()) and returns what every rank agreed.
-  BoundaryDecision agree(double my_step_seconds);
+  BoundaryDecision agree(const RankStepTimes& mine);
   // The commands taken from the board by the last agree(), for the caller to apply and answer.
   std::vector<std::shared_ptr<monitoring::Command>>& commands() { return commands_; }
-  // The agreement's length: a few requests and one step time per rank.
+  // The agreement's length: a few requests and four times per rank.
   int64_t doubles() const { return vector_.numel(); }
 
  private:

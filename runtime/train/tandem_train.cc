@@ -32,6 +32,7 @@
 #include "monitoring/metrics_server.h"
 #include "monitoring/peak_flops.h"
 #include "runtime/core/config.h"
+#include "runtime/core/host_name.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/output_file.h"
 #include "runtime/core/runtime_context.h"
@@ -224,7 +225,7 @@ int main(int argc, char** argv) {
       if (!config.monitoring.sd_file.empty() && launch.rank == 0)
         check_output_path("monitoring.sd_file", config.monitoring.sd_file);
       metrics = std::make_unique<monitoring::RankMetrics>(
-          monitoring::RankIdentity{launch.rank, monitoring::host_name(), launch.restart_count});
+          monitoring::RankIdentity{launch.rank, host_name(), launch.restart_count});
       try {
         metrics_server = std::make_unique<monitoring::MetricsServer>(config.monitoring.bind,
                                                                      static_cast<int>(port));
@@ -305,7 +306,7 @@ int main(int argc, char** argv) {
       metrics->set_peak_flops(peak);
       metrics_server->serve(*metrics);
       publish_scrape_targets(config.monitoring, engine->job_world(),
-                             {metrics_server->endpoint(), launch.rank, monitoring::host_name()});
+                             {metrics_server->endpoint(), launch.rank, host_name()});
       if (reports)
         log_info("metrics: http://", metrics_server->endpoint(), "/metrics",
                  parallel ? " (each rank on monitoring.metrics_port + LOCAL_RANK)" : "",

@@ -59,6 +59,10 @@ struct StepReport {
   int64_t dispatch_bytes = 0, combine_bytes = 0;
   double dispatch_exposed_seconds = 0, combine_exposed_seconds = 0;
   int64_t pipeline_sent_bytes = 0, pipeline_received_bytes = 0;
+  // This rank's waits on peers during the step (beside the all-to-alls' exposed seconds above):
+  // idle or waiting for pipeline messages, and the gradient, loss and norm reductions with the
+  // ZeRO-1 gather. The rest of the step is its own compute (straggler detection).
+  double pipeline_wait_seconds = 0, sync_wait_seconds = 0;
   // The layers of TrainEngine::expert_load_layers, in that order (empty on other ranks).
   std::vector<ExpertLoad> expert_load;
 };

@@ -1,16 +1,20 @@
 // Training loop, progress lines and the run summary.
 #include "runtime/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "kernels/elementwise.h"
 #include "kernels/optimizer.h"
+#include "runtime/core/errors.h"
 #include "runtime/core/logging.h"
+#include "runtime/core/runtime_context.h"
 #include "runtime/model/model_stats.h"
 
 namespace tandem {
@@ -152,6 +156,20 @@ using Code = monitoring::CommandOutcome::Code;
 // and the agreement (one small all-reduce) costs nothing measurable ten times a second.
 constexpr auto kPausePoll = std::chrono::milliseconds(100);
 
+// A test's slowdown of one rank: TANDEM_TEST_SLOW_RANK=RANK:MILLISECONDS sleeps that long at
+// the start of each of its steps (compute, as the straggler detector sees it). Unset: none.
+double test_slowdown_seconds(int rank) {
+  const char* hook = std::getenv("TANDEM_TEST_SLOW_RANK");
+  if (!hook || !*hook) return 0;
+  int slow_rank = -1;
+  double milliseconds = 0;
+  TANDEM_CONFIG_CHECK(std::sscanf(hook, "%d:%lf", &slow_rank, &milliseconds) == 2 &&
+                          slow_rank >= 0 && milliseconds >= 0 && std::isfinite(milliseconds),
+                      "TANDEM_TEST_SLOW_RANK='", hook,
+                      "' is not RANK:MILLISECONDS (a test's slowdown of one rank); unset it");
+  return slow_rank == rank ? milliseconds / 1e3 : 0;
+}
+
 CommandOutcome at_step(int64_t step, bool changed = true) {
   CommandOutcome out;
   out.step = step;
@@ -175,6 +193,11 @@ TrainSummary Trainer::run() {
   const int64_t first_step = engine_->state().steps_taken;
   summary.first_step = first_step;
   StepBoundary boundary(engine_->job_world(), control_, stop_requested_);
+  comm::Communicator* world = engine_->job_world();
+  stragglers_ = std::make_unique<StragglerDetector>(world ? world->size() : 1,
+                                                    config_.monitoring.straggler_ratio,
+                                                    config_.monitoring.straggler_window);
+  const double slowdown_seconds = test_slowdown_seconds(world ? world->rank() : 0);
   status_.total_steps = t.steps;
   status_.step = first_step;
   status_.grid = grid_of(engine_->grid_description());
@@ -199,8 +222,15 @@ TrainSummary Trainer::run() {
   int64_t step = first_step;
   for (; step < t.steps; ++step) {
     const auto step_start = std::chrono::steady_clock::now();
+    if (slowdown_seconds > 0)
+      std::this_thread::sleep_for(std::chrono::duration<double>(slowdown_seconds));
     const StepReport report = engine_->train_step(step);
-    my_step_seconds_ = seconds_since(step_start);
+    {
+      const double all_to_all = report.dispatch_exposed_seconds + report.combine_exposed_seconds;
+      const double waits = all_to_all + report.pipeline_wait_seconds + report.sync_wait_seconds;
+      my_times_ = {std::max(0.0, seconds_since(step_start) - waits), all_to_all,
+                   report.pipeline_wait_seconds, report.sync_wait_seconds};
+    }
     const double loss = report.loss;
     summary.fp8_stats.merge(report.fp8);
     // The step boundary: every rank decides the same (stop, pause, checkpoint, learning rate)
@@ -208,8 +238,8 @@ TrainSummary Trainer::run() {
     const int64_t done = step + 1;
     const bool last = done == t.steps;
     const auto agreement_start = std::chrono::steady_clock::now();
-    const BoundaryDecision decision = boundary.agree(my_step_seconds_);
-    status_.rank_step_seconds = decision.rank_step_seconds;
+    const BoundaryDecision decision = boundary.agree(my_times_);
+    watch_stragglers(decision);
     std::vector<std::shared_ptr<monitoring::Command>> pausers;
     for (auto& command : boundary.commands())
       if (command->kind() == CommandKind::kPause) pausers.push_back(command);
@@ -250,9 +280,16 @@ TrainSummary Trainer::run() {
       std::strncat(line, fp8_line, sizeof line - std::strlen(line) - 1);
     }
     if (reports) log_info(line);
-    const StepRecord record{
-        done,       loss,  report.learning_rate, report.grad_norm, tokens_per_step, seconds,
-        checkpoint, report};
+    const StepRecord record{done,
+                            loss,
+                            report.learning_rate,
+                            report.grad_norm,
+                            tokens_per_step,
+                            seconds,
+                            checkpoint,
+                            report,
+                            my_times_,
+                            stragglers_->verdict(world ? world->rank() : 0)};
     if (step_log_)
       step_log_->step(record.step, record.loss, record.lr, record.grad_norm, record.tokens,
                       record.seconds, restart_);
@@ -430,7 +467,7 @@ bool Trainer::pause(StepBoundary& boundary,
   for (;;) {
     std::this_thread::sleep_for(kPausePoll);
     const int64_t committed_before = status_.last_checkpoint_step;
-    const BoundaryDecision d = boundary.agree(my_step_seconds_);
+    const BoundaryDecision d = boundary.agree(my_times_);
     const bool asked = !boundary.commands().empty();
     apply(d, boundary.commands(), done, /*last=*/false, /*paused=*/true);
     if (checkpoints_) {
@@ -458,6 +495,47 @@ bool Trainer::pause(StepBoundary& boundary,
              format_duration(paused), ")");
   publish(stop ? monitoring::JobStatus::State::kStopping : monitoring::JobStatus::State::kRunning);
   return stop;
+}
+
+void Trainer::watch_stragglers(const BoundaryDecision& decision) {
+  const auto& hosts = runtime().hosts;
+  const auto rank_name = [&](int r) {
+    return detail::concat("rank ", r,
+                          static_cast<size_t>(r) < hosts.size() ? " on " + hosts[r] : "");
+  };
+  const auto fixed = [](double value, double scale) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.*f", scale > 1 ? 1 : 2, value * scale);
+    return std::string(text);
+  };
+  const auto ms = [&](double seconds) { return fixed(seconds, 1e3); };
+  for (const StragglerChange& c : stragglers_->observe(decision.rank_times)) {
+    if (!engine_->reports()) continue;
+    if (c.named)
+      log_warn("straggler: ", rank_name(c.rank), " computes ", fixed(c.verdict.ratio, 1),
+               "x as long as the other ranks' median over the last ",
+               config_.monitoring.straggler_window,
+               " steps (monitoring.straggler_ratio = ", config_.monitoring.straggler_ratio,
+               "); its mean step: compute ", ms(c.mean.compute), " ms, all-to-all wait ",
+               ms(c.mean.all_to_all_wait), " ms, pipeline wait ", ms(c.mean.pipeline_wait),
+               " ms, sync wait ", ms(c.mean.sync_wait), " ms");
+    else
+      log_info("straggler: ", rank_name(c.rank), " is no longer one (", fixed(c.verdict.ratio, 1),
+               "x the others' median compute, below ", fixed(stragglers_->clear_ratio(), 1), ")");
+  }
+  status_.ranks.resize(decision.rank_times.size());
+  for (size_t r = 0; r < decision.rank_times.size(); ++r) {
+    const RankStepTimes& t = decision.rank_times[r];
+    const StragglerVerdict& v = stragglers_->verdict(static_cast<int>(r));
+    status_.ranks[r] = {t.compute,
+                        t.all_to_all_wait,
+                        t.pipeline_wait,
+                        t.sync_wait,
+                        v.score,
+                        v.straggler,
+                        r < hosts.size() ? hosts[r] : std::string()};
+  }
+  status_.ranks_heard_at = std::chrono::steady_clock::now();
 }
 
 void Trainer::save_checkpoint(int64_t done) {

@@ -67,9 +67,11 @@ struct StepRecord {
   int64_t step = 0;                        // optimizer steps taken after it (1 for the first)
   double loss = 0, lr = 0, grad_norm = 0;  // lr: what this rank's optimizer used
   int64_t tokens = 0;
-  double seconds = 0;       // the step, with its boundary work (checkpoint copy, agreement)
-  bool checkpoint = false;  // a checkpoint was started at its end
-  StepReport report;        // what the engine said of it (this rank's traffic, expert load)
+  double seconds = 0;          // the step, with its boundary work (checkpoint copy, agreement)
+  bool checkpoint = false;     // a checkpoint was started at its end
+  StepReport report;           // what the engine said of it (this rank's traffic, expert load)
+  RankStepTimes times;         // this rank's compute and waits on peers (the boundary's excluded)
+  StragglerVerdict straggler;  // this rank's, as every rank agrees
 };
 
 // A held-out evaluation, as the trainer's observers see it (on every rank).
@@ -148,8 +150,11 @@ class Trainer {
   // Checkpoint commands waiting for the commit of their step, Stop commands for the run's end.
   std::vector<std::pair<int64_t, std::shared_ptr<monitoring::Command>>> checkpoint_waiters_;
   std::vector<std::shared_ptr<monitoring::Command>> stop_waiters_;
-  double my_step_seconds_ = 0;  // this rank's last training step, for the agreement
-  double paused_seconds_ = 0;   // of this run, left out of rates and ETAs
+  RankStepTimes my_times_;  // this rank's last training step, for the agreement
+  std::unique_ptr<StragglerDetector> stragglers_;
+  // Names and clears stragglers from the agreement's times; fills status_.ranks.
+  void watch_stragglers(const BoundaryDecision& decision);
+  double paused_seconds_ = 0;  // of this run, left out of rates and ETAs
   bool stopped_by_control_ = false, stopped_by_signal_ = false;
 
   std::vector<std::function<void(const EvaluationRecord&)>> evaluation_observers_;

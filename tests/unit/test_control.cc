@@ -155,16 +155,20 @@ TEST(StepBoundary, OneProcessAgreesWithItself) {
   monitoring::ControlBoard board;
   bool signal = false;
   StepBoundary boundary(nullptr, &board, [&] { return signal; });
-  EXPECT_EQ(boundary.doubles(), 7);  // 6 requests and one step time
-  BoundaryDecision d = boundary.agree(0.25);
+  EXPECT_EQ(boundary.doubles(), 10);  // 6 requests and one rank's four step times
+  BoundaryDecision d = boundary.agree({0.25, 0.125, 0.0625, 0.5});
   EXPECT_FALSE(d.stop() || d.pause || d.resume || d.checkpoint || d.learning_rate);
-  EXPECT_EQ(d.rank_step_seconds, std::vector<double>{0.25});
+  ASSERT_EQ(d.rank_times.size(), 1u);
+  EXPECT_EQ(d.rank_times[0].compute, 0.25);
+  EXPECT_EQ(d.rank_times[0].all_to_all_wait, 0.125);
+  EXPECT_EQ(d.rank_times[0].pipeline_wait, 0.0625);
+  EXPECT_EQ(d.rank_times[0].sync_wait, 0.5);
   board.submit(CommandKind::kSetLearningRate, 1.0 / 3 * 1e-3);
   board.submit(CommandKind::kCheckpoint);
   board.submit(CommandKind::kPause);
   board.submit(CommandKind::kStop);
   signal = true;
-  d = boundary.agree(0.5);
+  d = boundary.agree({0.5});
   EXPECT_TRUE(d.stop_signal && d.stop_control && d.pause && d.checkpoint);
   EXPECT_FALSE(d.resume);
   EXPECT_EQ(d.learning_rate, 1.0 / 3 * 1e-3);  // bit for bit

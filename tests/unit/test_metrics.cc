@@ -73,8 +73,8 @@ TEST(Metrics, ReferenceDocumentIsCurrent) {
 
 TEST(Metrics, CatalogFollowsPrometheusNamingConventions) {
   const std::regex name_pattern("tandem_[a-z0-9]+(_[a-z0-9]+)*");
-  const std::set<std::string> bounded_labels = {"version", "commit", "stage",   "direction",
-                                                "layer",   "expert", "outcome", "kind"};
+  const std::set<std::string> bounded_labels = {"version", "commit",  "stage", "direction", "layer",
+                                                "expert",  "outcome", "kind",  "phase"};
   std::set<std::string> names;
   for (const MetricSpec& spec : metric_catalog()) {
     const std::string name(spec.name);
@@ -85,9 +85,11 @@ TEST(Metrics, CatalogFollowsPrometheusNamingConventions) {
     const bool total = name.ends_with("_total");
     EXPECT_EQ(total, spec.type == MetricType::kCounter) << "counters, and only they, end _total";
     if (spec.unit == "seconds") {
-      EXPECT_TRUE(name.ends_with("_seconds"));
-      // Durations are histograms, never a gauge of the last one or a counter of their sum.
-      EXPECT_EQ(spec.type, MetricType::kHistogram);
+      // Durations are histograms, never a gauge of the last one; time accumulated over steps
+      // (like node_cpu_seconds_total) is a _seconds_total counter.
+      EXPECT_TRUE(name.ends_with("_seconds") || name.ends_with("_seconds_total"));
+      EXPECT_EQ(spec.type,
+                name.ends_with("_seconds") ? MetricType::kHistogram : MetricType::kCounter);
     }
     if (spec.unit == "bytes") {
       EXPECT_TRUE(name.ends_with("_bytes") || name.ends_with("_bytes_total"));
@@ -106,7 +108,8 @@ TEST(Metrics, CatalogFollowsPrometheusNamingConventions) {
   // What issue 14 asks for by name.
   for (const char* required :
        {"tandem_steps_total", "tandem_tokens_total", "tandem_loss", "tandem_eval_loss",
-        "tandem_learning_rate", "tandem_grad_norm", "tandem_step_seconds", "tandem_build_info"})
+        "tandem_learning_rate", "tandem_grad_norm", "tandem_step_seconds", "tandem_build_info",
+        "tandem_straggler", "tandem_relative_speed_ratio", "tandem_step_phase_seconds_total"})
     EXPECT_TRUE(names.count(required)) << required;
 }
 
