@@ -89,6 +89,7 @@ struct JobStatus {
   int64_t last_checkpoint_step = 0;
   std::string last_checkpoint_path;
   int64_t learning_rate_changed_at_step = 0;  // 0: the configured schedule
+  bool checkpoint_in_progress = false;        // a checkpoint is being written in the background
   uint64_t version = 0;                       // set by publish: one more each time
 };
 

@@ -75,6 +75,7 @@ void to_proto(const JobStatus& s, pb::Status* out) {
   out->set_last_checkpoint_step(s.last_checkpoint_step);
   out->set_last_checkpoint_path(s.last_checkpoint_path);
   out->set_learning_rate_changed_at_step(s.learning_rate_changed_at_step);
+  out->set_checkpoint_in_progress(s.checkpoint_in_progress);
 }
 
 grpc::Status to_grpc(const CommandOutcome& outcome) {

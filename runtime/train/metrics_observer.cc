@@ -51,6 +51,16 @@ void record_training_metrics(Trainer& trainer, monitoring::RankMetrics& metrics,
   });
 }
 
+void feed_status_page(Trainer& trainer, monitoring::StatusPage& page) {
+  trainer.add_status_observer([&page](const monitoring::JobStatus& s) { page.update(s); });
+  trainer.add_evaluation_observer(
+      [&page](const EvaluationRecord& r) { page.record_evaluation(r.step, r.loss); });
+  trainer.add_step_observer([&page](const StepRecord& r) {
+    for (const ExpertLoad& load : r.report.expert_load)
+      page.record_expert_load(load.layer, load.tokens);
+  });
+}
+
 monitoring::RankPlace metrics_place(const TrainEngine& engine, const ModelConfig& model) {
   return {engine.pipeline_stage(), engine.expert_load_layers(), model.n_routed_experts};
 }

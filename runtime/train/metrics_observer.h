@@ -7,6 +7,7 @@
 
 #include "comm/communicator.h"
 #include "monitoring/metrics.h"
+#include "monitoring/status_page.h"
 #include "monitoring/targets_file.h"
 #include "runtime/core/config.h"
 #include "runtime/train/trainer.h"
@@ -18,6 +19,9 @@ namespace tandem {
 // shared evenly over `world_size` ranks for the utilisation.
 void record_training_metrics(Trainer& trainer, monitoring::RankMetrics& metrics,
                              double flops_per_token, int world_size);
+
+// Feeds rank 0's live page (/status): every published status, evaluation and expert load.
+void feed_status_page(Trainer& trainer, monitoring::StatusPage& page);
 
 // Where the engine puts this rank: its stage and the MoE layers whose load it reports.
 monitoring::RankPlace metrics_place(const TrainEngine& engine, const ModelConfig& model);

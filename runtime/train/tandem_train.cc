@@ -31,6 +31,7 @@
 #include "monitoring/metrics.h"
 #include "monitoring/metrics_server.h"
 #include "monitoring/peak_flops.h"
+#include "monitoring/status_page.h"
 #include "runtime/core/config.h"
 #include "runtime/core/host_name.h"
 #include "runtime/core/logging.h"
@@ -182,6 +183,7 @@ int main(int argc, char** argv) {
   // The metrics outlive the trainer (its observers hold them) and a fault's report (a scrape may
   // still see the fault counted); the server goes first, as it reads them.
   std::unique_ptr<monitoring::RankMetrics> metrics;
+  std::unique_ptr<monitoring::StatusPage> status_page;  // rank 0's, on the metrics port
   std::unique_ptr<monitoring::MetricsServer> metrics_server;
   std::string metrics_port_error;  // this rank's, in a multi-rank job: agreed on once joined
   try {
@@ -305,12 +307,21 @@ int main(int argc, char** argv) {
       const double peak = monitoring::measure_sgemm_peak_flops();
       metrics->set_peak_flops(peak);
       metrics_server->serve(*metrics);
+      if (reports) {
+        status_page = std::make_unique<monitoring::StatusPage>(monitoring::StatusPageIdentity{
+            config.monitoring.job, args.config_path, host_name(), launch.restart_count});
+        monitoring::JobStatus starting;
+        starting.total_steps = config.train.steps;
+        status_page->update(starting);
+        metrics_server->serve_status([page = status_page.get()] { return page->render(); });
+      }
       publish_scrape_targets(config.monitoring, engine->job_world(),
                              {metrics_server->endpoint(), launch.rank, host_name()});
       if (reports)
         log_info("metrics: http://", metrics_server->endpoint(), "/metrics",
                  parallel ? " (each rank on monitoring.metrics_port + LOCAL_RANK)" : "",
-                 "; peak sgemm ", peak / 1e9, " GFLOP/s on ", runtime().threads, " thread",
+                 "; live page: http://", metrics_server->endpoint(), "/status", "; peak sgemm ",
+                 peak / 1e9, " GFLOP/s on ", runtime().threads, " thread",
                  runtime().threads == 1 ? "" : "s");
     }
     // A restarted attempt's phases, for the launcher's records: joining the job, loading the
@@ -359,6 +370,7 @@ int main(int argc, char** argv) {
     if (metrics)
       record_training_metrics(trainer, *metrics, model_stats(config.model).flops_per_token,
                               parallel ? world.comm->size() : 1);
+    if (status_page) feed_status_page(trainer, *status_page);
     const char* log_dir = std::getenv("TANDEM_LOG_DIR");
     if (reports && launch.restart_count > 0 && log_dir && *log_dir) {
       trainer.add_step_observer([=, first = true](const StepRecord& r) mutable {

@@ -559,9 +559,11 @@ void Trainer::answer_checkpoint_waiters(int64_t step, bool committed, const std:
 }
 
 void Trainer::publish(monitoring::JobStatus::State state) {
-  if (!control_) return;
+  if (!control_ && status_observers_.empty()) return;
   status_.state = state;
-  control_->publish(status_);
+  status_.checkpoint_in_progress = checkpoints_ && checkpoints_->in_progress();
+  for (const auto& observer : status_observers_) observer(status_);
+  if (control_) control_->publish(status_);
 }
 
 void Trainer::answer_at_end(const TrainSummary& summary) {

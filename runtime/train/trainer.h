@@ -111,6 +111,11 @@ class Trainer {
   void add_step_observer(std::function<void(const StepRecord&)> observer) {
     step_observers_.push_back(std::move(observer));
   }
+  // Called with every status the trainer publishes (after each step, on pause, resume and at the
+  // end), on every rank; the control service's board gets the same on rank 0.
+  void add_status_observer(std::function<void(const monitoring::JobStatus&)> observer) {
+    status_observers_.push_back(std::move(observer));
+  }
   // Called after every evaluation, on every rank.
   void add_evaluation_observer(std::function<void(const EvaluationRecord&)> observer) {
     evaluation_observers_.push_back(std::move(observer));
@@ -158,6 +163,7 @@ class Trainer {
   bool stopped_by_control_ = false, stopped_by_signal_ = false;
 
   std::vector<std::function<void(const EvaluationRecord&)>> evaluation_observers_;
+  std::vector<std::function<void(const monitoring::JobStatus&)>> status_observers_;
   std::vector<std::function<void(const CheckpointWriter::Stats&)>> checkpoint_observers_;
 };
 
