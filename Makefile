@@ -2,6 +2,8 @@
 # installs what it needs (scripts/install-deps), builds, and prepares the default corpus.
 BUILD ?= build
 JOBS ?= $(shell nproc)
+# No "Entering directory" lines from the nested makes of the build.
+MAKEFLAGS += --no-print-directory
 CMAKE_FLAGS ?=
 ifeq ($(CI),true)
   CMAKE_FLAGS += -DTANDEM_WERROR=ON
@@ -34,11 +36,22 @@ DEMO_GRID = --set parallel.pp=2 --set parallel.ep=2 --set parallel.schedule=dual
   --set parallel.microbatches=4
 # It runs under tandem-launch (no MPI: the ranks talk over UCX), checkpointing every 100 steps
 # into $(BUILD)/demo-checkpoints, and is restarted from the newest checkpoint if a rank dies.
+# Metrics, the live page and the control service are on while it trains (ports overridable).
+DEMO_METRICS_PORT ?= 9400
+DEMO_CONTROL_PORT ?= 29600
 demo: build data
 	@rm -rf $(BUILD)/demo-checkpoints $(BUILD)/demo-steps.jsonl
-	UCX_TLS=tcp,self,sm $(BUILD)/bin/tandem-launch --nproc-per-node 4 --max-restarts 2 \
+	@echo "demo: the tiny MoE on 4 ranks under tandem-launch (pp 2 x dp 2, DualPipe, ep 2), 600 steps."
+	@echo "demo: while it trains, from another terminal:"
+	@echo "  $(BUILD)/bin/tandemctl status        # also: watch, pause, resume, checkpoint, set-lr 1e-3, stop"
+	@echo "  curl -s http://127.0.0.1:$(DEMO_METRICS_PORT)/metrics | grep '^tandem_loss'"
+	@echo "  a browser on http://127.0.0.1:$(DEMO_METRICS_PORT)/status   # the live page"
+	@UCX_TLS=tcp,self,sm $(BUILD)/bin/tandem-launch --nproc-per-node 4 --max-restarts 2 \
 	  --log-dir $(BUILD)/demo-logs -- $(BUILD)/bin/tandem-train examples/configs/tiny.toml \
 	  $(DEMO_GRID) --set checkpoint.dir=$(BUILD)/demo-checkpoints --set checkpoint.interval=100 \
+	  --set monitoring.metrics_port=$(DEMO_METRICS_PORT) \
+	  --set monitoring.sd_file=$(BUILD)/demo-targets.json \
+	  --set control.port=$(DEMO_CONTROL_PORT) \
 	  --summary-json $(BUILD)/demo-summary.json --trace $(BUILD)/demo-trace.json \
 	  --log-jsonl $(BUILD)/demo-steps.jsonl
 

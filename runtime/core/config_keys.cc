@@ -64,6 +64,11 @@ const std::vector<ConfigKey>& config_keys() {
                     "Steps between held-out evaluations (0: only at the end)."),
       TANDEM_KEY_IN(train, eval_batches, R::closed(1, k2e40),
                     "Batches of batch_size sequences per held-out evaluation."),
+      TANDEM_KEY_IN(train, log_interval, R::at_least(0),
+                    "Steps between the step lines printed on the console (the first and last "
+                    "steps, every evaluation and a stop are always printed; --log-jsonl records "
+                    "every step regardless). 0: ceil(train.steps / 100), about a hundred lines a "
+                    "run."),
       TANDEM_KEY_IN(train, threads, R::closed(0, 1024),
                     "CPU threads per rank; 0 = cores available divided by ranks on this node."),
       TANDEM_KEY_IN(train, warmup_steps, R::at_least(0), "Linear learning-rate warmup steps."),

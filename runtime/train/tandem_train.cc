@@ -18,6 +18,8 @@
 #include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -291,7 +293,15 @@ int main(int argc, char** argv) {
                parallel ? detail::concat(" per rank, ", world.comm->size(), " ranks (",
                                          world.description, ")")
                         : "");
-      log_info("effective config:\n", config_to_string(config));
+      // What this run sets, not all ~80 keys: the rest are the defaults (docs/configuration.md),
+      // and --summary-json records the whole effective config.
+      std::string changed;
+      std::istringstream defaults_text(config_to_string(Config{})), text(config_to_string(config));
+      std::set<std::string> defaults;
+      for (std::string line; std::getline(defaults_text, line);) defaults.insert(line);
+      for (std::string line; std::getline(text, line);)
+        if (!line.empty() && !defaults.count(line)) changed += "\n  " + line;
+      log_info("config (what differs from the defaults):", changed.empty() ? " nothing" : changed);
     }
     if (parallel) {
       ParallelEngineOptions options;
@@ -455,6 +465,23 @@ int main(int argc, char** argv) {
         return comm::kOtherErrorExitCode;
       }
     }
+    // Where everything went, in one place at the end of the console.
+    std::string outputs;
+    const auto output = [&](const std::string& what) { outputs += "\n  " + what; };
+    if (!summary.checkpoints.is_null())
+      output(detail::concat("checkpoints: ", config.checkpoint.dir, " (newest ",
+                            checkpoint_name(summary.steps), "; tandem-checkpoint verify|export)"));
+    if (!args.log_jsonl_path.empty()) output("every step: " + args.log_jsonl_path);
+    if (!args.summary_path.empty() && !outputs_lost) output("summary: " + args.summary_path);
+    if (!args.trace_path.empty() && !outputs_lost)
+      output("trace of the last step: " + args.trace_path +
+             " (chrome://tracing or https://ui.perfetto.dev)");
+    if (metrics_server)
+      output(detail::concat("metrics: http://", metrics_server->endpoint(),
+                            "/metrics and the live page /status (until this process exits)"));
+    if (!config.monitoring.sd_file.empty() && metrics)
+      output("Prometheus targets: " + config.monitoring.sd_file);
+    if (!outputs.empty()) log_info("outputs:", outputs);
     if (outputs_lost) return comm::kOtherErrorExitCode;
   } catch (const std::exception& error) {
     // A communication fault (peer lost, collective timeout, store lost) is worth a restart; a

@@ -190,6 +190,8 @@ TrainSummary Trainer::run() {
              stats.flops_per_token / 1e6, " MFLOP per token (training)");
 
   const int64_t tokens_per_step = t.batch_size * config_.model.seq_len;
+  const int64_t log_interval =
+      t.log_interval > 0 ? t.log_interval : std::max<int64_t>(1, (t.steps + 99) / 100);
   const int64_t first_step = engine_->state().steps_taken;
   summary.first_step = first_step;
   StepBoundary boundary(engine_->job_world(), control_, stop_requested_);
@@ -279,7 +281,8 @@ TrainSummary Trainer::run() {
                     report.fp8.min_scale, report.fp8.max_scale);
       std::strncat(line, fp8_line, sizeof line - std::strlen(line) - 1);
     }
-    if (reports) log_info(line);
+    if (reports && (done % log_interval == 0 || done == first_step + 1 || last || stop))
+      log_info(line);
     const StepRecord record{done,
                             loss,
                             report.learning_rate,
