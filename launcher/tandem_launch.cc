@@ -528,7 +528,7 @@ int main(int argc, char** argv) {
       for (const HungRank& h : result.hung)
         std::fprintf(
             stderr, "tandem-launch: rank %d on %s %s (%.1f s since its heartbeat): %s in %s\n",
-            h.rank, host, h.frozen ? "froze" : "had a stale heartbeat", h.silent_seconds,
+            h.rank, host.c_str(), h.frozen ? "froze" : "had a stale heartbeat", h.silent_seconds,
             h.recorded_by.starts_with("not recorded") ? "stack not recorded" : "stack recorded",
             h.recorded_by.starts_with("not recorded") ? h.recorded_by.c_str()
                                                       : h.stack_path.c_str());

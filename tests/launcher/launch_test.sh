@@ -179,12 +179,13 @@ rc=$?
 [ $rc -eq 130 ] && [ "$(grep -c 'got INT' "$dir/int.out")" -eq 2 ] && ok "SIGINT forwarded as SIGINT, exit 130" ||
   { fail "SIGINT: exit $rc"; cat "$dir/int.out"; }
 
-# 11. Heartbeats. Each rank has one socket of its own (TANDEM_HEARTBEAT_FD), and no other rank's:
-# one inherited by another would keep beating for a rank that is gone.
+# 11. Heartbeats. Each rank has one heartbeat socket of its own (TANDEM_HEARTBEAT_FD) and one
+# metrics socket (TANDEM_METRICS_FD), and no other rank's: one inherited by another would keep
+# beating for a rank that is gone.
 out=$("${L[@]}" --nproc-per-node 3 -- bash -c \
-  'n=0; for f in /proc/$$/fd/*; do [[ $(readlink "$f") == socket:* ]] && n=$((n + 1)); done; echo "sockets $n, fd $TANDEM_HEARTBEAT_FD a $(readlink /proc/$$/fd/$TANDEM_HEARTBEAT_FD | cut -d: -f1), every $TANDEM_HEARTBEAT_INTERVAL_MS of $TANDEM_HEARTBEAT_TIMEOUT_MS ms"' 2>&1)
-[ "$(echo "$out" | grep -cE '^\[rank [0-2]\] sockets 1, fd [0-9]+ a socket, every 1000 of 360000 ms$')" -eq 3 ] &&
-  ok "each rank inherits its own heartbeat socket and no other (defaults 1 s / 360 s)" ||
+  'n=0; for f in /proc/$$/fd/*; do [[ $(readlink "$f") == socket:* ]] && n=$((n + 1)); done; echo "sockets $n, fd $TANDEM_HEARTBEAT_FD a $(readlink /proc/$$/fd/$TANDEM_HEARTBEAT_FD | cut -d: -f1), metrics fd $TANDEM_METRICS_FD a $(readlink /proc/$$/fd/$TANDEM_METRICS_FD | cut -d: -f1), every $TANDEM_HEARTBEAT_INTERVAL_MS of $TANDEM_HEARTBEAT_TIMEOUT_MS ms"' 2>&1)
+[ "$(echo "$out" | grep -cE '^\[rank [0-2]\] sockets 2, fd [0-9]+ a socket, metrics fd [0-9]+ a socket, every 1000 of 360000 ms$')" -eq 3 ] &&
+  ok "each rank inherits its own heartbeat and metrics sockets and no other (defaults 1 s / 360 s)" ||
   fail "heartbeat sockets: $out"
 # Slow but beating, exiting (end of file), and never beating (a script): none of them is frozen.
 hb=(--heartbeat-timeout-s 0.5 --heartbeat-interval-s 0.1)
