@@ -314,6 +314,7 @@ LaunchInfo detect_launch(const EnvironmentLookup& lookup) {
   if (const char* token = lookup("TANDEM_STORE_TOKEN")) info.store_token = token;
   read_store_port(lookup, info);
   read_heartbeat(lookup, info);
+  if (lookup("TANDEM_METRICS_FD")) info.metrics_fd = to_int(lookup, "TANDEM_METRICS_FD");
   return info;
 }
 

@@ -59,6 +59,10 @@ struct LaunchInfo {
   int heartbeat_fd = -1;
   int heartbeat_interval_ms = 0;
   int heartbeat_timeout_ms = 0;
+  // tandem-launch's metrics channel (TANDEM_METRICS_FD): a socket over which the rank hands its
+  // node's launcher its exposition and /status page (monitoring/metrics_relay.h) instead of
+  // binding a port of its own. -1: none.
+  int metrics_fd = -1;
 };
 
 using EnvironmentLookup = std::function<const char*(const char*)>;

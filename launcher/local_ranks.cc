@@ -118,7 +118,7 @@ struct Running {
 // has threads: the store's event loop, the output writer), so argv and the environment were
 // built before the fork.
 [[noreturn]] void exec_rank(char* const* argv, char* const* envp, int output_fd, int beat_fd,
-                            pid_t launcher) {
+                            int metrics_fd, pid_t launcher) {
   ::setpgid(0, 0);
   // The rank dies with the launcher, even when the launcher is killed with SIGKILL (what the
   // rank started is ended by the guardian).
@@ -134,6 +134,7 @@ struct Running {
   ::dup2(output_fd, STDERR_FILENO);
   // This rank's heartbeat socket, and no other rank's, crosses the exec.
   if (beat_fd >= 0) ::fcntl(beat_fd, F_SETFD, 0);
+  if (metrics_fd >= 0) ::fcntl(metrics_fd, F_SETFD, 0);  // and its metrics socket alike
   ::execve(argv[0], argv, envp);  // the program was resolved to a path before the first attempt
   const int error = errno;
   const char* parts[] = {"tandem-launch: cannot run '", argv[0], "': ", std::strerror(error), "\n"};
@@ -233,13 +234,19 @@ void start(Running& r, pid_t launcher, Guardian& guardian, const AttemptOptions&
     env["TANDEM_HEARTBEAT_INTERVAL_MS"] = std::to_string(options.heartbeat_interval.count());
     env["TANDEM_HEARTBEAT_TIMEOUT_MS"] = std::to_string(options.heartbeat_timeout.count());
   }
+  // The rank's end of its metrics socket; the launcher's end stays with the node endpoint.
+  OwnedFd metrics_theirs;
+  if (options.metrics_channel) {
+    metrics_theirs = options.metrics_channel(*r.spec);
+    env["TANDEM_METRICS_FD"] = std::to_string(metrics_theirs.get());
+  }
   std::vector<std::string> args = r.spec->argv, environment = environment_with(env);
   const std::vector<char*> argv = pointers(args), envp = pointers(environment);
   const pid_t pid = ::fork();
   TANDEM_CHECK(pid >= 0, "fork: ", std::strerror(errno));
   if (pid == 0)
     exec_rank(argv.data(), envp.data(), write_end.get(), beat_theirs ? beat_theirs.get() : -1,
-              launcher);
+              metrics_theirs ? metrics_theirs.get() : -1, launcher);
   ::setpgid(pid, pid);  // as the child does: whichever runs first, the group exists
   guardian.watch(pid);
   r.pid = pid;

@@ -1,7 +1,8 @@
 // One attempt of a job's local ranks: each started in its own process group with the
 // torchrun-convention environment, dying with the launcher (PR_SET_PDEATHSIG), its output read
 // line by line and printed with its rank in front (and appended to a per-rank log), its heartbeat
-// read from a socket of its own (TANDEM_HEARTBEAT_FD). A rank that stops beating for the
+// read from a socket of its own (TANDEM_HEARTBEAT_FD), its metrics asked for over another
+// (TANDEM_METRICS_FD, when the launcher serves a node endpoint). A rank that stops beating for the
 // heartbeat timeout is frozen: its stack is recorded and the attempt fails. When a rank fails the
 // others are ended without a checkpoint — the stacks of those whose heartbeat is stale recorded
 // first, then SIGINT, then SIGKILL after a short grace — because SIGTERM would ask them for a
@@ -21,6 +22,8 @@
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "runtime/core/owned_fd.h"
 
 namespace tandem::launcher {
 
@@ -87,6 +90,9 @@ struct AttemptOptions {
   // A job of several nodes: asked every 200 ms whether another node's attempt failed (its reason,
   // or ""); this node's ranks are then ended as after a failure of their own.
   std::function<std::string()> failed_elsewhere;
+  // The node's metrics endpoint (node_metrics.h): asked for each rank's socket as it starts,
+  // passed to it as TANDEM_METRICS_FD like the heartbeat's. Unset: no metrics socket.
+  std::function<OwnedFd(const RankSpec&)> metrics_channel;
 };
 
 // What the launcher's signal handler sets (a handler can only write such flags): the last stop

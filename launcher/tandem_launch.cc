@@ -29,6 +29,7 @@
 #include "comm/faults.h"
 #include "comm/store.h"
 #include "launcher/local_ranks.h"
+#include "launcher/node_metrics.h"
 #include "launcher/node_rendezvous.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/host_name.h"
@@ -413,6 +414,15 @@ int main(int argc, char** argv) {
   attempt_options.heartbeat_timeout = to_ms(options.heartbeat_timeout_s);
   attempt_options.host = host;
   try {
+    // The node's metrics endpoint, bound when the first rank asks for it (its configuration
+    // says where) and kept across attempts, so that it answers while the ranks restart.
+    NodeMetricsOptions metrics_options;
+    metrics_options.targets = {options.node_rank,   options.nnodes, host,      options.master_addr,
+                               options.master_port, job.token,      job.run_id};
+    NodeMetrics node_metrics(metrics_options);
+    attempt_options.metrics_channel = [&node_metrics](const RankSpec& spec) {
+      return node_metrics.channel_for(spec.rank, spec.local_rank);
+    };
     // Several nodes: their launchers agree on every attempt through node 0's store.
     std::unique_ptr<NodeRendezvous> nodes;
     if (options.nnodes > 1)
@@ -518,7 +528,7 @@ int main(int argc, char** argv) {
       for (const HungRank& h : result.hung)
         std::fprintf(
             stderr, "tandem-launch: rank %d on %s %s (%.1f s since its heartbeat): %s in %s\n",
-            h.rank, host, h.frozen ? "froze" : "had a stale heartbeat", h.silent_seconds,
+            h.rank, host.c_str(), h.frozen ? "froze" : "had a stale heartbeat", h.silent_seconds,
             h.recorded_by.starts_with("not recorded") ? "stack not recorded" : "stack recorded",
             h.recorded_by.starts_with("not recorded") ? h.recorded_by.c_str()
                                                       : h.stack_path.c_str());

@@ -271,6 +271,16 @@ const std::vector<MetricSpec>& metric_catalog() {
        "scrape in between sees the count; the store's host (rank 0 without a launcher) stays up "
        "to comm.timeout_s longer for its peers' reports.",
        {}},
+      {"tandem_launcher_rank_answered",
+       kGauge,
+       "",
+       {},
+       "1 when the rank answered this scrape of its node's endpoint in time (all of a node's "
+       "ranks get 2 s together), 0 when it did not: frozen, stopped, restarting, or not serving "
+       "yet (before it knows its place in the grid). Its other series are missing from a scrape "
+       "where this is 0. One series per local rank of the attempt the launcher runs.",
+       {},
+       true},
   };
   return catalog;
 }
@@ -288,17 +298,36 @@ std::string metrics_reference_markdown() {
       "keeps this file equal to that output.\n\n"
       "With `monitoring.metrics_port` set, each rank serves these on "
       "`http://monitoring.bind:(metrics_port + LOCAL_RANK)/metrics` in the Prometheus text "
-      "format. Every family is in the exposition from the first successful scrape, which comes "
-      "once the rank knows its place in the grid (before that the endpoint answers 404); a value "
-      "not measured yet is NaN. Every series carries `rank` (the process's rank in the job) and "
-      "`node` (its host name); the labels below are added to those. The targets file "
-      "(`monitoring.sd_file`) gives Prometheus the same `rank` and `node`, plus `job` "
-      "(`monitoring.job`). Counters count from this process's start; durations are histograms "
-      "(`_bucket`, `_sum`, `_count`), so rates and means come from `rate()` in the dashboard "
-      "(monitoring/dashboards/tandem.json). Each scrape is one consistent snapshot: the values "
-      "of one step are updated together.\n\n"
+      "format; under tandem-launch no rank binds a port: each node's launcher serves one "
+      "endpoint, `http://monitoring.bind:metrics_port/metrics`, holding every local rank's "
+      "series (each family's HELP and TYPE once), which it asks its ranks for over a local "
+      "socket at each scrape, plus the launcher's own families below. Every family is in a "
+      "rank's exposition from the first successful scrape, which comes once the rank knows its "
+      "place in the grid (before that its own endpoint answers 404, and the node endpoint leaves "
+      "it out); a value not measured yet is NaN. Every series carries `rank` (the process's rank "
+      "in the job) and `node` (its host name); the labels below are added to those. The targets "
+      "file (`monitoring.sd_file`) gives Prometheus `job` (`monitoring.job`) and `node`, and, "
+      "one target per rank without tandem-launch, `rank`; under tandem-launch it holds one "
+      "target per node, without `rank`. Counters count from this process's start; durations are "
+      "histograms (`_bucket`, `_sum`, `_count`), so rates and means come from `rate()` in the "
+      "dashboard (monitoring/dashboards/tandem.json). Each rank's part of a scrape is one "
+      "consistent snapshot: the values of one step are updated together.\n\n"
       "| metric | type | unit | labels | meaning |\n|---|---|---|---|---|\n";
+  const std::string table_head =
+      "| metric | type | unit | labels | meaning |\n|---|---|---|---|---|\n";
+  bool launcher_section = false;
   for (const MetricSpec& spec : metric_catalog()) {
+    // The launcher's families come last in the catalog, under a heading of their own.
+    if (spec.from_launcher && !launcher_section) {
+      launcher_section = true;
+      out +=
+          "\n## Served by tandem-launch\n\nThe node endpoint adds these to its ranks' "
+          "families; a rank's own endpoint does not have them. Their `rank` and `node` are "
+          "the local rank's, as on its other series.\n\n" +
+          table_head;
+    }
+    TANDEM_CHECK(spec.from_launcher == launcher_section,
+                 "the launcher's families come after every rank's in the catalog");
     std::string labels;
     for (const MetricLabel& label : spec.labels)
       labels += detail::concat(labels.empty() ? "" : "; ", "`", label.name, "`: ", label.meaning);

@@ -25,6 +25,9 @@ struct MetricSpec {
   std::vector<MetricLabel> labels;  // besides rank and node, which every series carries
   std::string_view help;            // the HELP line, and the reference's meaning column
   std::vector<double> buckets;      // histograms: upper bounds in the metric's unit
+  // Served by tandem-launch's node endpoint beside its ranks' families, not by a rank: no rank's
+  // registry holds it.
+  bool from_launcher = false;
 };
 
 // Every family in exposition order. Every series of every family also carries `rank` (the

@@ -96,6 +96,7 @@ RankMetrics::RankMetrics(const RankIdentity& identity) : impl_(std::make_unique<
   const prometheus::Labels constant = {{"rank", std::to_string(identity.rank)},
                                        {"node", identity.node}};
   for (const MetricSpec& spec : metric_catalog()) {
+    if (spec.from_launcher) continue;
     const std::string name(spec.name), help(spec.help);
     switch (spec.type) {
       case MetricType::kCounter:

@@ -10,10 +10,11 @@
 
 #include "monitoring/http_server.h"
 #include "monitoring/metrics.h"
+#include "monitoring/metrics_exposure.h"
 
 namespace tandem::monitoring {
 
-class MetricsServer {
+class MetricsServer : public MetricsExposure {
  public:
   // Listens on bind:port (an IPv4 address). Throws a UsageError naming monitoring.metrics_port,
   // the address and the reason (taken, not an address of this machine, a privileged port) when
@@ -21,10 +22,11 @@ class MetricsServer {
   MetricsServer(const std::string& bind, int port);
 
   // From now on /metrics answers with `metrics`, which must outlive this server.
-  void serve(const RankMetrics& metrics);
+  void serve(const RankMetrics& metrics) override;
   // From now on /status answers with the HTML `page` renders (on the server's threads).
-  void serve_status(std::function<std::string()> page);
-  const std::string& endpoint() const { return http_->endpoint(); }
+  void serve_status(std::function<std::string()> page) override;
+  const std::string& endpoint() const override { return http_->endpoint(); }
+  bool ranks_write_targets_file() const override { return true; }
 
  private:
   std::unique_ptr<HttpServer> http_;

@@ -32,6 +32,14 @@ std::string targets_file_json(const std::vector<ScrapeTarget>& targets, std::str
   return out.dump(2) + "\n";
 }
 
+std::string node_targets_file_json(const std::vector<NodeTarget>& targets, std::string_view job) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const NodeTarget& t : targets)
+    if (!t.endpoint.empty())
+      out.push_back({{"targets", {t.endpoint}}, {"labels", {{"job", job}, {"node", t.node}}}});
+  return out.dump(2) + "\n";
+}
+
 void write_targets_file(const std::string& path, const std::vector<ScrapeTarget>& targets,
                         std::string_view job) {
   write_output_file("monitoring.sd_file", path, targets_file_json(targets, job));

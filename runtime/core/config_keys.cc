@@ -201,15 +201,20 @@ const std::vector<ConfigKey>& config_keys() {
                  "~/.tandem/control-token-PORT (mode 0600), where tandemctl finds it."),
       TANDEM_KEY_IN(monitoring, metrics_port, R::closed(0, 65535),
                     "Prometheus metrics: each rank serves http://monitoring.bind:(metrics_port + "
-                    "LOCAL_RANK)/metrics (docs/metrics.md); 0 = off. A port that cannot be bound "
-                    "stops the job at startup."),
+                    "LOCAL_RANK)/metrics and /status (docs/metrics.md); under tandem-launch no "
+                    "rank binds a port: each node's launcher serves one endpoint on "
+                    "monitoring.bind:metrics_port with every local rank's series (rank-labelled), "
+                    "kept up across restarts. 0 = off. A port that cannot be bound stops the job "
+                    "at startup (exit 2, never restarted)."),
       TANDEM_KEY(monitoring, bind,
                  "IPv4 address the metrics endpoints listen on: 127.0.0.1 (this machine only) or "
                  "0.0.0.0 (every interface; the targets then name the host)."),
       TANDEM_KEY(monitoring, sd_file,
                  "Rank 0 writes a Prometheus file_sd targets file here at startup: every rank's "
                  "endpoint, labelled job, rank and node (monitoring/prometheus/prometheus.yml "
-                 "reads it); empty: none. Needs monitoring.metrics_port."),
+                 "reads it); under tandem-launch node 0's launcher writes it instead, one target "
+                 "per node (labelled job and node), rewritten when a node's endpoint appears or "
+                 "changes. Empty: none. Needs monitoring.metrics_port."),
       TANDEM_KEY(monitoring, job,
                  "The job label of the targets in monitoring.sd_file (the dashboard's job "
                  "variable)."),

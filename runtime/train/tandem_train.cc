@@ -31,7 +31,7 @@
 #include "monitoring/control_plane.h"
 #include "monitoring/metric_catalog.h"
 #include "monitoring/metrics.h"
-#include "monitoring/metrics_server.h"
+#include "monitoring/metrics_exposure.h"
 #include "monitoring/peak_flops.h"
 #include "monitoring/status_page.h"
 #include "runtime/core/config.h"
@@ -183,10 +183,11 @@ int main(int argc, char** argv) {
   std::unique_ptr<monitoring::ControlPlane> control;
   bool rank_logs = false;
   // The metrics outlive the trainer (its observers hold them) and a fault's report (a scrape may
-  // still see the fault counted); the server goes first, as it reads them.
+  // still see the fault counted); the exposure (a server of its own, or the launcher's relay)
+  // goes first, as it reads them.
   std::unique_ptr<monitoring::RankMetrics> metrics;
   std::unique_ptr<monitoring::StatusPage> status_page;  // rank 0's, on the metrics port
-  std::unique_ptr<monitoring::MetricsServer> metrics_server;
+  std::unique_ptr<monitoring::MetricsExposure> metrics_server;
   std::string metrics_port_error;  // this rank's, in a multi-rank job: agreed on once joined
   try {
     heartbeat = comm::LauncherHeartbeat::start_if_launched(comm::detect_launch());
@@ -220,23 +221,23 @@ int main(int argc, char** argv) {
     if (!config.checkpoint.dir.empty() && launch.rank == 0)
       prepare_checkpoint_dir(config.checkpoint.dir);
     // The metrics port is bound before the job forms, so that a taken port is found at once; a
-    // multi-rank job then stops on every rank together (below), not on this one alone.
+    // multi-rank job then stops on every rank together (below), not on this one alone. Under
+    // tandem-launch the node's launcher binds one port for its ranks and answers every rank's
+    // hello alike, so each stops at once with the same error.
     if (config.monitoring.metrics_port > 0) {
-      const int64_t port = config.monitoring.metrics_port + launch.local_rank;
-      TANDEM_USER_CHECK(port <= 65535, "monitoring.metrics_port = ", config.monitoring.metrics_port,
-                        " plus this rank's LOCAL_RANK ", launch.local_rank,
-                        " passes 65535; lower monitoring.metrics_port");
-      if (!config.monitoring.sd_file.empty() && launch.rank == 0)
-        check_output_path("monitoring.sd_file", config.monitoring.sd_file);
       metrics = std::make_unique<monitoring::RankMetrics>(
           monitoring::RankIdentity{launch.rank, host_name(), launch.restart_count});
       try {
-        metrics_server = std::make_unique<monitoring::MetricsServer>(config.monitoring.bind,
-                                                                     static_cast<int>(port));
+        metrics_server = monitoring::open_metrics_exposure(
+            config.monitoring,
+            {launch.rank, launch.local_rank, launch.world_size, host_name(), launch.metrics_fd});
       } catch (const UsageError& error) {
-        if (launch.world_size == 1) throw;
+        if (launch.world_size == 1 || launch.metrics_fd >= 0) throw;
         metrics_port_error = error.what();
       }
+      // Rank 0 writes the targets file unless the launcher does (it checked the path then).
+      if (!config.monitoring.sd_file.empty() && launch.rank == 0 && launch.metrics_fd < 0)
+        check_output_path("monitoring.sd_file", config.monitoring.sd_file);
     }
     // Under tandem-launch a rank resumes by itself; a restarted attempt from the newest
     // checkpoint, even when the first one was told a path (that one is behind by now).
@@ -325,11 +326,16 @@ int main(int argc, char** argv) {
         status_page->update(starting);
         metrics_server->serve_status([page = status_page.get()] { return page->render(); });
       }
-      publish_scrape_targets(config.monitoring, engine->job_world(),
-                             {metrics_server->endpoint(), launch.rank, host_name()});
+      // Every rank of a job has a launcher's relay or none, so all of them take this alike.
+      if (metrics_server->ranks_write_targets_file())
+        publish_scrape_targets(config.monitoring, engine->job_world(),
+                               {metrics_server->endpoint(), launch.rank, host_name()});
       if (reports)
         log_info("metrics: http://", metrics_server->endpoint(), "/metrics",
-                 parallel ? " (each rank on monitoring.metrics_port + LOCAL_RANK)" : "",
+                 !metrics_server->ranks_write_targets_file()
+                     ? " (tandem-launch's node endpoint: every rank of the node)"
+                 : parallel ? " (each rank on monitoring.metrics_port + LOCAL_RANK)"
+                            : "",
                  "; live page: http://", metrics_server->endpoint(), "/status", "; peak sgemm ",
                  peak / 1e9, " GFLOP/s on ", runtime().threads, " thread",
                  runtime().threads == 1 ? "" : "s");

@@ -68,7 +68,7 @@ expect_refused() {  # expect_refused CODE WHAT COMMAND...: the command fails, pr
 
 # Tens of ms a step, so the test acts between steps; one thread: bitwise repeatable. train.steps
 # is far away: every run here ends by the control service's Stop.
-small=(examples/configs/tiny.toml --set train.steps=100000 --set model.d_model=64
+small=(examples/configs/tiny.toml --set train.log_interval=1 --set train.steps=100000 --set model.d_model=64
   --set model.seq_len=64 --set train.batch_size=8 --set train.eval_interval=0
   --set train.eval_batches=1 --set train.threads=1)
 token="$tmp/token"

@@ -25,7 +25,7 @@ export OMP_NUM_THREADS=1
 # Attempt 0 trains for ever (the test stops a rank in it); the restart trains 3 steps.
 printf '%s\n' '#!/usr/bin/env bash' \
   'steps=3; [ "$TANDEM_RESTART_COUNT" = 0 ] && steps=100000' \
-  "exec $train examples/configs/tiny.toml --set train.steps=\$steps --set train.eval_batches=1 --set comm.timeout_s=1" \
+  "exec $train examples/configs/tiny.toml --set train.log_interval=1 --set train.steps=\$steps --set train.eval_batches=1 --set comm.timeout_s=1" \
   > "$dir/train_once.sh"
 chmod +x "$dir/train_once.sh"
 

@@ -179,12 +179,13 @@ rc=$?
 [ $rc -eq 130 ] && [ "$(grep -c 'got INT' "$dir/int.out")" -eq 2 ] && ok "SIGINT forwarded as SIGINT, exit 130" ||
   { fail "SIGINT: exit $rc"; cat "$dir/int.out"; }
 
-# 11. Heartbeats. Each rank has one socket of its own (TANDEM_HEARTBEAT_FD), and no other rank's:
-# one inherited by another would keep beating for a rank that is gone.
+# 11. Heartbeats. Each rank has one heartbeat socket of its own (TANDEM_HEARTBEAT_FD) and one
+# metrics socket (TANDEM_METRICS_FD), and no other rank's: one inherited by another would keep
+# beating for a rank that is gone.
 out=$("${L[@]}" --nproc-per-node 3 -- bash -c \
-  'n=0; for f in /proc/$$/fd/*; do [[ $(readlink "$f") == socket:* ]] && n=$((n + 1)); done; echo "sockets $n, fd $TANDEM_HEARTBEAT_FD a $(readlink /proc/$$/fd/$TANDEM_HEARTBEAT_FD | cut -d: -f1), every $TANDEM_HEARTBEAT_INTERVAL_MS of $TANDEM_HEARTBEAT_TIMEOUT_MS ms"' 2>&1)
-[ "$(echo "$out" | grep -cE '^\[rank [0-2]\] sockets 1, fd [0-9]+ a socket, every 1000 of 360000 ms$')" -eq 3 ] &&
-  ok "each rank inherits its own heartbeat socket and no other (defaults 1 s / 360 s)" ||
+  'n=0; for f in /proc/$$/fd/*; do [[ $(readlink "$f") == socket:* ]] && n=$((n + 1)); done; echo "sockets $n, fd $TANDEM_HEARTBEAT_FD a $(readlink /proc/$$/fd/$TANDEM_HEARTBEAT_FD | cut -d: -f1), metrics fd $TANDEM_METRICS_FD a $(readlink /proc/$$/fd/$TANDEM_METRICS_FD | cut -d: -f1), every $TANDEM_HEARTBEAT_INTERVAL_MS of $TANDEM_HEARTBEAT_TIMEOUT_MS ms"' 2>&1)
+[ "$(echo "$out" | grep -cE '^\[rank [0-2]\] sockets 2, fd [0-9]+ a socket, metrics fd [0-9]+ a socket, every 1000 of 360000 ms$')" -eq 3 ] &&
+  ok "each rank inherits its own heartbeat and metrics sockets and no other (defaults 1 s / 360 s)" ||
   fail "heartbeat sockets: $out"
 # Slow but beating, exiting (end of file), and never beating (a script): none of them is frozen.
 hb=(--heartbeat-timeout-s 0.5 --heartbeat-interval-s 0.1)
@@ -245,7 +246,7 @@ train_path=$(realpath "$train")
 printf '%s\n' '#!/usr/bin/env bash' \
   '# Attempt 0 trains for ever (the test kills a rank in it); the restart trains 3 steps.' \
   'steps=3; [ "$TANDEM_RESTART_COUNT" = 0 ] && steps=100000' \
-  "exec $train_path examples/configs/tiny.toml --set train.steps=\$steps --set train.eval_batches=1" \
+  "exec $train_path examples/configs/tiny.toml --set train.log_interval=1 --set train.steps=\$steps --set train.eval_batches=1" \
   > "$dir/train_once.sh"
 chmod +x "$dir/train_once.sh"
 port=$(free_port)

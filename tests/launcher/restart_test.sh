@@ -25,7 +25,7 @@ echo "seed $seed (TANDEM_TEST_SEED=$seed repeats this run)"
 RANDOM=$seed
 
 steps=30
-job=(examples/configs/tiny.toml --set train.steps=$steps --set train.eval_interval=0
+job=(examples/configs/tiny.toml --set train.log_interval=1 --set train.steps=$steps --set train.eval_interval=0
   --set model.d_model=64 --set model.seq_len=32 --set train.batch_size=8 --set train.eval_batches=1
   --set train.threads=1 --set parallel.pp=2 --set parallel.ep=2 --set parallel.schedule=dualpipe
   --set parallel.microbatches=4 --set parallel.zero1=true --set checkpoint.interval=5

@@ -39,7 +39,9 @@ free_port_pair() {
 port=$(free_port_pair) || fail "no free port pair"
 
 "$bin/tandem-train" --metrics-reference > "$tmp/reference.md"
-mapfile -t families < <(grep -oE '^\| `tandem_[a-z0-9_]+` \| [a-z]+' "$tmp/reference.md" |
+# A rank's families: the reference's first table (the launcher's own come under their heading).
+mapfile -t families < <(sed '/^## Served by tandem-launch/q' "$tmp/reference.md" |
+  grep -oE '^\| `tandem_[a-z0-9_]+` \| [a-z]+' |
   sed -E 's/^\| `([a-z0-9_]+)` \| ([a-z]+)/\1 \2/')
 [ "${#families[@]}" -ge 20 ] || fail "only ${#families[@]} families in --metrics-reference"
 

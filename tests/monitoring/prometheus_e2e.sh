@@ -3,11 +3,13 @@
 # runs the shipped monitoring/prometheus/prometheus.yml, with only its intervals shortened to 1 s
 # and its file_sd glob pointed at this test's directory, and scrapes a 2-rank job (under mpirun
 # -np 2, or started the torchrun way: RANK, WORLD_SIZE, LOCAL_RANK... and no launcher) found
-# through the targets file rank 0 wrote. Through Prometheus's HTTP API the test finds both
-# ranks up, tandem_steps_total increasing for each, and tandem_loss equal, for the step the same
-# scrape shows, to the loss the job printed. Every process it started is killed on every way out.
+# through the targets file rank 0 wrote (one target per rank); or under tandem-launch, through
+# the file its launcher wrote (one target: the node endpoint holding both ranks). Through
+# Prometheus's HTTP API the test finds every target up, tandem_steps_total increasing for each
+# rank, and tandem_loss equal, for the step the same scrape shows, to the loss the job printed.
+# Every process it started is killed on every way out.
 # Usage: prometheus_e2e.sh BIN_DIR mpirun MPIRUN [MPIRUN_ARGS...]
-#        prometheus_e2e.sh BIN_DIR torchrun               (run from the repository root)
+#        prometheus_e2e.sh BIN_DIR torchrun|tandem-launch   (run from the repository root)
 set -u
 bin=$1 mode=$2
 shift 2
@@ -64,7 +66,7 @@ promtool check config "$tmp/prometheus.yml" > "$tmp/promtool.log" 2>&1 ||
   { cat "$tmp/promtool.log"; fail "promtool check config refuses the scrape configuration"; }
 
 # More steps than the test needs: it stops the job once it has seen what it looks for.
-train=("$bin/tandem-train" examples/configs/tiny.toml --set parallel.ep=2 --set train.steps=100000
+train=("$bin/tandem-train" examples/configs/tiny.toml --set train.log_interval=1 --set parallel.ep=2 --set train.steps=100000
   --set train.eval_interval=20 --set train.eval_batches=1 --set monitoring.metrics_port="$metrics_port"
   --set monitoring.sd_file="$tmp/targets/e2e.json" --set monitoring.job=e2e)
 case $mode in
@@ -75,17 +77,23 @@ case $mode in
       setsid bash -c 'RANK=0 LOCAL_RANK=0 "$@" & RANK=1 LOCAL_RANK=1 "$@" & wait' ranks "${train[@]}" \
       > "$tmp/job.log" 2>&1 &
     ;;
-  *) fail "mode '$mode': mpirun or torchrun" ;;
+  tandem-launch)
+    OMP_NUM_THREADS=1 setsid "$bin/tandem-launch" --nproc-per-node 2 --master-port 0 -- \
+      "${train[@]}" > "$tmp/job.log" 2>&1 &
+    ;;
+  *) fail "mode '$mode': mpirun, torchrun or tandem-launch" ;;
 esac
+targets=2
+[ "$mode" = tandem-launch ] && targets=1
 job_group=$!
 prometheus --config.file="$tmp/prometheus.yml" --storage.tsdb.path="$tmp/data" \
   --web.listen-address="127.0.0.1:$prometheus_port" > "$tmp/prometheus.log" 2>&1 &
 prometheus_pid=$!
 
-/usr/bin/python3 - "$prometheus_port" "$tmp/job.log" "$job_group" << 'PY' || fail "see above"
+/usr/bin/python3 - "$prometheus_port" "$tmp/job.log" "$job_group" "$targets" << 'PY' || fail "see above"
 import json, os, re, sys, time, urllib.parse, urllib.request
 
-port, log, job_group = sys.argv[1], sys.argv[2], int(sys.argv[3])
+port, log, job_group, targets = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 deadline = time.time() + 150
 
 def query(expr, at=None):
@@ -108,7 +116,8 @@ def alive():
     except ProcessLookupError:
         return False
 
-# Both ranks up, and each rank's tandem_steps_total seen at two values, the later higher.
+# Every target up (one per rank, or the launcher's one for the node), and each rank's
+# tandem_steps_total seen at two values, the later higher.
 seen = {}
 while True:
     assert time.time() < deadline, f"timed out; tandem_steps_total seen per rank: {seen}"
@@ -117,14 +126,22 @@ while True:
     for series in query('tandem_steps_total{job="e2e"}') or []:
         seen.setdefault(series["metric"]["rank"], []).append(float(series["value"][1]))
     increased = {r: v for r, v in seen.items() if len(v) >= 2 and v[-1] > v[0]}
-    if len(up) == 2 and all(s["value"][1] == "1" for s in up) and set(increased) == {"0", "1"}:
+    if len(up) == targets and all(s["value"][1] == "1" for s in up) and set(increased) == {"0", "1"}:
         break
     time.sleep(1)
 for rank in ("0", "1"):
     print(f"ok: rank {rank}: tandem_steps_total went {seen[rank][0]:.0f} -> {seen[rank][-1]:.0f}")
 labels = query('tandem_build_info{job="e2e"}')[0]["metric"]
 assert labels["rank"] in ("0", "1") and labels["node"] and labels["version"], labels
-print(f"ok: both targets up, labelled job, rank, node from the targets file ({labels['node']})")
+if targets == 1:
+    target = up[0]["metric"]
+    assert "rank" not in target and target["node"], f"the node target's labels: {target}"
+    answered = query('tandem_launcher_rank_answered{job="e2e"}')
+    assert sorted(s["metric"]["rank"] for s in answered) == ["0", "1"], answered
+    print(f"ok: one target, the node endpoint {target['instance']} (labelled job and node, no "
+          f"rank), holding both ranks' series")
+else:
+    print(f"ok: both targets up, labelled job, rank, node from the targets file ({labels['node']})")
 
 # What the grid did (ep 2, no pipeline): both ranks sent expert rows both ways and no pipeline
 # messages; one rank (the first replica) reports the expert load, top_k = 2 routed copies of

@@ -26,7 +26,7 @@ scripts/prepare-data > /dev/null || fail "scripts/prepare-data"
 py=/usr/bin/python3
 metrics=$(free_port 26000 31000) || fail "no free port"
 TANDEM_TEST_SLOW_RANK=1:60 start_torchrun_ranks 2 "$tmp/rank" "$bin/tandem-train" \
-  examples/configs/tiny.toml --set train.steps=100000 --set train.threads=1 \
+  examples/configs/tiny.toml --set train.log_interval=1 --set train.steps=100000 --set train.threads=1 \
   --set train.eval_interval=5 --set train.eval_batches=1 --set monitoring.straggler_window=6 \
   --set monitoring.metrics_port="$metrics" || fail "could not start the ranks"
 all_pids+=("${pids[@]}")

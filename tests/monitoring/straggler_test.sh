@@ -24,7 +24,7 @@ fail() {
 scripts/prepare-data > /dev/null || fail "scripts/prepare-data"
 py=/usr/bin/python3
 window=8
-common=(examples/configs/tiny.toml --set train.steps=100000 --set train.threads=1
+common=(examples/configs/tiny.toml --set train.log_interval=1 --set train.steps=100000 --set train.threads=1
   --set train.eval_interval=0 --set train.eval_batches=1
   --set monitoring.straggler_window=$window)
 

@@ -15,7 +15,7 @@ trap cleanup EXIT
 fail() { echo "peer_killed: FAIL: $*"; grep -v "step\|^ \|=" "$dir"/rank0.log | tail -5; exit 1; }
 export OMP_NUM_THREADS=1 TANDEM_LOG_DIR=$dir
 start_job() {
-  start_torchrun_ranks 2 "$dir/rank" "$train" examples/configs/tiny.toml \
+  start_torchrun_ranks 2 "$dir/rank" "$train" examples/configs/tiny.toml --set train.log_interval=1 \
     --set train.steps=100000 --set comm.timeout_s=$timeout_s
   wait_for_line "$dir/rank0.log" "step 5/" || fail "the job did not reach step 5"
 }

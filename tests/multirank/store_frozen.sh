@@ -13,7 +13,7 @@ cleanup() { kill -CONT "${pids[@]}" 2>/dev/null; kill -9 "${pids[@]}" 2>/dev/nul
 trap cleanup EXIT
 fail() { echo "store_frozen: FAIL: $*"; tail -5 "$dir"/rank1.log; exit 1; }
 export OMP_NUM_THREADS=1 TANDEM_LOG_DIR=$dir
-start_torchrun_ranks 2 "$dir/rank" "$train" examples/configs/tiny.toml \
+start_torchrun_ranks 2 "$dir/rank" "$train" examples/configs/tiny.toml --set train.log_interval=1 \
   --set train.steps=100000 --set comm.timeout_s=$timeout_s
 wait_for_line "$dir/rank0.log" "step 5/" || fail "the job did not reach step 5"
 kill -STOP "${pids[0]}"

@@ -14,7 +14,7 @@ cleanup() { kill -9 "${pids[@]}" 2>/dev/null; rm -rf "$dir"; }
 trap cleanup EXIT
 fail() { echo "store_hostile: FAIL: $*"; for f in "$dir"/rank*.log; do tail -5 "$f"; done; exit 1; }
 export TANDEM_STORE_TOKEN=job-secret-$RANDOM OMP_NUM_THREADS=1
-start_torchrun_ranks 2 "$dir/rank" "$train" examples/configs/tiny.toml --set train.steps=150 \
+start_torchrun_ranks 2 "$dir/rank" "$train" examples/configs/tiny.toml --set train.log_interval=1 --set train.steps=150 \
   --set train.eval_batches=1 --summary-json "$dir/summary.json"
 # Probe once the first steps are done (the store is up and the job is past its set-up).
 wait_for_line "$dir/rank0.log" "step 10/" || fail "the job did not reach step 10"
