@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <numeric>
 
+#include "runtime/core/text_format.h"
+
 namespace tandem::monitoring {
 
 namespace {
@@ -15,45 +17,9 @@ namespace {
 constexpr double kExpertLoadDecay = 0.9;
 constexpr int kChartWidth = 560, kChartHeight = 180;
 
-std::string escaped(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
 std::string format(const char* pattern, double value) {
   char text[64];
   std::snprintf(text, sizeof text, pattern, value);
-  return text;
-}
-
-std::string duration_text(double seconds) {
-  if (!(seconds >= 0) || !std::isfinite(seconds)) return "-";
-  const long long s = std::llround(seconds);
-  char text[32];
-  if (s >= 3600)
-    std::snprintf(text, sizeof text, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
-  else if (s >= 60)
-    std::snprintf(text, sizeof text, "%lldm%02llds", s / 60, s % 60);
-  else
-    std::snprintf(text, sizeof text, "%llds", s);
   return text;
 }
 
@@ -105,8 +71,8 @@ std::string line_chart(const std::string& title, const std::vector<Series>& seri
   std::string svg = "<svg class=\"chart\" width=\"" + std::to_string(kChartWidth) + "\" height=\"" +
                     std::to_string(kChartHeight) +
                     "\" xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-label=\"" +
-                    escaped(title) + "\">";
-  svg += "<text x=\"4\" y=\"14\" class=\"title\">" + escaped(title) + "</text>";
+                    xml_escape(title) + "\">";
+  svg += "<text x=\"4\" y=\"14\" class=\"title\">" + xml_escape(title) + "</text>";
   svg += "<rect x=\"" + std::to_string(left) + "\" y=\"" + std::to_string(top) + "\" width=\"" +
          std::to_string(w) + "\" height=\"" + std::to_string(h) + "\" class=\"plot\"/>";
   if (!(x0 <= x1)) return svg + "<text x=\"200\" y=\"100\">no steps yet</text></svg>";
@@ -138,7 +104,7 @@ std::string line_chart(const std::string& title, const std::vector<Series>& seri
       svg += "<polyline fill=\"none\" stroke=\"" + s.color + "\" stroke-width=\"1.5\" points=\"" +
              points + "\"/>";
     svg += "<text x=\"" + std::to_string(legend_x) + "\" y=\"" + std::to_string(top + 14) +
-           "\" class=\"legend\" fill=\"" + s.color + "\">" + escaped(s.name) + "</text>";
+           "\" class=\"legend\" fill=\"" + s.color + "\">" + xml_escape(s.name) + "</text>";
     legend_x += 12 + 7 * static_cast<int>(s.name.size());
   }
   return svg + "</svg>";
@@ -190,7 +156,7 @@ std::string rank_bars(const std::vector<JobStatus::RankHealth>& ranks) {
     std::string name = "rank " + std::to_string(r) + (h.host.empty() ? "" : " (" + h.host + ")");
     if (name.size() > 22) name = name.substr(0, 21) + "…";
     svg += "<text x=\"4\" y=\"" + std::to_string(y + 13) + "\" class=\"" +
-           (h.straggler ? "straggler" : "axis") + "\">" + escaped(name) + "</text>";
+           (h.straggler ? "straggler" : "axis") + "\">" + xml_escape(name) + "</text>";
     double x = label;
     const double scale = longest > 0 ? (width - label - 175) / longest : 0;
     for (const Part& part : parts) {
@@ -323,7 +289,7 @@ std::string StatusPage::render() const {
   std::string html =
       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
       "<meta http-equiv=\"refresh\" content=\"" +
-      std::to_string(identity_.refresh_seconds) + "\"><title>" + escaped(identity_.job) +
+      std::to_string(identity_.refresh_seconds) + "\"><title>" + xml_escape(identity_.job) +
       ": step " + std::to_string(s.step) +
       "</title><style>"
       "body{font-family:sans-serif;margin:16px;color:#222;background:#fafafa}"
@@ -334,7 +300,7 @@ std::string StatusPage::render() const {
       ".legend{font-size:11px}.plot{fill:none;stroke:#ccc}.straggler{fill:#c62828;"
       "font-weight:bold}.warn{color:#c62828;font-weight:bold}.note{color:#555;font-size:12px}"
       "</style></head><body>\n";
-  html += "<h1>" + escaped(identity_.job) +
+  html += "<h1>" + xml_escape(identity_.job) +
           " <span class=\"state\" style=\"background:" + state_color(s.state) + "\">" +
           state_name(s.state, s.checkpoint_in_progress) + "</span></h1>\n";
   html += "<table class=\"facts\"><tr><td>step <b id=\"step\">" + std::to_string(s.step) +
@@ -342,23 +308,24 @@ std::string StatusPage::render() const {
           format("%.4f", s.loss) + "</b></td><td>learning rate " + format("%.3g", s.learning_rate) +
           "</td><td>" + format("%.0f", s.tokens_per_second) + " tokens/s</td><td>" +
           format("%.1f", s.step_seconds * 1e3) + " ms/step</td><td>ETA " +
-          duration_text(s.eta_seconds) +
+          format_duration_hms(s.eta_seconds) +
           "</td></tr><tr><td>grid: " + std::to_string(s.grid.world_size) + " rank" +
           (s.grid.world_size == 1 ? "" : "s") + " = pp " + std::to_string(s.grid.pp) + " × dp " +
           std::to_string(s.grid.dp) + " (ep " + std::to_string(s.grid.ep) + ")" +
           (s.grid.zero1 ? ", ZeRO-1" : "") +
-          (s.grid.schedule.empty() ? "" : ", " + escaped(s.grid.schedule)) + "</td><td>restarts " +
-          std::to_string(identity_.restart_count) + "</td><td colspan=\"2\">last checkpoint: " +
+          (s.grid.schedule.empty() ? "" : ", " + xml_escape(s.grid.schedule)) +
+          "</td><td>restarts " + std::to_string(identity_.restart_count) +
+          "</td><td colspan=\"2\">last checkpoint: " +
           (s.last_checkpoint_step > 0 ? "step " + std::to_string(s.last_checkpoint_step) + " (" +
-                                            escaped(s.last_checkpoint_path) + ")"
+                                            xml_escape(s.last_checkpoint_path) + ")"
                                       : std::string("none yet")) +
-          "</td><td colspan=\"2\">" + escaped(identity_.config_path) + " on " +
-          escaped(identity_.node) + "</td></tr></table>\n";
+          "</td><td colspan=\"2\">" + xml_escape(identity_.config_path) + " on " +
+          xml_escape(identity_.node) + "</td></tr></table>\n";
   if (s.learning_rate_changed_at_step > 0)
     html += "<p class=\"note\">learning rate set by an operator from step " +
             std::to_string(s.learning_rate_changed_at_step) + " on</p>\n";
   if (!stragglers.empty())
-    html += "<p class=\"warn\" id=\"stragglers\">stragglers: " + escaped(stragglers) + "</p>\n";
+    html += "<p class=\"warn\" id=\"stragglers\">stragglers: " + xml_escape(stragglers) + "</p>\n";
   html +=
       "<div class=\"grid\">\n<div class=\"card\">" +
       line_chart("loss",

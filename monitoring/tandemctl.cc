@@ -21,6 +21,7 @@
 #include "monitoring/control_token.h"
 #include "monitoring/proto/control.grpc.pb.h"
 #include "runtime/core/errors.h"
+#include "runtime/core/text_format.h"
 
 namespace {
 
@@ -163,18 +164,6 @@ std::string state_name(pb::State state) {
   }
 }
 
-std::string duration(double seconds) {
-  const long long s = std::llround(std::max(0.0, seconds));
-  char text[32];
-  if (s >= 3600)
-    std::snprintf(text, sizeof text, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
-  else if (s >= 60)
-    std::snprintf(text, sizeof text, "%lldm%02llds", s / 60, s % 60);
-  else
-    std::snprintf(text, sizeof text, "%llds", s);
-  return text;
-}
-
 // A horizontal bar of `fraction` (0..1) of `width` cells, in eighths of a cell, padded with
 // spaces to `width` cells.
 std::string bar(double fraction, int width) {
@@ -206,7 +195,8 @@ std::string status_line(const pb::Status& s) {
                 "| ETA %s | %s",
                 static_cast<long long>(s.step()), static_cast<long long>(s.total_steps()), s.loss(),
                 s.learning_rate(), s.grad_norm(), s.tokens_per_second(), s.step_seconds() * 1e3,
-                duration(s.eta_seconds()).c_str(), state_name(s.state()).c_str());
+                tandem::format_duration_hms(s.eta_seconds()).c_str(),
+                state_name(s.state()).c_str());
   return line;
 }
 

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "runtime/core/errors.h"
+#include "runtime/core/text_format.h"
 
 namespace tandem::parallel {
 
@@ -46,29 +47,6 @@ std::string num(double value) {
   return out;
 }
 
-std::string escape(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    switch (c) {
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '&':
-        out += "&amp;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
-}
-
 class SvgWriter {
  public:
   void rect(double x, double y, double width, double height, const char* fill,
@@ -76,13 +54,13 @@ class SvgWriter {
     out_ << "<rect x=\"" << num(x) << "\" y=\"" << num(y) << "\" width=\"" << num(width)
          << "\" height=\"" << num(height) << "\" fill=\"" << fill
          << "\" stroke=\"#333\" stroke-width=\"0.5\">";
-    if (!tooltip.empty()) out_ << "<title>" << escape(tooltip) << "</title>";
+    if (!tooltip.empty()) out_ << "<title>" << xml_escape(tooltip) << "</title>";
     out_ << "</rect>\n";
   }
   void text(double x, double y, const std::string& content, double size,
             const char* anchor = "middle", const char* fill = "#000") {
     out_ << "<text x=\"" << num(x) << "\" y=\"" << num(y) << "\" font-size=\"" << num(size)
-         << "\" text-anchor=\"" << anchor << "\" fill=\"" << fill << "\">" << escape(content)
+         << "\" text-anchor=\"" << anchor << "\" fill=\"" << fill << "\">" << xml_escape(content)
          << "</text>\n";
   }
   void line(double x1, double y1, double x2, double y2) {
