@@ -6,8 +6,10 @@
 # its --log-jsonl step_seconds after the first 5 steps (warm-up); the result is the mean of the
 # per-run medians each way, their difference relative to off, and the spread of the paired
 # differences, so one noisy pair cannot pass for an effect; and each way's fastest run, as load
-# from other processes only ever slows a run down.
-# Usage: bench/metrics_overhead.sh BUILD [PAIRS] [STEPS] [CONFIG] [--set ...]...
+# from other processes only ever slows a run down. With WITH_CONTROL=1, "on" is the whole
+# monitoring surface: metrics with the scraper, the /status page read every 5 s (its refresh),
+# and the control service (control.port) with a `tandemctl watch` client streaming every step.
+# Usage: [WITH_CONTROL=1] bench/metrics_overhead.sh BUILD [PAIRS] [STEPS] [CONFIG] [--set ...]...
 set -euo pipefail
 build=$1
 pairs=${2:-6}
@@ -17,8 +19,9 @@ shift $(($# < 4 ? $# : 4))
 extra=("$@")
 source "$(dirname "$0")/../tests/multirank/torchrun_ranks.sh"
 tmp=$(mktemp -d)
-scraper=""
-trap '[ -n "$scraper" ] && kill "$scraper" 2> /dev/null; rm -rf "$tmp"' EXIT
+scraper="" page_reader="" watcher=""
+echo "secret-token" > "$tmp/token"
+trap 'kill $scraper $page_reader $watcher 2> /dev/null; rm -rf "$tmp"' EXIT
 scripts/prepare-data > /dev/null
 run() {  # run MODE INDEX
   local mode=$1 i=$2 port flags=()
@@ -27,15 +30,27 @@ run() {  # run MODE INDEX
     flags=(--set monitoring.metrics_port="$port")
     (while sleep 1; do curl -s -o /dev/null "http://127.0.0.1:$port/metrics"; done) &
     scraper=$!
+    if [ "${WITH_CONTROL:-0}" = 1 ]; then
+      control_port=$(free_port)
+      flags+=(--set control.port="$control_port" --set control.token_file="$tmp/token")
+      (while sleep 5; do curl -s -o /dev/null "http://127.0.0.1:$port/status"; done) &
+      page_reader=$!
+      (for _ in $(seq 100); do
+        "$build/bin/tandemctl" --addr "127.0.0.1:$control_port" watch > /dev/null 2>&1 && break
+        sleep 0.1
+      done) &
+      watcher=$!
+    fi
   fi
   "$build/bin/tandem-train" "$config" --set train.steps="$steps" --set train.eval_interval=0 \
     --set train.eval_batches=1 "${extra[@]}" "${flags[@]}" --log-jsonl "$tmp/$mode-$i.jsonl" \
     > "$tmp/$mode-$i.log" 2>&1 || { cat "$tmp/$mode-$i.log"; exit 1; }
-  if [ -n "$scraper" ]; then
-    kill "$scraper" 2> /dev/null || true
-    wait "$scraper" 2> /dev/null || true
-    scraper=""
-  fi
+  for helper in "$scraper" "$page_reader"; do
+    [ -n "$helper" ] && { kill "$helper" 2> /dev/null || true; }
+  done
+  [ -n "$watcher" ] && { kill "$watcher" 2> /dev/null || true; }
+  wait 2> /dev/null || true
+  scraper="" page_reader="" watcher=""
 }
 for ((i = 0; i < pairs; i++)); do
   run off "$i"
@@ -51,7 +66,9 @@ def median_step(mode, i):
 off = [median_step("off", i) for i in range(pairs)]
 on = [median_step("on", i) for i in range(pairs)]
 diff = [(b - a) / a for a, b in zip(off, on)]
-print(f"metrics overhead: {config} {extra}, {pairs} pairs of runs (off, on), median step per run")
+import os
+what = "metrics + /status + control with a watcher" if os.environ.get("WITH_CONTROL") == "1" else "metrics"
+print(f"{what} overhead: {config} {extra}, {pairs} pairs of runs (off, on), median step per run")
 print("  off (ms): " + " ".join(f"{1e3 * s:.1f}" for s in off))
 print("  on  (ms): " + " ".join(f"{1e3 * s:.1f}" for s in on))
 mean_off, mean_on = statistics.mean(off), statistics.mean(on)

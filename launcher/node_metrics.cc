@@ -13,6 +13,7 @@
 
 #include "monitoring/exposition_merge.h"
 #include "monitoring/metric_catalog.h"
+#include "monitoring/status_page.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/output_file.h"
 
@@ -280,6 +281,12 @@ HttpResponse NodeMetrics::metrics_page() {
   return {200, "text/plain; version=0.0.4; charset=utf-8", monitoring::merge_expositions(parts)};
 }
 
+void NodeMetrics::note_restart(int attempt, std::string why) {
+  std::lock_guard lock(mutex_);
+  restarting_attempt_ = attempt;
+  restarting_why_ = std::move(why);
+}
+
 HttpResponse NodeMetrics::status_page() {
   std::shared_ptr<Channel> first;
   std::string job_endpoint;
@@ -290,7 +297,18 @@ HttpResponse NodeMetrics::status_page() {
   }
   if (first) {
     const auto page = ask({first}, FrameKind::kAskStatus);
-    if (page[0]) return {200, "text/html; charset=utf-8", *page[0]};
+    if (page[0]) {
+      std::lock_guard lock(mutex_);
+      last_status_page_ = *page[0];
+      restarting_attempt_ = -1;
+      return {200, "text/html; charset=utf-8", *page[0]};
+    }
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (restarting_attempt_ >= 0)
+      return {200, "text/html; charset=utf-8",
+              monitoring::restarting_page(last_status_page_, restarting_attempt_, restarting_why_)};
   }
   const bool node0 = options_.targets.node_rank == 0;
   const std::string where =

@@ -47,6 +47,9 @@ class NodeMetrics {
   // from an earlier attempt. Returns the rank's end, close-on-exec like the launcher's own (the
   // child clears it on its copy only), to be passed as TANDEM_METRICS_FD.
   OwnedFd channel_for(int rank, int local_rank);
+  // The ranks are being restarted as attempt `attempt` because of `why`: until the new rank 0
+  // answers, /status shows the last page with the state "restarting".
+  void note_restart(int attempt, std::string why);
 
  private:
   struct Channel;
@@ -73,6 +76,9 @@ class NodeMetrics {
   };
   std::map<uint32_t, Pending> pending_;  // by request number, while a scrape waits for it
   uint32_t next_request_ = 0;
+  std::string last_status_page_;  // the last page local rank 0 gave
+  int restarting_attempt_ = -1;   // while restarting: the attempt being started
+  std::string restarting_why_;
   std::string bind_error_;  // why there is no node endpoint, once tried; sticky
   std::string bind_;
   int port_ = 0;

@@ -450,6 +450,7 @@ int main(int argc, char** argv) {
         const double backoff_s = std::min(5.0, 0.1 * (1 << std::min(next.attempt, 6)));
         std::fprintf(stderr, "tandem-launch: %s; every node restarts (attempt %d) in %.1f s\n",
                      next.why.c_str(), next.attempt, backoff_s);
+        node_metrics.note_restart(next.attempt, next.why);
         std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
         if (g_stop.count > 0) return 128 + g_stop.signal;
         attempt = next.attempt - 1;
@@ -548,6 +549,7 @@ int main(int argc, char** argv) {
                    "tandem-launch: %s; the others stopped in %.2f s; restarting every rank in "
                    "%.1f s\n",
                    what.c_str(), result.stop_seconds, backoff_s);
+      node_metrics.note_restart(attempt + 1, what);
       std::this_thread::sleep_for(std::chrono::duration<double>(backoff_s));
       if (g_stop.count > 0) {
         std::fprintf(stderr, "tandem-launch: stopped by %s before the restart\n",

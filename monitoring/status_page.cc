@@ -301,7 +301,7 @@ std::string StatusPage::render() const {
       "font-weight:bold}.warn{color:#c62828;font-weight:bold}.note{color:#555;font-size:12px}"
       "</style></head><body>\n";
   html += "<h1>" + xml_escape(identity_.job) +
-          " <span class=\"state\" style=\"background:" + state_color(s.state) + "\">" +
+          " <span class=\"state\" id=\"state\" style=\"background:" + state_color(s.state) + "\">" +
           state_name(s.state, s.checkpoint_in_progress) + "</span></h1>\n";
   html += "<table class=\"facts\"><tr><td>step <b id=\"step\">" + std::to_string(s.step) +
           "</b> of " + std::to_string(s.total_steps) + "</td><td>loss <b>" +
@@ -341,6 +341,29 @@ std::string StatusPage::render() const {
   html += "<p class=\"note\">reloads every " + std::to_string(identity_.refresh_seconds) +
           " s; the metrics are at <a href=\"/metrics\">/metrics</a></p>\n</body></html>\n";
   return html;
+}
+
+std::string restarting_page(const std::string& last_page, int attempt, const std::string& why) {
+  const std::string state =
+      "<span class=\"state\" id=\"state\" style=\"background:#c62828\">"
+      "restarting (attempt " +
+      std::to_string(attempt) + ")</span>";
+  const std::string note = "<p class=\"warn\" id=\"restarting\">" + xml_escape(why) +
+                           "; what follows is from the attempt before, until the new rank 0 "
+                           "answers</p>\n";
+  const size_t begin = last_page.find("<span class=\"state\" id=\"state\"");
+  const size_t end = begin == std::string::npos ? begin : last_page.find("</span>", begin);
+  const size_t heading = end == std::string::npos ? end : last_page.find("</h1>\n", end);
+  if (heading == std::string::npos)  // no page yet (or not one of ours): a page of its own
+    return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+           "<meta http-equiv=\"refresh\" content=\"2\"><title>restarting</title></head>"
+           "<body style=\"font-family:sans-serif;margin:16px\"><h1 style=\"font-size:20px\">"
+           "<span style=\"color:#fff;background:#c62828;padding:2px 8px;border-radius:4px\" "
+           "id=\"state\">restarting (attempt " +
+           std::to_string(attempt) + ")</span></h1><p id=\"restarting\">" + xml_escape(why) +
+           "</p></body></html>\n";
+  return last_page.substr(0, begin) + state + last_page.substr(end + 7, heading + 6 - (end + 7)) +
+         note + last_page.substr(heading + 6);
 }
 
 }  // namespace tandem::monitoring

@@ -3,7 +3,8 @@
 # throughout. A SIGSTOPped rank does not hold a scrape past its 2 s deadline (the scrape answers
 # with the other rank, and tandem_launcher_rank_answered 0 for the stopped one). kill -9 of a rank:
 # the launcher restarts the job, no scrape fails (every one answers 200 and passes promtool), and
-# after the restart both ranks are back with tandem_restarts_total 1 and their steps increasing.
+# after the restart both ranks are back with tandem_restarts_total 1 and their steps increasing;
+# /status says "restarting (attempt 1)" with the cause until the new rank 0 has a page.
 # A node port that is taken: tandem-launch exits 2 with a message naming monitoring.metrics_port,
 # and restarts nothing.
 # Usage: node_metrics_test.sh BIN_DIR   (run from the repository root)
@@ -132,7 +133,26 @@ print(f"ok: rank 1 SIGSTOPped: {len(during)} scrapes answered 200, the slowest i
       f"(deadline 2 s), with rank 0's series and tandem_launcher_rank_answered 0 for rank 1")
 latest(lambda s: value(s, "tandem_launcher_rank_answered", 1) == 1)
 
-# kill -9: the launcher restarts every rank; the endpoint answers throughout.
+# kill -9: the launcher restarts every rank; the endpoint answers throughout, and /status shows
+# the job restarting (the last page, its state "restarting") until the new rank 0 has a page.
+status_url = f"http://127.0.0.1:{port}/status"
+def get_status():
+    try:
+        with urllib.request.urlopen(status_url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except Exception as e:
+        return f"error {e}", ""
+code, page = get_status()
+assert code == 200 and 'id="state"' in page and ">running<" in page, (code, page[:300])
+pages, status_stop = [], threading.Event()
+def status_forever():
+    while not status_stop.is_set():
+        pages.append(get_status())
+        time.sleep(0.05)
+status_poller = threading.Thread(target=status_forever, daemon=True)
+status_poller.start()
 killed_at = time.time()
 victim = rank_pid(1, 0)
 os.kill(victim, signal.SIGKILL)
@@ -142,6 +162,18 @@ later = latest(lambda s: all((value(s, "tandem_steps_total", r) or 0) >
                              value(back, "tandem_steps_total", r) for r in (0, 1)))
 stop.set()
 scraper.join()
+status_stop.set()
+status_poller.join()
+assert all(c == 200 for c, _ in pages), sorted({str(c) for c, _ in pages})
+restarting = [p for _, p in pages if 'id="restarting"' in p]
+assert restarting, f"none of {len(pages)} /status pages across the restart said restarting"
+assert "restarting (attempt 1)" in restarting[0] and "rank 1" in restarting[0], restarting[0][:600]
+assert "<svg" in restarting[0], "the restarting page lost the last page's charts"
+last = pages[-1][1]
+assert 'id="restarting"' not in last and ">running<" in last and "restarts 1" in last, last[:600]
+print(f"ok: /status across the restart: {len(pages)} pages, all 200; {len(restarting)} said "
+      f"'restarting (attempt 1)' with the cause and the last charts; then the new rank 0's page "
+      f"(running, restarts 1)")
 across = [s for s in scrapes if s[0] >= killed_at]
 bad = [s[2] for s in across if s[2] != 200]
 assert not bad, f"scrapes failed across the restart: {bad}"

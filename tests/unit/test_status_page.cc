@@ -79,5 +79,24 @@ TEST(StatusPage, LongRunsKeepBoundedCurves) {
   EXPECT_NE(html.find("step 20000"), std::string::npos);  // the newest is kept
 }
 
+TEST(StatusPage, RestartingKeepsTheLastPageWithItsStateReplaced) {
+  StatusPage page({"job", "tiny.toml", "node-a", 0, 5});
+  for (int64_t step = 1; step <= 3; ++step) page.update(running(step));
+  const std::string last = page.render();
+  const std::string html = restarting_page(last, 1, "rank 1 on node-b: killed by <SIGKILL>");
+  EXPECT_EQ(count(html, "id=\"state\""), 1u);
+  EXPECT_NE(html.find(">restarting (attempt 1)</span></h1>"), std::string::npos);
+  EXPECT_EQ(html.find(">running</span>"), std::string::npos);
+  EXPECT_NE(html.find("killed by &lt;SIGKILL&gt;"), std::string::npos);
+  EXPECT_NE(html.find("<b id=\"step\">3</b>"), std::string::npos);  // the rest is kept
+  EXPECT_EQ(html.size() > last.size(), true);
+  EXPECT_NE(html.find("</html>"), std::string::npos);
+  // Nothing from rank 0 yet: a page of its own, still naming the state and the cause.
+  const std::string bare = restarting_page("", 2, "rank 0 froze");
+  EXPECT_NE(bare.find("restarting (attempt 2)"), std::string::npos);
+  EXPECT_NE(bare.find("rank 0 froze"), std::string::npos);
+  EXPECT_NE(bare.find("http-equiv=\"refresh\""), std::string::npos);
+}
+
 }  // namespace
 }  // namespace tandem::monitoring
