@@ -45,7 +45,9 @@ endif()
 option(TANDEM_CUDA "Build the CUDA device, kernels and NCCL backend" ${_tandem_cuda_default})
 if(TANDEM_CUDA)
   if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-    set(CMAKE_CUDA_ARCHITECTURES 90a)  # "native" fails on machines without a GPU
+    # Hopper's own code (sm_90a: what the FP8 GEMMs need) and compute_90 PTX that later GPUs
+    # compile at load time; "native" would fail on machines without a GPU.
+    set(CMAKE_CUDA_ARCHITECTURES 90a-real 90-virtual)
   endif()
   set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
   enable_language(CUDA)

@@ -25,4 +25,21 @@ inline void check_same_dtype(std::initializer_list<const Tensor*> tensors, const
                  dtype_name(t->dtype()));
 }
 
+// The device a kernel entry's tensors are on (the CPU reference or the CUDA kernel runs there);
+// tensors on different devices are refused, naming the kernel and both devices.
+inline Device device_of(std::initializer_list<const Tensor*> tensors, const char* kernel) {
+  const Device first = (*tensors.begin())->device();
+  for (const Tensor* t : tensors)
+    TANDEM_CHECK(t->device() == first, kernel, ": tensors on ", first.to_string(), " and ",
+                 t->device().to_string(), "; move them to one device first");
+  return first;
+}
+
+// For entries that have only the CPU reference so far: a tensor elsewhere is refused by name.
+inline void require_cpu(std::initializer_list<const Tensor*> tensors, const char* kernel) {
+  const Device device = device_of(tensors, kernel);
+  TANDEM_CHECK(device.type == DeviceType::kCPU, kernel, " has no kernel for ", device.to_string(),
+               " yet; its tensors must be on the CPU");
+}
+
 }  // namespace tandem::kernels

@@ -1,73 +1,27 @@
-// FP8 E4M3 / E5M2 encoding and decoding. Encoding is branch-free integer and float arithmetic on
-// the fp32 bit pattern, so one loop body vectorises for AVX2 and runs scalar elsewhere with
-// identical results:
-//  - normal range: round the fp32 mantissa to m bits to nearest even on the bit pattern, then
-//    rebias the exponent (a carry out of the mantissa correctly bumps the exponent);
-//  - subnormal range: a + C with C = quantum·2²³ makes fp32 addition round a to a multiple of the
-//    FP8 quantum (nearest even), and bits(a + C) − bits(C) is that multiple: the code itself.
+// FP8 E4M3 / E5M2 encoding and decoding on the CPU. The arithmetic is kernels/fp8_arith.h's
+// (shared with the CUDA kernels): branch-free integer and float operations on the fp32 bit
+// pattern, so one loop body vectorises and runs scalar elsewhere with identical results. On
+// x86-64 an AVX2 form of the same operations is chosen at run time; elsewhere (aarch64) the
+// portable loop is all there is.
+#if defined(__x86_64__)
 #include <immintrin.h>
+#endif
 
-#include <bit>
 #include <cmath>
 #include <limits>
 
 #include "kernels/fp8.h"
+#include "kernels/fp8_arith.h"
 #include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 namespace {
 
-struct Codec {
-  uint32_t shift;           // 23 − m
-  uint32_t exponent_shift;  // (127 − bias) << m
-  uint32_t max_code;
-  uint32_t overflow_code;
-  uint32_t nan_code;
-  float min_normal;
-  float subnormal_magic;
-  uint32_t subnormal_magic_bits;
-};
-
-Codec make_codec(Fp8Format format) {
-  const Fp8FormatInfo& info = fp8_info(format);
-  const int m = info.mantissa_bits, emin = 1 - info.exponent_bias;
-  Codec c;
-  c.shift = static_cast<uint32_t>(23 - m);
-  c.exponent_shift = static_cast<uint32_t>(127 - info.exponent_bias) << m;
-  c.max_code = info.max_finite_code;
-  c.overflow_code = info.overflow_code;
-  c.nan_code = format == Fp8Format::kE4M3 ? 0x7f : 0x7e;
-  c.min_normal = std::ldexp(1.0f, emin);
-  c.subnormal_magic = std::ldexp(1.0f, emin - m + 23);
-  c.subnormal_magic_bits = std::bit_cast<uint32_t>(c.subnormal_magic);
-  return c;
-}
+using Codec = Fp8Codec;
 
 const Codec& codec(Fp8Format format) {
-  static const Codec e4m3 = make_codec(Fp8Format::kE4M3), e5m2 = make_codec(Fp8Format::kE5M2);
-  return format == Fp8Format::kE4M3 ? e4m3 : e5m2;
-}
-
-// Returns the code; sets overflowed to 1 when the magnitude was past the largest finite value,
-// which then becomes `on_overflow` (±max when saturating, NaN or ±inf otherwise).
-[[gnu::always_inline]] inline uint8_t encode_one(float x, const Codec& c, uint32_t on_overflow,
-                                                 uint32_t& overflowed) {
-  const uint32_t bits = std::bit_cast<uint32_t>(x);
-  const uint32_t sign = (bits >> 24) & 0x80u;
-  const uint32_t abs_bits = bits & 0x7fffffffu;
-  const float a = std::bit_cast<float>(abs_bits);
-  const uint32_t round = ((1u << (c.shift - 1)) - 1) + ((abs_bits >> c.shift) & 1u);
-  const uint32_t normal = ((abs_bits + round) >> c.shift) - c.exponent_shift;
-  const uint32_t subnormal =
-      std::bit_cast<uint32_t>(a + c.subnormal_magic) - c.subnormal_magic_bits;
-  uint32_t code = a < c.min_normal ? subnormal : normal;
-  const bool is_nan = abs_bits > 0x7f800000u;
-  const bool overflow = !is_nan && code > c.max_code;
-  overflowed = overflow;
-  code = overflow ? on_overflow : code;
-  code = is_nan ? c.nan_code : code;
-  return static_cast<uint8_t>(sign | code);
+  return format == Fp8Format::kE4M3 ? kFp8CodecE4M3 : kFp8CodecE5M2;
 }
 
 [[gnu::always_inline]] inline int64_t encode_loop(const float* in, float multiplier, uint8_t* out,
@@ -78,13 +32,14 @@ const Codec& codec(Fp8Format format) {
 #pragma omp simd reduction(+ : saturated)
   for (int64_t i = 0; i < n; ++i) {
     uint32_t overflowed = 0;
-    out[i] = encode_one(in[i] * multiplier, local, on_overflow, overflowed);
+    out[i] = fp8_encode_one(in[i] * multiplier, local, on_overflow, overflowed);
     saturated += overflowed;
   }
   return saturated;
 }
 
-// The same arithmetic as encode_one on 8 lanes (GCC does not vectorise the scalar form well).
+#if defined(__x86_64__)
+// The same arithmetic as fp8_encode_one on 8 lanes (GCC does not vectorise the scalar form well).
 [[gnu::target("avx2,fma")]] int64_t encode_avx2(const float* in, float multiplier, uint8_t* out,
                                                 int64_t n, const Codec& c, bool saturate) {
   const __m256 scale = _mm256_set1_ps(multiplier);
@@ -99,7 +54,8 @@ const Codec& codec(Fp8Format format) {
   const __m256i nan_code = _mm256_set1_epi32(static_cast<int>(c.nan_code));
   const __m256i inf_bits = _mm256_set1_epi32(0x7f800000);
   const __m256i magic_bits = _mm256_set1_epi32(static_cast<int>(c.subnormal_magic_bits));
-  const __m256 magic = _mm256_set1_ps(c.subnormal_magic), min_normal = _mm256_set1_ps(c.min_normal);
+  const __m256 magic = _mm256_set1_ps(bits_float(c.subnormal_magic_bits));
+  const __m256 min_normal = _mm256_set1_ps(bits_float(c.min_normal_bits));
   __m256i saturated = _mm256_setzero_si256();
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -130,6 +86,7 @@ const Codec& codec(Fp8Format format) {
   for (int32_t lane : lanes) total += lane;
   return total + encode_loop(in + i, multiplier, out + i, n - i, c, saturate);
 }
+#endif
 
 int64_t encode_portable(const float* in, float multiplier, uint8_t* out, int64_t n, const Codec& c,
                         bool saturate) {
@@ -189,7 +146,7 @@ DType dtype_of(Fp8Format format) {
 uint8_t fp8_encode(float value, Fp8Format format, bool saturate) {
   const Codec& c = codec(format);
   uint32_t overflowed = 0;
-  return encode_one(value, c, saturate ? c.max_code : c.overflow_code, overflowed);
+  return fp8_encode_one(value, c, saturate ? c.max_code : c.overflow_code, overflowed);
 }
 
 float fp8_decode(uint8_t code, Fp8Format format) {
@@ -197,15 +154,21 @@ float fp8_decode(uint8_t code, Fp8Format format) {
 }
 
 bool fp8_uses_avx2() {
+#if defined(__x86_64__)
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return avx2;
+#else
+  return false;
+#endif
 }
 
 int64_t fp8_encode_n(const float* in, float multiplier, uint8_t* out, int64_t n, Fp8Format format,
                      bool saturate) {
   const Codec& c = codec(format);
-  return fp8_uses_avx2() ? encode_avx2(in, multiplier, out, n, c, saturate)
-                         : encode_portable(in, multiplier, out, n, c, saturate);
+#if defined(__x86_64__)
+  if (fp8_uses_avx2()) return encode_avx2(in, multiplier, out, n, c, saturate);
+#endif
+  return encode_portable(in, multiplier, out, n, c, saturate);
 }
 
 int64_t fp8_encode_n_portable(const float* in, float multiplier, uint8_t* out, int64_t n,

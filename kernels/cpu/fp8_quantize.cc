@@ -6,8 +6,14 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/dispatch.h"
 #include "kernels/fp8.h"
+#include "kernels/fp8_arith.h"
 #include "runtime/core/profiler.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/cuda/fp8_quantize.h"
+#endif
 
 namespace tandem::kernels {
 
@@ -17,13 +23,8 @@ int64_t blocks(int64_t extent) {
   return (extent + kFp8Block - 1) / kFp8Block;
 }
 
-// Scale for a block whose largest finite magnitude is amax: amax / max_fp8, or 1 when the block
-// has no non-zero finite value (all zeros or all NaN: the codes carry the zeros and NaNs).
 float block_scale(float amax, const QuantizeOptions& options) {
-  if (!(amax > 0) || !std::isfinite(amax)) return 1.0f;
-  float scale = amax / fp8_info(options.format).max_value;
-  if (options.power_of_two_scales) scale = std::exp2(std::ceil(std::log2(scale)));
-  return scale;
+  return fp8_block_scale(amax, fp8_info(options.format).max_value, options.power_of_two_scales);
 }
 
 // Largest finite magnitude; written branch-free (NaN and inf compare false) so that it vectorises.
@@ -70,6 +71,10 @@ float BlockScaledFp8::scale_at(int64_t row, int64_t col) const {
 
 BlockScaledFp8 quantize(const Tensor& x, ScaleGranularity granularity,
                         const QuantizeOptions& options, Fp8Stats* stats) {
+#ifdef TANDEM_HAVE_CUDA
+  if (x.device().type == DeviceType::kCUDA) return cuda::quantize(x, granularity, options, stats);
+#endif
+  require_cpu({&x}, "fp8 quantize");
   TANDEM_PROFILE_SCOPE("fp8_quantize");
   check_dtype(x, DType::kF32, "fp8 quantize input");
   TANDEM_CHECK(x.ndim() == 2, "fp8 quantize needs a matrix, got ", shape_string(x.shape()));
@@ -122,6 +127,10 @@ BlockScaledFp8 quantize(const Tensor& x, ScaleGranularity granularity,
 
 BlockScaledFp8 quantize_transposed(const Tensor& x, const QuantizeOptions& options,
                                    Fp8Stats* stats) {
+#ifdef TANDEM_HAVE_CUDA
+  if (x.device().type == DeviceType::kCUDA) return cuda::quantize_transposed(x, options, stats);
+#endif
+  require_cpu({&x}, "fp8 quantize_transposed");
   check_dtype(x, DType::kF32, "fp8 quantize input");
   const int64_t rows = x.dim(0), cols = x.dim(1);
   Tensor t = Tensor::empty({cols, rows}, DType::kF32);
@@ -141,6 +150,11 @@ BlockScaledFp8 quantize_transposed(const Tensor& x, const QuantizeOptions& optio
 }
 
 Tensor dequantize(const BlockScaledFp8& q) {
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&q.codes, &q.scales}, "fp8 dequantize").type == DeviceType::kCUDA)
+    return cuda::dequantize(q);
+#endif
+  require_cpu({&q.codes, &q.scales}, "fp8 dequantize");
   TANDEM_PROFILE_SCOPE("fp8_dequantize");
   const int64_t rows = q.rows(), cols = q.cols();
   Tensor out = Tensor::empty({rows, cols}, DType::kF32);
@@ -157,6 +171,7 @@ Tensor dequantize(const BlockScaledFp8& q) {
 BlockScaledFp8 transpose_blocks(const BlockScaledFp8& q) {
   TANDEM_CHECK(q.granularity == ScaleGranularity::kBlock128x128,
                "transpose_blocks needs 128x128 blocks; 1x128 tiles must be re-quantised");
+  require_cpu({&q.codes, &q.scales}, "fp8 transpose_blocks");
   const int64_t rows = q.rows(), cols = q.cols();
   BlockScaledFp8 t;
   t.granularity = q.granularity;
@@ -181,6 +196,7 @@ int64_t fp8_payload_bytes(int64_t cols) {
 
 Tensor pack_fp8_rows(const BlockScaledFp8& q) {
   TANDEM_CHECK(q.granularity == ScaleGranularity::kTile1x128, "only 1x128-scaled rows are packed");
+  require_cpu({&q.codes, &q.scales}, "fp8 pack_fp8_rows");
   const int64_t rows = q.rows(), cols = q.cols(), width = fp8_payload_bytes(cols);
   Tensor payload = Tensor::empty({rows, width}, DType::kU8);
   auto* dst = payload.data<uint8_t>();
@@ -195,6 +211,7 @@ Tensor pack_fp8_rows(const BlockScaledFp8& q) {
 
 BlockScaledFp8 unpack_fp8_rows(const Tensor& payload, int64_t cols, Fp8Format format) {
   check_dtype(payload, DType::kU8, "fp8 payload");
+  require_cpu({&payload}, "fp8 unpack_fp8_rows");
   const int64_t rows = payload.dim(0), width = fp8_payload_bytes(cols);
   TANDEM_CHECK(payload.dim(1) == width, "fp8 payload rows of ", payload.dim(1), " bytes, expected ",
                width, " for ", cols, " columns");

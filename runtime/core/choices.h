@@ -22,6 +22,8 @@ enum class ExpertDispatchMode { kFlat, kHierarchical };
 enum class ExpertExchange { kAuto, kSharedMemory, kMessages };
 enum class DataFormat { kText, kUint16 };
 enum class Fp8Format : uint8_t { kE4M3, kE5M2 };
+// Where tensors live and kernels run (train.device names it).
+enum class DeviceType : uint8_t { kCPU, kCUDA };
 
 // Choices<E>::names lists (value, name) for every value of E a user may write.
 template <class E>
@@ -53,6 +55,11 @@ struct Choices<ExpertExchange> {
       {{ExpertExchange::kAuto, "auto"},
        {ExpertExchange::kSharedMemory, "shared_memory"},
        {ExpertExchange::kMessages, "messages"}}};
+};
+template <>
+struct Choices<DeviceType> {
+  static constexpr std::array<std::pair<DeviceType, std::string_view>, 2> names{
+      {{DeviceType::kCPU, "cpu"}, {DeviceType::kCUDA, "cuda"}}};
 };
 template <>
 struct Choices<DataFormat> {

@@ -46,6 +46,7 @@ struct TrainConfig {
   int64_t eval_interval = 50;
   int64_t eval_batches = 8;
   int64_t log_interval = 0;  // steps between printed step lines; 0: about 100 lines a run
+  DeviceType device = DeviceType::kCPU;
   int64_t threads = 0;
   int64_t warmup_steps = 20;
   double lr = 3e-3;

@@ -69,6 +69,11 @@ const std::vector<ConfigKey>& config_keys() {
                     "steps, every evaluation and a stop are always printed; --log-jsonl records "
                     "every step regardless). 0: ceil(train.steps / 100), about a hundred lines a "
                     "run."),
+      TANDEM_KEY(train, device,
+                 "Where the training step runs: \"cpu\" (the reference) or \"cuda\" (the GPU "
+                 "of LOCAL_RANK). \"cuda\" needs a build with CUDA and a usable GPU, and is "
+                 "refused (exit 2, saying what is missing) where either lacks: never a silent "
+                 "fallback to the CPU."),
       TANDEM_KEY_IN(train, threads, R::closed(0, 1024),
                     "CPU threads per rank; 0 = cores available divided by ranks on this node."),
       TANDEM_KEY_IN(train, warmup_steps, R::at_least(0), "Linear learning-rate warmup steps."),

@@ -115,6 +115,22 @@ int cuda_device_count() {
 #endif
 }
 
+std::string device_unavailable_reason(DeviceType type) {
+  if (type == DeviceType::kCPU) return "";
+#ifdef TANDEM_HAVE_CUDA
+  return cuda::unavailable_reason();
+#else
+  return "this tandem was built without CUDA (TANDEM_CUDA=OFF: configure found no nvcc or no "
+         "nccl.h); rebuild where the CUDA toolkit and NCCL are installed";
+#endif
+}
+
+void require_device(DeviceType type) {
+  const std::string why = device_unavailable_reason(type);
+  TANDEM_USER_CHECK(why.empty(), "config: train.device = \"", choice_name(type),
+                    "\" cannot be used here: ", why, "; or set train.device = \"cpu\"");
+}
+
 }  // namespace tandem
 
 namespace tandem {
@@ -129,6 +145,21 @@ void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src
 #else
   TANDEM_FAIL("copy between ", src_device.to_string(), " and ", dst_device.to_string(),
               " needs a CUDA build");
+#endif
+}
+}  // namespace tandem
+
+namespace tandem {
+void zero_bytes(Device device, void* dst, size_t bytes) {
+  if (bytes == 0) return;
+  if (device.type == DeviceType::kCPU) {
+    std::memset(dst, 0, bytes);
+    return;
+  }
+#ifdef TANDEM_HAVE_CUDA
+  cuda::zero_bytes(device.index, dst, bytes);
+#else
+  TANDEM_FAIL("zeroing memory on ", device.to_string(), " needs a CUDA build");
 #endif
 }
 }  // namespace tandem

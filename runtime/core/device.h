@@ -8,9 +8,9 @@
 #include <memory>
 #include <string>
 
-namespace tandem {
+#include "runtime/core/choices.h"
 
-enum class DeviceType : uint8_t { kCPU, kCUDA };
+namespace tandem {
 
 struct Device {
   DeviceType type = DeviceType::kCPU;
@@ -70,10 +70,18 @@ std::unique_ptr<Event> make_event(Device device);
 
 // Number of usable CUDA devices: 0 when the build has no CUDA or no driver/GPU answers.
 int cuda_device_count();
+// Why `type` cannot be used here ("" when it can): for CUDA, a build without it, or no driver
+// or GPU (with the runtime's own words).
+std::string device_unavailable_reason(DeviceType type);
+// train.device = `type` where it cannot be had is a configuration error (exit 2) saying what is
+// missing, never a silent fallback to the CPU.
+void require_device(DeviceType type);
 
 }  // namespace tandem
 
 namespace tandem {
 // Copies bytes between any two devices (host<->host is memcpy); blocks until the copy is done.
 void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t bytes);
+// Sets bytes to zero: memset on the CPU, in the device's compute stream's order on CUDA.
+void zero_bytes(Device device, void* dst, size_t bytes);
 }  // namespace tandem

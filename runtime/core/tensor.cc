@@ -109,9 +109,7 @@ Tensor Tensor::to(Device device) const {
 }
 
 void Tensor::zero_() {
-  TANDEM_CHECK(device_.type == DeviceType::kCPU, "zero_ on ", device_.to_string(),
-               " is not supported yet");
-  if (nbytes()) std::memset(raw_data(), 0, nbytes());
+  if (nbytes()) zero_bytes(device_, raw_data(), nbytes());
 }
 
 void Tensor::copy_from(const Tensor& src) {

@@ -195,6 +195,12 @@ int main(int argc, char** argv) {
     config = load_config_file(args.config_path);
     for (const auto& assignment : args.overrides) apply_override(config, assignment);
     validate_config(config);
+    require_device(config.train.device);
+    // Where the GPU is usable the step must still not quietly run on the CPU.
+    TANDEM_USER_CHECK(config.train.device == DeviceType::kCPU,
+                      "config: train.device = \"cuda\": a GPU is usable here, but the training "
+                      "step has no CUDA path yet (of its kernels only FP8 quantisation is built); "
+                      "set train.device = \"cpu\"");
     // The grid is checked before any rank talks to another (in one process too: parallel.ep = 4
     // there is refused, not ignored).
     launch = comm::detect_launch();

@@ -1,4 +1,5 @@
-// CUDA streams, events and a device allocator behind tandem's device-neutral interfaces.
+// CUDA streams, events, each device's compute stream and a device allocator behind tandem's
+// device-neutral interfaces.
 #include <map>
 #include <mutex>
 
@@ -7,64 +8,53 @@
 
 namespace tandem::cuda {
 
+DeviceGuard::DeviceGuard(int index) {
+  TANDEM_CHECK_CUDA(cudaGetDevice(&previous_));
+  if (previous_ != index) TANDEM_CHECK_CUDA(cudaSetDevice(index));
+}
+DeviceGuard::~DeviceGuard() {
+  cudaSetDevice(previous_);
+}
+
+CudaStream::CudaStream(int index) : index_(index) {
+  DeviceGuard guard(index);
+  TANDEM_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+}
+CudaStream::~CudaStream() {
+  cudaStreamDestroy(stream_);
+}
+void CudaStream::synchronize() {
+  TANDEM_CHECK_CUDA(cudaStreamSynchronize(stream_));
+}
+
+CudaEvent::CudaEvent(int index) : index_(index) {
+  DeviceGuard guard(index);
+  TANDEM_CHECK_CUDA(cudaEventCreate(&event_));
+}
+CudaEvent::~CudaEvent() {
+  cudaEventDestroy(event_);
+}
+void CudaEvent::record(Stream& stream) {
+  auto* cuda_stream = dynamic_cast<CudaStream*>(&stream);
+  TANDEM_CHECK(cuda_stream != nullptr && stream.device().index == index_, "CUDA event of device ",
+               index_, " recorded on ", stream.device().to_string());
+  TANDEM_CHECK_CUDA(cudaEventRecord(event_, cuda_stream->handle()));
+}
+void CudaEvent::synchronize() {
+  TANDEM_CHECK_CUDA(cudaEventSynchronize(event_));
+}
+double CudaEvent::elapsed_ms(const Event& later) const {
+  const auto* other = dynamic_cast<const CudaEvent*>(&later);
+  TANDEM_CHECK(other != nullptr, "elapsed_ms between events of different devices");
+  float ms = 0;
+  TANDEM_CHECK_CUDA(cudaEventElapsedTime(&ms, event_, other->event_));
+  return ms;
+}
+void CudaEvent::block(const CudaStream& stream) const {
+  TANDEM_CHECK_CUDA(cudaStreamWaitEvent(stream.handle(), event_, 0));
+}
+
 namespace {
-
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int index) {
-    TANDEM_CHECK_CUDA(cudaGetDevice(&previous_));
-    if (previous_ != index) TANDEM_CHECK_CUDA(cudaSetDevice(index));
-  }
-  ~DeviceGuard() { cudaSetDevice(previous_); }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = 0;
-};
-
-class CudaStream final : public Stream {
- public:
-  explicit CudaStream(int index) : index_(index) {
-    DeviceGuard guard(index);
-    TANDEM_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  }
-  ~CudaStream() override { cudaStreamDestroy(stream_); }
-  Device device() const override { return Device::cuda(index_); }
-  void synchronize() override { TANDEM_CHECK_CUDA(cudaStreamSynchronize(stream_)); }
-  cudaStream_t handle() const { return stream_; }
-
- private:
-  int index_;
-  cudaStream_t stream_ = nullptr;
-};
-
-class CudaEvent final : public Event {
- public:
-  explicit CudaEvent(int index) : index_(index) {
-    DeviceGuard guard(index);
-    TANDEM_CHECK_CUDA(cudaEventCreate(&event_));
-  }
-  ~CudaEvent() override { cudaEventDestroy(event_); }
-  void record(Stream& stream) override {
-    auto* cuda_stream = dynamic_cast<CudaStream*>(&stream);
-    TANDEM_CHECK(cuda_stream != nullptr && stream.device().index == index_, "CUDA event of device ",
-                 index_, " recorded on ", stream.device().to_string());
-    TANDEM_CHECK_CUDA(cudaEventRecord(event_, cuda_stream->handle()));
-  }
-  void synchronize() override { TANDEM_CHECK_CUDA(cudaEventSynchronize(event_)); }
-  double elapsed_ms(const Event& later) const override {
-    const auto* other = dynamic_cast<const CudaEvent*>(&later);
-    TANDEM_CHECK(other != nullptr, "elapsed_ms between events of different devices");
-    float ms = 0;
-    TANDEM_CHECK_CUDA(cudaEventElapsedTime(&ms, event_, other->event_));
-    return ms;
-  }
-
- private:
-  int index_;
-  cudaEvent_t event_ = nullptr;
-};
 
 class CudaAllocator final : public Allocator {
  public:
@@ -96,6 +86,18 @@ int device_count() {
   return count;
 }
 
+std::string unavailable_reason() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    return detail::concat("no usable GPU: cudaGetDeviceCount failed: ", cudaGetErrorName(status),
+                          " (", cudaGetErrorString(status), ")");
+  }
+  if (count == 0) return "no usable GPU: the CUDA runtime sees no device";
+  return "";
+}
+
 Allocator& device_allocator(int index) {
   static std::mutex mutex;
   static std::map<int, std::unique_ptr<CudaAllocator>> allocators;
@@ -107,6 +109,15 @@ Allocator& device_allocator(int index) {
   return *slot;
 }
 
+CudaStream& compute_stream(int index) {
+  static std::mutex mutex;
+  static std::map<int, std::unique_ptr<CudaStream>> streams;
+  std::lock_guard lock(mutex);
+  auto& slot = streams[index];
+  if (!slot) slot = std::make_unique<CudaStream>(index);
+  return *slot;
+}
+
 std::unique_ptr<Stream> make_stream(int index) {
   return std::make_unique<CudaStream>(index);
 }
@@ -115,7 +126,15 @@ std::unique_ptr<Event> make_event(int index) {
 }
 
 void copy_bytes(void* dst, const void* src, size_t bytes) {
+  // The kernels run on non-blocking compute streams, which cudaMemcpy (the legacy stream) does
+  // not wait for: the copy waits for all of the device's work first.
+  TANDEM_CHECK_CUDA(cudaDeviceSynchronize());
   TANDEM_CHECK_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+}
+
+void zero_bytes(int index, void* dst, size_t bytes) {
+  DeviceGuard guard(index);
+  TANDEM_CHECK_CUDA(cudaMemsetAsync(dst, 0, bytes, compute_stream(index).handle()));
 }
 
 }  // namespace tandem::cuda
