@@ -126,7 +126,7 @@ std::string NodeMetrics::answer_hello(const monitoring::RelayHello& hello) {
     try {
       if (options_.targets.node_rank == 0 && !hello.sd_file.empty())
         check_output_path("monitoring.sd_file", hello.sd_file);
-      auto http = std::make_unique<monitoring::HttpServer>(hello.bind, hello.port, 4);
+      auto http = std::make_unique<monitoring::HttpServer>(hello.bind, hello.port, 16);
       http->handle("/metrics", [this] { return metrics_page(); });
       http->handle("/status", [this] { return status_page(); });
       bind_ = hello.bind;

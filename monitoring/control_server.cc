@@ -4,6 +4,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <sstream>
@@ -92,6 +93,10 @@ grpc::Status to_grpc(const CommandOutcome& outcome) {
   return {grpc::StatusCode::INTERNAL, "unknown outcome"};
 }
 
+// Open WatchStatus streams at most, of the server's kServerThreads threads.
+constexpr int kServerThreads = 16;
+constexpr int kMaxWatchers = 8;
+
 class Service final : public pb::Control::Service {
  public:
   Service(const ControlServerOptions& options, ControlBoard& board)
@@ -105,6 +110,19 @@ class Service final : public pb::Control::Service {
 
   grpc::Status WatchStatus(grpc::ServerContext* context, const pb::WatchStatusRequest*,
                            grpc::ServerWriter<pb::Status>* writer) override {
+    // A stream holds one of the server's threads for as long as it lasts: watchers beyond the
+    // cap are refused, so that a token holder's commands always find a thread.
+    const int watching = watchers_.fetch_add(1) + 1;
+    struct Leave {
+      std::atomic<int>& count;
+      ~Leave() { count.fetch_sub(1); }
+    } leave{watchers_};
+    if (watching > kMaxWatchers)
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+              detail::concat(kMaxWatchers,
+                             " status streams are open already, the most this job "
+                             "serves (so that commands always have a thread); "
+                             "close one, or poll GetStatus")};
     JobStatus status = board_.status();
     uint64_t seen = status.version;
     pb::Status message;
@@ -163,6 +181,7 @@ class Service final : public pb::Control::Service {
     // The range train.lr accepts; NaN fails both comparisons.
     if (!(lr > 0 && lr <= 1)) {
       std::ostringstream text;
+      text.precision(17);  // 1.0000001 must not read as 1
       text << "learning_rate = " << lr
            << ": it must be a number in (0, 1], as train.lr; nothing was changed";
       return {grpc::StatusCode::INVALID_ARGUMENT, text.str()};
@@ -217,6 +236,7 @@ class Service final : public pb::Control::Service {
 
   const ControlServerOptions options_;
   ControlBoard& board_;
+  std::atomic<int> watchers_{0};
 };
 
 }  // namespace
@@ -239,10 +259,10 @@ ControlServer::ControlServer(const ControlServerOptions& options, ControlBoard& 
   // gRPC turns SO_REUSEPORT on by default: a second job given the same port would then share it
   // and receive half of the first one's commands.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  // A few threads are plenty for an operator's calls; bounded so a flood of watchers cannot
-  // take the training process's memory.
+  // A few threads are plenty for an operator's calls; bounded so that a flood of callers cannot
+  // take the training process's memory (and watchers are capped below it: kMaxWatchers).
   grpc::ResourceQuota quota("tandem-control");
-  quota.SetMaxThreads(16);
+  quota.SetMaxThreads(kServerThreads);
   builder.SetResourceQuota(quota);
   builder.RegisterService(impl_->service.get());
   impl_->server = builder.BuildAndStart();

@@ -62,6 +62,14 @@ std::string read_token_file(const std::string& path) {
   return token;
 }
 
+std::string token_from_environment() {
+  const char* env = std::getenv("TANDEM_CONTROL_TOKEN");
+  if (!env || !*env) return "";
+  std::string token = strip(env);
+  check_token(token, "TANDEM_CONTROL_TOKEN");
+  return token;
+}
+
 ControlToken resolve_control_token(const std::string& token_file, int port) {
   ControlToken out;
   if (!token_file.empty()) {
@@ -72,9 +80,8 @@ ControlToken resolve_control_token(const std::string& token_file, int port) {
       out.source += " (warning: others may read it; chmod 600 it)";
     return out;
   }
-  if (const char* env = std::getenv("TANDEM_CONTROL_TOKEN"); env && *env) {
-    out.value = strip(env);
-    check_token(out.value, "TANDEM_CONTROL_TOKEN");
+  if (std::string from_env = token_from_environment(); !from_env.empty()) {
+    out.value = std::move(from_env);
     out.source = "from TANDEM_CONTROL_TOKEN";
     return out;
   }

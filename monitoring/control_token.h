@@ -16,6 +16,10 @@ std::string default_token_path(int port);
 // printable ASCII without spaces).
 std::string read_token_file(const std::string& path);
 
+// TANDEM_CONTROL_TOKEN, stripped and checked as a token file is ("" when unset or empty), so that
+// the job and tandemctl read the same value from it.
+std::string token_from_environment();
+
 // The job's token and a sentence saying where it came from, for the log (never the token).
 struct ControlToken {
   std::string value;

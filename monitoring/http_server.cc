@@ -71,12 +71,22 @@ HttpServer::HttpServer(const std::string& bind, int port, int threads) : port_(p
   // civetweb asks for 100 KiB thread stacks; the floor must be linked in to give them room.
   TANDEM_CHECK(thread_stack_bytes(100 * 1024) == kThreadStackFloorBytes);
   const std::string thread_count = std::to_string(threads);
+  // Each connection holds a thread while its request arrives: a client that sends half a request
+  // (or a body it never finishes) is dropped after kRequestTimeoutMs without a byte, and one whose
+  // refused request still has body coming is not read past kLingerMs, so a few stalled clients
+  // cannot keep a scraper out for long.
+  const std::string request_timeout = std::to_string(kRequestTimeoutMs);
+  const std::string linger = std::to_string(kLingerMs);
   const char* options[] = {"listening_ports",
                            address.c_str(),
                            "num_threads",
                            thread_count.c_str(),
                            "enable_keep_alive",
                            "no",
+                           "request_timeout_ms",
+                           request_timeout.c_str(),
+                           "linger_timeout_ms",
+                           linger.c_str(),
                            nullptr};
   mg_callbacks callbacks{};
   // civetweb would print its own errors to stderr; the refusal below says what went wrong.

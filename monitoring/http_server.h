@@ -39,7 +39,10 @@ class HttpServer {
   using Handler = std::function<HttpResponse()>;
 
   // Listens on bind:port (an IPv4 address) with `threads` request threads; throws PortRefused.
-  HttpServer(const std::string& bind, int port, int threads = 2);
+  HttpServer(const std::string& bind, int port, int threads = 8);
+  // A request (line, headers and body) that stalls this long between bytes is dropped.
+  static constexpr int kRequestTimeoutMs = 3000;
+  static constexpr int kLingerMs = 500;
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

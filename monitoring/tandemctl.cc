@@ -61,12 +61,24 @@ struct Options {
   long count = 0;  // watch: 0 = until the job ends
 };
 
+int port_of(const std::string& addr) {
+  const size_t colon = addr.rfind(':');
+  if (colon == std::string::npos) return -1;
+  char* end = nullptr;
+  const long port = std::strtol(addr.c_str() + colon + 1, &end, 10);
+  return *end || port <= 0 || port > 65535 ? -1 : static_cast<int>(port);
+}
+
 Options parse(int argc, char** argv) {
   Options o;
-  if (const char* addr = std::getenv("TANDEM_CONTROL_ADDR"); addr && *addr) o.addr = addr;
+  bool from_env = false;
+  if (const char* addr = std::getenv("TANDEM_CONTROL_ADDR"); addr && *addr) {
+    o.addr = addr;
+    from_env = true;
+  }
   if (o.addr.empty()) o.addr = "127.0.0.1:" + std::to_string(kDefaultPort);
   auto usage = [](const std::string& why) {
-    return Failure{kUsageExitCode, "tandemctl: " + why + "\n" + kUsage};
+    return Failure{kUsageExitCode, "tandemctl: " + why + " (tandemctl --help for usage)"};
   };
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -79,6 +91,7 @@ Options parse(int argc, char** argv) {
     if (arg == "-h" || arg == "--help") throw Failure{0, kUsage};
     if (arg == "--addr" || arg.starts_with("--addr=")) {
       o.addr = value("--addr");
+      from_env = false;
     } else if (arg == "--token-file" || arg.starts_with("--token-file=")) {
       o.token_file = value("--token-file");
     } else if (arg == "--timeout-s" || arg.starts_with("--timeout-s=")) {
@@ -113,15 +126,12 @@ Options parse(int argc, char** argv) {
     throw usage("unknown command '" + o.command + "'");
   if (o.json && o.command != "status") throw usage("--json goes with status");
   if (o.count && o.command != "watch") throw usage("--count goes with watch");
+  const size_t colon = o.addr.rfind(':');
+  if (colon == std::string::npos || colon == 0 || port_of(o.addr) < 0)
+    throw usage(std::string(from_env ? "TANDEM_CONTROL_ADDR" : "--addr") +
+                " takes HOST:PORT with a port in 1..65535, e.g. 127.0.0.1:" +
+                std::to_string(kDefaultPort) + "; got '" + o.addr + "'");
   return o;
-}
-
-int port_of(const std::string& addr) {
-  const size_t colon = addr.rfind(':');
-  if (colon == std::string::npos) return -1;
-  char* end = nullptr;
-  const long port = std::strtol(addr.c_str() + colon + 1, &end, 10);
-  return *end || port <= 0 || port > 65535 ? -1 : static_cast<int>(port);
 }
 
 // The token and, for messages, where it came from ("" when there is none).
@@ -133,8 +143,8 @@ Token find_token(const Options& o) {
   try {
     if (!o.token_file.empty())
       return {tandem::monitoring::read_token_file(o.token_file), o.token_file};
-    if (const char* env = std::getenv("TANDEM_CONTROL_TOKEN"); env && *env)
-      return {env, "TANDEM_CONTROL_TOKEN"};
+    if (std::string env = tandem::monitoring::token_from_environment(); !env.empty())
+      return {std::move(env), "TANDEM_CONTROL_TOKEN"};
     if (const int port = port_of(o.addr); port > 0) {
       const std::string path = tandem::monitoring::default_token_path(port);
       std::error_code ec;

@@ -439,7 +439,11 @@ void Trainer::apply(const BoundaryDecision& d,
                                              : "the run stops at this step boundary"));
         break;
       case CommandKind::kResume:
-        command->answer(at_step(done, /*changed=*/paused));
+        if (d.stop())  // a Stop at the same boundary wins: the job ends, it does not go on
+          command->answer(CommandOutcome::failure(
+              Code::kFailedPrecondition, "the run stops at this step boundary: nothing resumes"));
+        else
+          command->answer(at_step(done, /*changed=*/paused));
         break;
       case CommandKind::kCheckpoint:
         if (checkpoints_)

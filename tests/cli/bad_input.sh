@@ -59,6 +59,11 @@ expect_error "unknown option '--step'" $cfg --step 3
 expect_error "config file 'examples/configs': is a directory, not a regular file" examples/configs
 expect_error "--summary-json '/nonexistent/s.json': its directory '/nonexistent' does not exist" $cfg \
   --summary-json /nonexistent/s.json
+# train.device = cuda where it cannot be had (this machine: no GPU, or a build without CUDA; a
+# GPU machine: no CUDA training step yet) is exit 2 saying so, never a quiet CPU run.
+want_rc=2 expect_error 'train.device = "cuda"' "$cfg" --set train.device=cuda
+want_rc=2 expect_error 'is not one of "cpu", "cuda"' "$cfg" --set train.device=gpu
+
 # Grids are refused before any rank talks to another (a torchrun-style environment of 3 ranks).
 expect_error "parallel.pp = 2 needs a multiple of 2 ranks, but this process runs alone" $cfg --set parallel.pp=2
 expect_error "parallel.schedule = \"dualpipe2\" is not one of \"1f1b\", \"zb-h1\", \"dualpipe\", \"dualpipev\"; did you mean \"dualpipe\"?" $cfg --set parallel.schedule=dualpipe2

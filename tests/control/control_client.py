@@ -2,7 +2,9 @@
 # grpc_tools (Debian's python3-grpcio and python3-grpc-tools), to check the service against the
 # .proto rather than against tandemctl. One call per run, its reply printed as one JSON line:
 #   control_client.py GENERATED_DIR ADDR CALL [VALUE] [--token TOKEN]
-# CALL: status, watch N (the first N messages), pause, resume, checkpoint, set-lr RATE, stop.
+# CALL: status, watch N (the first N messages), pause, resume, checkpoint, set-lr RATE, stop;
+# flood N: holds N status streams open (each has had its first message), opens one more, and while
+# they are held calls GetStatus, Pause and Resume (with --token): a JSON object of what each got.
 # A refused call prints "CODE: message" (CODE as grpc.StatusCode names it) and exits 1.
 import json
 import sys
@@ -46,6 +48,27 @@ try:
                 stream.cancel()
                 break
         print(json.dumps(out))
+    elif call == "flood":
+        held = []
+        for _ in range(int(args[0])):
+            stream = stub.WatchStatus(pb.WatchStatusRequest(), timeout=60)
+            next(stream)
+            held.append(stream)
+        def outcome(thunk):
+            try:
+                thunk()
+                return "OK"
+            except grpc.RpcError as error:
+                return f"{error.code().name}: {error.details()}"
+        result = {
+            "one_more": outcome(lambda: next(stub.WatchStatus(pb.WatchStatusRequest(), timeout=10))),
+            "status": outcome(lambda: stub.GetStatus(pb.GetStatusRequest(), timeout=10)),
+            "pause": outcome(lambda: stub.Pause(pb.PauseRequest(), metadata=metadata, timeout=60)),
+            "resume": outcome(lambda: stub.Resume(pb.ResumeRequest(), metadata=metadata, timeout=60)),
+        }
+        for stream in held:
+            stream.cancel()
+        print(json.dumps(result))
     elif call == "set-lr":
         request = pb.SetLearningRateRequest(learning_rate=float(args[0]))
         print(json.dumps(show(stub.SetLearningRate(request, metadata=metadata, timeout=120))))

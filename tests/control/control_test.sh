@@ -196,6 +196,13 @@ print("WatchStatus steps", steps)' "$w"
 "$ctl" --addr "$addr" watch --count 4 > "$tmp/watch.txt"
 cat "$tmp/watch.txt"
 [ "$(grep -cE '^step [0-9]+/100000 .* \| running$' "$tmp/watch.txt")" = 4 ] || fail "tandemctl watch"
+# A flood of watchers (which need no token) cannot lock the operator out: the 9th stream is
+# refused, and status, pause and resume still answer while 8 are held.
+f=$(client "$addr" flood 8 --token "$secret")
+echo "8 watchers held: $f"
+$py -c 'import json, sys; r = json.loads(sys.argv[1])
+assert r["one_more"].startswith("RESOURCE_EXHAUSTED: 8 status streams are open already"), r
+assert r["status"] == r["pause"] == r["resume"] == "OK", r' "$f" || fail "a flood of watchers"
 
 # set-lr: exactly that rate from the step it names, the schedule's shape after it.
 out=$(ok "$ctl" --addr "$addr" --token-file "$token" set-lr 1e-4)
