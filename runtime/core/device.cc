@@ -1,14 +1,10 @@
 // CPU devices, streams, events and the aligned host allocator; dispatch to CUDA when built with it.
 #include "runtime/core/device.h"
 
-#include <bit>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
-#include <new>
-#include <unordered_map>
-#include <vector>
 
+#include "runtime/core/caching_allocator.h"
 #include "runtime/core/errors.h"
 
 #ifdef TANDEM_HAVE_CUDA
@@ -16,6 +12,10 @@
 #endif
 
 namespace tandem {
+
+namespace {
+constexpr size_t kHostAlignment = 64;  // vector loads never split a cache line
+}  // namespace
 
 std::string Device::to_string() const {
   return type == DeviceType::kCPU ? std::string("cpu") : detail::concat("cuda:", index);
@@ -33,54 +33,12 @@ double CpuEvent::elapsed_ms(const Event& later) const {
   return std::chrono::duration<double, std::milli>(other->time_ - time_).count();
 }
 
-namespace {
-// Host memory, 64-byte aligned, with freed blocks kept by size class for reuse: a training step
-// allocates the same activation sizes every time, and handing them back to the OS would cost a
-// page fault per page on the next step (bench/RESULTS.md says what that cost).
-class HostAllocator final : public Allocator {
- public:
-  static constexpr size_t kAlignment = 64;
-  ~HostAllocator() override {
-    for (auto& [size, blocks] : free_blocks_)
-      for (void* block : blocks) std::free(block);
-  }
-  void* allocate(size_t bytes) override {
-    if (bytes == 0) return nullptr;
-    const size_t size = size_class(bytes);
-    {
-      std::lock_guard lock(mutex_);
-      auto& blocks = free_blocks_[size];
-      if (!blocks.empty()) {
-        void* block = blocks.back();
-        blocks.pop_back();
-        return block;
-      }
-    }
-    void* pointer = std::aligned_alloc(kAlignment, size);
-    if (pointer == nullptr) TANDEM_FAIL("out of host memory allocating ", bytes, " bytes");
-    return pointer;
-  }
-  void deallocate(void* pointer, size_t bytes) override {
-    if (pointer == nullptr) return;
-    std::lock_guard lock(mutex_);
-    free_blocks_[size_class(bytes)].push_back(pointer);
-  }
-
- private:
-  // Multiples of 64 bytes up to 4 KiB, then quarter steps between powers of two (≤ 25% slack).
-  static size_t size_class(size_t bytes) {
-    size_t size = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-    if (size <= 4096) return size;
-    const size_t step = std::bit_floor(size) / 4;
-    return (size + step - 1) / step * step;
-  }
-  std::mutex mutex_;
-  std::unordered_map<size_t, std::vector<void*>> free_blocks_;
-};
-}  // namespace
-
 Allocator& allocator_for(Device device) {
-  static HostAllocator host;
+  // Host memory, 64-byte aligned, with freed blocks kept for reuse: handing them back to the OS
+  // would cost a page fault per page on the next step (bench/RESULTS.md says what that cost).
+  static CachingAllocator host(
+      "cpu", {[](size_t bytes) { return std::aligned_alloc(kHostAlignment, bytes); },
+              [](void* pointer) { std::free(pointer); }});
   if (device.type == DeviceType::kCPU) return host;
 #ifdef TANDEM_HAVE_CUDA
   return cuda::device_allocator(device.index);

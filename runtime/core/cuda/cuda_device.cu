@@ -3,6 +3,7 @@
 #include <map>
 #include <mutex>
 
+#include "runtime/core/caching_allocator.h"
 #include "runtime/core/cuda/cuda_check.h"
 #include "runtime/core/cuda/cuda_device.h"
 
@@ -54,28 +55,6 @@ void CudaEvent::block(const CudaStream& stream) const {
   TANDEM_CHECK_CUDA(cudaStreamWaitEvent(stream.handle(), event_, 0));
 }
 
-namespace {
-
-class CudaAllocator final : public Allocator {
- public:
-  explicit CudaAllocator(int index) : index_(index) {}
-  void* allocate(size_t bytes) override {
-    if (bytes == 0) return nullptr;
-    DeviceGuard guard(index_);
-    void* pointer = nullptr;
-    TANDEM_CHECK_CUDA(cudaMalloc(&pointer, bytes));
-    return pointer;
-  }
-  void deallocate(void* pointer, size_t) override {
-    if (pointer != nullptr) cudaFree(pointer);
-  }
-
- private:
-  int index_;
-};
-
-}  // namespace
-
 int device_count() {
   int count = 0;
   cudaError_t status = cudaGetDeviceCount(&count);
@@ -100,12 +79,31 @@ std::string unavailable_reason() {
 
 Allocator& device_allocator(int index) {
   static std::mutex mutex;
-  static std::map<int, std::unique_ptr<CudaAllocator>> allocators;
+  static std::map<int, std::unique_ptr<CachingAllocator>> allocators;
   TANDEM_CHECK(index >= 0 && index < device_count(), "CUDA device ", index, " requested but ",
                device_count(), " are visible");
   std::lock_guard lock(mutex);
   auto& slot = allocators[index];
-  if (!slot) slot = std::make_unique<CudaAllocator>(index);
+  if (!slot)
+    slot = std::make_unique<CachingAllocator>(
+        detail::concat("cuda:", index),
+        RawAllocator{[index](size_t bytes) -> void* {
+                       DeviceGuard guard(index);
+                       void* pointer = nullptr;
+                       const cudaError_t status = cudaMalloc(&pointer, bytes);
+                       if (status == cudaErrorMemoryAllocation) {
+                         cudaGetLastError();  // not sticky: the caller releases and retries
+                         return nullptr;
+                       }
+                       TANDEM_CHECK_CUDA(status);
+                       return pointer;
+                     },
+                     [index](void* pointer) {
+                       DeviceGuard guard(index);
+                       // The cache holds blocks whose last kernels may still run.
+                       cudaDeviceSynchronize();
+                       cudaFree(pointer);
+                     }});
   return *slot;
 }
 
