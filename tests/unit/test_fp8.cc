@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/fp8.h"
+#include "kernels/fp8_gemm_plan.h"
 #include "tests/unit/grad_check.h"
 
 namespace tandem::kernels {
@@ -265,6 +266,81 @@ TEST(Fp8Layout, TransposedBlocksAndPackedRowsAreExact) {
     for (int64_t c = 0; c < 300; ++c)
       EXPECT_NEAR(dxt.data<float>()[c * 7 + r], x.data<float>()[r * 300 + c],
                   std::abs(x.data<float>()[r * 300 + c]) * 0.0625 + 1e-3);
+}
+
+}  // namespace
+}  // namespace tandem::kernels
+
+// cuBLASLt's block-scaled FP8 GEMM plans and scale layouts (kernels/fp8_gemm_plan.h), checked
+// without a GPU: the layouts NVIDIA documents, the refusals, and an expert loop's packed scales.
+namespace tandem::kernels {
+namespace {
+
+TEST(Fp8GemmPlan, ScaleLayoutsAreCublasLts) {
+  // 1x128: [ceil(K/128), pad4(rows)]; 128x128: [ceil(rows/128), pad4(ceil(K/128))].
+  const CublasScaleLayout tiles = cublas_scale_layout(ScaleGranularity::kTile1x128, 4097, 7168);
+  EXPECT_EQ(tiles.outer, 56);
+  EXPECT_EQ(tiles.inner, 4100);
+  const CublasScaleLayout blocks =
+      cublas_scale_layout(ScaleGranularity::kBlock128x128, 7168, 2048 + 128);
+  EXPECT_EQ(blocks.outer, 56);
+  EXPECT_EQ(blocks.inner, 20);  // 17 blocks of K, padded to 20
+  const Fp8GemmPlan plan = plan_fp8_gemm(4096, 7168, 16384, ScaleGranularity::kTile1x128,
+                                         ScaleGranularity::kBlock128x128);
+  EXPECT_EQ(plan.lda, 16384);
+  EXPECT_EQ(plan.ldb, 16384);
+  EXPECT_EQ(plan.ldc, 7168);
+  EXPECT_EQ(plan.a_scales.elements(), 128 * 4096);
+  EXPECT_EQ(plan.b_scales.elements(), 56 * 128);
+}
+
+TEST(Fp8GemmPlan, RefusesWhatCublasLtCannotDo) {
+  auto refused = [](int64_t m, int64_t n, int64_t k, ScaleGranularity a, ScaleGranularity b,
+                    const std::string& why) {
+    try {
+      plan_fp8_gemm(m, n, k, a, b);
+      ADD_FAILURE() << "planned m " << m << " n " << n << " k " << k;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  };
+  const auto tile = ScaleGranularity::kTile1x128, block = ScaleGranularity::kBlock128x128;
+  refused(128, 128, 128, block, block, "no 128x128 x 128x128 block scaling");
+  refused(128, 128, 136 + 4, tile, tile, "K (the leading dimension of both fp8 operands)");
+  refused(128, 100, 128, tile, block, "N (the output's leading dimension)");
+}
+
+TEST(Fp8GemmPlan, ExpertLoopSkipsEmptyExpertsAndPacksTheirScales) {
+  // Row counts 0, 1, 5, 128, 0, 333 (offsets of the contiguous layout).
+  const std::vector<int64_t> offsets = {0, 0, 1, 6, 134, 134, 467};
+  const GroupedFp8GemmPlan plan =
+      plan_grouped_fp8_gemm(offsets, 2048, 7168, ScaleGranularity::kBlock128x128);
+  EXPECT_EQ(plan.experts, (std::vector<int64_t>{1, 2, 3, 5}));
+  ASSERT_EQ(plan.gemms.size(), 4u);
+  EXPECT_EQ(plan.gemms[0].m, 1);
+  EXPECT_EQ(plan.gemms[3].m, 333);
+  // Each expert's A scales are [56, pad4(rows)]: 4, 8, 128, 336 columns.
+  EXPECT_EQ(plan.a_scale_offsets, (std::vector<int64_t>{0, 56 * 4, 56 * 12, 56 * 140}));
+  EXPECT_EQ(plan.a_scale_elements, 56 * (4 + 8 + 128 + 336));
+  EXPECT_THROW(plan_grouped_fp8_gemm({0, 5, 3}, 2048, 7168, ScaleGranularity::kTile1x128), Error);
+}
+
+TEST(Fp8GemmPlan, ScalesConvertToCublasLtsLayout) {
+  Tensor x = Tensor::empty({6, 300}, DType::kF32);
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = static_cast<float>(i % 97) - 40;
+  const BlockScaledFp8 q = quantize(x, ScaleGranularity::kTile1x128);
+  const Tensor t = to_cublas_scales(q);
+  ASSERT_EQ(t.shape(), (Shape{3, 8}));  // ceil(300/128) x pad4(6)
+  for (int64_t r = 0; r < 6; ++r)
+    for (int64_t kb = 0; kb < 3; ++kb)
+      EXPECT_EQ(t.data<float>()[kb * 8 + r], q.scale_at(r, kb * 128));
+  for (int64_t kb = 0; kb < 3; ++kb)
+    for (int64_t r = 6; r < 8; ++r) EXPECT_EQ(t.data<float>()[kb * 8 + r], 0.0f);
+  const BlockScaledFp8 w = quantize(x, ScaleGranularity::kBlock128x128);
+  const Tensor wt = to_cublas_scales(w);
+  ASSERT_EQ(wt.shape(), (Shape{1, 4}));  // ceil(6/128) x pad4(ceil(300/128))
+  for (int64_t kb = 0; kb < 3; ++kb) EXPECT_EQ(wt.data<float>()[kb], w.scale_at(0, kb * 128));
+  EXPECT_EQ(wt.data<float>()[3], 0.0f);
 }
 
 }  // namespace
