@@ -7,8 +7,13 @@
 #include <vector>
 
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/dispatch.h"
 #include "kernels/fp8.h"
 #include "runtime/core/profiler.h"
+
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/cuda/fp8_gemm.h"
+#endif
 
 namespace tandem::kernels {
 
@@ -60,6 +65,12 @@ void emulated_gemm(const BlockScaledFp8& a, const BlockScaledFp8& b, float* c,
 
 void fp8_gemm(const BlockScaledFp8& a, const BlockScaledFp8& b, Tensor& c,
               const Fp8GemmOptions& options) {
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&a.codes, &a.scales, &b.codes, &b.scales, &c}, "fp8_gemm").type ==
+      DeviceType::kCUDA)
+    return cuda::fp8_gemm(a, b, c, options);
+#endif
+  require_cpu({&a.codes, &a.scales, &b.codes, &b.scales, &c}, "fp8_gemm");
   TANDEM_PROFILE_SCOPE("fp8_gemm");
   const int64_t m = a.rows(), n = b.rows(), k = a.cols();
   TANDEM_CHECK(a.granularity == ScaleGranularity::kTile1x128,
