@@ -13,8 +13,9 @@ CachingAllocator::CachingAllocator(std::string device_name, RawAllocator raw)
     : device_name_(std::move(device_name)), raw_(std::move(raw)) {}
 
 CachingAllocator::~CachingAllocator() {
+  // Blocks still handed out are left alone: an owner destroyed later (at process exit) may still
+  // read them, and the process's end returns them anyway.
   release_cached_locked();
-  for (auto& [pointer, size] : live_) raw_.release(pointer);
 }
 
 size_t CachingAllocator::size_class(size_t bytes) {

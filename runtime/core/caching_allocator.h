@@ -28,7 +28,7 @@ struct RawAllocator {
 class CachingAllocator final : public Allocator {
  public:
   CachingAllocator(std::string device_name, RawAllocator raw);
-  ~CachingAllocator() override;  // releases every block, cached or not
+  ~CachingAllocator() override;  // releases the cached blocks (not those still handed out)
   CachingAllocator(const CachingAllocator&) = delete;
   CachingAllocator& operator=(const CachingAllocator&) = delete;
 
