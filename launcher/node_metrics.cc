@@ -307,8 +307,18 @@ HttpResponse NodeMetrics::status_page() {
   {
     std::lock_guard lock(mutex_);
     if (restarting_attempt_ >= 0)
+      return {
+          200, "text/html; charset=utf-8",
+          monitoring::stale_page(last_status_page_,
+                                 detail::concat("restarting (attempt ", restarting_attempt_, ")"),
+                                 restarting_why_)};
+    // Between a rank's failure and the restart (the others being stopped), or while rank 0 is
+    // frozen: the last page, said to be stale, rather than none.
+    if (!last_status_page_.empty())
       return {200, "text/html; charset=utf-8",
-              monitoring::restarting_page(last_status_page_, restarting_attempt_, restarting_why_)};
+              monitoring::stale_page(last_status_page_, "not answering",
+                                     "rank 0 did not answer within the scrape deadline "
+                                     "(stopping, frozen, or its job is restarting)")};
   }
   const bool node0 = options_.targets.node_rank == 0;
   const std::string where =

@@ -343,24 +343,24 @@ std::string StatusPage::render() const {
   return html;
 }
 
-std::string restarting_page(const std::string& last_page, int attempt, const std::string& why) {
-  const std::string state =
-      "<span class=\"state\" id=\"state\" style=\"background:#c62828\">"
-      "restarting (attempt " +
-      std::to_string(attempt) + ")</span>";
-  const std::string note = "<p class=\"warn\" id=\"restarting\">" + xml_escape(why) +
-                           "; what follows is from the attempt before, until the new rank 0 "
-                           "answers</p>\n";
+std::string stale_page(const std::string& last_page, const std::string& state_text,
+                       const std::string& why) {
+  const std::string state = "<span class=\"state\" id=\"state\" style=\"background:#c62828\">" +
+                            xml_escape(state_text) + "</span>";
+  const std::string note = "<p class=\"warn\" id=\"stale\">" + xml_escape(why) +
+                           "; what follows is rank 0's last page, until it (or the next attempt's "
+                           "rank 0) answers</p>\n";
   const size_t begin = last_page.find("<span class=\"state\" id=\"state\"");
   const size_t end = begin == std::string::npos ? begin : last_page.find("</span>", begin);
   const size_t heading = end == std::string::npos ? end : last_page.find("</h1>\n", end);
   if (heading == std::string::npos)  // no page yet (or not one of ours): a page of its own
     return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-           "<meta http-equiv=\"refresh\" content=\"2\"><title>restarting</title></head>"
-           "<body style=\"font-family:sans-serif;margin:16px\"><h1 style=\"font-size:20px\">"
-           "<span style=\"color:#fff;background:#c62828;padding:2px 8px;border-radius:4px\" "
-           "id=\"state\">restarting (attempt " +
-           std::to_string(attempt) + ")</span></h1><p id=\"restarting\">" + xml_escape(why) +
+           "<meta http-equiv=\"refresh\" content=\"2\"><title>" +
+           xml_escape(state_text) +
+           "</title></head><body style=\"font-family:sans-serif;margin:16px\">"
+           "<h1 style=\"font-size:20px\"><span style=\"color:#fff;background:#c62828;"
+           "padding:2px 8px;border-radius:4px\" id=\"state\">" +
+           xml_escape(state_text) + "</span></h1><p id=\"stale\">" + xml_escape(why) +
            "</p></body></html>\n";
   return last_page.substr(0, begin) + state + last_page.substr(end + 7, heading + 6 - (end + 7)) +
          note + last_page.substr(heading + 6);

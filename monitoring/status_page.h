@@ -55,9 +55,10 @@ class StatusPage {
   int64_t expert_steps_ = 0;
 };
 
-// What tandem-launch serves on /status while its ranks restart: the last page rank 0 gave, with
-// the state replaced by "restarting (attempt N)" and the reason under it; a page of its own when
-// none was had yet.
-std::string restarting_page(const std::string& last_page, int attempt, const std::string& why);
+// What tandem-launch serves on /status when rank 0 does not answer: the last page rank 0 gave, with
+// its state replaced by `state_text` ("restarting (attempt N)", "not answering") and the reason
+// under it; a page of its own when none was had yet.
+std::string stale_page(const std::string& last_page, const std::string& state_text,
+                       const std::string& why);
 
 }  // namespace tandem::monitoring

@@ -165,15 +165,16 @@ scraper.join()
 status_stop.set()
 status_poller.join()
 assert all(c == 200 for c, _ in pages), sorted({str(c) for c, _ in pages})
-restarting = [p for _, p in pages if 'id="restarting"' in p]
+restarting = [p for _, p in pages if ">restarting (attempt 1)<" in p]
 assert restarting, f"none of {len(pages)} /status pages across the restart said restarting"
-assert "restarting (attempt 1)" in restarting[0] and "rank 1" in restarting[0], restarting[0][:600]
+assert 'id="stale"' in restarting[0] and "rank 1" in restarting[0], restarting[0][:600]
 assert "<svg" in restarting[0], "the restarting page lost the last page's charts"
 last = pages[-1][1]
-assert 'id="restarting"' not in last and ">running<" in last and "restarts 1" in last, last[:600]
-print(f"ok: /status across the restart: {len(pages)} pages, all 200; {len(restarting)} said "
-      f"'restarting (attempt 1)' with the cause and the last charts; then the new rank 0's page "
-      f"(running, restarts 1)")
+assert 'id="stale"' not in last and ">running<" in last and "restarts 1" in last, last[:600]
+stale = sum('id="stale"' in p for _, p in pages) - len(restarting)
+print(f"ok: /status across the restart: {len(pages)} pages, all 200; {stale} 'not answering' "
+      f"(the failure being handled), {len(restarting)} 'restarting (attempt 1)' with the cause "
+      f"and the last charts; then the new rank 0's page (running, restarts 1)")
 across = [s for s in scrapes if s[0] >= killed_at]
 bad = [s[2] for s in across if s[2] != 200]
 assert not bad, f"scrapes failed across the restart: {bad}"

@@ -83,7 +83,8 @@ TEST(StatusPage, RestartingKeepsTheLastPageWithItsStateReplaced) {
   StatusPage page({"job", "tiny.toml", "node-a", 0, 5});
   for (int64_t step = 1; step <= 3; ++step) page.update(running(step));
   const std::string last = page.render();
-  const std::string html = restarting_page(last, 1, "rank 1 on node-b: killed by <SIGKILL>");
+  const std::string html =
+      stale_page(last, "restarting (attempt 1)", "rank 1 on node-b: killed by <SIGKILL>");
   EXPECT_EQ(count(html, "id=\"state\""), 1u);
   EXPECT_NE(html.find(">restarting (attempt 1)</span></h1>"), std::string::npos);
   EXPECT_EQ(html.find(">running</span>"), std::string::npos);
@@ -92,7 +93,7 @@ TEST(StatusPage, RestartingKeepsTheLastPageWithItsStateReplaced) {
   EXPECT_EQ(html.size() > last.size(), true);
   EXPECT_NE(html.find("</html>"), std::string::npos);
   // Nothing from rank 0 yet: a page of its own, still naming the state and the cause.
-  const std::string bare = restarting_page("", 2, "rank 0 froze");
+  const std::string bare = stale_page("", "restarting (attempt 2)", "rank 0 froze");
   EXPECT_NE(bare.find("restarting (attempt 2)"), std::string::npos);
   EXPECT_NE(bare.find("rank 0 froze"), std::string::npos);
   EXPECT_NE(bare.find("http-equiv=\"refresh\""), std::string::npos);
