@@ -126,6 +126,29 @@ void compare_gemm(int64_t m, int64_t n, int64_t k, ScaleGranularity b_granularit
   expect(worst < 1e-5, line);
 }
 
+// The fastest of `reps` runs of body, in ms, each between two device-wide synchronisations.
+template <class Body>
+float best_ms(int reps, Body&& body) {
+  cudaEvent_t start, stop;
+  TANDEM_CHECK_CUDA(cudaEventCreate(&start));
+  TANDEM_CHECK_CUDA(cudaEventCreate(&stop));
+  float best = std::numeric_limits<float>::max();
+  for (int i = 0; i < reps; ++i) {
+    TANDEM_CHECK_CUDA(cudaDeviceSynchronize());
+    TANDEM_CHECK_CUDA(cudaEventRecord(start, nullptr));
+    body();
+    TANDEM_CHECK_CUDA(cudaDeviceSynchronize());
+    TANDEM_CHECK_CUDA(cudaEventRecord(stop, nullptr));
+    TANDEM_CHECK_CUDA(cudaEventSynchronize(stop));
+    float ms = 0;
+    TANDEM_CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    best = std::min(best, ms);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return best;
+}
+
 // TFLOPS of the block-scaled FP8 GEMM at DeepSeek-V3's shapes, next to DeepGEMM's published
 // H800 figures (H800 has H200's compute); reported, not gated.
 void bench_gemm(int64_t m, int64_t n, int64_t k, double deepgemm_tflops) {
@@ -135,29 +158,13 @@ void bench_gemm(int64_t m, int64_t n, int64_t k, double deepgemm_tflops) {
   const BlockScaledFp8 b =
       quantize(random_input(n, k, 4, false).to(gpu), ScaleGranularity::kBlock128x128);
   Tensor c = Tensor::empty({m, n}, DType::kF32, gpu);
-  cudaEvent_t start, stop;
-  TANDEM_CHECK_CUDA(cudaEventCreate(&start));
-  TANDEM_CHECK_CUDA(cudaEventCreate(&stop));
-  float best = std::numeric_limits<float>::max();
-  for (int i = 0; i < 10; ++i) {
-    TANDEM_CHECK_CUDA(cudaDeviceSynchronize());
-    TANDEM_CHECK_CUDA(cudaEventRecord(start, nullptr));
-    fp8_gemm(a, b, c);
-    TANDEM_CHECK_CUDA(cudaDeviceSynchronize());
-    TANDEM_CHECK_CUDA(cudaEventRecord(stop, nullptr));
-    TANDEM_CHECK_CUDA(cudaEventSynchronize(stop));
-    float ms = 0;
-    TANDEM_CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-    best = std::min(best, ms);
-  }
+  const float best = best_ms(10, [&] { fp8_gemm(a, b, c); });
   const double tflops = 2.0 * m * n * k / (best * 1e-3) / 1e12;
   std::printf(
       "bench: fp8 gemm m %lld n %lld k %lld: %.3f ms, %.0f TFLOPS; DeepGEMM (H800) %.0f: "
       "ratio %.2f\n",
       static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k), best, tflops,
       deepgemm_tflops, tflops / deepgemm_tflops);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
 }
 
 // GB/s of quantising [rows, cols] against a device-to-device copy of the same bytes (read and
@@ -165,26 +172,8 @@ void bench_gemm(int64_t m, int64_t n, int64_t k, double deepgemm_tflops) {
 void bench_bandwidth(int64_t rows, int64_t cols) {
   const Tensor x = random_input(rows, cols, 7, false).to(Device::cuda(0));
   Tensor copy = Tensor::empty({rows, cols}, DType::kF32, Device::cuda(0));
-  cudaEvent_t start, stop;
-  TANDEM_CHECK_CUDA(cudaEventCreate(&start));
-  TANDEM_CHECK_CUDA(cudaEventCreate(&stop));
-  auto best_ms = [&](auto&& body) {
-    float best = std::numeric_limits<float>::max();
-    for (int i = 0; i < 20; ++i) {
-      TANDEM_CHECK_CUDA(cudaDeviceSynchronize());
-      TANDEM_CHECK_CUDA(cudaEventRecord(start, nullptr));
-      body();
-      TANDEM_CHECK_CUDA(cudaDeviceSynchronize());
-      TANDEM_CHECK_CUDA(cudaEventRecord(stop, nullptr));
-      TANDEM_CHECK_CUDA(cudaEventSynchronize(stop));
-      float ms = 0;
-      TANDEM_CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-      best = std::min(best, ms);
-    }
-    return best;
-  };
-  const float quantize_ms = best_ms([&] { quantize(x, ScaleGranularity::kTile1x128); });
-  const float copy_ms = best_ms([&] {
+  const float quantize_ms = best_ms(20, [&] { quantize(x, ScaleGranularity::kTile1x128); });
+  const float copy_ms = best_ms(20, [&] {
     TANDEM_CHECK_CUDA(cudaMemcpy(copy.raw_data(), x.raw_data(), x.nbytes(), cudaMemcpyDefault));
   });
   // Quantising reads 4 bytes and writes 1 (+ 4 per 128) per value; the copy reads and writes 4.
@@ -196,8 +185,6 @@ void bench_bandwidth(int64_t rows, int64_t cols) {
       "%.0f GB/s; ratio %.2f (goal >= 0.8)\n",
       static_cast<long long>(rows), static_cast<long long>(cols), quantize_ms, q_gbs, copy_ms,
       c_gbs, q_gbs / c_gbs);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
 }
 
 }  // namespace
