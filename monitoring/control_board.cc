@@ -1,9 +1,20 @@
 // Commands and status between the control service and the training thread.
 #include "monitoring/control_board.h"
 
+#include <sstream>
+
 #include <utility>
 
 namespace tandem::monitoring {
+
+std::string learning_rate_refusal(double learning_rate) {
+  if (learning_rate > 0 && learning_rate <= 1) return "";  // NaN fails both comparisons
+  std::ostringstream text;
+  text.precision(17);  // 1.0000001 must not read as 1
+  text << "learning_rate = " << learning_rate
+       << ": it must be a number in (0, 1], as train.lr; nothing was changed";
+  return text.str();
+}
 
 CommandOutcome CommandOutcome::failure(Code code, std::string message) {
   CommandOutcome out;

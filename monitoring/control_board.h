@@ -93,6 +93,13 @@ struct JobStatus {
   uint64_t version = 0;                       // set by publish: one more each time
 };
 
+// Why SetLearningRate refuses `learning_rate` ("" when it takes it): the range train.lr accepts.
+std::string learning_rate_refusal(double learning_rate);
+// Why Checkpoint is refused in a run that writes no checkpoints.
+inline constexpr const char* kCheckpointsOffRefusal =
+    "this run writes no checkpoints (checkpoint.dir is not set); start it with --set "
+    "checkpoint.dir=DIR to checkpoint on request";
+
 class ControlBoard {
  public:
   // gRPC threads. Queues a command for the next step boundary and returns its answer to come;

@@ -6,8 +6,9 @@
 
 namespace tandem::monitoring {
 
-ControlPlane::ControlPlane(const ControlConfig& config, bool checkpoints_enabled)
-    : board_(std::make_unique<ControlBoard>()) {
+ControlPlane::ControlPlane(const ControlConfig& config, bool checkpoints_enabled,
+                           std::shared_ptr<ControlBoard> board)
+    : board_(board ? std::move(board) : std::make_shared<ControlBoard>()) {
   const int port = static_cast<int>(config.port);
   const ControlToken token = resolve_control_token(config.token_file, port);
   ControlServerOptions options;

@@ -16,8 +16,10 @@ namespace tandem::monitoring {
 class ControlPlane {
  public:
   // Starts serving and logs where, how to reach it, and where the token came from (never the
-  // token). Throws an Error naming the address or the token file when it cannot.
-  ControlPlane(const ControlConfig& config, bool checkpoints_enabled);
+  // token). Throws an Error naming the address or the token file when it cannot. `board`: one
+  // that an embedding program also submits to (null: a board of its own).
+  ControlPlane(const ControlConfig& config, bool checkpoints_enabled,
+               std::shared_ptr<ControlBoard> board = nullptr);
   ~ControlPlane();
   ControlPlane(const ControlPlane&) = delete;
   ControlPlane& operator=(const ControlPlane&) = delete;
@@ -26,7 +28,7 @@ class ControlPlane {
   void close(const std::string& why) { board_->close(why); }
 
  private:
-  std::unique_ptr<ControlBoard> board_;
+  std::shared_ptr<ControlBoard> board_;
   std::unique_ptr<ControlServer> server_;
 };
 

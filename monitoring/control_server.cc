@@ -163,9 +163,7 @@ class Service final : public pb::Control::Service {
                           pb::CheckpointReply* reply) override {
     if (grpc::Status refused = authorize(context); !refused.ok()) return refused;
     if (!options_.checkpoints_enabled)
-      return {grpc::StatusCode::FAILED_PRECONDITION,
-              "this run writes no checkpoints (checkpoint.dir is not set); start it with --set "
-              "checkpoint.dir=DIR to checkpoint on request"};
+      return {grpc::StatusCode::FAILED_PRECONDITION, kCheckpointsOffRefusal};
     CommandOutcome outcome;
     grpc::Status status = command(context, CommandKind::kCheckpoint, 0, &outcome);
     reply->set_path(outcome.path);
@@ -178,14 +176,8 @@ class Service final : public pb::Control::Service {
                                pb::SetLearningRateReply* reply) override {
     if (grpc::Status refused = authorize(context); !refused.ok()) return refused;
     const double lr = request->learning_rate();
-    // The range train.lr accepts; NaN fails both comparisons.
-    if (!(lr > 0 && lr <= 1)) {
-      std::ostringstream text;
-      text.precision(17);  // 1.0000001 must not read as 1
-      text << "learning_rate = " << lr
-           << ": it must be a number in (0, 1], as train.lr; nothing was changed";
-      return {grpc::StatusCode::INVALID_ARGUMENT, text.str()};
-    }
+    if (const std::string refused = learning_rate_refusal(lr); !refused.empty())
+      return {grpc::StatusCode::INVALID_ARGUMENT, refused};
     CommandOutcome outcome;
     grpc::Status status = command(context, CommandKind::kSetLearningRate, lr, &outcome);
     reply->set_applied_at_step(outcome.step);

@@ -6,21 +6,13 @@
 #include <string>
 #include <utility>
 
+#include "tandem/errors.h"
+
 namespace tandem {
 
-// Every failure the runtime reports is a tandem::Error whose message already says what went wrong
-// and what to do about it; callers at the top (tools, tests) print what() and exit non-zero.
-class Error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-// An error in what the user gave (configuration, files, arguments) found once the job is up:
-// tools exit with the usage code (2) for it, so that a launcher does not restart the job.
-class UsageError : public Error {
- public:
-  using Error::Error;
-};
+// Error and UsageError (tandem/errors.h, public): every failure the runtime reports is a
+// tandem::Error whose message already says what went wrong and what to do about it; callers at
+// the top (tools, tests, an embedding program) print what() and exit non-zero.
 
 namespace detail {
 template <class... Args>

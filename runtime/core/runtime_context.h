@@ -2,6 +2,7 @@
 // It is the only global mutable state in the library; everything else is passed explicitly.
 #pragma once
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,8 @@ struct RuntimeContext {
   // (empty otherwise): messages about a lost peer name where it was.
   std::vector<std::string> hosts;
   Profiler profiler;
+  // A job runs in this process (runtime/train/job.h): one at a time, as they share all of this.
+  std::atomic<bool> job_running{false};
 };
 
 RuntimeContext& runtime();

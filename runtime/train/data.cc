@@ -4,8 +4,11 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "runtime/core/input_file.h"
 #include "runtime/core/random.h"
@@ -90,26 +93,58 @@ Dataset Dataset::open(const DataConfig& data, const ModelConfig& model) {
   return ds;
 }
 
+FileDataSource::FileDataSource(Dataset dataset, int64_t seq_len, uint64_t seed)
+    : dataset_(std::move(dataset)), seq_len_(seq_len), seed_(seed) {}
+
+void FileDataSource::sequence(Split split, int64_t batch, int64_t index,
+                              std::span<int32_t> tokens) const {
+  const TokenSpan& span = dataset_.split(split);
+  const uint64_t stream = split == Split::kTrain ? 0x7261696eu : 0x68656c64u;
+  // A sequence and its shifted targets need seq_len + 1 tokens: starts 0 .. length − seq_len − 1.
+  const uint64_t starts = static_cast<uint64_t>(span.length - seq_len_);
+  const uint64_t key = (static_cast<uint64_t>(batch) << 24) + static_cast<uint64_t>(index);
+  const int64_t start = static_cast<int64_t>(random_bits(seed_, stream, key) % starts);
+  for (int64_t t = 0; t <= seq_len_; ++t) tokens[t] = span.at(start + t);
+}
+
+std::shared_ptr<const DataSource> open_data_source(const Config& config,
+                                                   std::shared_ptr<const DataSource> given) {
+  if (given) return given;
+  return std::make_shared<FileDataSource>(Dataset::open(config.data, config.model),
+                                          config.model.seq_len,
+                                          static_cast<uint64_t>(config.train.seed));
+}
+
+DataLoader::DataLoader(std::shared_ptr<const DataSource> source, int64_t seq_len,
+                       int64_t vocab_size)
+    : source_(std::move(source)), seq_len_(seq_len), vocab_size_(vocab_size) {
+  TANDEM_CHECK(source_ != nullptr, "a data loader needs a data source");
+}
+
 DataLoader::DataLoader(const Dataset& dataset, int64_t seq_len, uint64_t seed)
-    : dataset_(dataset), seq_len_(seq_len), seed_(seed) {}
+    : DataLoader(std::make_shared<FileDataSource>(dataset, seq_len, seed), seq_len, 0) {}
 
 void DataLoader::fill(Split split, int64_t batch, int64_t first, int64_t count, Tensor& tokens,
                       Tensor& targets) const {
-  const TokenSpan& span = dataset_.split(split);
   check_shape(tokens, {count * seq_len_}, "batch tokens");
   check_shape(targets, {count * seq_len_}, "batch targets");
   int32_t* tok = tokens.data<int32_t>();
   int32_t* tgt = targets.data<int32_t>();
-  const uint64_t stream = split == Split::kTrain ? 0x7261696eu : 0x68656c64u;
-  // A sequence and its shifted targets need seq_len + 1 tokens: starts 0 .. length − seq_len − 1.
-  const uint64_t starts = static_cast<uint64_t>(span.length - seq_len_);
+  std::vector<int32_t> sequence(static_cast<size_t>(seq_len_ + 1));
   for (int64_t s = 0; s < count; ++s) {
-    const uint64_t index = (static_cast<uint64_t>(batch) << 24) + static_cast<uint64_t>(first + s);
-    const int64_t start = static_cast<int64_t>(random_bits(seed_, stream, index) % starts);
-    for (int64_t t = 0; t < seq_len_; ++t) {
-      tok[s * seq_len_ + t] = span.at(start + t);
-      tgt[s * seq_len_ + t] = span.at(start + t + 1);
-    }
+    // A source that leaves tokens unwritten is found by the bound check below.
+    std::fill(sequence.begin(), sequence.end(), -1);
+    source_->sequence(split, batch, first + s, sequence);
+    if (vocab_size_ > 0)
+      for (int64_t t = 0; t <= seq_len_; ++t)
+        TANDEM_USER_CHECK(sequence[t] >= 0 && sequence[t] < vocab_size_, "data source: token ", t,
+                          " of sequence ", first + s, " of ",
+                          split == Split::kTrain ? "training" : "held-out", " batch ", batch,
+                          " is ", sequence[t], ", outside the vocabulary [0, ", vocab_size_,
+                          ") (model.vocab_size); return seq_len + 1 = ", seq_len_ + 1,
+                          " tokens below model.vocab_size");
+    std::copy_n(sequence.begin(), seq_len_, tok + s * seq_len_);
+    std::copy_n(sequence.begin() + 1, seq_len_, tgt + s * seq_len_);
   }
 }
 

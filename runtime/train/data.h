@@ -10,6 +10,7 @@
 
 #include "runtime/core/config.h"
 #include "runtime/core/tensor.h"
+#include "tandem/data_source.h"
 
 namespace tandem {
 
@@ -40,8 +41,6 @@ struct TokenSpan {
   int32_t at(int64_t i) const;
 };
 
-enum class Split { kTrain, kHeldOut };
-
 class Dataset {
  public:
   // Opens and checks the files named by the config (exists, readable, long enough, every token
@@ -57,8 +56,28 @@ class Dataset {
 // Sequence s of batch b of a split starts at an offset that is a pure function of
 // (seed, split, b, s): any rank can build its share of any batch, and the data position to save
 // in a checkpoint is just the next batch index.
+class FileDataSource final : public DataSource {
+ public:
+  FileDataSource(Dataset dataset, int64_t seq_len, uint64_t seed);
+  void sequence(Split split, int64_t batch, int64_t index,
+                std::span<int32_t> tokens) const override;
+
+ private:
+  Dataset dataset_;
+  int64_t seq_len_;
+  uint64_t seed_;
+};
+
+// The data source a run reads: `given` (an embedding program's own), or data.path's files.
+std::shared_ptr<const DataSource> open_data_source(const Config& config,
+                                                   std::shared_ptr<const DataSource> given);
+
+// Batches of sequences from a data source, as the engines take them.
 class DataLoader {
  public:
+  // `vocab_size` bounds every token a source returns (0: not checked, for sources that check
+  // their own, as Dataset::open does).
+  DataLoader(std::shared_ptr<const DataSource> source, int64_t seq_len, int64_t vocab_size);
   DataLoader(const Dataset& dataset, int64_t seq_len, uint64_t seed);
   // tokens and targets (int32 [count·seq_len]) of sequences [first, first + count) of batch b;
   // targets are the tokens shifted by one.
@@ -66,9 +85,9 @@ class DataLoader {
             Tensor& targets) const;
 
  private:
-  const Dataset& dataset_;
+  std::shared_ptr<const DataSource> source_;
   int64_t seq_len_;
-  uint64_t seed_;
+  int64_t vocab_size_;
 };
 
 }  // namespace tandem

@@ -50,8 +50,8 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
       shape_(parallel::make_grid_shape(world.comm->size(), config)),
       schedule_(parallel::make_schedule(config.parallel.schedule, shape_.pp,
                                         config.parallel.microbatches)),
-      dataset_(Dataset::open(config.data, config.model)),
-      loader_(dataset_, config.model.seq_len, static_cast<uint64_t>(config.train.seed)),
+      loader_(open_data_source(config, options_.data_source), config.model.seq_len,
+              config.model.vocab_size),
       watchdog_(world.watchdog) {
   const DeviceType device = DeviceType::kCPU;
   grid_ = std::make_unique<parallel::ProcessGrid>(

@@ -33,6 +33,8 @@ struct ParallelEngineOptions {
   // Receives every step's events (instructions, pipeline messages, all-to-alls, weight gradients,
   // reductions) when set; tests observe the schedule with it.
   StepEventLog* events = nullptr;
+  // An embedding program's tokens instead of data.path's files.
+  std::shared_ptr<const DataSource> data_source;
 };
 
 class ParallelEngine final : public TrainEngine {
@@ -73,7 +75,6 @@ class ParallelEngine final : public TrainEngine {
   parallel::GridShape shape_;
   parallel::Schedule schedule_;
   std::unique_ptr<parallel::ProcessGrid> grid_;
-  Dataset dataset_;
   DataLoader loader_;
   std::vector<std::unique_ptr<ModelChunk>> chunks_;
   std::vector<std::unique_ptr<comm::Communicator>> wrapped_expert_groups_;

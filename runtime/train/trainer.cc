@@ -46,10 +46,11 @@ std::vector<ParameterSlice> whole_parameters(const std::vector<Parameter*>& para
 }
 }  // namespace
 
-SingleProcessEngine::SingleProcessEngine(const Config& config)
+SingleProcessEngine::SingleProcessEngine(const Config& config,
+                                         std::shared_ptr<const DataSource> data)
     : config_(config),
-      dataset_(Dataset::open(config.data, config.model)),
-      loader_(dataset_, config.model.seq_len, static_cast<uint64_t>(config.train.seed)),
+      loader_(open_data_source(config, std::move(data)), config.model.seq_len,
+              config.model.vocab_size),
       model_(config.model, static_cast<uint64_t>(config.train.seed),
              ChunkSpec::whole_model(config.model), config.fp8),
       optimizer_(whole_parameters(model_.parameters()), config.train) {}

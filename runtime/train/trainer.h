@@ -45,7 +45,9 @@ struct TrainSummary {
 
 class SingleProcessEngine final : public TrainEngine {
  public:
-  explicit SingleProcessEngine(const Config& config);
+  // Reads `data` (an embedding program's source) or, when null, data.path's files.
+  explicit SingleProcessEngine(const Config& config,
+                               std::shared_ptr<const DataSource> data = nullptr);
   StepReport train_step(int64_t step) override;
   double evaluate() override;
   TrainingState state() override;
@@ -56,7 +58,6 @@ class SingleProcessEngine final : public TrainEngine {
 
  private:
   Config config_;
-  Dataset dataset_;
   DataLoader loader_;
   ModelChunk model_;
   AdamW optimizer_;

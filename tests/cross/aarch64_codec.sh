@@ -12,10 +12,10 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 sources=(tests/cross/fp8_round_cases.cc kernels/cpu/fp8_codec.cc runtime/core/errors.cc
   runtime/core/dtype.cc)
-aarch64-linux-gnu-g++ -std=c++20 -O2 -fopenmp -Wall -Werror -I. "${sources[@]}" -o "$tmp/arm"
+aarch64-linux-gnu-g++ -std=c++20 -O2 -fopenmp -Wall -Werror -I. -Iinclude "${sources[@]}" -o "$tmp/arm"
 file "$tmp/arm" | grep -q "ARM aarch64" || { echo "FAIL: not an aarch64 program"; exit 1; }
 echo "== aarch64 (qemu-aarch64)"
 qemu-aarch64 -L /usr/aarch64-linux-gnu "$tmp/arm" tests/data/fp8
-g++ -std=c++20 -O2 -fopenmp -I. "${sources[@]}" -o "$tmp/native"
+g++ -std=c++20 -O2 -fopenmp -I. -Iinclude "${sources[@]}" -o "$tmp/native"
 echo "== $(uname -m)"
 "$tmp/native" tests/data/fp8
