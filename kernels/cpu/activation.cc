@@ -4,6 +4,9 @@
 #include <cmath>
 
 #include "kernels/cpu/dispatch.h"
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/cuda/activation.h"
+#endif
 #include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
@@ -13,6 +16,11 @@ void swiglu_forward(const Tensor& gate_up, Tensor& h) {
   const int64_t n = gate_up.dim(0), f = gate_up.dim(1) / 2;
   check_shape(h, {n, f}, "swiglu output");
   check_same_dtype({&gate_up, &h}, "swiglu_forward");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&gate_up, &h}, "swiglu_forward").type == DeviceType::kCUDA)
+    return cuda::swiglu_forward(gate_up, h);
+#endif
+  require_cpu({&gate_up, &h}, "swiglu_forward");
   dispatch_float(h.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* in = gate_up.data<T>();
@@ -34,6 +42,11 @@ void swiglu_backward(const Tensor& dh, const Tensor& gate_up, Tensor& dgate_up) 
   check_shape(dh, {n, f}, "swiglu output gradient");
   check_shape(dgate_up, {n, 2 * f}, "swiglu input gradient");
   check_same_dtype({&dh, &gate_up, &dgate_up}, "swiglu_backward");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&dh, &gate_up, &dgate_up}, "swiglu_backward").type == DeviceType::kCUDA)
+    return cuda::swiglu_backward(dh, gate_up, dgate_up);
+#endif
+  require_cpu({&dh, &gate_up, &dgate_up}, "swiglu_backward");
   dispatch_float(dh.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* in = gate_up.data<T>();

@@ -31,6 +31,7 @@ AttentionShape attention_shape(const Tensor& qkv, int64_t seq_len, int64_t n_hea
 
 void attention_forward(const Tensor& qkv, int64_t seq_len, int64_t n_heads, Tensor& out,
                        Tensor& probs) {
+  require_cpu({&qkv, &out, &probs}, "attention_forward");
   TANDEM_PROFILE_SCOPE("attention_forward");
   const auto s = attention_shape(qkv, seq_len, n_heads);
   check_shape(out, {s.batch * s.seq_len, s.d}, "attention output");
@@ -71,6 +72,7 @@ void attention_forward(const Tensor& qkv, int64_t seq_len, int64_t n_heads, Tens
 
 void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs, int64_t seq_len,
                         int64_t n_heads, Tensor& dqkv) {
+  require_cpu({&dout, &qkv, &probs, &dqkv}, "attention_backward");
   TANDEM_PROFILE_SCOPE("attention_backward");
   const auto s = attention_shape(qkv, seq_len, n_heads);
   check_shape(dout, {s.batch * s.seq_len, s.d}, "attention output gradient");

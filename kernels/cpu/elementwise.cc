@@ -7,6 +7,7 @@
 namespace tandem::kernels {
 
 void axpy(double alpha, const Tensor& x, Tensor& y) {
+  require_cpu({&x, &y}, "axpy");
   TANDEM_PROFILE_SCOPE("axpy");
   TANDEM_CHECK(x.numel() == y.numel(), "axpy: ", shape_string(x.shape()), " vs ",
                shape_string(y.shape()));
@@ -23,6 +24,7 @@ void axpy(double alpha, const Tensor& x, Tensor& y) {
 }
 
 void scale(Tensor& x, double alpha) {
+  require_cpu({&x}, "scale");
   TANDEM_PROFILE_SCOPE("scale");
   dispatch_float(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
@@ -35,6 +37,7 @@ void scale(Tensor& x, double alpha) {
 }
 
 double sum_of_squares(const Tensor& x) {
+  require_cpu({&x}, "sum_of_squares");
   TANDEM_PROFILE_SCOPE("sum_of_squares");
   double total = 0;
   dispatch_float(x.dtype(), [&](auto zero) {
@@ -48,6 +51,7 @@ double sum_of_squares(const Tensor& x) {
 }
 
 void convert(const Tensor& src, Tensor& dst) {
+  require_cpu({&src, &dst}, "convert");
   TANDEM_PROFILE_SCOPE("convert");
   TANDEM_CHECK(src.numel() == dst.numel(), "convert: ", shape_string(src.shape()), " to ",
                shape_string(dst.shape()));

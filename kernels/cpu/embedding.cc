@@ -10,6 +10,7 @@
 namespace tandem::kernels {
 
 void embedding_forward(const Tensor& tokens, const Tensor& table, Tensor& out) {
+  require_cpu({&tokens, &table, &out}, "embedding_forward");
   TANDEM_PROFILE_SCOPE("embedding_forward");
   const int64_t n = tokens.numel(), vocab = table.dim(0), d = table.dim(1);
   check_dtype(tokens, DType::kI32, "embedding tokens");
@@ -28,6 +29,7 @@ void embedding_forward(const Tensor& tokens, const Tensor& table, Tensor& out) {
 }
 
 void embedding_wgrad(const Tensor& tokens, const Tensor& dout, Tensor& dtable) {
+  require_cpu({&tokens, &dout, &dtable}, "embedding_wgrad");
   TANDEM_PROFILE_SCOPE("embedding_wgrad");
   const int64_t n = tokens.numel(), d = dtable.dim(1);
   check_shape(dout, {n, d}, "embedding output gradient");

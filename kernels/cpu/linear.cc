@@ -8,6 +8,7 @@
 namespace tandem::kernels {
 
 void linear_forward(const Tensor& x, const Tensor& w, Tensor& y, bool accumulate) {
+  require_cpu({&x, &w, &y}, "linear_forward");
   TANDEM_PROFILE_SCOPE("linear_forward");
   const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0);
   check_shape(w, {out, in}, "linear_forward weight");
@@ -22,6 +23,7 @@ void linear_forward(const Tensor& x, const Tensor& w, Tensor& y, bool accumulate
 }
 
 void linear_dgrad(const Tensor& dy, const Tensor& w, Tensor& dx, bool accumulate) {
+  require_cpu({&dy, &w, &dx}, "linear_dgrad");
   TANDEM_PROFILE_SCOPE("linear_dgrad");
   const int64_t n = dy.dim(0), out = w.dim(0), in = w.dim(1);
   check_shape(dy, {n, out}, "linear_dgrad output gradient");
@@ -36,6 +38,7 @@ void linear_dgrad(const Tensor& dy, const Tensor& w, Tensor& dx, bool accumulate
 }
 
 void linear_wgrad(const Tensor& dy, const Tensor& x, Tensor& dw) {
+  require_cpu({&dy, &x, &dw}, "linear_wgrad");
   TANDEM_PROFILE_SCOPE("linear_wgrad");
   const int64_t n = x.dim(0), in = x.dim(1), out = dy.dim(1);
   check_shape(dy, {n, out}, "linear_wgrad output gradient");

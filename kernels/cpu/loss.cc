@@ -11,6 +11,7 @@ namespace tandem::kernels {
 
 double cross_entropy(const Tensor& logits, const Tensor& targets, double grad_scale,
                      Tensor* dlogits) {
+  require_cpu({&logits, &targets}, "cross_entropy");
   TANDEM_PROFILE_SCOPE("cross_entropy");
   const int64_t n = logits.dim(0), v = logits.dim(1);
   check_dtype(targets, DType::kI32, "cross-entropy targets");

@@ -5,6 +5,9 @@
 #include <cmath>
 
 #include "kernels/cpu/dispatch.h"
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/cuda/norm.h"
+#endif
 #include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
@@ -16,6 +19,11 @@ void rmsnorm_forward(const Tensor& x, const Tensor& g, double eps, Tensor& y, Te
   check_shape(y, {n, d}, "rmsnorm output");
   check_shape(rstd, {n}, "rmsnorm rstd");
   check_same_dtype({&x, &g, &y, &rstd}, "rmsnorm_forward");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&x, &g, &y, &rstd}, "rmsnorm_forward").type == DeviceType::kCUDA)
+    return cuda::rmsnorm_forward(x, g, eps, y, rstd);
+#endif
+  require_cpu({&x, &g, &y, &rstd}, "rmsnorm_forward");
   dispatch_float(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* xs = x.data<T>();
@@ -45,6 +53,11 @@ void rmsnorm_dgrad(const Tensor& dy, const Tensor& x, const Tensor& g, const Ten
   check_shape(g, {d}, "rmsnorm weight");
   check_shape(rstd, {n}, "rmsnorm rstd");
   check_same_dtype({&dy, &x, &g, &rstd, &dx}, "rmsnorm_dgrad");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&dy, &x, &g, &rstd, &dx}, "rmsnorm_dgrad").type == DeviceType::kCUDA)
+    return cuda::rmsnorm_dgrad(dy, x, g, rstd, dx);
+#endif
+  require_cpu({&dy, &x, &g, &rstd, &dx}, "rmsnorm_dgrad");
   dispatch_float(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* dys = dy.data<T>();
@@ -74,6 +87,11 @@ void rmsnorm_wgrad(const Tensor& dy, const Tensor& x, const Tensor& rstd, Tensor
   check_shape(dy, {n, d}, "rmsnorm output gradient");
   check_shape(rstd, {n}, "rmsnorm rstd");
   check_same_dtype({&dy, &x, &rstd, &dg}, "rmsnorm_wgrad");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&dy, &x, &rstd, &dg}, "rmsnorm_wgrad").type == DeviceType::kCUDA)
+    return cuda::rmsnorm_wgrad(dy, x, rstd, dg);
+#endif
+  require_cpu({&dy, &x, &rstd, &dg}, "rmsnorm_wgrad");
   dispatch_float(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* dys = dy.data<T>();

@@ -6,6 +6,9 @@
 #include <numbers>
 
 #include "kernels/cpu/dispatch.h"
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/cuda/optimizer.h"
+#endif
 #include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
@@ -17,6 +20,11 @@ void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const
   check_shape(v, param.shape(), "adamw second moment");
   check_same_dtype({&param, &grad, &m, &v}, "adamw_update");
   TANDEM_CHECK(h.step >= 1, "adamw step is 1-based, got ", h.step);
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&param, &grad, &m, &v}, "adamw_update").type == DeviceType::kCUDA)
+    return cuda::adamw_update(param, grad, m, v, h);
+#endif
+  require_cpu({&param, &grad, &m, &v}, "adamw_update");
   dispatch_float(param.dtype(), [&](auto zero) {
     using T = decltype(zero);
     T* p = param.data<T>();

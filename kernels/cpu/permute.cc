@@ -9,6 +9,7 @@
 namespace tandem::kernels {
 
 PermutePlan make_permute_plan(const Tensor& expert_ids, int64_t n_experts) {
+  require_cpu({&expert_ids}, "make_permute_plan");
   TANDEM_PROFILE_SCOPE("make_permute_plan");
   check_dtype(expert_ids, DType::kI32, "permute expert ids");
   PermutePlan plan;
@@ -35,6 +36,7 @@ PermutePlan make_permute_plan(const Tensor& expert_ids, int64_t n_experts) {
 }
 
 void gather_rows(const Tensor& src, const std::vector<int64_t>& index, Tensor& dst) {
+  require_cpu({&src, &dst}, "gather_rows");
   TANDEM_PROFILE_SCOPE("gather_rows");
   const int64_t rows = static_cast<int64_t>(index.size());
   TANDEM_CHECK(dst.ndim() >= 1 && dst.dim(0) == rows, "gather_rows: ", rows,
@@ -55,6 +57,7 @@ void gather_rows(const Tensor& src, const std::vector<int64_t>& index, Tensor& d
 }
 
 void permute_rows(const Tensor& x, const PermutePlan& plan, Tensor& xp) {
+  require_cpu({&x, &xp}, "permute_rows");
   const int64_t d = x.dim(1);
   check_shape(x, {plan.n_tokens, d}, "permute input");
   check_shape(xp, {plan.n_tokens * plan.top_k, d}, "permute output");
@@ -62,6 +65,7 @@ void permute_rows(const Tensor& x, const PermutePlan& plan, Tensor& xp) {
 }
 
 void permute_rows_backward(const Tensor& dxp, const PermutePlan& plan, Tensor& dx) {
+  require_cpu({&dxp, &dx}, "permute_rows_backward");
   TANDEM_PROFILE_SCOPE("permute_rows_backward");
   const int64_t d = dx.dim(1), k = plan.top_k;
   check_shape(dxp, {plan.n_tokens * k, d}, "permute output gradient");
@@ -86,6 +90,7 @@ void permute_rows_backward(const Tensor& dxp, const PermutePlan& plan, Tensor& d
 
 void unpermute_weighted(const Tensor& yp, const Tensor& gate_weights, const PermutePlan& plan,
                         Tensor& y) {
+  require_cpu({&yp, &gate_weights, &y}, "unpermute_weighted");
   const int64_t d = y.dim(1), k = plan.top_k;
   check_shape(yp, {plan.n_tokens * k, d}, "unpermute input");
   check_same_dtype({&yp, &gate_weights, &y}, "unpermute_weighted");
@@ -98,6 +103,7 @@ void unpermute_weighted(const Tensor& yp, const Tensor& gate_weights, const Perm
 
 void unpermute_weighted_rows(const std::vector<const void*>& rows, DType row_dtype,
                              const Tensor& gate_weights, const PermutePlan& plan, Tensor& y) {
+  require_cpu({&gate_weights, &y}, "unpermute_weighted_rows");
   TANDEM_PROFILE_SCOPE("unpermute_weighted_rows");
   const int64_t d = y.dim(1), k = plan.top_k;
   TANDEM_CHECK(static_cast<int64_t>(rows.size()) == plan.n_tokens * k,
@@ -135,6 +141,7 @@ void unpermute_weighted_rows(const std::vector<const void*>& rows, DType row_dty
 
 void unpermute_weighted_backward(const Tensor& dy, const Tensor& yp, const Tensor& gate_weights,
                                  const PermutePlan& plan, Tensor& dyp, Tensor& dgate_weights) {
+  require_cpu({&dy, &yp, &gate_weights, &dyp, &dgate_weights}, "unpermute_weighted_backward");
   TANDEM_PROFILE_SCOPE("unpermute_weighted_backward");
   const int64_t d = dy.dim(1), k = plan.top_k;
   check_shape(dy, {plan.n_tokens, d}, "unpermute output gradient");

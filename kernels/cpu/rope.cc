@@ -10,6 +10,7 @@
 namespace tandem::kernels {
 
 void rope_apply(Tensor& qkv, int64_t seq_len, int64_t n_heads, double theta, bool inverse) {
+  require_cpu({&qkv}, "rope_apply");
   TANDEM_PROFILE_SCOPE("rope_apply");
   const int64_t rows = qkv.dim(0), width = qkv.dim(1), d = width / 3;
   TANDEM_CHECK(width == 3 * d && d % n_heads == 0 && (d / n_heads) % 2 == 0, "rope: qkv width ",

@@ -13,6 +13,7 @@ namespace tandem::kernels {
 
 void router_forward(const Tensor& logits, const Tensor& bias, int64_t top_k, Tensor& affinity,
                     Tensor& expert_ids, Tensor& gate_weights, RouteLimit limit) {
+  require_cpu({&logits, &bias, &affinity, &expert_ids, &gate_weights}, "router_forward");
   TANDEM_PROFILE_SCOPE("router_forward");
   const int64_t n = logits.dim(0), e = logits.dim(1);
   TANDEM_CHECK(top_k >= 1 && top_k <= e, "router: top_k ", top_k, " with ", e, " experts");
@@ -89,6 +90,7 @@ void router_forward(const Tensor& logits, const Tensor& bias, int64_t top_k, Ten
 
 void router_backward(const Tensor& dgate_weights, const Tensor& affinity, const Tensor& expert_ids,
                      Tensor& dlogits) {
+  require_cpu({&dgate_weights, &affinity, &expert_ids, &dlogits}, "router_backward");
   TANDEM_PROFILE_SCOPE("router_backward");
   const int64_t n = affinity.dim(0), e = affinity.dim(1), top_k = expert_ids.dim(1);
   check_shape(dgate_weights, {n, top_k}, "router gate-weight gradient");
@@ -121,6 +123,7 @@ void router_backward(const Tensor& dgate_weights, const Tensor& affinity, const 
 }
 
 void count_expert_load(const Tensor& expert_ids, std::vector<int64_t>& load) {
+  require_cpu({&expert_ids}, "count_expert_load");
   TANDEM_PROFILE_SCOPE("count_expert_load");
   const int32_t* ids = expert_ids.data<int32_t>();
   for (int64_t i = 0; i < expert_ids.numel(); ++i) {
@@ -131,6 +134,7 @@ void count_expert_load(const Tensor& expert_ids, std::vector<int64_t>& load) {
 }
 
 void update_router_bias(const std::vector<int64_t>& load, double rate, Tensor& bias) {
+  require_cpu({&bias}, "update_router_bias");
   TANDEM_PROFILE_SCOPE("update_router_bias");
   const int64_t e = static_cast<int64_t>(load.size());
   check_shape(bias, {e}, "router bias");

@@ -1,0 +1,99 @@
+// RMSNorm on the GPU: one thread block per row for the forward and the input gradient (a block
+// reduction of the row's sum), and the weight gradient as column sums over rows, one thread per
+// column with coalesced reads of each row.
+#include "kernels/cuda/norm.h"
+#include "kernels/cuda/tensor_checks.h"
+#include "runtime/core/cuda/cuda_check.h"
+#include "runtime/core/cuda/cuda_device.h"
+
+namespace tandem::kernels::cuda {
+
+namespace {
+
+constexpr int kRowThreads = 256;
+
+// The sum of `v` over the block's threads, returned to every thread.
+__device__ float block_sum(float v) {
+  __shared__ float partial[kRowThreads / 32];
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  float total = 0;
+  for (int w = 0; w < kRowThreads / 32; ++w) total += partial[w];
+  __syncthreads();  // partial is reused by the next call
+  return total;
+}
+
+__global__ void rmsnorm_forward_kernel(const float* x, const float* g, float eps, int64_t d,
+                                       float* y, float* rstd) {
+  const float* row = x + blockIdx.x * d;
+  float sum = 0;
+  for (int64_t j = threadIdx.x; j < d; j += kRowThreads) sum += row[j] * row[j];
+  const float r = 1.0f / sqrtf(block_sum(sum) / static_cast<float>(d) + eps);
+  if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+  for (int64_t j = threadIdx.x; j < d; j += kRowThreads) y[blockIdx.x * d + j] = row[j] * r * g[j];
+}
+
+__global__ void rmsnorm_dgrad_kernel(const float* dy, const float* x, const float* g,
+                                     const float* rstd, int64_t d, float* dx) {
+  const int64_t base = blockIdx.x * d;
+  float dot = 0;
+  for (int64_t j = threadIdx.x; j < d; j += kRowThreads) dot += g[j] * dy[base + j] * x[base + j];
+  dot = block_sum(dot);
+  const float r = rstd[blockIdx.x];
+  const float c = r * r * r * dot / static_cast<float>(d);
+  for (int64_t j = threadIdx.x; j < d; j += kRowThreads)
+    dx[base + j] = r * g[j] * dy[base + j] - x[base + j] * c;
+}
+
+// dg[j] += Σ_n dy[n, j]·x[n, j]·rstd[n]: the CPU reference accumulates into dg too.
+__global__ void rmsnorm_wgrad_kernel(const float* dy, const float* x, const float* rstd, int64_t n,
+                                     int64_t d, float* dg) {
+  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (j >= d) return;
+  float sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += dy[i * d + j] * x[i * d + j] * rstd[i];
+  dg[j] += sum;
+}
+
+}  // namespace
+
+void rmsnorm_forward(const Tensor& x, const Tensor& g, double eps, Tensor& y, Tensor& rstd) {
+  require_fp32({&x, &g, &y, &rstd}, "rmsnorm_forward");
+  const int64_t n = x.dim(0), d = x.dim(1);
+  if (n == 0) return;
+  tandem::cuda::DeviceGuard guard(x.device().index);
+  const cudaStream_t stream = tandem::cuda::compute_stream(x.device().index).handle();
+  rmsnorm_forward_kernel<<<static_cast<unsigned>(n), kRowThreads, 0, stream>>>(
+      x.data<float>(), g.data<float>(), static_cast<float>(eps), d, y.data<float>(),
+      rstd.data<float>());
+  TANDEM_CHECK_CUDA(cudaGetLastError());
+}
+
+void rmsnorm_dgrad(const Tensor& dy, const Tensor& x, const Tensor& g, const Tensor& rstd,
+                   Tensor& dx) {
+  require_fp32({&dy, &x, &g, &rstd, &dx}, "rmsnorm_dgrad");
+  const int64_t n = x.dim(0), d = x.dim(1);
+  if (n == 0) return;
+  tandem::cuda::DeviceGuard guard(x.device().index);
+  const cudaStream_t stream = tandem::cuda::compute_stream(x.device().index).handle();
+  rmsnorm_dgrad_kernel<<<static_cast<unsigned>(n), kRowThreads, 0, stream>>>(
+      dy.data<float>(), x.data<float>(), g.data<float>(), rstd.data<float>(), d, dx.data<float>());
+  TANDEM_CHECK_CUDA(cudaGetLastError());
+}
+
+void rmsnorm_wgrad(const Tensor& dy, const Tensor& x, const Tensor& rstd, Tensor& dg) {
+  require_fp32({&dy, &x, &rstd, &dg}, "rmsnorm_wgrad");
+  const int64_t n = x.dim(0), d = x.dim(1);
+  if (d == 0) return;
+  tandem::cuda::DeviceGuard guard(x.device().index);
+  const cudaStream_t stream = tandem::cuda::compute_stream(x.device().index).handle();
+  constexpr int kThreads = 256;
+  rmsnorm_wgrad_kernel<<<static_cast<unsigned>((d + kThreads - 1) / kThreads), kThreads, 0,
+                         stream>>>(dy.data<float>(), x.data<float>(), rstd.data<float>(), n, d,
+                                   dg.data<float>());
+  TANDEM_CHECK_CUDA(cudaGetLastError());
+}
+
+}  // namespace tandem::kernels::cuda
