@@ -2,16 +2,22 @@
 #include "kernels/elementwise.h"
 
 #include "kernels/cpu/dispatch.h"
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/cuda/elementwise.h"
+#endif
 #include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 void axpy(double alpha, const Tensor& x, Tensor& y) {
-  require_cpu({&x, &y}, "axpy");
   TANDEM_PROFILE_SCOPE("axpy");
   TANDEM_CHECK(x.numel() == y.numel(), "axpy: ", shape_string(x.shape()), " vs ",
                shape_string(y.shape()));
   check_same_dtype({&x, &y}, "axpy");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&x, &y}, "axpy").type == DeviceType::kCUDA) return cuda::axpy(alpha, x, y);
+#endif
+  require_cpu({&x, &y}, "axpy");
   dispatch_float(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* xs = x.data<T>();
@@ -24,8 +30,11 @@ void axpy(double alpha, const Tensor& x, Tensor& y) {
 }
 
 void scale(Tensor& x, double alpha) {
-  require_cpu({&x}, "scale");
   TANDEM_PROFILE_SCOPE("scale");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&x}, "scale").type == DeviceType::kCUDA) return cuda::scale(x, alpha);
+#endif
+  require_cpu({&x}, "scale");
   dispatch_float(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
     T* xs = x.data<T>();
@@ -37,8 +46,11 @@ void scale(Tensor& x, double alpha) {
 }
 
 double sum_of_squares(const Tensor& x) {
-  require_cpu({&x}, "sum_of_squares");
   TANDEM_PROFILE_SCOPE("sum_of_squares");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&x}, "sum_of_squares").type == DeviceType::kCUDA) return cuda::sum_of_squares(x);
+#endif
+  require_cpu({&x}, "sum_of_squares");
   double total = 0;
   dispatch_float(x.dtype(), [&](auto zero) {
     using T = decltype(zero);

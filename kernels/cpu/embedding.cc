@@ -5,16 +5,23 @@
 #include <cstring>
 
 #include "kernels/cpu/dispatch.h"
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/cuda/embedding.h"
+#endif
 #include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 void embedding_forward(const Tensor& tokens, const Tensor& table, Tensor& out) {
-  require_cpu({&tokens, &table, &out}, "embedding_forward");
   TANDEM_PROFILE_SCOPE("embedding_forward");
   const int64_t n = tokens.numel(), vocab = table.dim(0), d = table.dim(1);
   check_dtype(tokens, DType::kI32, "embedding tokens");
   check_shape(out, {n, d}, "embedding output");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&tokens, &table, &out}, "embedding_forward").type == DeviceType::kCUDA)
+    return cuda::embedding_forward(tokens, table, out);
+#endif
+  require_cpu({&tokens, &table, &out}, "embedding_forward");
   const int32_t* ids = tokens.data<int32_t>();
   for (int64_t i = 0; i < n; ++i)
     TANDEM_CHECK(ids[i] >= 0 && ids[i] < vocab, "token id ", ids[i], " at position ", i,
@@ -29,11 +36,15 @@ void embedding_forward(const Tensor& tokens, const Tensor& table, Tensor& out) {
 }
 
 void embedding_wgrad(const Tensor& tokens, const Tensor& dout, Tensor& dtable) {
-  require_cpu({&tokens, &dout, &dtable}, "embedding_wgrad");
   TANDEM_PROFILE_SCOPE("embedding_wgrad");
   const int64_t n = tokens.numel(), d = dtable.dim(1);
   check_shape(dout, {n, d}, "embedding output gradient");
   check_same_dtype({&dout, &dtable}, "embedding_wgrad");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&tokens, &dout, &dtable}, "embedding_wgrad").type == DeviceType::kCUDA)
+    return cuda::embedding_wgrad(tokens, dout, dtable);
+#endif
+  require_cpu({&tokens, &dout, &dtable}, "embedding_wgrad");
   const int32_t* ids = tokens.data<int32_t>();
   for (int64_t i = 0; i < n; ++i)
     TANDEM_CHECK(ids[i] >= 0 && ids[i] < dtable.dim(0), "token id ", ids[i], " at position ", i,

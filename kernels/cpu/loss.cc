@@ -5,13 +5,15 @@
 #include <cmath>
 
 #include "kernels/cpu/dispatch.h"
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/cuda/loss.h"
+#endif
 #include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 double cross_entropy(const Tensor& logits, const Tensor& targets, double grad_scale,
                      Tensor* dlogits) {
-  require_cpu({&logits, &targets}, "cross_entropy");
   TANDEM_PROFILE_SCOPE("cross_entropy");
   const int64_t n = logits.dim(0), v = logits.dim(1);
   check_dtype(targets, DType::kI32, "cross-entropy targets");
@@ -21,6 +23,12 @@ double cross_entropy(const Tensor& logits, const Tensor& targets, double grad_sc
     check_shape(*dlogits, logits.shape(), "cross-entropy logit gradient");
     check_same_dtype({&logits, dlogits}, "cross_entropy");
   }
+  if (dlogits) device_of({&logits, dlogits}, "cross_entropy");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&logits, &targets}, "cross_entropy").type == DeviceType::kCUDA)
+    return cuda::cross_entropy(logits, targets, grad_scale, dlogits);
+#endif
+  require_cpu({&logits, &targets}, "cross_entropy");
   const int32_t* tg = targets.data<int32_t>();
   for (int64_t i = 0; i < n; ++i)
     TANDEM_CHECK(tg[i] >= 0 && tg[i] < v, "target ", tg[i], " at row ", i,

@@ -1,6 +1,7 @@
 // RMSNorm on the GPU: one thread block per row for the forward and the input gradient (a block
 // reduction of the row's sum), and the weight gradient as column sums over rows, one thread per
 // column with coalesced reads of each row.
+#include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/tensor_checks.h"
 #include "runtime/core/cuda/cuda_check.h"
@@ -12,25 +13,12 @@ namespace {
 
 constexpr int kRowThreads = 256;
 
-// The sum of `v` over the block's threads, returned to every thread.
-__device__ float block_sum(float v) {
-  __shared__ float partial[kRowThreads / 32];
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  float total = 0;
-  for (int w = 0; w < kRowThreads / 32; ++w) total += partial[w];
-  __syncthreads();  // partial is reused by the next call
-  return total;
-}
-
 __global__ void rmsnorm_forward_kernel(const float* x, const float* g, float eps, int64_t d,
                                        float* y, float* rstd) {
   const float* row = x + blockIdx.x * d;
   float sum = 0;
   for (int64_t j = threadIdx.x; j < d; j += kRowThreads) sum += row[j] * row[j];
-  const float r = 1.0f / sqrtf(block_sum(sum) / static_cast<float>(d) + eps);
+  const float r = 1.0f / sqrtf(block_sum<kRowThreads>(sum) / static_cast<float>(d) + eps);
   if (threadIdx.x == 0) rstd[blockIdx.x] = r;
   for (int64_t j = threadIdx.x; j < d; j += kRowThreads) y[blockIdx.x * d + j] = row[j] * r * g[j];
 }
@@ -40,7 +28,7 @@ __global__ void rmsnorm_dgrad_kernel(const float* dy, const float* x, const floa
   const int64_t base = blockIdx.x * d;
   float dot = 0;
   for (int64_t j = threadIdx.x; j < d; j += kRowThreads) dot += g[j] * dy[base + j] * x[base + j];
-  dot = block_sum(dot);
+  dot = block_sum<kRowThreads>(dot);
   const float r = rstd[blockIdx.x];
   const float c = r * r * r * dot / static_cast<float>(d);
   for (int64_t j = threadIdx.x; j < d; j += kRowThreads)

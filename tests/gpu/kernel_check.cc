@@ -1,16 +1,23 @@
 // GPU check of the CUDA kernels beside FP8 (scripts/gpu-check runs it on a GPU machine; CI
 // builds it, and without a GPU it says it skipped): RMSNorm forward / dgrad / wgrad, SwiGLU
-// forward / backward and AdamW, each against the CPU reference on the same random inputs, to
-// fp32 rounding (reductions run in another order; expf may differ in the last bit). Then the
+// forward / backward, AdamW, the embedding lookup and its gradient (bit for bit: the same adds
+// in the same order), cross-entropy with its gradient (also in place), axpy, scale and the sum of
+// squares, each against the CPU reference on the same random inputs, to fp32 rounding elsewhere
+// (reductions run in another order; expf may differ in the last bit). Then the
 // device checks at kernel entries: tensors on two devices are refused, and so is a CUDA tensor
 // given to a kernel that has no CUDA implementation yet.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
+#include <tuple>
 
 #include "kernels/activation.h"
+#include "kernels/elementwise.h"
+#include "kernels/embedding.h"
+#include "kernels/loss.h"
 #include "kernels/norm.h"
 #include "kernels/optimizer.h"
 #include "kernels/rope.h"
@@ -131,6 +138,78 @@ void expect_refused(const std::string& what, const std::string& needle, F&& f) {
   }
 }
 
+Tensor random_ids(int64_t n, int32_t limit, uint32_t seed) {
+  Tensor t = Tensor::empty({n}, DType::kI32);
+  std::mt19937 rng(seed);
+  // Few distinct ids, so that the gradient adds many rows into the same one.
+  std::uniform_int_distribution<int32_t> id(0, limit - 1);
+  for (int64_t i = 0; i < n; ++i) t.data<int32_t>()[i] = id(rng) % std::max(1, limit / 8);
+  return t;
+}
+
+bool same_bits(const Tensor& gpu, const Tensor& cpu) {
+  const Tensor host = gpu.to(Device::cpu());
+  return host.nbytes() == cpu.nbytes() &&
+         std::memcmp(host.raw_data(), cpu.raw_data(), cpu.nbytes()) == 0;
+}
+
+void check_embedding(int64_t n, int64_t vocab, int64_t d, uint32_t seed) {
+  const Tensor ids = random_ids(n, static_cast<int32_t>(vocab), seed);
+  const Tensor table = random_tensor({vocab, d}, seed + 1), dout = random_tensor({n, d}, seed + 2);
+  Tensor out = Tensor::empty({n, d}, DType::kF32), dtable = random_tensor({vocab, d}, seed + 3);
+  const Tensor dtable_before = dtable.clone();
+  embedding_forward(ids, table, out);
+  embedding_wgrad(ids, dout, dtable);
+  Tensor outg = Tensor::empty({n, d}, DType::kF32, kGpu), dtableg = dtable_before.to(kGpu);
+  embedding_forward(ids.to(kGpu), table.to(kGpu), outg);
+  embedding_wgrad(ids.to(kGpu), dout.to(kGpu), dtableg);
+  const std::string shape = shape_text(n, d);
+  expect(same_bits(outg, out), "embedding forward " + shape + ": the CPU's bits");
+  expect(same_bits(dtableg, dtable),
+         "embedding wgrad (repeated ids) " + shape + ": the CPU's bits");
+  Tensor bad = ids.clone();
+  bad.data<int32_t>()[n - 1] = static_cast<int32_t>(vocab);
+  expect_refused("embedding with an id past the vocabulary", "outside the vocabulary",
+                 [&] { embedding_forward(bad.to(kGpu), table.to(kGpu), outg); });
+}
+
+void check_cross_entropy(int64_t n, int64_t v, uint32_t seed) {
+  const Tensor logits = random_tensor({n, v}, seed, -8, 8);
+  const Tensor targets = random_ids(n * 8, static_cast<int32_t>(v * 8), seed + 1).rows(0, n);
+  Tensor dz = Tensor::empty({n, v}, DType::kF32);
+  const double loss = cross_entropy(logits, targets, 0.25, &dz);
+  Tensor dzg = Tensor::empty({n, v}, DType::kF32, kGpu);
+  const double lossg = cross_entropy(logits.to(kGpu), targets.to(kGpu), 0.25, &dzg);
+  const std::string shape = shape_text(n, v);
+  char line[160];
+  std::snprintf(line, sizeof line, "cross-entropy %s: loss %.9g vs CPU %.9g", shape.c_str(), lossg,
+                loss);
+  expect(std::fabs(lossg - loss) <= 1e-5 * std::fabs(loss), line);
+  expect_close("cross-entropy gradient " + shape, dzg, dz, 1e-5);
+  // In place: the gradient overwrites the logits.
+  Tensor inplace = logits.to(kGpu);
+  const double lossi = cross_entropy(inplace, targets.to(kGpu), 0.25, &inplace);
+  expect(lossi == lossg, "cross-entropy in place: the same loss");
+  expect_close("cross-entropy gradient in place " + shape, inplace, dz, 1e-5);
+}
+
+void check_elementwise(int64_t n, uint32_t seed) {
+  const Tensor x = random_tensor({n}, seed);
+  Tensor y = random_tensor({n}, seed + 1);
+  Tensor yg = y.to(kGpu);
+  axpy(0.375, x, y);
+  axpy(0.375, x.to(kGpu), yg);
+  expect(same_bits(yg, y), "axpy " + shape_text(1, n) + ": the CPU's bits");
+  scale(y, -1.5);
+  scale(yg, -1.5);
+  expect(same_bits(yg, y), "scale " + shape_text(1, n) + ": the CPU's bits");
+  const double s = sum_of_squares(y), sg = sum_of_squares(yg);
+  char line[160];
+  std::snprintf(line, sizeof line, "sum of squares %s: %.17g vs CPU %.17g",
+                shape_text(1, n).c_str(), sg, s);
+  expect(std::fabs(sg - s) <= 1e-10 * s, line);
+}
+
 }  // namespace
 
 int main() {
@@ -146,6 +225,12 @@ int main() {
   for (const auto& [n, f] : {std::pair<int64_t, int64_t>{1, 3}, {128, 96}, {1000, 2048}})
     check_swiglu(n, f, seed += 10);
   for (const int64_t n : {1, 4, 1023, 1 << 20}) check_adamw(n, seed += 10);
+  for (const auto& [n, vocab, d] :
+       {std::tuple<int64_t, int64_t, int64_t>{1, 1, 5}, {512, 256, 128}, {4096, 1000, 7168}})
+    check_embedding(n, vocab, d, seed += 10);
+  for (const auto& [n, v] : {std::pair<int64_t, int64_t>{1, 2}, {64, 256}, {300, 32000}})
+    check_cross_entropy(n, v, seed += 10);
+  for (const int64_t n : {1, 1000, 1 << 22}) check_elementwise(n, seed += 10);
   // Views that are not 16-byte aligned take AdamW's scalar path.
   {
     Tensor p = random_tensor({1025}, 3), m = random_tensor({1025}, 4),
