@@ -1,9 +1,9 @@
 // GPU check of the CUDA kernels beside FP8 (scripts/gpu-check runs it on a GPU machine; CI
 // builds it, and without a GPU it says it skipped): RMSNorm forward / dgrad / wgrad, SwiGLU
-// forward / backward, AdamW, the embedding lookup and its gradient (bit for bit: the same adds
-// in the same order), cross-entropy with its gradient (also in place), axpy, scale and the sum of
-// squares, each against the CPU reference on the same random inputs, to fp32 rounding elsewhere
-// (reductions run in another order; expf may differ in the last bit). Then the
+// forward / backward, AdamW, RoPE (both directions), the embedding lookup and its gradient (bit for
+// bit: the same adds in the same order), cross-entropy with its gradient (also in place), axpy,
+// scale and the sum of squares, each against the CPU reference on the same random inputs, to fp32
+// rounding elsewhere (reductions run in another order; expf may differ in the last bit). Then the
 // device checks at kernel entries: tensors on two devices are refused, and so is a CUDA tensor
 // given to a kernel that has no CUDA implementation yet.
 #include <algorithm>
@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "kernels/activation.h"
+#include "kernels/attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
 #include "kernels/loss.h"
@@ -127,6 +128,27 @@ void check_adamw(int64_t n, uint32_t seed) {
   expect_close(what + " second moments", vg, v, 1e-6);
 }
 
+void check_rope(int64_t sequences, int64_t seq_len, int64_t n_heads, int64_t head_dim,
+                uint32_t seed) {
+  const int64_t rows = sequences * seq_len, width = 3 * n_heads * head_dim;
+  const Tensor qkv = random_tensor({rows, width}, seed);
+  for (const bool inverse : {false, true}) {
+    Tensor cpu = qkv.clone(), gpu = qkv.to(kGpu);
+    rope_apply(cpu, seq_len, n_heads, 10000, inverse);
+    rope_apply(gpu, seq_len, n_heads, 10000, inverse);
+    expect_close(std::string("rope ") + (inverse ? "inverse " : "") + shape_text(rows, width), gpu,
+                 cpu, 1e-6);
+    // The v third is left alone.
+    const Tensor back = gpu.to(Device::cpu());
+    bool v_same = true;
+    for (int64_t r = 0; r < rows; ++r)
+      v_same = v_same && std::memcmp(back.data<float>() + r * width + 2 * width / 3,
+                                     qkv.data<float>() + r * width + 2 * width / 3,
+                                     width / 3 * sizeof(float)) == 0;
+    expect(v_same, "rope leaves v unchanged " + shape_text(rows, width));
+  }
+}
+
 template <class F>
 void expect_refused(const std::string& what, const std::string& needle, F&& f) {
   try {
@@ -231,6 +253,9 @@ int main() {
   for (const auto& [n, v] : {std::pair<int64_t, int64_t>{1, 2}, {64, 256}, {300, 32000}})
     check_cross_entropy(n, v, seed += 10);
   for (const int64_t n : {1, 1000, 1 << 22}) check_elementwise(n, seed += 10);
+  check_rope(1, 1, 1, 2, seed += 10);
+  check_rope(2, 128, 4, 32, seed += 10);
+  check_rope(4, 4096, 16, 128, seed += 10);
   // Views that are not 16-byte aligned take AdamW's scalar path.
   {
     Tensor p = random_tensor({1025}, 3), m = random_tensor({1025}, 4),
@@ -248,9 +273,11 @@ int main() {
   Tensor y = Tensor::empty({4, 8}, DType::kF32, kGpu), rstd = Tensor::empty({4}, DType::kF32, kGpu);
   expect_refused("rmsnorm with CPU input and CUDA output", "tensors on cpu and cuda:0",
                  [&] { rmsnorm_forward(x, g, 1e-6, y, rstd); });
-  Tensor qkv = Tensor::zeros({2 * 4, 3 * 8}, DType::kF32, kGpu);
-  expect_refused("rope on CUDA (no CUDA kernel yet)", "has no kernel for cuda:0",
-                 [&] { rope_apply(qkv, 4, 2, 10000, false); });
+  Tensor probs = Tensor::zeros({4}, DType::kF32, kGpu);
+  Tensor attn = Tensor::zeros({4, 8}, DType::kF32, kGpu);
+  expect_refused("attention on CUDA (no CUDA kernel yet)", "has no kernel for cuda:0", [&] {
+    attention_forward(Tensor::zeros({4, 24}, DType::kF32, kGpu), 4, 2, attn, probs);
+  });
   std::printf("kernel_check: %d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
 }
