@@ -107,22 +107,50 @@ void FileDataSource::sequence(Split split, int64_t batch, int64_t index,
   for (int64_t t = 0; t <= seq_len_; ++t) tokens[t] = span.at(start + t);
 }
 
+namespace {
+
+// A program's source, checked: every token below the vocabulary (the files' tokens are checked
+// once, when Dataset::open maps them).
+class CheckedDataSource final : public DataSource {
+ public:
+  CheckedDataSource(std::shared_ptr<const DataSource> source, int64_t vocab_size)
+      : source_(std::move(source)), vocab_size_(vocab_size) {}
+  void sequence(Split split, int64_t batch, int64_t index,
+                std::span<int32_t> tokens) const override {
+    // A source that leaves tokens unwritten is found by the bound check below.
+    std::fill(tokens.begin(), tokens.end(), -1);
+    source_->sequence(split, batch, index, tokens);
+    for (size_t t = 0; t < tokens.size(); ++t)
+      TANDEM_USER_CHECK(tokens[t] >= 0 && tokens[t] < vocab_size_, "data source: token ", t,
+                        " of sequence ", index, " of ",
+                        split == Split::kTrain ? "training" : "held-out", " batch ", batch, " is ",
+                        tokens[t], ", outside the vocabulary [0, ", vocab_size_,
+                        ") (model.vocab_size); return seq_len + 1 = ", tokens.size(),
+                        " tokens below model.vocab_size");
+  }
+
+ private:
+  std::shared_ptr<const DataSource> source_;
+  int64_t vocab_size_;
+};
+
+}  // namespace
+
 std::shared_ptr<const DataSource> open_data_source(const Config& config,
                                                    std::shared_ptr<const DataSource> given) {
-  if (given) return given;
+  if (given) return std::make_shared<CheckedDataSource>(std::move(given), config.model.vocab_size);
   return std::make_shared<FileDataSource>(Dataset::open(config.data, config.model),
                                           config.model.seq_len,
                                           static_cast<uint64_t>(config.train.seed));
 }
 
-DataLoader::DataLoader(std::shared_ptr<const DataSource> source, int64_t seq_len,
-                       int64_t vocab_size)
-    : source_(std::move(source)), seq_len_(seq_len), vocab_size_(vocab_size) {
+DataLoader::DataLoader(std::shared_ptr<const DataSource> source, int64_t seq_len)
+    : source_(std::move(source)), seq_len_(seq_len) {
   TANDEM_CHECK(source_ != nullptr, "a data loader needs a data source");
 }
 
 DataLoader::DataLoader(const Dataset& dataset, int64_t seq_len, uint64_t seed)
-    : DataLoader(std::make_shared<FileDataSource>(dataset, seq_len, seed), seq_len, 0) {}
+    : DataLoader(std::make_shared<FileDataSource>(dataset, seq_len, seed), seq_len) {}
 
 void DataLoader::fill(Split split, int64_t batch, int64_t first, int64_t count, Tensor& tokens,
                       Tensor& targets) const {
@@ -132,17 +160,7 @@ void DataLoader::fill(Split split, int64_t batch, int64_t first, int64_t count, 
   int32_t* tgt = targets.data<int32_t>();
   std::vector<int32_t> sequence(static_cast<size_t>(seq_len_ + 1));
   for (int64_t s = 0; s < count; ++s) {
-    // A source that leaves tokens unwritten is found by the bound check below.
-    std::fill(sequence.begin(), sequence.end(), -1);
     source_->sequence(split, batch, first + s, sequence);
-    if (vocab_size_ > 0)
-      for (int64_t t = 0; t <= seq_len_; ++t)
-        TANDEM_USER_CHECK(sequence[t] >= 0 && sequence[t] < vocab_size_, "data source: token ", t,
-                          " of sequence ", first + s, " of ",
-                          split == Split::kTrain ? "training" : "held-out", " batch ", batch,
-                          " is ", sequence[t], ", outside the vocabulary [0, ", vocab_size_,
-                          ") (model.vocab_size); return seq_len + 1 = ", seq_len_ + 1,
-                          " tokens below model.vocab_size");
     std::copy_n(sequence.begin(), seq_len_, tok + s * seq_len_);
     std::copy_n(sequence.begin() + 1, seq_len_, tgt + s * seq_len_);
   }

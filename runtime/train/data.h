@@ -68,16 +68,15 @@ class FileDataSource final : public DataSource {
   uint64_t seed_;
 };
 
-// The data source a run reads: `given` (an embedding program's own), or data.path's files.
+// The data source a run reads: `given` (an embedding program's own, its tokens checked against
+// model.vocab_size), or data.path's files.
 std::shared_ptr<const DataSource> open_data_source(const Config& config,
                                                    std::shared_ptr<const DataSource> given);
 
 // Batches of sequences from a data source, as the engines take them.
 class DataLoader {
  public:
-  // `vocab_size` bounds every token a source returns (0: not checked, for sources that check
-  // their own, as Dataset::open does).
-  DataLoader(std::shared_ptr<const DataSource> source, int64_t seq_len, int64_t vocab_size);
+  DataLoader(std::shared_ptr<const DataSource> source, int64_t seq_len);
   DataLoader(const Dataset& dataset, int64_t seq_len, uint64_t seed);
   // tokens and targets (int32 [count·seq_len]) of sequences [first, first + count) of batch b;
   // targets are the tokens shifted by one.
@@ -87,7 +86,6 @@ class DataLoader {
  private:
   std::shared_ptr<const DataSource> source_;
   int64_t seq_len_;
-  int64_t vocab_size_;
 };
 
 }  // namespace tandem

@@ -50,8 +50,7 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
       shape_(parallel::make_grid_shape(world.comm->size(), config)),
       schedule_(parallel::make_schedule(config.parallel.schedule, shape_.pp,
                                         config.parallel.microbatches)),
-      loader_(open_data_source(config, options_.data_source), config.model.seq_len,
-              config.model.vocab_size),
+      loader_(open_data_source(config, options_.data_source), config.model.seq_len),
       watchdog_(world.watchdog) {
   const DeviceType device = DeviceType::kCPU;
   grid_ = std::make_unique<parallel::ProcessGrid>(

@@ -49,8 +49,7 @@ std::vector<ParameterSlice> whole_parameters(const std::vector<Parameter*>& para
 SingleProcessEngine::SingleProcessEngine(const Config& config,
                                          std::shared_ptr<const DataSource> data)
     : config_(config),
-      loader_(open_data_source(config, std::move(data)), config.model.seq_len,
-              config.model.vocab_size),
+      loader_(open_data_source(config, std::move(data)), config.model.seq_len),
       model_(config.model, static_cast<uint64_t>(config.train.seed),
              ChunkSpec::whole_model(config.model), config.fp8),
       optimizer_(whole_parameters(model_.parameters()), config.train) {}
