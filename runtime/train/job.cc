@@ -401,15 +401,15 @@ JobResult run_job(Config config, const JobOutputs& outputs, const JobHooks& hook
     }
     // The trace's own failure was reported where it happened, with the trace itself.
     const bool outputs_lost = summary.engine_fields.contains("trace_error");
-    result.summary_json = summary.to_json(config).dump(2) + "\n";
     if (!args.summary_path.empty()) {
+      const std::string text = summary.to_json(config).dump(2) + "\n";
       try {
-        write_output_file("--summary-json", args.summary_path, result.summary_json);
+        write_output_file("--summary-json", args.summary_path, text);
         log_info("summary written to ", args.summary_path);
       } catch (const Error& error) {
         // The run is finished and its result must not be lost with the file.
         std::fprintf(stderr, "%s: error: %s; the summary follows on stderr\n%s",
-                     hooks.program.c_str(), error.what(), result.summary_json.c_str());
+                     hooks.program.c_str(), error.what(), text.c_str());
         result.failure = error.what();
         return result;
       }

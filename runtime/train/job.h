@@ -42,7 +42,6 @@ struct JobResult {
   bool nothing_to_train = false;  // the resumed checkpoint is at train.steps already
   bool reports = true;            // this rank prints the job's lines (rank 0)
   int rank = 0, world_size = 1;
-  std::string summary_json;  // rank 0's, what --summary-json writes
   // A finished run whose outputs are not all in place (the last checkpoint, the summary file,
   // the trace), already reported on the console: tandem-train exits 1.
   std::string failure;

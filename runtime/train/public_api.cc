@@ -291,9 +291,7 @@ RunSummary Run::run() {
   s.tokens_per_second = result.summary.tokens_per_second;
   s.params = result.summary.params;
   s.flops_per_token = result.summary.flops_per_token;
-  s.json = result.summary_json.empty() && !result.nothing_to_train
-               ? result.summary.to_json(impl.config).dump(2) + "\n"
-               : result.summary_json;
+  if (!result.nothing_to_train) s.json = result.summary.to_json(impl.config).dump(2) + "\n";
   return s;
 }
 
