@@ -17,17 +17,14 @@
 #include "kernels/fp8.h"
 #include "runtime/core/cuda/cuda_check.h"
 #include "runtime/core/device.h"
+#include "tests/gpu/check_report.h"
 
 using namespace tandem;
+using tandem::gpu_check::expect;
+using tandem::gpu_check::failures;
 using namespace tandem::kernels;
 
 namespace {
-
-int failures = 0;
-void expect(bool ok, const std::string& what) {
-  std::printf("%s: %s\n", ok ? "ok" : "FAIL", what.c_str());
-  failures += !ok;
-}
 
 Tensor random_input(int64_t rows, int64_t cols, uint32_t seed, bool specials) {
   Tensor x = Tensor::empty({rows, cols}, DType::kF32);
@@ -190,11 +187,7 @@ void bench_bandwidth(int64_t rows, int64_t cols) {
 }  // namespace
 
 int main() {
-  if (cuda_device_count() == 0) {
-    std::printf("fp8_check: no CUDA device here (%s): skipped (built and linked)\n",
-                device_unavailable_reason(DeviceType::kCUDA).c_str());
-    return 0;
-  }
+  if (gpu_check::skipped_without_gpu("fp8_check")) return 0;
   uint32_t seed = 1;
   for (const Fp8Format format : {Fp8Format::kE4M3, Fp8Format::kE5M2})
     for (const bool pow2 : {false, true})

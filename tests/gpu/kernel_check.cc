@@ -23,17 +23,14 @@
 #include "kernels/optimizer.h"
 #include "kernels/rope.h"
 #include "runtime/core/device.h"
+#include "tests/gpu/check_report.h"
 
 using namespace tandem;
+using tandem::gpu_check::expect;
+using tandem::gpu_check::failures;
 using namespace tandem::kernels;
 
 namespace {
-
-int failures = 0;
-void expect(bool ok, const std::string& what) {
-  std::printf("%s: %s\n", ok ? "ok" : "FAIL", what.c_str());
-  failures += !ok;
-}
 
 Tensor random_tensor(Shape shape, uint32_t seed, float lo = -2, float hi = 2) {
   Tensor t = Tensor::empty(std::move(shape), DType::kF32);
@@ -235,11 +232,7 @@ void check_elementwise(int64_t n, uint32_t seed) {
 }  // namespace
 
 int main() {
-  if (cuda_device_count() == 0) {
-    std::printf("kernel_check: no CUDA device here (%s): skipped (built and linked)\n",
-                device_unavailable_reason(DeviceType::kCUDA).c_str());
-    return 0;
-  }
+  if (gpu_check::skipped_without_gpu("kernel_check")) return 0;
   uint32_t seed = 7;
   for (const auto& [n, d] :
        {std::pair<int64_t, int64_t>{1, 7}, {64, 256}, {333, 1000}, {512, 7168}})

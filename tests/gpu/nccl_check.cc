@@ -7,24 +7,16 @@
 #include "comm/topology.h"
 #include "comm/world.h"
 #include "runtime/core/device.h"
+#include "tests/gpu/check_report.h"
 
 using namespace tandem;
+using tandem::gpu_check::expect;
+using tandem::gpu_check::failures;
 using namespace tandem::comm;
-
-namespace {
-int failures = 0;
-void expect(bool ok, const char* what) {
-  std::printf("%s: %s\n", ok ? "ok" : "FAIL", what);
-  failures += !ok;
-}
-}  // namespace
 
 int main() {
   World world = join_world();
-  if (cuda_device_count() == 0) {
-    std::printf("nccl_check: no CUDA device here: skipped (built and linked)\n");
-    return 0;
-  }
+  if (gpu_check::skipped_without_gpu("nccl_check")) return 0;
   const int rank = world.comm->rank(), n = world.comm->size();
   const int device = local_cuda_device(discover_topology(*world.comm));
   auto owner = NcclCommunicator::create(*world.comm, device, 60000);
