@@ -16,6 +16,9 @@ struct PermutePlan {
   std::vector<int64_t> expert_offsets;  // E + 1 entries; expert e owns rows [off[e], off[e+1])
   std::vector<int64_t> row_of_slot;     // [N·k]: permuted row of (token t, slot j) at t·k + j
   std::vector<int64_t> token_of_row;    // [N·k]: source token of each permuted row
+  // The same two indices as int64 tensors on the expert ids' device, for the kernels there
+  // (undefined for ids on the CPU, whose kernels read the vectors).
+  Tensor row_of_slot_on_device, token_of_row_on_device;
   int64_t rows_for_expert(int64_t e) const { return expert_offsets[e + 1] - expert_offsets[e]; }
 };
 

@@ -9,6 +9,9 @@
 
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/dispatch.h"
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/cuda/attention.h"
+#endif
 #include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
@@ -31,12 +34,16 @@ AttentionShape attention_shape(const Tensor& qkv, int64_t seq_len, int64_t n_hea
 
 void attention_forward(const Tensor& qkv, int64_t seq_len, int64_t n_heads, Tensor& out,
                        Tensor& probs) {
-  require_cpu({&qkv, &out, &probs}, "attention_forward");
   TANDEM_PROFILE_SCOPE("attention_forward");
   const auto s = attention_shape(qkv, seq_len, n_heads);
   check_shape(out, {s.batch * s.seq_len, s.d}, "attention output");
   check_shape(probs, {s.batch, s.heads, s.seq_len, s.seq_len}, "attention probabilities");
   check_same_dtype({&qkv, &out, &probs}, "attention_forward");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&qkv, &out, &probs}, "attention_forward").type == DeviceType::kCUDA)
+    return cuda::attention_forward(qkv, seq_len, n_heads, out, probs);
+#endif
+  require_cpu({&qkv, &out, &probs}, "attention_forward");
   dispatch_float(qkv.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* base = qkv.data<T>();
@@ -72,12 +79,17 @@ void attention_forward(const Tensor& qkv, int64_t seq_len, int64_t n_heads, Tens
 
 void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs, int64_t seq_len,
                         int64_t n_heads, Tensor& dqkv) {
-  require_cpu({&dout, &qkv, &probs, &dqkv}, "attention_backward");
   TANDEM_PROFILE_SCOPE("attention_backward");
   const auto s = attention_shape(qkv, seq_len, n_heads);
   check_shape(dout, {s.batch * s.seq_len, s.d}, "attention output gradient");
   check_shape(dqkv, qkv.shape(), "attention qkv gradient");
+  check_shape(probs, {s.batch, s.heads, s.seq_len, s.seq_len}, "attention probabilities");
   check_same_dtype({&dout, &qkv, &probs, &dqkv}, "attention_backward");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&dout, &qkv, &probs, &dqkv}, "attention_backward").type == DeviceType::kCUDA)
+    return cuda::attention_backward(dout, qkv, probs, seq_len, n_heads, dqkv);
+#endif
+  require_cpu({&dout, &qkv, &probs, &dqkv}, "attention_backward");
   dispatch_float(qkv.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* base = qkv.data<T>();

@@ -63,14 +63,16 @@ double sum_of_squares(const Tensor& x) {
 }
 
 void convert(const Tensor& src, Tensor& dst) {
-  require_cpu({&src, &dst}, "convert");
   TANDEM_PROFILE_SCOPE("convert");
   TANDEM_CHECK(src.numel() == dst.numel(), "convert: ", shape_string(src.shape()), " to ",
                shape_string(dst.shape()));
   const int64_t n = src.numel();
-  if (src.dtype() == dst.dtype()) {
-    dst.copy_from(src.reshape(dst.shape()));
-  } else if (src.dtype() == DType::kBF16 && dst.dtype() == DType::kF32) {
+  if (src.dtype() == dst.dtype()) return dst.copy_from(src.reshape(dst.shape()));
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&src, &dst}, "convert").type == DeviceType::kCUDA) return cuda::convert(src, dst);
+#endif
+  require_cpu({&src, &dst}, "convert");
+  if (src.dtype() == DType::kBF16 && dst.dtype() == DType::kF32) {
     const bf16* in = src.data<bf16>();
     float* out = dst.data<float>();
 #pragma omp parallel for simd schedule(static)

@@ -12,6 +12,7 @@
 #include "runtime/core/profiler.h"
 
 #ifdef TANDEM_HAVE_CUDA
+#include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/fp8_quantize.h"
 #endif
 
@@ -171,13 +172,21 @@ Tensor dequantize(const BlockScaledFp8& q) {
 BlockScaledFp8 transpose_blocks(const BlockScaledFp8& q) {
   TANDEM_CHECK(q.granularity == ScaleGranularity::kBlock128x128,
                "transpose_blocks needs 128x128 blocks; 1x128 tiles must be re-quantised");
-  require_cpu({&q.codes, &q.scales}, "fp8 transpose_blocks");
   const int64_t rows = q.rows(), cols = q.cols();
+  const Device device = device_of({&q.codes, &q.scales}, "fp8 transpose_blocks");
   BlockScaledFp8 t;
   t.granularity = q.granularity;
   t.format = q.format;
-  t.codes = Tensor::empty({cols, rows}, q.codes.dtype());
-  t.scales = Tensor::empty({q.scales.dim(1), q.scales.dim(0)}, DType::kF32);
+  t.codes = Tensor::empty({cols, rows}, q.codes.dtype(), device);
+  t.scales = Tensor::empty({q.scales.dim(1), q.scales.dim(0)}, DType::kF32, device);
+#ifdef TANDEM_HAVE_CUDA
+  if (device.type == DeviceType::kCUDA) {
+    cuda::transpose(q.codes, t.codes);
+    cuda::transpose(q.scales, t.scales);
+    return t;
+  }
+#endif
+  require_cpu({&q.codes, &q.scales}, "fp8 transpose_blocks");
   const auto* src = static_cast<const uint8_t*>(q.codes.raw_data());
   auto* dst = static_cast<uint8_t*>(t.codes.raw_data());
 #pragma omp parallel for schedule(static)

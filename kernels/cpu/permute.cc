@@ -1,22 +1,29 @@
 // Grouping routed token copies by expert and scattering expert outputs back.
 #include "kernels/permute.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/cpu/dispatch.h"
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/cuda/permute.h"
+#endif
 #include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 PermutePlan make_permute_plan(const Tensor& expert_ids, int64_t n_experts) {
-  require_cpu({&expert_ids}, "make_permute_plan");
   TANDEM_PROFILE_SCOPE("make_permute_plan");
   check_dtype(expert_ids, DType::kI32, "permute expert ids");
   PermutePlan plan;
   plan.n_tokens = expert_ids.dim(0);
   plan.top_k = expert_ids.dim(1);
   const int64_t slots = plan.n_tokens * plan.top_k;
-  const int32_t* ids = expert_ids.data<int32_t>();
+  // The plan is made on the host (its row counts size the expert GEMMs and the all-to-all);
+  // ids on a GPU come over first, and the indices go back for the kernels there.
+  const Tensor host_ids =
+      expert_ids.device().type == DeviceType::kCPU ? expert_ids : expert_ids.to(Device::cpu());
+  const int32_t* ids = host_ids.data<int32_t>();
   plan.expert_offsets.assign(n_experts + 1, 0);
   for (int64_t s = 0; s < slots; ++s) {
     TANDEM_CHECK(ids[s] >= 0 && ids[s] < n_experts, "expert id ", ids[s], " of slot ", s,
@@ -32,11 +39,19 @@ PermutePlan make_permute_plan(const Tensor& expert_ids, int64_t n_experts) {
     plan.row_of_slot[s] = row;
     plan.token_of_row[row] = s / plan.top_k;
   }
+  if (expert_ids.device().type != DeviceType::kCPU) {
+    const auto on_device = [&](const std::vector<int64_t>& index) {
+      Tensor host = Tensor::empty({slots}, DType::kI64);
+      std::copy(index.begin(), index.end(), host.data<int64_t>());
+      return host.to(expert_ids.device());
+    };
+    plan.row_of_slot_on_device = on_device(plan.row_of_slot);
+    plan.token_of_row_on_device = on_device(plan.token_of_row);
+  }
   return plan;
 }
 
 void gather_rows(const Tensor& src, const std::vector<int64_t>& index, Tensor& dst) {
-  require_cpu({&src, &dst}, "gather_rows");
   TANDEM_PROFILE_SCOPE("gather_rows");
   const int64_t rows = static_cast<int64_t>(index.size());
   TANDEM_CHECK(dst.ndim() >= 1 && dst.dim(0) == rows, "gather_rows: ", rows,
@@ -49,6 +64,14 @@ void gather_rows(const Tensor& src, const std::vector<int64_t>& index, Tensor& d
   for (int64_t i : index)  // checked before the parallel loop, which must not throw
     TANDEM_CHECK(i >= 0 && i < src_rows, "gather_rows: index ", i, " outside a source of ",
                  src_rows, " rows");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&src, &dst}, "gather_rows").type == DeviceType::kCUDA) {
+    Tensor host = Tensor::empty({rows}, DType::kI64);
+    std::copy(index.begin(), index.end(), host.data<int64_t>());
+    return cuda::gather_rows(src, host.to(dst.device()), dst);
+  }
+#endif
+  require_cpu({&src, &dst}, "gather_rows");
   const char* from = static_cast<const char*>(src.raw_data());
   char* to = static_cast<char*>(dst.raw_data());
 #pragma omp parallel for schedule(static)
@@ -57,20 +80,32 @@ void gather_rows(const Tensor& src, const std::vector<int64_t>& index, Tensor& d
 }
 
 void permute_rows(const Tensor& x, const PermutePlan& plan, Tensor& xp) {
-  require_cpu({&x, &xp}, "permute_rows");
   const int64_t d = x.dim(1);
   check_shape(x, {plan.n_tokens, d}, "permute input");
   check_shape(xp, {plan.n_tokens * plan.top_k, d}, "permute output");
+  check_same_dtype({&x, &xp}, "permute_rows");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&x, &xp}, "permute_rows").type == DeviceType::kCUDA) {
+    TANDEM_CHECK(plan.token_of_row_on_device.defined(),
+                 "permute_rows on CUDA needs a plan made from expert ids on the device");
+    return cuda::gather_rows(x, plan.token_of_row_on_device, xp);
+  }
+#endif
+  require_cpu({&x, &xp}, "permute_rows");
   gather_rows(x, plan.token_of_row, xp);
 }
 
 void permute_rows_backward(const Tensor& dxp, const PermutePlan& plan, Tensor& dx) {
-  require_cpu({&dxp, &dx}, "permute_rows_backward");
   TANDEM_PROFILE_SCOPE("permute_rows_backward");
   const int64_t d = dx.dim(1), k = plan.top_k;
   check_shape(dxp, {plan.n_tokens * k, d}, "permute output gradient");
   check_shape(dx, {plan.n_tokens, d}, "permute input gradient");
   check_same_dtype({&dx, &dxp}, "permute_rows_backward");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&dxp, &dx}, "permute_rows_backward").type == DeviceType::kCUDA)
+    return cuda::permute_rows_backward(dxp, plan, dx);
+#endif
+  require_cpu({&dxp, &dx}, "permute_rows_backward");
   dispatch_float(dx.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* g = dxp.data<T>();
@@ -90,10 +125,16 @@ void permute_rows_backward(const Tensor& dxp, const PermutePlan& plan, Tensor& d
 
 void unpermute_weighted(const Tensor& yp, const Tensor& gate_weights, const PermutePlan& plan,
                         Tensor& y) {
-  require_cpu({&yp, &gate_weights, &y}, "unpermute_weighted");
   const int64_t d = y.dim(1), k = plan.top_k;
   check_shape(yp, {plan.n_tokens * k, d}, "unpermute input");
+  check_shape(gate_weights, {plan.n_tokens, k}, "unpermute gate weights");
+  check_shape(y, {plan.n_tokens, d}, "unpermute output");
   check_same_dtype({&yp, &gate_weights, &y}, "unpermute_weighted");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&yp, &gate_weights, &y}, "unpermute_weighted").type == DeviceType::kCUDA)
+    return cuda::unpermute_weighted(yp, gate_weights, plan, y);
+#endif
+  require_cpu({&yp, &gate_weights, &y}, "unpermute_weighted");
   std::vector<const void*> rows(plan.n_tokens * k);
   const size_t row_bytes = d * dtype_size(yp.dtype());
   for (size_t r = 0; r < rows.size(); ++r)
@@ -141,13 +182,20 @@ void unpermute_weighted_rows(const std::vector<const void*>& rows, DType row_dty
 
 void unpermute_weighted_backward(const Tensor& dy, const Tensor& yp, const Tensor& gate_weights,
                                  const PermutePlan& plan, Tensor& dyp, Tensor& dgate_weights) {
-  require_cpu({&dy, &yp, &gate_weights, &dyp, &dgate_weights}, "unpermute_weighted_backward");
   TANDEM_PROFILE_SCOPE("unpermute_weighted_backward");
   const int64_t d = dy.dim(1), k = plan.top_k;
   check_shape(dy, {plan.n_tokens, d}, "unpermute output gradient");
   check_shape(dyp, {plan.n_tokens * k, d}, "unpermute input gradient");
   check_shape(dgate_weights, {plan.n_tokens, k}, "unpermute gate-weight gradient");
+  check_shape(yp, {plan.n_tokens * k, d}, "unpermute input");
+  check_shape(gate_weights, {plan.n_tokens, k}, "unpermute gate weights");
   check_same_dtype({&dy, &yp, &gate_weights, &dyp, &dgate_weights}, "unpermute_backward");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&dy, &yp, &gate_weights, &dyp, &dgate_weights}, "unpermute_weighted_backward")
+          .type == DeviceType::kCUDA)
+    return cuda::unpermute_weighted_backward(dy, yp, gate_weights, plan, dyp, dgate_weights);
+#endif
+  require_cpu({&dy, &yp, &gate_weights, &dyp, &dgate_weights}, "unpermute_weighted_backward");
   dispatch_float(dy.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* g = dy.data<T>();

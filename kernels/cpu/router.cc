@@ -7,13 +7,15 @@
 #include <vector>
 
 #include "kernels/cpu/dispatch.h"
+#ifdef TANDEM_HAVE_CUDA
+#include "kernels/cuda/router.h"
+#endif
 #include "runtime/core/profiler.h"
 
 namespace tandem::kernels {
 
 void router_forward(const Tensor& logits, const Tensor& bias, int64_t top_k, Tensor& affinity,
                     Tensor& expert_ids, Tensor& gate_weights, RouteLimit limit) {
-  require_cpu({&logits, &bias, &affinity, &expert_ids, &gate_weights}, "router_forward");
   TANDEM_PROFILE_SCOPE("router_forward");
   const int64_t n = logits.dim(0), e = logits.dim(1);
   TANDEM_CHECK(top_k >= 1 && top_k <= e, "router: top_k ", top_k, " with ", e, " experts");
@@ -31,6 +33,12 @@ void router_forward(const Tensor& logits, const Tensor& bias, int64_t top_k, Ten
                  " exceeds the experts of ", limit.max_groups, " groups");
   }
   const int64_t per_group = limited ? e / limit.groups : e;
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&logits, &bias, &affinity, &expert_ids, &gate_weights}, "router_forward").type ==
+      DeviceType::kCUDA)
+    return cuda::router_forward(logits, bias, top_k, affinity, expert_ids, gate_weights, limit);
+#endif
+  require_cpu({&logits, &bias, &affinity, &expert_ids, &gate_weights}, "router_forward");
   dispatch_float(logits.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* z = logits.data<T>();
@@ -90,7 +98,6 @@ void router_forward(const Tensor& logits, const Tensor& bias, int64_t top_k, Ten
 
 void router_backward(const Tensor& dgate_weights, const Tensor& affinity, const Tensor& expert_ids,
                      Tensor& dlogits) {
-  require_cpu({&dgate_weights, &affinity, &expert_ids, &dlogits}, "router_backward");
   TANDEM_PROFILE_SCOPE("router_backward");
   const int64_t n = affinity.dim(0), e = affinity.dim(1), top_k = expert_ids.dim(1);
   check_shape(dgate_weights, {n, top_k}, "router gate-weight gradient");
@@ -98,6 +105,12 @@ void router_backward(const Tensor& dgate_weights, const Tensor& affinity, const 
   check_shape(expert_ids, {n, top_k}, "router expert ids");
   check_dtype(expert_ids, DType::kI32, "router expert ids");
   check_same_dtype({&dgate_weights, &affinity, &dlogits}, "router_backward");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&dgate_weights, &affinity, &expert_ids, &dlogits}, "router_backward").type ==
+      DeviceType::kCUDA)
+    return cuda::router_backward(dgate_weights, affinity, expert_ids, dlogits);
+#endif
+  require_cpu({&dgate_weights, &affinity, &expert_ids, &dlogits}, "router_backward");
   dispatch_float(affinity.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* dw = dgate_weights.data<T>();
@@ -123,9 +136,12 @@ void router_backward(const Tensor& dgate_weights, const Tensor& affinity, const 
 }
 
 void count_expert_load(const Tensor& expert_ids, std::vector<int64_t>& load) {
-  require_cpu({&expert_ids}, "count_expert_load");
   TANDEM_PROFILE_SCOPE("count_expert_load");
-  const int32_t* ids = expert_ids.data<int32_t>();
+  // Expert ids on a GPU are counted from a host copy: the plan and the bias update need the
+  // counts on the host.
+  const Tensor host_ids =
+      expert_ids.device().type == DeviceType::kCPU ? expert_ids : expert_ids.to(Device::cpu());
+  const int32_t* ids = host_ids.data<int32_t>();
   for (int64_t i = 0; i < expert_ids.numel(); ++i) {
     TANDEM_CHECK(ids[i] >= 0 && static_cast<size_t>(ids[i]) < load.size(), "expert id ", ids[i],
                  " out of range");
@@ -134,10 +150,14 @@ void count_expert_load(const Tensor& expert_ids, std::vector<int64_t>& load) {
 }
 
 void update_router_bias(const std::vector<int64_t>& load, double rate, Tensor& bias) {
-  require_cpu({&bias}, "update_router_bias");
   TANDEM_PROFILE_SCOPE("update_router_bias");
   const int64_t e = static_cast<int64_t>(load.size());
   check_shape(bias, {e}, "router bias");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&bias}, "update_router_bias").type == DeviceType::kCUDA)
+    return cuda::update_router_bias(load, rate, bias);
+#endif
+  require_cpu({&bias}, "update_router_bias");
   double mean = 0;
   for (int64_t count : load) mean += static_cast<double>(count) / e;
   dispatch_float(bias.dtype(), [&](auto zero) {

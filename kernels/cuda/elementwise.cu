@@ -1,5 +1,6 @@
-// Residual adds, scaling and the sum of squares (the gradient norm's) on the GPU: grid-stride
-// loops; the sum of squares as one double partial per block, added on the host in block order.
+// Residual adds, scaling, the sum of squares (the gradient norm's), fp32 <-> bf16 conversion and
+// 2-D transposes on the GPU: grid-stride loops; the sum of squares as one double partial per
+// block, added on the host in block order.
 #include <vector>
 
 #include "kernels/cuda/block_reduce.cuh"
@@ -41,7 +42,93 @@ __global__ void sum_of_squares_kernel(const float* x, int64_t n, double* partial
   if (threadIdx.x == 0) partials[blockIdx.x] = sum;
 }
 
+// The CPU's to_bf16 on the bits: round to nearest even, NaN kept a (quiet) NaN.
+__global__ void to_bf16_kernel(const float* in, int64_t n, uint16_t* out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    uint32_t bits = __float_as_uint(in[i]);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) {
+      out[i] = static_cast<uint16_t>((bits >> 16) | 0x40);
+      continue;
+    }
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    out[i] = static_cast<uint16_t>(bits >> 16);
+  }
+}
+
+__global__ void from_bf16_kernel(const uint16_t* in, int64_t n, float* out) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = __uint_as_float(static_cast<uint32_t>(in[i]) << 16);
+}
+
+// out[c, r] = in[r, c], a 32×32 tile per block through shared memory so that both the reads and
+// the writes are coalesced.
+template <class T>
+__global__ void transpose_kernel(const T* in, int64_t rows, int64_t cols, T* out) {
+  __shared__ T tile[32][33];
+  // Row tiles on gridDim.x (up to 2^31 - 1), column tiles on gridDim.y (up to 65535).
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * 32,
+                c0 = static_cast<int64_t>(blockIdx.y) * 32;
+  for (int y = threadIdx.y; y < 32; y += blockDim.y) {
+    const int64_t r = r0 + y, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[y][threadIdx.x] = in[r * cols + c];
+  }
+  __syncthreads();
+  for (int y = threadIdx.y; y < 32; y += blockDim.y) {
+    const int64_t c = c0 + y, r = r0 + threadIdx.x;
+    if (r < rows && c < cols) out[c * rows + r] = tile[threadIdx.x][y];
+  }
+}
+
+cudaStream_t stream_on(const Tensor& t) {
+  return tandem::cuda::compute_stream(t.device().index).handle();
+}
+
 }  // namespace
+
+void convert(const Tensor& src, Tensor& dst) {
+  const int64_t n = src.numel();
+  if (n == 0) return;
+  tandem::cuda::DeviceGuard guard(dst.device().index);
+  if (src.dtype() == DType::kF32 && dst.dtype() == DType::kBF16) {
+    to_bf16_kernel<<<blocks_for(n), kThreads, 0, stream_on(dst)>>>(
+        src.data<float>(), n, static_cast<uint16_t*>(dst.raw_data()));
+  } else if (src.dtype() == DType::kBF16 && dst.dtype() == DType::kF32) {
+    from_bf16_kernel<<<blocks_for(n), kThreads, 0, stream_on(dst)>>>(
+        static_cast<const uint16_t*>(src.raw_data()), n, dst.data<float>());
+  } else {
+    TANDEM_FAIL("convert on CUDA from ", dtype_name(src.dtype()), " to ", dtype_name(dst.dtype()),
+                " is not supported (fp32 <-> bf16)");
+  }
+  TANDEM_CHECK_CUDA(cudaGetLastError());
+}
+
+void transpose(const Tensor& src, Tensor& dst) {
+  TANDEM_CHECK(src.ndim() == 2 && dst.ndim() == 2 && dst.dim(0) == src.dim(1) &&
+                   dst.dim(1) == src.dim(0) && src.dtype() == dst.dtype(),
+               "transpose of ", shape_string(src.shape()), " into ", shape_string(dst.shape()));
+  const int64_t rows = src.dim(0), cols = src.dim(1);
+  if (rows == 0 || cols == 0) return;
+  tandem::cuda::DeviceGuard guard(dst.device().index);
+  TANDEM_CHECK((cols + 31) / 32 <= 65535, "transpose on CUDA: ", cols,
+               " columns exceed 65535 tiles of 32");
+  const dim3 grid(static_cast<unsigned>((rows + 31) / 32), static_cast<unsigned>((cols + 31) / 32));
+  const dim3 threads(32, 8);
+  const size_t element = dtype_size(src.dtype());
+  if (element == 1) {
+    transpose_kernel<<<grid, threads, 0, stream_on(dst)>>>(
+        static_cast<const uint8_t*>(src.raw_data()), rows, cols,
+        static_cast<uint8_t*>(dst.raw_data()));
+  } else if (element == 4) {
+    transpose_kernel<<<grid, threads, 0, stream_on(dst)>>>(
+        static_cast<const uint32_t*>(src.raw_data()), rows, cols,
+        static_cast<uint32_t*>(dst.raw_data()));
+  } else {
+    TANDEM_FAIL("transpose on CUDA takes 1- or 4-byte elements, got ", dtype_name(src.dtype()));
+  }
+  TANDEM_CHECK_CUDA(cudaGetLastError());
+}
 
 void axpy(double alpha, const Tensor& x, Tensor& y) {
   require_fp32({&x, &y}, "axpy");

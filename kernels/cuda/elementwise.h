@@ -1,6 +1,6 @@
 // The CUDA side of kernels/elementwise.h on fp32 device tensors, on the device's compute stream:
 // axpy and scale as the CPU reference computes them, the sum of squares accumulated in double
-// (in another order than the CPU's).
+// (in another order than the CPU's), conversions and transposes.
 #pragma once
 
 #include "runtime/core/tensor.h"
@@ -10,5 +10,9 @@ namespace tandem::kernels::cuda {
 void axpy(double alpha, const Tensor& x, Tensor& y);
 void scale(Tensor& x, double alpha);
 double sum_of_squares(const Tensor& x);
+// fp32 <-> bf16 with the CPU's rounding (nearest even, NaN kept).
+void convert(const Tensor& src, Tensor& dst);
+// dst[c, r] = src[r, c] for 2-D tensors of 1- or 4-byte elements (FP8 codes, fp32 scales).
+void transpose(const Tensor& src, Tensor& dst);
 
 }  // namespace tandem::kernels::cuda

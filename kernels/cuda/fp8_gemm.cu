@@ -2,11 +2,7 @@
 // cuBLAS's column-major terms, Cᵀ (N×M, ld N) = op(B) · op(A) with B's K×N view transposed ("T",
 // ld K) and A's K×M view as is ("N", ld K): cuBLASLt's first operand is tandem's B, its second
 // tandem's A, both K-contiguous (the TN layout the block-scaled modes require).
-#include <cublasLt.h>
-
-#include <map>
-#include <mutex>
-
+#include "kernels/cuda/cublaslt.h"
 #include "kernels/cuda/fp8_gemm.h"
 #include "kernels/fp8_gemm_plan.h"
 #include "runtime/core/cuda/cuda_check.h"
@@ -15,28 +11,6 @@
 namespace tandem::kernels::cuda {
 
 namespace {
-
-constexpr size_t kWorkspaceBytes = size_t{32} << 20;
-
-// One cuBLASLt handle and workspace per device, for the process (the runtime context).
-struct LtContext {
-  cublasLtHandle_t handle = nullptr;
-  Tensor workspace;
-};
-
-LtContext& lt_context(int device) {
-  static std::mutex mutex;
-  static std::map<int, LtContext> contexts;
-  std::lock_guard lock(mutex);
-  LtContext& context = contexts[device];
-  if (!context.handle) {
-    tandem::cuda::DeviceGuard guard(device);
-    TANDEM_CHECK_CUBLAS(cublasLtCreate(&context.handle));
-    context.workspace =
-        Tensor::empty({static_cast<int64_t>(kWorkspaceBytes)}, DType::kU8, Device::cuda(device));
-  }
-  return context;
-}
 
 // tandem's scales into cuBLASLt's layout, zero-padded: 1×128 [rows, kb] → [kb, pad4(rows)];
 // 128×128 [rb, kb] → [rb, pad4(kb)].
@@ -72,20 +46,6 @@ int32_t scale_mode(ScaleGranularity granularity) {
                                                      : CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
 }
 
-// RAII for the descriptors of one call.
-struct MatmulDesc {
-  cublasLtMatmulDesc_t desc = nullptr;
-  ~MatmulDesc() { cublasLtMatmulDescDestroy(desc); }
-};
-struct Layout {
-  cublasLtMatrixLayout_t layout = nullptr;
-  ~Layout() { cublasLtMatrixLayoutDestroy(layout); }
-};
-struct Preference {
-  cublasLtMatmulPreference_t preference = nullptr;
-  ~Preference() { cublasLtMatmulPreferenceDestroy(preference); }
-};
-
 }  // namespace
 
 void fp8_gemm(const BlockScaledFp8& a, const BlockScaledFp8& b, Tensor& c,
@@ -111,52 +71,29 @@ void fp8_gemm(const BlockScaledFp8& a, const BlockScaledFp8& b, Tensor& c,
   const Fp8GemmPlan plan = plan_fp8_gemm(m, n, k, a.granularity, b.granularity);
   tandem::cuda::DeviceGuard guard(device.index);
   const cudaStream_t stream = tandem::cuda::compute_stream(device.index).handle();
-  LtContext& lt = lt_context(device.index);
   const Tensor a_scales = cublas_scales(a, plan.a_scales, stream);
   const Tensor b_scales = cublas_scales(b, plan.b_scales, stream);
 
-  MatmulDesc desc;
-  TANDEM_CHECK_CUBLAS(cublasLtMatmulDescCreate(&desc.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  LtMatmulDesc desc(CUBLAS_COMPUTE_32F, CUDA_R_32F);
   const cublasOperation_t transpose = CUBLAS_OP_T, keep = CUBLAS_OP_N;
-  auto set = [&](cublasLtMatmulDescAttributes_t attribute, const void* value, size_t size) {
-    TANDEM_CHECK_CUBLAS(cublasLtMatmulDescSetAttribute(desc.desc, attribute, value, size));
-  };
-  set(CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof transpose);
-  set(CUBLASLT_MATMUL_DESC_TRANSB, &keep, sizeof keep);
+  desc.set(CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof transpose);
+  desc.set(CUBLASLT_MATMUL_DESC_TRANSB, &keep, sizeof keep);
   const int32_t first_mode = scale_mode(b.granularity), second_mode = scale_mode(a.granularity);
-  set(CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &first_mode, sizeof first_mode);
-  set(CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &second_mode, sizeof second_mode);
+  desc.set(CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &first_mode, sizeof first_mode);
+  desc.set(CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &second_mode, sizeof second_mode);
   const float* first_scales = b_scales.data<float>();
   const float* second_scales = a_scales.data<float>();
-  set(CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &first_scales, sizeof first_scales);
-  set(CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &second_scales, sizeof second_scales);
-
-  Layout first, second, out;
-  TANDEM_CHECK_CUBLAS(
-      cublasLtMatrixLayoutCreate(&first.layout, fp8_type(b.format), k, n, plan.ldb));
-  TANDEM_CHECK_CUBLAS(
-      cublasLtMatrixLayoutCreate(&second.layout, fp8_type(a.format), k, m, plan.lda));
-  TANDEM_CHECK_CUBLAS(cublasLtMatrixLayoutCreate(&out.layout, CUDA_R_32F, n, m, plan.ldc));
-
-  Preference preference;
-  TANDEM_CHECK_CUBLAS(cublasLtMatmulPreferenceCreate(&preference.preference));
-  TANDEM_CHECK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(
-      preference.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspaceBytes,
-      sizeof kWorkspaceBytes));
-  cublasLtMatmulHeuristicResult_t heuristic{};
-  int found = 0;
-  TANDEM_CHECK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(lt.handle, desc.desc, first.layout,
-                                                     second.layout, out.layout, out.layout,
-                                                     preference.preference, 1, &heuristic, &found));
-  TANDEM_CHECK(found > 0, "fp8_gemm on ", device.to_string(), ": cuBLASLt has no algorithm for m ",
-               m, " n ", n, " k ", k, " with ", a.format == Fp8Format::kE4M3 ? "e4m3" : "e5m2",
-               " x ", b.format == Fp8Format::kE4M3 ? "e4m3" : "e5m2",
-               " block scaling (it needs Hopper, sm_90, and cuBLAS >= 12.9)");
-  const float alpha = 1.0f, beta = options.accumulate ? 1.0f : 0.0f;
-  TANDEM_CHECK_CUBLAS(cublasLtMatmul(lt.handle, desc.desc, &alpha, b.codes.raw_data(), first.layout,
-                                     a.codes.raw_data(), second.layout, &beta, c.raw_data(),
-                                     out.layout, c.raw_data(), out.layout, &heuristic.algo,
-                                     lt.workspace.raw_data(), kWorkspaceBytes, stream));
+  desc.set(CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &first_scales, sizeof first_scales);
+  desc.set(CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &second_scales, sizeof second_scales);
+  const LtLayout first(fp8_type(b.format), k, n, plan.ldb);
+  const LtLayout second(fp8_type(a.format), k, m, plan.lda);
+  const LtLayout out(CUDA_R_32F, n, m, plan.ldc);
+  lt_matmul(device.index, desc, b.codes.raw_data(), first, a.codes.raw_data(), second, c.raw_data(),
+            out, 1.0f, options.accumulate ? 1.0f : 0.0f,
+            detail::concat("fp8_gemm m ", m, " n ", n, " k ", k, " with ",
+                           a.format == Fp8Format::kE4M3 ? "e4m3" : "e5m2", " x ",
+                           b.format == Fp8Format::kE4M3 ? "e4m3" : "e5m2",
+                           " block scaling (it needs Hopper, sm_90, and cuBLAS >= 12.9)"));
 }
 
 }  // namespace tandem::kernels::cuda

@@ -3,10 +3,13 @@
 // the checks there; scripts/gpu-check runs them on a GPU).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <string>
 
 #include "runtime/core/device.h"
+#include "runtime/core/tensor.h"
 
 namespace tandem::gpu_check {
 
@@ -15,6 +18,23 @@ inline int failures = 0;
 inline void expect(bool ok, const std::string& what) {
   std::printf("%s: %s\n", ok ? "ok" : "FAIL", what.c_str());
   failures += !ok;
+}
+
+// The largest |gpu − cpu| / (|cpu| + mean |cpu|) over fp32 elements: relative where values are
+// large, absolute (at the tensor's own scale) where they are near zero; infinite where the GPU's
+// value is not finite.
+inline double largest_relative_difference(const Tensor& gpu, const Tensor& cpu) {
+  const Tensor host = gpu.to(Device::cpu());
+  const float* a = host.data<float>();
+  const float* b = cpu.data<float>();
+  double mean = 0, worst = 0;
+  for (int64_t i = 0; i < cpu.numel(); ++i) mean += std::fabs(b[i]);
+  mean /= std::max<int64_t>(1, cpu.numel());
+  for (int64_t i = 0; i < cpu.numel(); ++i) {
+    const double err = std::fabs(double(a[i]) - b[i]) / (std::fabs(b[i]) + mean + 1e-30);
+    worst = std::max(worst, std::isfinite(a[i]) ? err : INFINITY);
+  }
+  return worst;
 }
 
 // True (after saying so) when this machine has no usable GPU.

@@ -2,10 +2,14 @@
 // builds it, and without a GPU it says it skipped): RMSNorm forward / dgrad / wgrad, SwiGLU
 // forward / backward, AdamW, RoPE (both directions), the embedding lookup and its gradient (bit for
 // bit: the same adds in the same order), cross-entropy with its gradient (also in place), axpy,
-// scale and the sum of squares, each against the CPU reference on the same random inputs, to fp32
-// rounding elsewhere (reductions run in another order; expf may differ in the last bit). Then the
-// device checks at kernel entries: tensors on two devices are refused, and so is a CUDA tensor
-// given to a kernel that has no CUDA implementation yet.
+// scale and the sum of squares, the linear GEMMs (cuBLASLt), causal attention forward and
+// backward, the router (the CPU's expert choice exactly) and its backward and bias update, the
+// permutation plan, permute / unpermute and their backwards, bf16 conversion and FP8 block
+// transposes, each against the CPU reference on the same random inputs: bit for bit where the
+// same operations run in the same order, else to fp32 rounding (reductions run in another order;
+// expf may differ in the last bit). Then the device checks at kernel entries: tensors on two
+// devices are refused, and so is a CUDA tensor given to a kernel that has no CUDA implementation
+// yet.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -18,10 +22,14 @@
 #include "kernels/attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
+#include "kernels/fp8.h"
+#include "kernels/linear.h"
 #include "kernels/loss.h"
 #include "kernels/norm.h"
 #include "kernels/optimizer.h"
+#include "kernels/permute.h"
 #include "kernels/rope.h"
+#include "kernels/router.h"
 #include "runtime/core/device.h"
 #include "tests/gpu/check_report.h"
 
@@ -49,25 +57,12 @@ std::string shape_text(int64_t rows, int64_t cols) {
   return text;
 }
 
-// |gpu − cpu| ≤ tolerance · (|cpu| + the mean |cpu|) everywhere: relative where values are
-// large, absolute (at the tensor's own scale) where they are near zero.
 void expect_close(const std::string& what, const Tensor& gpu, const Tensor& cpu, double tolerance) {
-  const Tensor host = gpu.to(Device::cpu());
-  const float* a = host.data<float>();
-  const float* b = cpu.data<float>();
-  double mean = 0, worst = 0;
-  for (int64_t i = 0; i < cpu.numel(); ++i) mean += std::fabs(b[i]);
-  mean /= std::max<int64_t>(1, cpu.numel());
-  bool ok = true;
-  for (int64_t i = 0; i < cpu.numel(); ++i) {
-    const double err = std::fabs(double(a[i]) - b[i]) / (std::fabs(b[i]) + mean + 1e-30);
-    worst = std::max(worst, err);
-    ok = ok && std::isfinite(a[i]) && err <= tolerance;
-  }
+  const double worst = gpu_check::largest_relative_difference(gpu, cpu);
   char line[256];
   std::snprintf(line, sizeof line, "%s: largest relative difference %.2e (bound %.0e)",
                 what.c_str(), worst, tolerance);
-  expect(ok, line);
+  expect(worst <= tolerance, line);
 }
 
 void check_rmsnorm(int64_t n, int64_t d, uint32_t seed) {
@@ -229,6 +224,158 @@ void check_elementwise(int64_t n, uint32_t seed) {
   expect(std::fabs(sg - s) <= 1e-10 * s, line);
 }
 
+void check_linear(int64_t n, int64_t in, int64_t out, uint32_t seed) {
+  const Tensor x = random_tensor({n, in}, seed), w = random_tensor({out, in}, seed + 1);
+  const Tensor dy = random_tensor({n, out}, seed + 2), y0 = random_tensor({n, out}, seed + 3);
+  const Tensor dx0 = random_tensor({n, in}, seed + 4), dw0 = random_tensor({out, in}, seed + 5);
+  const std::string shape = shape_text(n, in) + " -> " + std::to_string(out);
+  for (const bool accumulate : {false, true}) {
+    Tensor y = y0.clone(), dx = dx0.clone();
+    Tensor yg = y0.to(kGpu), dxg = dx0.to(kGpu);
+    linear_forward(x, w, y, accumulate);
+    linear_forward(x.to(kGpu), w.to(kGpu), yg, accumulate);
+    linear_dgrad(dy, w, dx, accumulate);
+    linear_dgrad(dy.to(kGpu), w.to(kGpu), dxg, accumulate);
+    const std::string how = accumulate ? " (accumulating)" : "";
+    // fp32 accumulation over K in another order (and TF32 is never enabled): K·2^-24 relative.
+    expect_close("linear forward " + shape + how, yg, y, 2e-5);
+    expect_close("linear dgrad " + shape + how, dxg, dx, 2e-5);
+  }
+  Tensor dw = dw0.clone(), dwg = dw0.to(kGpu);
+  linear_wgrad(dy, x, dw);
+  linear_wgrad(dy.to(kGpu), x.to(kGpu), dwg);
+  expect_close("linear wgrad (accumulating) " + shape, dwg, dw, 2e-5);
+}
+
+void check_attention(int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim,
+                     uint32_t seed) {
+  const int64_t d = heads * head_dim, rows = batch * seq_len;
+  const Tensor qkv = random_tensor({rows, 3 * d}, seed), dout = random_tensor({rows, d}, seed + 1);
+  Tensor out = Tensor::empty({rows, d}, DType::kF32);
+  Tensor probs = Tensor::empty({batch, heads, seq_len, seq_len}, DType::kF32);
+  Tensor dqkv = Tensor::empty({rows, 3 * d}, DType::kF32);
+  attention_forward(qkv, seq_len, heads, out, probs);
+  attention_backward(dout, qkv, probs, seq_len, heads, dqkv);
+  Tensor outg = Tensor::empty({rows, d}, DType::kF32, kGpu);
+  Tensor probsg = Tensor::empty(probs.shape(), DType::kF32, kGpu);
+  Tensor dqkvg = Tensor::empty(dqkv.shape(), DType::kF32, kGpu);
+  const Tensor qkvg = qkv.to(kGpu);
+  attention_forward(qkvg, seq_len, heads, outg, probsg);
+  attention_backward(dout.to(kGpu), qkvg, probsg, seq_len, heads, dqkvg);
+  char what[96];
+  std::snprintf(what, sizeof what, "[B %lld T %lld H %lld hd %lld]", static_cast<long long>(batch),
+                static_cast<long long>(seq_len), static_cast<long long>(heads),
+                static_cast<long long>(head_dim));
+  expect_close(std::string("attention probabilities ") + what, probsg, probs, 1e-5);
+  expect_close(std::string("attention output ") + what, outg, out, 1e-5);
+  expect_close(std::string("attention qkv gradient ") + what, dqkvg, dqkv, 1e-4);
+}
+
+void check_router(int64_t n, int64_t e, int64_t k, RouteLimit limit, uint32_t seed) {
+  const Tensor logits = random_tensor({n, e}, seed, -3, 3),
+               bias = random_tensor({e}, seed + 1, -0.1f, 0.1f);
+  const Tensor dgate = random_tensor({n, k}, seed + 2);
+  Tensor affinity = Tensor::empty({n, e}, DType::kF32), ids = Tensor::empty({n, k}, DType::kI32);
+  Tensor gates = Tensor::empty({n, k}, DType::kF32), dlogits = Tensor::empty({n, e}, DType::kF32);
+  router_forward(logits, bias, k, affinity, ids, gates, limit);
+  router_backward(dgate, affinity, ids, dlogits);
+  Tensor affinityg = Tensor::empty({n, e}, DType::kF32, kGpu);
+  Tensor idsg = Tensor::empty({n, k}, DType::kI32, kGpu);
+  Tensor gatesg = Tensor::empty({n, k}, DType::kF32, kGpu);
+  Tensor dlogitsg = Tensor::empty({n, e}, DType::kF32, kGpu);
+  router_forward(logits.to(kGpu), bias.to(kGpu), k, affinityg, idsg, gatesg, limit);
+  // The backward from the CPU's choice, so that its check does not hang on the forward's.
+  router_backward(dgate.to(kGpu), affinity.to(kGpu), ids.to(kGpu), dlogitsg);
+  char what[96];
+  std::snprintf(what, sizeof what, "[%lld tokens, %lld experts, top-%lld, %lld of %lld groups]",
+                static_cast<long long>(n), static_cast<long long>(e), static_cast<long long>(k),
+                static_cast<long long>(limit.max_groups), static_cast<long long>(limit.groups));
+  expect_close(std::string("router affinities ") + what, affinityg, affinity, 1e-6);
+  expect(same_bits(idsg, ids), std::string("router expert choice ") + what + ": the CPU's");
+  expect_close(std::string("router gate weights ") + what, gatesg, gates, 1e-6);
+  expect_close(std::string("router logit gradient ") + what, dlogitsg, dlogits, 1e-5);
+  std::vector<int64_t> load(e);
+  for (int64_t x = 0; x < e; ++x) load[x] = (x * 7919) % 13;
+  Tensor b = bias.clone(), bg = bias.to(kGpu);
+  update_router_bias(load, 1e-3, b);
+  update_router_bias(load, 1e-3, bg);
+  expect(same_bits(bg, b), std::string("router bias update ") + what + ": the CPU's bits");
+}
+
+void check_permute(int64_t n, int64_t e, int64_t k, int64_t d, uint32_t seed) {
+  Tensor ids = Tensor::empty({n, k}, DType::kI32);
+  std::mt19937 rng(seed);
+  for (int64_t t = 0; t < n; ++t) {  // k distinct experts per token, skewed towards the first
+    std::vector<int32_t> all(e);
+    for (int32_t x = 0; x < e; ++x) all[x] = x;
+    std::shuffle(all.begin(), all.end(), rng);
+    std::sort(all.begin(), all.begin() + k);
+    for (int64_t j = 0; j < k; ++j) ids.data<int32_t>()[t * k + j] = all[j] / (j % 2 + 1);
+  }
+  const Tensor x = random_tensor({n, d}, seed + 1), w = random_tensor({n, k}, seed + 2, 0, 1);
+  const Tensor dy = random_tensor({n, d}, seed + 3), yp = random_tensor({n * k, d}, seed + 4);
+  const PermutePlan plan = make_permute_plan(ids, e);
+  const PermutePlan plang = make_permute_plan(ids.to(kGpu), e);
+  const std::string shape = shape_text(n * k, d);
+  expect(plang.expert_offsets == plan.expert_offsets && plang.row_of_slot == plan.row_of_slot &&
+             plang.token_of_row == plan.token_of_row,
+         "permute plan from ids on the GPU " + shape + ": the CPU's");
+  Tensor xp = Tensor::empty({n * k, d}, DType::kF32),
+         xpg = Tensor::empty(xp.shape(), DType::kF32, kGpu);
+  permute_rows(x, plan, xp);
+  permute_rows(x.to(kGpu), plang, xpg);
+  expect(same_bits(xpg, xp), "permute rows " + shape + ": the CPU's bits");
+  Tensor dx = Tensor::empty({n, d}, DType::kF32),
+         dxg = Tensor::empty(dx.shape(), DType::kF32, kGpu);
+  permute_rows_backward(yp, plan, dx);
+  permute_rows_backward(yp.to(kGpu), plang, dxg);
+  expect_close("permute backward " + shape, dxg, dx, 1e-6);
+  Tensor y = Tensor::empty({n, d}, DType::kF32), yg = Tensor::empty(y.shape(), DType::kF32, kGpu);
+  unpermute_weighted(yp, w, plan, y);
+  unpermute_weighted(yp.to(kGpu), w.to(kGpu), plang, yg);
+  expect_close("unpermute weighted " + shape, yg, y, 1e-6);
+  Tensor dyp = Tensor::empty(yp.shape(), DType::kF32), dw = Tensor::empty(w.shape(), DType::kF32);
+  Tensor dypg = Tensor::empty(yp.shape(), DType::kF32, kGpu);
+  Tensor dwg = Tensor::empty(w.shape(), DType::kF32, kGpu);
+  unpermute_weighted_backward(dy, yp, w, plan, dyp, dw);
+  unpermute_weighted_backward(dy.to(kGpu), yp.to(kGpu), w.to(kGpu), plang, dypg, dwg);
+  expect(same_bits(dypg, dyp), "unpermute backward, row gradients " + shape + ": the CPU's bits");
+  expect_close("unpermute backward, gate gradients " + shape, dwg, dw, 1e-5);
+  // Rows of 3 bytes take the byte-wise gather.
+  Tensor bytes = Tensor::empty({n, 3}, DType::kU8),
+         gathered = Tensor::empty({n * k, 3}, DType::kU8);
+  for (int64_t i = 0; i < bytes.numel(); ++i)
+    bytes.data<uint8_t>()[i] = static_cast<uint8_t>(i * 31);
+  Tensor gatheredg = Tensor::empty(gathered.shape(), DType::kU8, kGpu);
+  gather_rows(bytes, plan.token_of_row, gathered);
+  gather_rows(bytes.to(kGpu), plan.token_of_row, gatheredg);
+  expect(same_bits(gatheredg, gathered),
+         "gather of 3-byte rows " + shape_text(n * k, 3) + ": the CPU's bits");
+}
+
+void check_conversions(int64_t rows, int64_t cols, uint32_t seed) {
+  Tensor x = random_tensor({rows, cols}, seed, -1e4f, 1e4f);
+  x.data<float>()[0] = NAN;
+  Tensor b = Tensor::empty(x.shape(), DType::kBF16),
+         bg = Tensor::empty(x.shape(), DType::kBF16, kGpu);
+  convert(x, b);
+  convert(x.to(kGpu), bg);
+  expect(same_bits(bg, b),
+         "fp32 -> bf16 " + shape_text(rows, cols) + " (NaN kept): the CPU's bits");
+  Tensor f = Tensor::empty(x.shape(), DType::kF32),
+         fg = Tensor::empty(x.shape(), DType::kF32, kGpu);
+  convert(b, f);
+  convert(b.to(kGpu), fg);
+  expect(same_bits(fg, f), "bf16 -> fp32 " + shape_text(rows, cols) + ": the CPU's bits");
+  const QuantizeOptions options;
+  const BlockScaledFp8 q = quantize(x.rows(1, rows), ScaleGranularity::kBlock128x128, options);
+  const BlockScaledFp8 t = transpose_blocks(q);
+  const BlockScaledFp8 tg = transpose_blocks(
+      quantize(x.to(kGpu).rows(1, rows), ScaleGranularity::kBlock128x128, options));
+  expect(same_bits(tg.codes, t.codes) && same_bits(tg.scales, t.scales),
+         "fp8 transpose_blocks " + shape_text(rows - 1, cols) + ": the CPU's codes and scales");
+}
+
 }  // namespace
 
 int main() {
@@ -249,6 +396,24 @@ int main() {
   check_rope(1, 1, 1, 2, seed += 10);
   check_rope(2, 128, 4, 32, seed += 10);
   check_rope(4, 4096, 16, 128, seed += 10);
+  for (const auto& [n, in, out] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1},
+                                   {3, 17, 5},
+                                   {256, 128, 384},
+                                   {1000, 2048, 512}})
+    check_linear(n, in, out, seed += 10);
+  check_attention(1, 1, 1, 2, seed += 10);
+  check_attention(2, 37, 3, 16, seed += 10);
+  check_attention(4, 128, 4, 32, seed += 10);
+  check_attention(1, 512, 2, 64, seed += 10);
+  check_router(1, 2, 1, {}, seed += 10);
+  check_router(333, 8, 2, {}, seed += 10);
+  check_router(1024, 64, 6, {8, 3}, seed += 10);
+  check_router(256, 256, 8, {8, 4}, seed += 10);
+  check_permute(1, 4, 1, 8, seed += 10);
+  check_permute(300, 8, 2, 128, seed += 10);
+  check_permute(1024, 64, 6, 7, seed += 10);
+  check_conversions(129, 300, seed += 10);
+  check_conversions(1024, 1024, seed += 10);
   // Views that are not 16-byte aligned take AdamW's scalar path.
   {
     Tensor p = random_tensor({1025}, 3), m = random_tensor({1025}, 4),
@@ -266,11 +431,11 @@ int main() {
   Tensor y = Tensor::empty({4, 8}, DType::kF32, kGpu), rstd = Tensor::empty({4}, DType::kF32, kGpu);
   expect_refused("rmsnorm with CPU input and CUDA output", "tensors on cpu and cuda:0",
                  [&] { rmsnorm_forward(x, g, 1e-6, y, rstd); });
-  Tensor probs = Tensor::zeros({4}, DType::kF32, kGpu);
-  Tensor attn = Tensor::zeros({4, 8}, DType::kF32, kGpu);
-  expect_refused("attention on CUDA (no CUDA kernel yet)", "has no kernel for cuda:0", [&] {
-    attention_forward(Tensor::zeros({4, 24}, DType::kF32, kGpu), 4, 2, attn, probs);
-  });
+  expect_refused("fp8 payload packing on CUDA (no CUDA kernel yet)", "has no kernel for cuda:0",
+                 [&] {
+                   pack_fp8_rows(quantize(random_tensor({4, 256}, 9).to(kGpu),
+                                          ScaleGranularity::kTile1x128, QuantizeOptions{}));
+                 });
   std::printf("kernel_check: %d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
 }
