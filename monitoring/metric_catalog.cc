@@ -122,7 +122,8 @@ const std::vector<MetricSpec>& metric_catalog() {
        "Model FLOP utilisation of the last step: the job's training FLOP/s (flops_per_token of "
        "the model times the global batch's tokens, over the step's seconds) divided evenly over "
        "its ranks, over this rank's tandem_peak_flops, which is measured at startup with OpenBLAS "
-       "sgemm on this rank's threads (not a datasheet peak). NaN before the first step.",
+       "sgemm on this rank's threads (not a datasheet peak). NaN before the first step, and "
+       "throughout a train.device = \"cuda\" run (no GPU ceiling is measured at startup).",
        {}},
       {"tandem_peak_flops",
        kGauge,
@@ -130,7 +131,7 @@ const std::vector<MetricSpec>& metric_catalog() {
        {},
        "The peak tandem_model_flops_utilization_ratio divides by: the best of 3 OpenBLAS sgemm "
        "runs (1024 x 1024 x 1024, fp32) on this rank's threads at startup, while the node's other "
-       "ranks measure theirs.",
+       "ranks measure theirs. NaN in a train.device = \"cuda\" run.",
        {}},
       {"tandem_pipeline_bubble_ratio",
        kGauge,

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "runtime/core/cuda/cuda_check.h"
+#include "runtime/core/cuda/cuda_device.h"
 
 #define TANDEM_CHECK_NCCL(call)                                                      \
   do {                                                                               \
@@ -51,8 +52,13 @@ void check_cuda_tensor(const Tensor& t, int device, const char* op) {
 
 class NcclWork final : public Work {
  public:
-  NcclWork(cudaEvent_t event, OpRecord op, std::shared_ptr<Watchdog> watchdog, ncclComm_t comm)
-      : event_(event), op_(std::move(op)), watchdog_(std::move(watchdog)), comm_(comm) {}
+  NcclWork(cudaEvent_t event, OpRecord op, std::shared_ptr<Watchdog> watchdog, ncclComm_t comm,
+           std::vector<Tensor> buffers)
+      : event_(event),
+        op_(std::move(op)),
+        watchdog_(std::move(watchdog)),
+        comm_(comm),
+        buffers_(std::move(buffers)) {}
   ~NcclWork() override { cudaEventDestroy(event_); }
   bool test() override {
     if (done_) return true;
@@ -65,6 +71,7 @@ class NcclWork final : public Work {
     }
     TANDEM_CHECK_CUDA(status);
     done_ = true;
+    buffers_.clear();  // the caching allocator may hand them to the compute stream again
     watchdog_->complete(op_);
     return true;
   }
@@ -78,6 +85,9 @@ class NcclWork final : public Work {
   OpRecord op_;
   std::shared_ptr<Watchdog> watchdog_;
   ncclComm_t comm_;
+  // The operation's tensors, kept alive until its event: their memory, freed on the compute
+  // stream, would otherwise be reused there while NCCL still reads or writes it.
+  std::vector<Tensor> buffers_;
   bool done_ = false;
 };
 
@@ -117,12 +127,14 @@ NcclCommunicator::NcclCommunicator(ncclComm_t comm, int device, std::string name
   TANDEM_CHECK_NCCL(ncclCommCount(comm_, &size_));
   TANDEM_CHECK_CUDA(cudaSetDevice(device_));
   TANDEM_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  TANDEM_CHECK_CUDA(cudaEventCreateWithFlags(&compute_done_, cudaEventDisableTiming));
 }
 
 NcclCommunicator::~NcclCommunicator() {
   if (stream_) cudaStreamSynchronize(stream_);
   if (comm_) ncclCommDestroy(comm_);
   if (stream_) cudaStreamDestroy(stream_);
+  if (compute_done_) cudaEventDestroy(compute_done_);
 }
 
 OpRecord NcclCommunicator::begin(const char* op, size_t bytes, bool collective) {
@@ -133,14 +145,19 @@ OpRecord NcclCommunicator::begin(const char* op, size_t bytes, bool collective) 
   record.bytes = bytes;
   if (collective) record.members = std::make_shared<const std::vector<int>>(world_ranks_);
   watchdog_->enter(record);
+  // Communication after compute: this stream waits for what the compute stream has queued (the
+  // kernels that wrote the buffers), on the device, without blocking the host.
+  TANDEM_CHECK_CUDA(cudaEventRecord(compute_done_, tandem::cuda::compute_stream(device_).handle()));
+  TANDEM_CHECK_CUDA(cudaStreamWaitEvent(stream_, compute_done_, 0));
   return record;
 }
 
-CommHandle NcclCommunicator::finish(OpRecord op) {
+CommHandle NcclCommunicator::finish(OpRecord op, std::vector<Tensor> buffers) {
   cudaEvent_t event;
   TANDEM_CHECK_CUDA(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
   TANDEM_CHECK_CUDA(cudaEventRecord(event, stream_));
-  return CommHandle(std::make_unique<NcclWork>(event, std::move(op), watchdog_, comm_));
+  return CommHandle(
+      std::make_unique<NcclWork>(event, std::move(op), watchdog_, comm_, std::move(buffers)));
 }
 
 CommHandle NcclCommunicator::all_reduce(Tensor& tensor, ReduceOp op) {
@@ -149,7 +166,7 @@ CommHandle NcclCommunicator::all_reduce(Tensor& tensor, ReduceOp op) {
   TANDEM_CHECK_NCCL(ncclAllReduce(tensor.raw_data(), tensor.raw_data(), tensor.numel(),
                                   nccl_type(tensor.dtype(), "all_reduce"), nccl_op(op), comm_,
                                   stream_));
-  return finish(std::move(record));
+  return finish(std::move(record), {tensor});
 }
 
 CommHandle NcclCommunicator::reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) {
@@ -162,7 +179,7 @@ CommHandle NcclCommunicator::reduce_scatter(const Tensor& input, Tensor& output,
   TANDEM_CHECK_NCCL(ncclReduceScatter(input.raw_data(), output.raw_data(), output.numel(),
                                       nccl_type(input.dtype(), "reduce_scatter"), nccl_op(op),
                                       comm_, stream_));
-  return finish(std::move(record));
+  return finish(std::move(record), {input, output});
 }
 
 CommHandle NcclCommunicator::all_gather(const Tensor& input, Tensor& output) {
@@ -174,7 +191,7 @@ CommHandle NcclCommunicator::all_gather(const Tensor& input, Tensor& output) {
   OpRecord record = begin("all_gather", output.nbytes(), true);
   TANDEM_CHECK_NCCL(ncclAllGather(input.raw_data(), output.raw_data(), input.nbytes(), ncclUint8,
                                   comm_, stream_));
-  return finish(std::move(record));
+  return finish(std::move(record), {input, output});
 }
 
 CommHandle NcclCommunicator::broadcast(Tensor& tensor, int root) {
@@ -182,7 +199,7 @@ CommHandle NcclCommunicator::broadcast(Tensor& tensor, int root) {
   OpRecord record = begin("broadcast", tensor.nbytes(), true);
   TANDEM_CHECK_NCCL(ncclBroadcast(tensor.raw_data(), tensor.raw_data(), tensor.nbytes(), ncclUint8,
                                   root, comm_, stream_));
-  return finish(std::move(record));
+  return finish(std::move(record), {tensor});
 }
 
 CommHandle NcclCommunicator::all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_rows,
@@ -207,7 +224,7 @@ CommHandle NcclCommunicator::all_to_all_v(const Tensor& send, const std::vector<
     r_off += in;
   }
   TANDEM_CHECK_NCCL(ncclGroupEnd());
-  return finish(std::move(record));
+  return finish(std::move(record), {send, recv});
 }
 
 CommHandle NcclCommunicator::exchange_rows(const Tensor& send, const std::vector<RowBlock>& sends,
@@ -231,7 +248,7 @@ CommHandle NcclCommunicator::exchange_rows(const Tensor& send, const std::vector
       TANDEM_CHECK_NCCL(ncclSend(static_cast<const char*>(send.raw_data()) + b.row * row,
                                  b.rows * row, ncclUint8, b.peer, comm_, stream_));
   TANDEM_CHECK_NCCL(ncclGroupEnd());
-  return finish(std::move(record));
+  return finish(std::move(record), {send, recv});
 }
 
 CommHandle NcclCommunicator::send(const Tensor& tensor, int peer, int tag) {
@@ -239,7 +256,7 @@ CommHandle NcclCommunicator::send(const Tensor& tensor, int peer, int tag) {
   check_cuda_tensor(tensor, device_, "send");
   OpRecord record = begin("send", tensor.nbytes(), false);
   TANDEM_CHECK_NCCL(ncclSend(tensor.raw_data(), tensor.nbytes(), ncclUint8, peer, comm_, stream_));
-  return finish(std::move(record));
+  return finish(std::move(record), {tensor});
 }
 
 CommHandle NcclCommunicator::recv(Tensor& tensor, int peer, int tag) {
@@ -247,7 +264,7 @@ CommHandle NcclCommunicator::recv(Tensor& tensor, int peer, int tag) {
   check_cuda_tensor(tensor, device_, "recv");
   OpRecord record = begin("recv", tensor.nbytes(), false);
   TANDEM_CHECK_NCCL(ncclRecv(tensor.raw_data(), tensor.nbytes(), ncclUint8, peer, comm_, stream_));
-  return finish(std::move(record));
+  return finish(std::move(record), {tensor});
 }
 
 CommHandle NcclCommunicator::barrier() {
@@ -255,7 +272,7 @@ CommHandle NcclCommunicator::barrier() {
   OpRecord record = begin("barrier", 0, true);
   TANDEM_CHECK_NCCL(
       ncclAllReduce(token.raw_data(), token.raw_data(), 1, ncclFloat32, ncclSum, comm_, stream_));
-  CommHandle handle = finish(std::move(record));
+  CommHandle handle = finish(std::move(record), {token});
   handle.wait();  // the token must outlive the operation
   return handle;
 }

@@ -1,5 +1,7 @@
 // The NCCL backend (NCCL 2.28): CUDA tensors, operations enqueued on this communicator's CUDA
-// stream; a handle completes when a CUDA event recorded after the operation has fired. The NCCL
+// stream after the work the device's compute stream has queued (an event orders them); a handle
+// completes when a CUDA event recorded after the operation has fired, and keeps the operation's
+// tensors alive until then. The NCCL
 // unique id travels over a bootstrap communicator (MPI or UCX), so any launcher works.
 #pragma once
 
@@ -45,7 +47,7 @@ class NcclCommunicator final : public Communicator {
   NcclCommunicator(ncclComm_t comm, int device, std::string name, std::vector<int> world_ranks,
                    std::shared_ptr<Watchdog> watchdog);
   OpRecord begin(const char* op, size_t bytes, bool collective);
-  CommHandle finish(OpRecord op);
+  CommHandle finish(OpRecord op, std::vector<Tensor> buffers);
 
   ncclComm_t comm_ = nullptr;
   int device_ = 0;
@@ -53,6 +55,7 @@ class NcclCommunicator final : public Communicator {
   std::string name_;
   std::vector<int> world_ranks_;
   cudaStream_t stream_ = nullptr;
+  cudaEvent_t compute_done_ = nullptr;  // recorded on the compute stream before each operation
   uint64_t seq_ = 0;
   int splits_ = 0;
   std::shared_ptr<Watchdog> watchdog_;

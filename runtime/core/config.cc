@@ -310,6 +310,18 @@ void validate_config(const Config& c) {
                     choice_name(m.dtype), "\"");
   TANDEM_USER_CHECK(!c.fp8.attention || c.fp8.enabled,
                     "config: fp8.attention = true needs fp8.enabled = true");
+  // The CUDA kernels take fp32 (the fp64 reference exists for gradient checks on the CPU), and
+  // the router keeps its top-k and group choices in registers.
+  if (t.device == DeviceType::kCUDA) {
+    TANDEM_USER_CHECK(m.dtype == DType::kF32,
+                      "config: train.device = \"cuda\" needs "
+                      "model.dtype = \"fp32\", got \"",
+                      choice_name(m.dtype), "\" (fp64 is the CPU reference's)");
+    TANDEM_USER_CHECK(m.top_k <= 32 && (m.max_groups_per_token == 0 || m.n_expert_groups <= 64),
+                      "config: train.device = \"cuda\" routes at most model.top_k = 32 experts "
+                      "over at most model.n_expert_groups = 64 groups; got top_k ",
+                      m.top_k, " and ", m.n_expert_groups, " groups");
+  }
   // The world group is opened before any device exists, so it is never NCCL.
   TANDEM_USER_CHECK(c.checkpoint.interval == 0 || !c.checkpoint.dir.empty(),
                     "config: checkpoint.interval = ", c.checkpoint.interval,

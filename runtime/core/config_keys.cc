@@ -52,7 +52,8 @@ const std::vector<ConfigKey>& config_keys() {
                     "Aux-loss-free balancing: step of the per-expert selection bias (gamma; "
                     "DeepSeek-V3 uses 0.001); 0 turns the balancing off. Router scores are in "
                     "(0, 1), so a larger step would only overshoot."),
-      TANDEM_KEY(model, dtype, "Parameter and activation dtype on the CPU path: fp32 or fp64."),
+      TANDEM_KEY(model, dtype,
+                 "Parameter and activation dtype: fp32, or fp64 on the CPU (gradient checks)."),
       TANDEM_KEY_IN(train, steps, R::closed(1, k2e40),
                     "Optimizer steps to run. At most 2^40: the batch number takes 40 bits of the "
                     "sampling index."),
@@ -70,10 +71,11 @@ const std::vector<ConfigKey>& config_keys() {
                     "every step regardless). 0: ceil(train.steps / 100), about a hundred lines a "
                     "run."),
       TANDEM_KEY(train, device,
-                 "Where the training step runs: \"cpu\" (the reference) or \"cuda\" (the GPU "
-                 "of LOCAL_RANK). \"cuda\" needs a build with CUDA and a usable GPU, and is "
-                 "refused (exit 2, saying what is missing) where either lacks: never a silent "
-                 "fallback to the CPU."),
+                 "Where the training step runs: \"cpu\" (the reference) or \"cuda\" (the "
+                 "process's first visible GPU; one process with parallel.pp = 1 so far, fp32 "
+                 "master weights, FP8 on Hopper). \"cuda\" needs a build with CUDA and a usable "
+                 "GPU, and is refused (exit 2, saying what is missing) where either lacks: never "
+                 "a silent fallback to the CPU."),
       TANDEM_KEY_IN(train, threads, R::closed(0, 1024),
                     "CPU threads per rank; 0 = cores available divided by ranks on this node."),
       TANDEM_KEY_IN(train, warmup_steps, R::at_least(0), "Linear learning-rate warmup steps."),

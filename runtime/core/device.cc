@@ -89,6 +89,12 @@ void require_device(DeviceType type) {
                     "\" cannot be used here: ", why, "; or set train.device = \"cpu\"");
 }
 
+Device training_device(DeviceType type) {
+  if (type == DeviceType::kCPU) return Device::cpu();
+  require_device(type);
+  return Device::cuda(0);
+}
+
 }  // namespace tandem
 
 namespace tandem {
@@ -99,7 +105,7 @@ void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src
     return;
   }
 #ifdef TANDEM_HAVE_CUDA
-  cuda::copy_bytes(dst, src, bytes);
+  cuda::copy_bytes(dst_device, dst, src_device, src, bytes);
 #else
   TANDEM_FAIL("copy between ", src_device.to_string(), " and ", dst_device.to_string(),
               " needs a CUDA build");

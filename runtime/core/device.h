@@ -76,6 +76,9 @@ std::string device_unavailable_reason(DeviceType type);
 // train.device = `type` where it cannot be had is a configuration error (exit 2) saying what is
 // missing, never a silent fallback to the CPU.
 void require_device(DeviceType type);
+// The device a process trains on for train.device = `type`: the CPU, or the first CUDA device it
+// sees (one process per GPU: a launcher gives each rank its own through CUDA_VISIBLE_DEVICES).
+Device training_device(DeviceType type);
 
 }  // namespace tandem
 

@@ -38,8 +38,9 @@ Tensor AttentionBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& sta
   const int64_t n = x.dim(0), batch = n / config_.seq_len;
   st->qkv = linear(rmsnorm(x, norm_, config_.norm_eps, st->norm), wqkv_, fp8_, st->normed);
   kernels::rope_apply(st->qkv, config_.seq_len, config_.n_heads, config_.rope_theta, false);
-  Tensor attended = Tensor::empty({n, config_.d_model}, x.dtype());
-  st->probs = Tensor::empty({batch, config_.n_heads, config_.seq_len, config_.seq_len}, x.dtype());
+  Tensor attended = Tensor::empty({n, config_.d_model}, x.dtype(), x.device());
+  st->probs = Tensor::empty({batch, config_.n_heads, config_.seq_len, config_.seq_len}, x.dtype(),
+                            x.device());
   kernels::attention_forward(st->qkv, config_.seq_len, config_.n_heads, attended, st->probs);
   Tensor y = linear(attended, wo_, fp8_, st->attended);
   kernels::axpy(1.0, x, y);
@@ -50,7 +51,7 @@ Tensor AttentionBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& sta
 Tensor AttentionBlock::backward_input(const Tensor& dy, BlockState& state) {
   auto& st = static_cast<AttentionState&>(state);
   Tensor dattended = linear_backward(dy, st.attended, wo_, fp8_, st);
-  Tensor dqkv = Tensor::empty(st.qkv.shape(), dy.dtype());
+  Tensor dqkv = Tensor::empty(st.qkv.shape(), dy.dtype(), dy.device());
   kernels::attention_backward(dattended, st.qkv, st.probs, config_.seq_len, config_.n_heads, dqkv);
   st.probs = Tensor();  // the largest activation; not needed by the weight gradients
   kernels::rope_apply(dqkv, config_.seq_len, config_.n_heads, config_.rope_theta, true);

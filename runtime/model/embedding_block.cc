@@ -18,7 +18,8 @@ EmbeddingBlock::EmbeddingBlock(const ModelConfig& config, DType dtype, uint64_t 
 Tensor EmbeddingBlock::forward(const Tensor& tokens, std::unique_ptr<BlockState>& state) {
   auto st = std::make_unique<EmbeddingState>();
   st->tokens = tokens;
-  Tensor out = Tensor::empty({tokens.numel(), table_.value.dim(1)}, table_.value.dtype());
+  Tensor out = Tensor::empty({tokens.numel(), table_.value.dim(1)}, table_.value.dtype(),
+                             table_.value.device());
   kernels::embedding_forward(tokens, table_.value, out);
   state = std::move(st);
   return out;

@@ -23,7 +23,7 @@ Tensor linear(const Tensor& x, const Parameter& w, const Fp8Settings& settings,
     saved.x = x;
     return linear(x, w);
   }
-  Tensor y = Tensor::empty({x.dim(0), w.value.dim(0)}, x.dtype());
+  Tensor y = Tensor::empty({x.dim(0), w.value.dim(0)}, x.dtype(), x.device());
   saved.xq = kernels::quantize(x, ScaleGranularity::kTile1x128, settings.options, settings.stats);
   saved.wq =
       kernels::quantize(w.value, ScaleGranularity::kBlock128x128, settings.options, settings.stats);
@@ -34,7 +34,7 @@ Tensor linear(const Tensor& x, const Parameter& w, const Fp8Settings& settings,
 Tensor linear_backward(const Tensor& dy, const LinearSaved& saved, Parameter& w,
                        const Fp8Settings& settings, BlockState& state) {
   if (!saved.fp8) return linear_backward(dy, saved.x, w, state);
-  Tensor dx = Tensor::empty({dy.dim(0), w.value.dim(1)}, dy.dtype());
+  Tensor dx = Tensor::empty({dy.dim(0), w.value.dim(1)}, dy.dtype(), dy.device());
   // dgrad: dx[N, in] = dy[N, out] · w[out, in]; B = wᵀ [in, out] blocked along K = out.
   const auto dyq =
       kernels::quantize(dy, ScaleGranularity::kTile1x128, settings.options, settings.stats);

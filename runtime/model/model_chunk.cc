@@ -8,7 +8,7 @@
 namespace tandem {
 
 ModelChunk::ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec,
-                       const Fp8Config& fp8)
+                       const Fp8Config& fp8, Device device)
     : spec_(spec),
       dtype_(config.dtype),
       d_model_(config.d_model),
@@ -33,6 +33,12 @@ ModelChunk::ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec,
   for (const auto& block : blocks_)
     moe_of_block_.push_back(dynamic_cast<MoeFfnBlock*>(block.get()));
   if (spec.has_head) head_ = std::make_unique<HeadBlock>(config, dtype_, seed);
+  if (device == Device::cpu()) return;
+  for (Parameter* p : parameters()) {
+    p->value = p->value.to(device);
+    p->grad = p->grad.to(device);
+  }
+  for (MoeFfnBlock* moe : moe_blocks_) moe->move_bias_to(device);
 }
 
 std::vector<Parameter*> ModelChunk::parameters() {

@@ -40,7 +40,10 @@ struct MicroBatchState {
 
 class ModelChunk {
  public:
-  ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec, const Fp8Config& fp8 = {});
+  // The parameters are initialised on the CPU (the same values for any device) and then moved
+  // to `device`, where the chunk's kernels run.
+  ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec, const Fp8Config& fp8 = {},
+             Device device = Device::cpu());
 
   // input: tokens int32 [N] when the chunk has the embedding, else hidden [N, d]. With the head,
   // targets are required, the loss lands in state.loss_sum and the returned tensor is undefined.

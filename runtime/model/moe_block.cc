@@ -50,9 +50,9 @@ void MoeFfnBlock::route(const Tensor& x, MoeState& st) {
   const int64_t n = x.dim(0), k = config_.top_k, e = n_experts();
   st.normed = rmsnorm(x, norm_, config_.norm_eps, st.norm);
   Tensor logits = linear(st.normed, router_);
-  st.affinity = Tensor::empty({n, e}, x.dtype());
-  st.expert_ids = Tensor::empty({n, k}, DType::kI32);
-  st.gate_weights = Tensor::empty({n, k}, x.dtype());
+  st.affinity = Tensor::empty({n, e}, x.dtype(), x.device());
+  st.expert_ids = Tensor::empty({n, k}, DType::kI32, x.device());
+  st.gate_weights = Tensor::empty({n, k}, x.dtype(), x.device());
   kernels::router_forward(logits, bias_, k, st.affinity, st.expert_ids, st.gate_weights,
                           {config_.n_expert_groups, config_.max_groups_per_token});
   kernels::count_expert_load(st.expert_ids, load_);
@@ -67,7 +67,7 @@ Tensor MoeFfnBlock::run_experts(const Tensor& rows, const std::vector<int64_t>& 
                " over ", e, " experts (this block holds ", n_local_experts(), ")");
   st.expert_offsets = expert_offsets;
   st.experts.assign(e, MlpSaved{});
-  if (!out.defined()) out = Tensor::empty(rows.shape(), rows.dtype());
+  if (!out.defined()) out = Tensor::empty(rows.shape(), rows.dtype(), rows.device());
   check_shape(out, rows.shape(), "expert outputs");
   for (int64_t x = 0; x < e; ++x) {
     const int64_t begin = expert_offsets[x], end = expert_offsets[x + 1];
@@ -125,15 +125,15 @@ Tensor MoeFfnBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& state)
 }
 
 Tensor MoeFfnBlock::unpermute_backward(const Tensor& dy, MoeState& st) {
-  Tensor dexpert_out = Tensor::empty(st.expert_out.shape(), dy.dtype());
-  st.dgate_weights = Tensor::empty(st.gate_weights.shape(), dy.dtype());
+  Tensor dexpert_out = Tensor::empty(st.expert_out.shape(), dy.dtype(), dy.device());
+  st.dgate_weights = Tensor::empty(st.gate_weights.shape(), dy.dtype(), dy.device());
   kernels::unpermute_weighted_backward(dy, st.expert_out, st.gate_weights, st.plan, dexpert_out,
                                        st.dgate_weights);
   return dexpert_out;
 }
 
 Tensor MoeFfnBlock::experts_backward(const Tensor& dexpert_out, MoeState& st) {
-  Tensor drows = Tensor::empty(dexpert_out.shape(), dexpert_out.dtype());
+  Tensor drows = Tensor::empty(dexpert_out.shape(), dexpert_out.dtype(), dexpert_out.device());
   for (int64_t x = 0; x < n_local_experts(); ++x) {
     const int64_t begin = st.expert_offsets[x], end = st.expert_offsets[x + 1];
     if (begin == end) continue;
@@ -146,7 +146,7 @@ Tensor MoeFfnBlock::experts_backward(const Tensor& dexpert_out, MoeState& st) {
 
 Tensor MoeFfnBlock::route_backward(const Tensor& dy, Tensor dnormed, MoeState& st) {
   const int64_t n = dy.dim(0);
-  Tensor dlogits = Tensor::empty({n, n_experts()}, dy.dtype());
+  Tensor dlogits = Tensor::empty({n, n_experts()}, dy.dtype(), dy.device());
   kernels::router_backward(st.dgate_weights, st.affinity, st.expert_ids, dlogits);
   kernels::axpy(1.0, linear_backward(dlogits, st.normed, router_, st), dnormed);
   if (config_.n_shared_experts > 0)

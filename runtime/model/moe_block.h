@@ -95,6 +95,7 @@ class MoeFfnBlock final : public Block {
   const Tensor& bias() const { return bias_; }
   // Sets the balancing bias (a copy of another model's, or a checkpoint's); same shape [E].
   void set_bias(const Tensor& bias);
+  void move_bias_to(Device device) { bias_ = bias_.to(device); }
   // The bias's name in the training state ("layers.3.ffn.router_bias"), as stable as the
   // parameters' names.
   std::string bias_name() const { return name() + ".router_bias"; }

@@ -16,7 +16,8 @@ InFlight& LocalMoeExchange::start_plan(MoeFfnBlock& moe, MoeState&) {
 }
 
 InFlight& LocalMoeExchange::start_dispatch(MoeFfnBlock&, MoeState& st) {
-  rows_ = Tensor::empty({st.plan.n_tokens * st.plan.top_k, st.normed.dim(1)}, st.normed.dtype());
+  rows_ = Tensor::empty({st.plan.n_tokens * st.plan.top_k, st.normed.dim(1)}, st.normed.dtype(),
+                        st.normed.device());
   kernels::permute_rows(st.normed, st.plan, rows_);
   return done_;
 }
@@ -26,7 +27,8 @@ ExpertRows LocalMoeExchange::received_rows(MoeFfnBlock&, MoeState& st) {
 }
 
 InFlight& LocalMoeExchange::start_combine(MoeFfnBlock&, const Tensor& expert_out, MoeState& st) {
-  rows_ = Tensor::empty({st.plan.n_tokens, expert_out.dim(1)}, expert_out.dtype());
+  rows_ =
+      Tensor::empty({st.plan.n_tokens, expert_out.dim(1)}, expert_out.dtype(), expert_out.device());
   kernels::unpermute_weighted(expert_out, st.gate_weights, st.plan, rows_);
   slot_rows_ = expert_out;  // the plan's order is the experts' order on one rank
   return done_;
@@ -48,7 +50,7 @@ Tensor LocalMoeExchange::received_output_grads(MoeState&) {
 
 InFlight& LocalMoeExchange::start_dispatch_backward(MoeFfnBlock&, const Tensor& d_rows,
                                                     MoeState& st) {
-  rows_ = Tensor::empty({st.plan.n_tokens, d_rows.dim(1)}, d_rows.dtype());
+  rows_ = Tensor::empty({st.plan.n_tokens, d_rows.dim(1)}, d_rows.dtype(), d_rows.device());
   kernels::permute_rows_backward(d_rows, st.plan, rows_);
   return done_;
 }

@@ -638,6 +638,14 @@ void CheckpointWriter::save(const TrainingState& state, int64_t step) {
   };
   std::vector<safetensors::TensorEntry> entries;
   std::vector<Source> sources;
+  // State on a GPU is read through host copies made here, in the step's wait: the copy below
+  // runs on kernel threads that must not call CUDA (an error there could not be reported).
+  std::vector<Tensor> host_copies;
+  const auto host_bytes = [&](const Tensor& t) -> const char* {
+    if (t.device().type == DeviceType::kCPU) return static_cast<const char*>(t.raw_data());
+    host_copies.push_back(t.to(Device::cpu()));
+    return static_cast<const char*>(host_copies.back().raw_data());
+  };
   nlohmann::json tensors = nlohmann::json::array();
   for (size_t i = 0; i < state.moments.size(); ++i) {
     if (!state.saves_moments[i]) continue;
@@ -651,9 +659,9 @@ void CheckpointWriter::save(const TrainingState& state, int64_t step) {
     const size_t bytes = static_cast<size_t>(mo.end - mo.begin) * elem;
     const Shape shape = whole ? value.shape() : Shape{mo.end - mo.begin};
     const std::pair<const char*, const char*> kinds[] = {
-        {kParam, static_cast<const char*>(value.raw_data()) + mo.begin * elem},
-        {kExpAvg, static_cast<const char*>(mo.m.raw_data())},
-        {kExpAvgSq, static_cast<const char*>(mo.v.raw_data())}};
+        {kParam, host_bytes(value) + mo.begin * elem},
+        {kExpAvg, host_bytes(mo.m)},
+        {kExpAvgSq, host_bytes(mo.v)}};
     for (const auto& [kind, data] : kinds) {
       const std::string key = range_key(kind, mo.name, mo.begin, mo.end, numel);
       entries.push_back({key, value.dtype(), shape, 0, 0});
@@ -687,7 +695,7 @@ void CheckpointWriter::save(const TrainingState& state, int64_t step) {
   nlohmann::json biases = nlohmann::json::object();
   for (size_t i = 0; i < state.buffers.size(); ++i) {
     if (!state.saves_buffer[i]) continue;
-    const Tensor& b = state.buffers[i].values;
+    const Tensor b = state.buffers[i].values.to(Device::cpu());
     std::vector<double> values(static_cast<size_t>(b.numel()));
     for (int64_t k = 0; k < b.numel(); ++k)
       values[k] = b.dtype() == DType::kF64 ? b.data<double>()[k] : b.data<float>()[k];
@@ -938,8 +946,8 @@ void load_one(const std::string& checkpoint, const Config& config, TrainingState
         Tensor& value = p->second->value;
         const auto& e = entry_of(file, r, value.dtype());
         const size_t elem = dtype_size(value.dtype());
-        std::memcpy(static_cast<char*>(value.raw_data()) + r.begin * elem, file.data(e),
-                    (r.end - r.begin) * elem);
+        copy_bytes(value.device(), static_cast<char*>(value.raw_data()) + r.begin * elem,
+                   Device::cpu(), file.data(e), (r.end - r.begin) * elem);
         covered[r.name] += r.end - r.begin;
         continue;
       }
@@ -951,8 +959,8 @@ void load_one(const std::string& checkpoint, const Config& config, TrainingState
         Tensor& target = r.kind == kExpAvg ? mo.m : mo.v;
         const auto& e = entry_of(file, r, target.dtype());
         const size_t elem = dtype_size(target.dtype());
-        std::memcpy(static_cast<char*>(target.raw_data()) + (lo - mo.begin) * elem,
-                    file.data(e) + (lo - r.begin) * elem, (hi - lo) * elem);
+        copy_bytes(target.device(), static_cast<char*>(target.raw_data()) + (lo - mo.begin) * elem,
+                   Device::cpu(), file.data(e) + (lo - r.begin) * elem, (hi - lo) * elem);
         (r.kind == kExpAvg ? m_covered : v_covered)[it->second] += hi - lo;
       }
     }
@@ -971,12 +979,14 @@ void load_one(const std::string& checkpoint, const Config& config, TrainingState
     TANDEM_USER_CHECK(saved != m.router_biases.end() &&
                           static_cast<int64_t>(saved->second.size()) == b.values.numel(),
                       what, ": router bias '", b.name, "' is missing or of another size");
-    for (int64_t k = 0; k < b.values.numel(); ++k) {
-      if (b.values.dtype() == DType::kF64)
-        b.values.data<double>()[k] = saved->second[k];
+    Tensor host = Tensor::empty(b.values.shape(), b.values.dtype());
+    for (int64_t k = 0; k < host.numel(); ++k) {
+      if (host.dtype() == DType::kF64)
+        host.data<double>()[k] = saved->second[k];
       else
-        b.values.data<float>()[k] = static_cast<float>(saved->second[k]);
+        host.data<float>()[k] = static_cast<float>(saved->second[k]);
     }
+    b.values.copy_from(host);
   }
   *step = m.step;
   *learning_rate_change = m.learning_rate_change;

@@ -115,14 +115,18 @@ JobResult run_job(Config config, const JobOutputs& outputs, const JobHooks& hook
     start_process_heartbeat();
     validate_config(config);
     require_device(config.train.device);
-    // Where the GPU is usable the step must still not quietly run on the CPU.
-    TANDEM_USER_CHECK(config.train.device == DeviceType::kCPU,
-                      "config: train.device = \"cuda\": a GPU is usable here, but the training "
-                      "step has no CUDA path yet (of its kernels only FP8 quantisation is built); "
-                      "set train.device = \"cpu\"");
     // The grid is checked before any rank talks to another (in one process too: parallel.ep = 4
     // there is refused, not ignored).
     launch = comm::detect_launch();
+    // The multi-rank engine's exchanges (expert dispatch, pipeline messages, reductions) are
+    // host-side so far: a GPU job must not quietly run them through host memory.
+    TANDEM_USER_CHECK(
+        config.train.device == DeviceType::kCPU ||
+            (launch.world_size == 1 && config.parallel.pp == 1),
+        "config: train.device = \"cuda\" trains in one process so far (this job has ",
+        launch.world_size, " ranks", config.parallel.pp > 1 ? " and parallel.pp > 1" : "",
+        "); the multi-rank exchanges are not on NCCL yet: run one process with parallel.pp = 1, "
+        "or set train.device = \"cpu\"");
     comm::check_timeout_order(comm_timeout_ms(config.comm), rendezvous_timeout_ms(config.comm),
                               launch);
     parallel::make_grid_shape(launch.world_size, config);
@@ -248,7 +252,10 @@ JobResult run_job(Config config, const JobOutputs& outputs, const JobHooks& hook
       // Served from here on, every family with its series; the peak is measured while the other
       // ranks, which built their engines together with this one, measure theirs.
       metrics->place(metrics_place(*engine, config.model));
-      const double peak = monitoring::measure_sgemm_peak_flops();
+      // The CPU's sgemm ceiling is no ceiling for a GPU step: there the MFU gauge stays unset
+      // (scripts/gpu-check measures the GPU's own GEMM beside its training steps).
+      const double peak =
+          config.train.device == DeviceType::kCPU ? monitoring::measure_sgemm_peak_flops() : 0.0;
       metrics->set_peak_flops(peak);
       metrics_server->serve(*metrics);
       if (reports) {

@@ -16,6 +16,7 @@ AdamW::AdamW(std::vector<ParameterSlice> slices, const TrainConfig& config)
       weight_decay_(config.weight_decay) {
   int64_t total = 0;
   const DType dtype = slices_.empty() ? DType::kF32 : slices_[0].value.dtype();
+  const Device device = slices_.empty() ? Device::cpu() : slices_[0].value.device();
   for (size_t i = 0; i < slices_.size(); ++i) {
     const ParameterSlice& s = slices_[i];
     const std::string& name = s.param->name;
@@ -26,12 +27,14 @@ AdamW::AdamW(std::vector<ParameterSlice> slices, const TrainConfig& config)
     check_shape(s.grad, {s.end - s.begin}, "AdamW slice gradient");
     TANDEM_CHECK(s.value.dtype() == dtype && s.grad.dtype() == dtype, "AdamW slice of ", name,
                  " in ", dtype_name(s.value.dtype()), " among slices in ", dtype_name(dtype));
+    TANDEM_CHECK(s.value.device() == device && s.grad.device() == device, "AdamW slice of ", name,
+                 " on ", s.value.device().to_string(), " among slices on ", device.to_string());
     TANDEM_CHECK(slice_of_name_.emplace(name, i).second, "AdamW given two slices of ", name);
     offsets_.push_back(total);
     total += s.end - s.begin;
   }
-  m_ = Tensor::zeros({total}, dtype);
-  v_ = Tensor::zeros({total}, dtype);
+  m_ = Tensor::zeros({total}, dtype, device);
+  v_ = Tensor::zeros({total}, dtype, device);
 }
 
 void AdamW::step(double lr, double clip_coefficient) {

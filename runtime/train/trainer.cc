@@ -49,9 +49,10 @@ std::vector<ParameterSlice> whole_parameters(const std::vector<Parameter*>& para
 SingleProcessEngine::SingleProcessEngine(const Config& config,
                                          std::shared_ptr<const DataSource> data)
     : config_(config),
+      device_(training_device(config.train.device)),
       loader_(open_data_source(config, std::move(data)), config.model.seq_len),
       model_(config.model, static_cast<uint64_t>(config.train.seed),
-             ChunkSpec::whole_model(config.model), config.fp8),
+             ChunkSpec::whole_model(config.model), config.fp8, device_),
       optimizer_(whole_parameters(model_.parameters()), config.train) {}
 
 StepReport SingleProcessEngine::train_step(int64_t step) {
@@ -61,6 +62,8 @@ StepReport SingleProcessEngine::train_step(int64_t step) {
   Tensor tokens = Tensor::empty({tokens_per_batch}, DType::kI32);
   Tensor targets = Tensor::empty({tokens_per_batch}, DType::kI32);
   loader_.fill(Split::kTrain, step, 0, t.batch_size, tokens, targets);
+  tokens = tokens.to(device_);
+  targets = targets.to(device_);
 
   for (MoeFfnBlock* moe : model_.moe_blocks()) moe->reset_expert_load();
   model_.fp8_stats() = {};
@@ -118,8 +121,9 @@ double SingleProcessEngine::evaluate() {
   double total = 0;
   for (int64_t b = 0; b < t.eval_batches; ++b) {
     loader_.fill(Split::kHeldOut, b, 0, t.batch_size, tokens, targets);
+    const Tensor device_targets = targets.to(device_);
     MicroBatchState state;
-    model_.forward(tokens, state, &targets, Pass::evaluate());
+    model_.forward(tokens.to(device_), state, &device_targets, Pass::evaluate());
     total += state.loss_sum;
   }
   // In double: tokens per batch times batches may pass int64 (both are bounded, not their product).

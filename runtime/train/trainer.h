@@ -58,6 +58,7 @@ class SingleProcessEngine final : public TrainEngine {
 
  private:
   Config config_;
+  Device device_;  // where the model's tensors live and its kernels run (train.device)
   DataLoader loader_;
   ModelChunk model_;
   AdamW optimizer_;

@@ -59,9 +59,13 @@ expect_error "unknown option '--step'" $cfg --step 3
 expect_error "config file 'examples/configs': is a directory, not a regular file" examples/configs
 expect_error "--summary-json '/nonexistent/s.json': its directory '/nonexistent' does not exist" $cfg \
   --summary-json /nonexistent/s.json
-# train.device = cuda where it cannot be had (this machine: no GPU, or a build without CUDA; a
-# GPU machine: no CUDA training step yet) is exit 2 saying so, never a quiet CPU run.
+# train.device = cuda where it cannot be had (this machine: no GPU, or a build without CUDA) is
+# exit 2 saying so, never a quiet CPU run; what the CUDA step cannot take is refused before that.
 want_rc=2 expect_error 'train.device = "cuda"' "$cfg" --set train.device=cuda
+want_rc=2 expect_error 'train.device = "cuda" needs model.dtype = "fp32", got "fp64"' "$cfg" \
+  --set train.device=cuda --set model.dtype=fp64
+want_rc=2 expect_error 'routes at most model.top_k = 32 experts' "$cfg" --set train.device=cuda \
+  --set model.n_routed_experts=64 --set model.top_k=33
 want_rc=2 expect_error 'is not one of "cpu", "cuda"' "$cfg" --set train.device=gpu
 
 # Grids are refused before any rank talks to another (a torchrun-style environment of 3 ranks).

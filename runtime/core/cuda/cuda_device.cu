@@ -123,11 +123,25 @@ std::unique_ptr<Event> make_event(int index) {
   return std::make_unique<CudaEvent>(index);
 }
 
-void copy_bytes(void* dst, const void* src, size_t bytes) {
-  // The kernels run on non-blocking compute streams, which cudaMemcpy (the legacy stream) does
-  // not wait for: the copy waits for all of the device's work first.
+void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t bytes) {
+  const bool on_one_device = dst_device == src_device;
+  const int index = dst_device.type == DeviceType::kCUDA ? dst_device.index : src_device.index;
+  DeviceGuard guard(index);
+  const cudaStream_t stream = compute_stream(index).handle();
+  if (on_one_device) {
+    TANDEM_CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
+    return;
+  }
+  // Communication streams may still write what is read: all of the device's work first. The
+  // copy itself is in the compute stream, so kernels queued after it see its bytes, and it is
+  // waited for, because a pageable host buffer may be freed once this returns.
   TANDEM_CHECK_CUDA(cudaDeviceSynchronize());
-  TANDEM_CHECK_CUDA(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+  if (src_device.type == DeviceType::kCUDA && src_device.index != index) {
+    DeviceGuard source(src_device.index);  // between two GPUs: the source's work too
+    TANDEM_CHECK_CUDA(cudaDeviceSynchronize());
+  }
+  TANDEM_CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream));
+  TANDEM_CHECK_CUDA(cudaStreamSynchronize(stream));
 }
 
 void zero_bytes(int index, void* dst, size_t bytes) {

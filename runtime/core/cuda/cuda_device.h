@@ -19,7 +19,10 @@ std::string unavailable_reason();
 Allocator& device_allocator(int index);
 std::unique_ptr<Stream> make_stream(int index);
 std::unique_ptr<Event> make_event(int index);
-void copy_bytes(void* dst, const void* src, size_t bytes);
+// On one device: in the compute stream's order, without waiting. Between host and device (or two
+// devices): after all of the device's work, in the compute stream, waited for, so the host may
+// read or reuse its side at once.
+void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t bytes);
 void zero_bytes(int index, void* dst, size_t bytes);  // on the compute stream
 
 // Makes `index` the calling thread's current device for the guard's life.
