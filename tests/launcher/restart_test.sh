@@ -62,7 +62,11 @@ echo "== kill -9 twice"
 run_id=restart-test-$seed-$$
 kill_steps=($((3 + RANDOM % 7)) $((13 + RANDOM % 5)))
 kill_ranks=($((RANDOM % 4)) $((RANDOM % 4)))
-TANDEM_RUN_ID=$run_id "$bin/tandem-launch" --nproc-per-node 4 --master-port "$(port)" \
+# Rank 0 sleeps 40 ms at each step's start (the others wait for it at the boundary): the steps
+# between the second kill's target and the last one then take over half a second, which the
+# polling below (a Python start per poll) cannot miss on a loaded machine, as it once did at
+# -j2 (the job finished before the kill). Sleeping changes no loss.
+TANDEM_TEST_SLOW_RANK=0:40 TANDEM_RUN_ID=$run_id "$bin/tandem-launch" --nproc-per-node 4 --master-port "$(port)" \
   --max-restarts 3 --log-dir "$tmp/logs" -- "$bin/tandem-train" "${job[@]}" \
   --set checkpoint.dir="$tmp/kill" --log-jsonl "$tmp/kill.jsonl" > "$tmp/kill.log" 2>&1 &
 launcher_pid=$!
