@@ -27,12 +27,16 @@ inline void check_same_dtype(std::initializer_list<const Tensor*> tensors, const
 
 // The device a kernel entry's tensors are on (the CPU reference or the CUDA kernel runs there);
 // tensors on different devices are refused, naming the kernel and both devices.
-inline Device device_of(std::initializer_list<const Tensor*> tensors, const char* kernel) {
+template <class Tensors>
+Device device_of(const Tensors& tensors, const char* kernel) {
   const Device first = (*tensors.begin())->device();
   for (const Tensor* t : tensors)
     TANDEM_CHECK(t->device() == first, kernel, ": tensors on ", first.to_string(), " and ",
                  t->device().to_string(), "; move them to one device first");
   return first;
+}
+inline Device device_of(std::initializer_list<const Tensor*> tensors, const char* kernel) {
+  return device_of<std::initializer_list<const Tensor*>>(tensors, kernel);
 }
 
 // For entries that have only the CPU reference so far: a tensor elsewhere is refused by name.

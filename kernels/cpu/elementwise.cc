@@ -48,7 +48,8 @@ void scale(Tensor& x, double alpha) {
 double sum_of_squares(const Tensor& x) {
   TANDEM_PROFILE_SCOPE("sum_of_squares");
 #ifdef TANDEM_HAVE_CUDA
-  if (device_of({&x}, "sum_of_squares").type == DeviceType::kCUDA) return cuda::sum_of_squares(x);
+  if (device_of({&x}, "sum_of_squares").type == DeviceType::kCUDA)
+    return cuda::sum_of_squares({&x});
 #endif
   require_cpu({&x}, "sum_of_squares");
   double total = 0;
@@ -59,6 +60,17 @@ double sum_of_squares(const Tensor& x) {
 #pragma omp parallel for simd schedule(static) reduction(+ : total)
     for (int64_t i = 0; i < n; ++i) total += static_cast<double>(xs[i]) * xs[i];
   });
+  return total;
+}
+
+double sum_of_squares(const std::vector<const Tensor*>& tensors) {
+  if (tensors.empty()) return 0;
+  const Device device = device_of(tensors, "sum_of_squares");
+#ifdef TANDEM_HAVE_CUDA
+  if (device.type == DeviceType::kCUDA) return cuda::sum_of_squares(tensors);
+#endif
+  double total = 0;
+  for (const Tensor* t : tensors) total += sum_of_squares(*t);
   return total;
 }
 

@@ -152,22 +152,39 @@ void scale(Tensor& x, double alpha) {
   TANDEM_CHECK_CUDA(cudaGetLastError());
 }
 
-double sum_of_squares(const Tensor& x) {
-  require_fp32({&x}, "sum_of_squares");
-  const int64_t n = x.numel();
-  if (n == 0) return 0;
-  const unsigned blocks = blocks_for(n);
-  Tensor partials = Tensor::empty({static_cast<int64_t>(blocks)}, DType::kF64, x.device());
-  {
-    tandem::cuda::DeviceGuard guard(x.device().index);
-    const cudaStream_t stream = tandem::cuda::compute_stream(x.device().index).handle();
-    sum_of_squares_kernel<<<blocks, kThreads, 0, stream>>>(x.data<float>(), n,
-                                                           partials.data<double>());
-    TANDEM_CHECK_CUDA(cudaGetLastError());
+double sum_of_squares(const std::vector<const Tensor*>& tensors) {
+  if (tensors.empty()) return 0;
+  const Device device = tensors.front()->device();
+  std::vector<unsigned> blocks;
+  int64_t total_blocks = 0;
+  for (const Tensor* x : tensors) {
+    require_fp32({x}, "sum_of_squares");
+    blocks.push_back(x->numel() == 0 ? 0 : blocks_for(x->numel()));
+    total_blocks += blocks.back();
   }
-  const Tensor host = partials.to(Device::cpu());  // waits for the kernel
+  if (total_blocks == 0) return 0;
+  Tensor partials = Tensor::empty({total_blocks}, DType::kF64, device);
+  {
+    tandem::cuda::DeviceGuard guard(device.index);
+    const cudaStream_t stream = tandem::cuda::compute_stream(device.index).handle();
+    int64_t offset = 0;
+    for (size_t t = 0; t < tensors.size(); offset += blocks[t], ++t) {
+      if (blocks[t] == 0) continue;
+      sum_of_squares_kernel<<<blocks[t], kThreads, 0, stream>>>(
+          tensors[t]->data<float>(), tensors[t]->numel(), partials.data<double>() + offset);
+      TANDEM_CHECK_CUDA(cudaGetLastError());
+    }
+  }
+  const Tensor host = partials.to(Device::cpu());  // the one wait, for every kernel
+  // Each tensor's partials in block order, then the tensors in order: what summing the
+  // per-tensor results would give.
   double total = 0;
-  for (unsigned b = 0; b < blocks; ++b) total += host.data<double>()[b];
+  const double* partial = host.data<double>();
+  for (const unsigned count : blocks) {
+    double sum = 0;
+    for (unsigned b = 0; b < count; ++b) sum += *partial++;
+    total += sum;
+  }
   return total;
 }
 

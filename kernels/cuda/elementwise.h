@@ -3,13 +3,16 @@
 // (in another order than the CPU's), conversions and transposes.
 #pragma once
 
+#include <vector>
+
 #include "runtime/core/tensor.h"
 
 namespace tandem::kernels::cuda {
 
 void axpy(double alpha, const Tensor& x, Tensor& y);
 void scale(Tensor& x, double alpha);
-double sum_of_squares(const Tensor& x);
+// Over tensors on one device, with one wait for it.
+double sum_of_squares(const std::vector<const Tensor*>& tensors);
 // fp32 <-> bf16 with the CPU's rounding (nearest even, NaN kept).
 void convert(const Tensor& src, Tensor& dst);
 // dst[c, r] = src[r, c] for 2-D tensors of 1- or 4-byte elements (FP8 codes, fp32 scales).

@@ -1,5 +1,5 @@
-// The CUDA side of kernels/linear.h: fp32 GEMMs on cuBLASLt (fp32 compute), on the device's
-// compute stream, for fp32 device tensors whose shapes the CPU entries have checked.
+// The CUDA side of kernels/linear.h: GEMMs on cuBLASLt (fp32 compute and result, fp32 or bf16
+// operands), on the device's compute stream, for device tensors the CPU entries have checked.
 #pragma once
 
 #include "runtime/core/tensor.h"

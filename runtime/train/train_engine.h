@@ -63,6 +63,10 @@ struct StepReport {
   // idle or waiting for pipeline messages, and the gradient, loss and norm reductions with the
   // ZeRO-1 gather. The rest of the step is its own compute (straggler detection).
   double pipeline_wait_seconds = 0, sync_wait_seconds = 0;
+  // The step's span on its device by events in the compute stream (DeviceTimer): on a GPU, from
+  // the device reaching the step's start to the end of its last kernel, idle gaps included where
+  // the host enqueues slower than the device runs; zero where the engine does not time it.
+  double device_seconds = 0;
   // The layers of TrainEngine::expert_load_layers, in that order (empty on other ranks).
   std::vector<ExpertLoad> expert_load;
 };

@@ -12,6 +12,7 @@
 
 #include "kernels/elementwise.h"
 #include "kernels/optimizer.h"
+#include "runtime/core/device_timer.h"
 #include "runtime/core/errors.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/runtime_context.h"
@@ -62,6 +63,7 @@ StepReport SingleProcessEngine::train_step(int64_t step) {
   Tensor tokens = Tensor::empty({tokens_per_batch}, DType::kI32);
   Tensor targets = Tensor::empty({tokens_per_batch}, DType::kI32);
   loader_.fill(Split::kTrain, step, 0, t.batch_size, tokens, targets);
+  DeviceTimer timer(device_);
   tokens = tokens.to(device_);
   targets = targets.to(device_);
 
@@ -80,13 +82,15 @@ StepReport SingleProcessEngine::train_step(int64_t step) {
   report.loss = loss;
   report.fp8 = model_.fp8_stats();
   const std::vector<Parameter*> params = model_.parameters();
-  double sum_of_squares = 0;
-  for (Parameter* p : params) sum_of_squares += kernels::sum_of_squares(p->grad);
-  report.grad_norm = std::sqrt(sum_of_squares);
+  std::vector<const Tensor*> grads;
+  for (const Parameter* p : params) grads.push_back(&p->grad);
+  report.grad_norm = std::sqrt(kernels::sum_of_squares(grads));
   check_grad_norm(report.grad_norm, step);
   report.learning_rate = learning_rate_at(t, step, learning_rate_change());
   optimizer_.step(report.learning_rate, kernels::clip_coefficient(report.grad_norm, t.grad_clip));
   for (Parameter* p : params) p->grad.zero_();
+  // Waits for the optimizer's kernels too, so that the step's wall time holds all of its work.
+  report.device_seconds = timer.stop_seconds();
   return report;
 }
 
@@ -278,6 +282,12 @@ TrainSummary Trainer::run() {
                   static_cast<long long>(done), static_cast<long long>(t.steps), loss,
                   report.learning_rate, report.grad_norm, tokens_per_step / seconds, seconds * 1e3,
                   format_duration(eta).c_str());
+    if (config_.train.device == DeviceType::kCUDA && report.device_seconds > 0) {
+      char device_line[48];
+      std::snprintf(device_line, sizeof device_line, " | device %.1f ms",
+                    report.device_seconds * 1e3);
+      std::strncat(line, device_line, sizeof line - std::strlen(line) - 1);
+    }
     if (config_.fp8.enabled) {
       char fp8_line[96];
       std::snprintf(fp8_line, sizeof fp8_line, " | fp8 saturated %.2e | scales %.1e..%.1e",

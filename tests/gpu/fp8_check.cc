@@ -3,7 +3,8 @@
 // same random inputs, bit for bit: codes, scales, saturation counts and dequantised values, for
 // both formats, both granularities, the transposed form, partial tiles, rows whose width is not a
 // multiple of 4 (the scalar path) and inputs holding NaN, ±inf, zeros, subnormals and huge values.
-// Then the quantisation's bandwidth against a device-to-device copy of the same bytes.
+// Then the quantisation's bandwidth against a device-to-device copy of the same bytes, and the
+// block-scaled GEMM (single and grouped over experts) against cuBLASLt's bf16 GEMM.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -13,8 +14,11 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <vector>
 
+#include "kernels/elementwise.h"
 #include "kernels/fp8.h"
+#include "kernels/linear.h"
 #include "runtime/core/cuda/cuda_check.h"
 #include "runtime/core/device.h"
 #include "tests/gpu/check_report.h"
@@ -123,45 +127,96 @@ void compare_gemm(int64_t m, int64_t n, int64_t k, ScaleGranularity b_granularit
   expect(worst < 1e-5, line);
 }
 
-// The fastest of `reps` runs of body, in ms, each between two device-wide synchronisations.
+// The fastest of `samples` runs of `calls` back-to-back calls of body, in ms per call, each run
+// between two device-wide synchronisations (back-to-back calls let the host's planning of one
+// overlap the device's work on the one before, as in training).
 template <class Body>
-float best_ms(int reps, Body&& body) {
+float best_ms(int samples, int calls, Body&& body) {
   cudaEvent_t start, stop;
   TANDEM_CHECK_CUDA(cudaEventCreate(&start));
   TANDEM_CHECK_CUDA(cudaEventCreate(&stop));
   float best = std::numeric_limits<float>::max();
-  for (int i = 0; i < reps; ++i) {
+  for (int i = 0; i < samples; ++i) {
     TANDEM_CHECK_CUDA(cudaDeviceSynchronize());
     TANDEM_CHECK_CUDA(cudaEventRecord(start, nullptr));
-    body();
+    for (int call = 0; call < calls; ++call) body();
     TANDEM_CHECK_CUDA(cudaDeviceSynchronize());
     TANDEM_CHECK_CUDA(cudaEventRecord(stop, nullptr));
     TANDEM_CHECK_CUDA(cudaEventSynchronize(stop));
     float ms = 0;
     TANDEM_CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-    best = std::min(best, ms);
+    best = std::min(best, ms / calls);
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   return best;
 }
 
-// TFLOPS of the block-scaled FP8 GEMM at DeepSeek-V3's shapes, next to DeepGEMM's published
-// H800 figures (H800 has H200's compute); reported, not gated.
-void bench_gemm(int64_t m, int64_t n, int64_t k, double deepgemm_tflops) {
+Tensor as_bf16(const Tensor& x) {
+  Tensor narrow = Tensor::empty(x.shape(), DType::kBF16, x.device());
+  convert(x, narrow);
+  return narrow;
+}
+
+// `groups` copies of one random [rows, cols] block stacked on the GPU, copy g scaled by 1 + g/64
+// so that no two are the same memory (a reused operand would sit in L2).
+Tensor stacked_input(int64_t groups, int64_t rows, int64_t cols, uint32_t seed) {
+  const Tensor block = random_input(rows, cols, seed, false).to(Device::cuda(0));
+  Tensor stacked = Tensor::empty({groups * rows, cols}, DType::kF32, Device::cuda(0));
+  for (int64_t g = 0; g < groups; ++g) {
+    Tensor part = stacked.rows(g * rows, (g + 1) * rows);
+    TANDEM_CHECK_CUDA(
+        cudaMemcpy(part.raw_data(), block.raw_data(), block.nbytes(), cudaMemcpyDefault));
+    scale(part, 1.0 + static_cast<double>(g) / 64);
+  }
+  return stacked;
+}
+
+// TFLOPS of the block-scaled FP8 GEMM (A 1x128, B 128x128, as in DeepSeek-V3's fprop) against
+// cuBLASLt's bf16 GEMM on the same values and shapes (bf16 operands, fp32 compute and output, as
+// the FP8 one), for `groups` experts of m rows each with their own [n, k] weights: one GEMM when
+// groups is 1, else fp8_grouped_gemm and a loop of bf16 GEMMs over the same expert blocks. Next
+// to DeepGEMM's published H800 figure (H800 has H200's compute); reported, not gated.
+void bench_gemm(int64_t groups, int64_t m, int64_t n, int64_t k, double deepgemm_tflops) {
   const Device gpu = Device::cuda(0);
-  const BlockScaledFp8 a =
-      quantize(random_input(m, k, 3, false).to(gpu), ScaleGranularity::kTile1x128);
-  const BlockScaledFp8 b =
-      quantize(random_input(n, k, 4, false).to(gpu), ScaleGranularity::kBlock128x128);
-  Tensor c = Tensor::empty({m, n}, DType::kF32, gpu);
-  const float best = best_ms(10, [&] { fp8_gemm(a, b, c); });
-  const double tflops = 2.0 * m * n * k / (best * 1e-3) / 1e12;
+  const Tensor x = stacked_input(groups, m, k, 3), w = stacked_input(groups, n, k, 4);
+  const BlockScaledFp8 a = quantize(x, ScaleGranularity::kTile1x128);
+  std::vector<BlockScaledFp8> b;
+  std::vector<const BlockScaledFp8*> b_of_group;
+  b.reserve(groups);
+  for (int64_t g = 0; g < groups; ++g)
+    b.push_back(quantize(w.rows(g * n, (g + 1) * n), ScaleGranularity::kBlock128x128));
+  for (const BlockScaledFp8& weights : b) b_of_group.push_back(&weights);
+  std::vector<int64_t> offsets;
+  for (int64_t g = 0; g <= groups; ++g) offsets.push_back(g * m);
+  const Tensor x16 = as_bf16(x), w16 = as_bf16(w);
+  Tensor c = Tensor::empty({groups * m, n}, DType::kF32, gpu);
+  const float fp8_ms = best_ms(5, 5, [&] {
+    if (groups == 1)
+      fp8_gemm(a, b[0], c);
+    else
+      fp8_grouped_gemm(a, offsets, b_of_group, c);
+  });
+  const float bf16_ms = best_ms(5, 5, [&] {
+    for (int64_t g = 0; g < groups; ++g) {
+      Tensor out = c.rows(g * m, (g + 1) * m);
+      linear_forward(x16.rows(g * m, (g + 1) * m), w16.rows(g * n, (g + 1) * n), out);
+    }
+  });
+  const double flops = 2.0 * groups * m * n * k;
+  const double fp8_tflops = flops / (fp8_ms * 1e-3) / 1e12;
+  const double bf16_tflops = flops / (bf16_ms * 1e-3) / 1e12;
+  char what[64];
+  if (groups == 1)
+    std::snprintf(what, sizeof what, "fp8 gemm m %lld", static_cast<long long>(m));
+  else
+    std::snprintf(what, sizeof what, "fp8 grouped gemm %lld experts x %lld rows",
+                  static_cast<long long>(groups), static_cast<long long>(m));
   std::printf(
-      "bench: fp8 gemm m %lld n %lld k %lld: %.3f ms, %.0f TFLOPS; DeepGEMM (H800) %.0f: "
-      "ratio %.2f\n",
-      static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k), best, tflops,
-      deepgemm_tflops, tflops / deepgemm_tflops);
+      "bench: %s n %lld k %lld: %.3f ms, %.0f TFLOPS; bf16 %.3f ms, %.0f TFLOPS: ratio %.2f "
+      "(goal >= 1.6); DeepGEMM (H800) %.0f: ratio %.2f\n",
+      what, static_cast<long long>(n), static_cast<long long>(k), fp8_ms, fp8_tflops, bf16_ms,
+      bf16_tflops, fp8_tflops / bf16_tflops, deepgemm_tflops, fp8_tflops / deepgemm_tflops);
 }
 
 // GB/s of quantising [rows, cols] against a device-to-device copy of the same bytes (read and
@@ -169,8 +224,8 @@ void bench_gemm(int64_t m, int64_t n, int64_t k, double deepgemm_tflops) {
 void bench_bandwidth(int64_t rows, int64_t cols) {
   const Tensor x = random_input(rows, cols, 7, false).to(Device::cuda(0));
   Tensor copy = Tensor::empty({rows, cols}, DType::kF32, Device::cuda(0));
-  const float quantize_ms = best_ms(20, [&] { quantize(x, ScaleGranularity::kTile1x128); });
-  const float copy_ms = best_ms(20, [&] {
+  const float quantize_ms = best_ms(20, 1, [&] { quantize(x, ScaleGranularity::kTile1x128); });
+  const float copy_ms = best_ms(20, 1, [&] {
     TANDEM_CHECK_CUDA(cudaMemcpy(copy.raw_data(), x.raw_data(), x.nbytes(), cudaMemcpyDefault));
   });
   // Quantising reads 4 bytes and writes 1 (+ 4 per 128) per value; the copy reads and writes 4.
@@ -206,9 +261,11 @@ int main() {
     for (const ScaleGranularity g : {ScaleGranularity::kTile1x128, ScaleGranularity::kBlock128x128})
       compare_gemm(m, 256, 512, g, seed++);
   bench_bandwidth(8192, 7168);
-  bench_gemm(4096, 7168, 16384, 1426);
-  bench_gemm(4096, 4096, 7168, 1265);
-  bench_gemm(4096, 7168, 2048, 1168);
+  bench_gemm(1, 4096, 7168, 16384, 1426);
+  bench_gemm(1, 4096, 4096, 7168, 1265);
+  bench_gemm(1, 4096, 7168, 2048, 1168);
+  bench_gemm(8, 4096, 4096, 7168, 1346);
+  bench_gemm(8, 4096, 7168, 2048, 1214);
   std::printf("fp8_check: %d failure(s)\n", failures);
   return failures == 0 ? 0 : 1;
 }

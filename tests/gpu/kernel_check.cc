@@ -2,12 +2,12 @@
 // builds it, and without a GPU it says it skipped): RMSNorm forward / dgrad / wgrad, SwiGLU
 // forward / backward, AdamW, RoPE (both directions), the embedding lookup and its gradient (bit for
 // bit: the same adds in the same order), cross-entropy with its gradient (also in place), axpy,
-// scale and the sum of squares, the linear GEMMs (cuBLASLt), causal attention forward and
-// backward, the router (the CPU's expert choice exactly) and its backward and bias update, the
-// permutation plan, permute / unpermute and their backwards, bf16 conversion and FP8 block
-// transposes, each against the CPU reference on the same random inputs: bit for bit where the
-// same operations run in the same order, else to fp32 rounding (reductions run in another order;
-// expf may differ in the last bit). Then the device checks at kernel entries: tensors on two
+// scale and the sum of squares, the linear GEMMs (cuBLASLt, fp32 and bf16 operands), causal
+// attention forward and backward, the router (the CPU's expert choice exactly) and its backward and
+// bias update, the permutation plan, permute / unpermute and their backwards, bf16 conversion and
+// FP8 block transposes, each against the CPU reference on the same random inputs: bit for bit where
+// the same operations run in the same order, else to fp32 rounding (reductions run in another
+// order; expf may differ in the last bit). Then the device checks at kernel entries: tensors on two
 // devices are refused, and so is a CUDA tensor given to a kernel that has no CUDA implementation
 // yet.
 #include <algorithm>
@@ -224,11 +224,19 @@ void check_elementwise(int64_t n, uint32_t seed) {
   expect(std::fabs(sg - s) <= 1e-10 * s, line);
 }
 
-void check_linear(int64_t n, int64_t in, int64_t out, uint32_t seed) {
-  const Tensor x = random_tensor({n, in}, seed), w = random_tensor({out, in}, seed + 1);
-  const Tensor dy = random_tensor({n, out}, seed + 2), y0 = random_tensor({n, out}, seed + 3);
+// The operands in `operands` (fp32, or bf16 rounded from the same values) and an fp32 result.
+void check_linear(int64_t n, int64_t in, int64_t out, DType operands, uint32_t seed) {
+  auto operand = [&](Shape shape, uint32_t s) {
+    const Tensor wide = random_tensor(std::move(shape), s);
+    Tensor t = Tensor::empty(wide.shape(), operands);
+    convert(wide, t);
+    return t;
+  };
+  const Tensor x = operand({n, in}, seed), w = operand({out, in}, seed + 1);
+  const Tensor dy = operand({n, out}, seed + 2), y0 = random_tensor({n, out}, seed + 3);
   const Tensor dx0 = random_tensor({n, in}, seed + 4), dw0 = random_tensor({out, in}, seed + 5);
-  const std::string shape = shape_text(n, in) + " -> " + std::to_string(out);
+  const std::string shape =
+      shape_text(n, in) + " -> " + std::to_string(out) + " " + std::string(dtype_name(operands));
   for (const bool accumulate : {false, true}) {
     Tensor y = y0.clone(), dx = dx0.clone();
     Tensor yg = y0.to(kGpu), dxg = dx0.to(kGpu);
@@ -237,7 +245,8 @@ void check_linear(int64_t n, int64_t in, int64_t out, uint32_t seed) {
     linear_dgrad(dy, w, dx, accumulate);
     linear_dgrad(dy.to(kGpu), w.to(kGpu), dxg, accumulate);
     const std::string how = accumulate ? " (accumulating)" : "";
-    // fp32 accumulation over K in another order (and TF32 is never enabled): K·2^-24 relative.
+    // fp32 accumulation over K in another order (and TF32 is never enabled): K·2^-24 relative;
+    // bf16 products are exact in fp32, so the bf16 operands' bound is the same.
     expect_close("linear forward " + shape + how, yg, y, 2e-5);
     expect_close("linear dgrad " + shape + how, dxg, dx, 2e-5);
   }
@@ -400,7 +409,8 @@ int main() {
                                    {3, 17, 5},
                                    {256, 128, 384},
                                    {1000, 2048, 512}})
-    check_linear(n, in, out, seed += 10);
+    for (const DType operands : {DType::kF32, DType::kBF16})
+      check_linear(n, in, out, operands, seed += 10);
   check_attention(1, 1, 1, 2, seed += 10);
   check_attention(2, 37, 3, 16, seed += 10);
   check_attention(4, 128, 4, 32, seed += 10);

@@ -1,10 +1,12 @@
 // Every kernel's backward against central finite differences in double precision, on random
 // inputs of awkward sizes (no multiples of 8). Bound: relative error 1e-6 of the largest gradient
-// entry; central differences with ε = 1e-6 in fp64 are accurate to about 1e-9 here.
+// entry; central differences with ε = 1e-6 in fp64 are accurate to about 1e-9 here. The linear
+// GEMMs' bf16-operand form is checked against the same products summed in double.
 #include <gtest/gtest.h>
 
 #include "kernels/activation.h"
 #include "kernels/attention.h"
+#include "kernels/elementwise.h"
 #include "kernels/embedding.h"
 #include "kernels/linear.h"
 #include "kernels/loss.h"
@@ -39,6 +41,55 @@ TEST(KernelGradients, Linear) {
   Tensor dw2 = dw.clone();
   kernels::linear_wgrad(r, x, dw2);
   EXPECT_DOUBLE_EQ(dw2.data<double>()[4], 2 * dw.data<double>()[4]);
+}
+
+// bf16 operands, fp32 result: each of forward, dgrad and wgrad against Σ a·b in double over the
+// bf16 values (exact products; only fp32 summation differs), and mixed dtypes refused.
+TEST(KernelGradients, LinearBf16Operands) {
+  const int64_t n = 37, in = 45, out = 19;
+  auto bf16_of = [](Shape shape, uint64_t seed) {
+    const Tensor wide = random_tensor(std::move(shape), seed, 1.0, DType::kF32);
+    Tensor narrow = Tensor::empty(wide.shape(), DType::kBF16);
+    kernels::convert(wide, narrow);
+    return narrow;
+  };
+  const Tensor x = bf16_of({n, in}, 11), w = bf16_of({out, in}, 12), dy = bf16_of({n, out}, 13);
+  auto at = [](const Tensor& t, int64_t i, int64_t j) {
+    return static_cast<double>(to_float(t.data<bf16>()[i * t.dim(1) + j]));
+  };
+  // Largest |got − Σ| / Σ|terms| over the [rows, cols] result, terms(i, j, l) for l < depth.
+  auto worst = [](const Tensor& got, int64_t depth, auto term) {
+    double bound = 0;
+    for (int64_t i = 0; i < got.dim(0); ++i)
+      for (int64_t j = 0; j < got.dim(1); ++j) {
+        double sum = 0, magnitude = 0;
+        for (int64_t l = 0; l < depth; ++l) {
+          sum += term(i, j, l);
+          magnitude += std::abs(term(i, j, l));
+        }
+        bound = std::max(bound, std::abs(got.data<float>()[i * got.dim(1) + j] - sum) / magnitude);
+      }
+    return bound;
+  };
+  Tensor y = Tensor::empty({n, out}, DType::kF32), dx = Tensor::empty({n, in}, DType::kF32);
+  Tensor dw = Tensor::zeros({out, in}, DType::kF32);
+  kernels::linear_forward(x, w, y);
+  kernels::linear_dgrad(dy, w, dx);
+  kernels::linear_wgrad(dy, x, dw);
+  EXPECT_LT(
+      worst(y, in, [&](int64_t i, int64_t j, int64_t l) { return at(x, i, l) * at(w, j, l); }),
+      1e-6);
+  EXPECT_LT(
+      worst(dx, out, [&](int64_t i, int64_t j, int64_t l) { return at(dy, i, l) * at(w, l, j); }),
+      1e-6);
+  EXPECT_LT(
+      worst(dw, n, [&](int64_t i, int64_t j, int64_t l) { return at(dy, l, i) * at(x, l, j); }),
+      1e-6);
+  Tensor wide_w = Tensor::empty({out, in}, DType::kF32);
+  kernels::convert(w, wide_w);
+  EXPECT_THROW(kernels::linear_forward(x, wide_w, y), Error);
+  Tensor narrow_y = Tensor::empty({n, out}, DType::kBF16);
+  EXPECT_THROW(kernels::linear_forward(x, w, narrow_y), Error);
 }
 
 TEST(KernelGradients, Embedding) {
