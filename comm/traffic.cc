@@ -29,6 +29,12 @@ CommBackend backend_for(Traffic traffic, const CommConfig& config, DeviceType de
     TANDEM_USER_CHECK(configured != CommBackend::kNccl || device == DeviceType::kCUDA, "comm.",
                       traffic_name(traffic),
                       " = \"nccl\" needs CUDA tensors; on the CPU use mpi or ucx");
+    // The host backends would read a device pointer as host memory.
+    TANDEM_USER_CHECK(configured == CommBackend::kNccl || device == DeviceType::kCPU, "comm.",
+                      traffic_name(traffic), " = \"", choice_name(configured),
+                      "\" carries host memory, but train.device = \"cuda\" keeps its tensors on "
+                      "the GPU; set comm.",
+                      traffic_name(traffic), " = \"nccl\" or \"auto\"");
     return configured;
   }
   if (device == DeviceType::kCUDA) return CommBackend::kNccl;

@@ -177,7 +177,8 @@ InFlight& FlatMoeExchange::start_dispatch_backward(MoeFfnBlock&, const Tensor& d
 
 Tensor FlatMoeExchange::received_token_grads(MoeState& st) {
   const Tensor d_slots = received(ExchangeDirection::kCombine);
-  Tensor d_normed = Tensor::empty({st.plan.n_tokens, d_slots.dim(1)}, d_slots.dtype());
+  Tensor d_normed =
+      Tensor::empty({st.plan.n_tokens, d_slots.dim(1)}, d_slots.dtype(), d_slots.device());
   kernels::permute_rows_backward(d_slots, st.plan, d_normed);
   return d_normed;
 }

@@ -93,7 +93,7 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
   };
   auto activation = [&](int c) {
     const int64_t d = chunks_[c]->hidden_size();
-    return Tensor::empty({tokens, d}, chunks_[c]->dtype());
+    return Tensor::empty({tokens, d}, chunks_[c]->dtype(), chunks_[c]->device());
   };
 
   // Receives are posted a window of instructions ahead of the one that needs them, so a message

@@ -39,16 +39,19 @@ GradientSync::GradientSync(std::vector<ReplicatedParameters> sets, bool zero1) :
     if (set.params.empty()) continue;
     auto bucket = std::make_unique<Bucket>();
     bucket->dtype = set.params[0]->value.dtype();
+    const Device device = set.params[0]->value.device();
     for (Parameter* p : set.params) {
       TANDEM_CHECK(p->value.dtype() == bucket->dtype, "mixed dtypes in ", set.name);
+      TANDEM_CHECK(p->value.device() == device, set.name, " has parameters on ", device.to_string(),
+                   " and ", p->value.device().to_string());
       bucket->offsets.push_back(bucket->elements);
       bucket->elements += p->value.numel();
     }
     const int64_t ranks = set.group->size();
     bucket->shard = (bucket->elements + ranks - 1) / ranks;
     const int64_t padded = bucket->shard * ranks;
-    bucket->grads = Tensor::zeros({padded}, bucket->dtype);
-    if (zero1) bucket->values = Tensor::zeros({padded}, bucket->dtype);
+    bucket->grads = Tensor::zeros({padded}, bucket->dtype, device);
+    if (zero1) bucket->values = Tensor::zeros({padded}, bucket->dtype, device);
     for (size_t i = 0; i < set.params.size(); ++i) {
       Parameter& p = *set.params[i];
       Tensor grad = flat_view(bucket->grads, bucket->offsets[i], p.value.shape());
@@ -60,7 +63,7 @@ GradientSync::GradientSync(std::vector<ReplicatedParameters> sets, bool zero1) :
         p.value = value;
       }
     }
-    if (zero1) bucket->shard_grads = Tensor::zeros({bucket->shard}, bucket->dtype);
+    if (zero1) bucket->shard_grads = Tensor::zeros({bucket->shard}, bucket->dtype, device);
     bucket->set = std::move(set);
     buckets_.push_back(std::move(bucket));
   }
@@ -100,15 +103,15 @@ void GradientSync::finish() {
 }
 
 double GradientSync::owned_sum_of_squares() const {
-  double total = 0;
+  std::vector<const Tensor*> owned;
   for (const auto& b : buckets_) {
     if (zero1_) {
-      total += kernels::sum_of_squares(b->shard_grads);  // padding is zero
+      owned.push_back(&b->shard_grads);  // padding is zero
     } else if (b->set.group->rank() == 0) {
-      total += kernels::sum_of_squares(b->grads);
+      owned.push_back(&b->grads);
     }
   }
-  return total;
+  return kernels::sum_of_squares(owned);
 }
 
 std::vector<ParameterSlice> GradientSync::update_slices() {

@@ -71,9 +71,11 @@ const std::vector<ConfigKey>& config_keys() {
                     "every step regardless). 0: ceil(train.steps / 100), about a hundred lines a "
                     "run."),
       TANDEM_KEY(train, device,
-                 "Where the training step runs: \"cpu\" (the reference) or \"cuda\" (the "
-                 "process's first visible GPU; one process with parallel.pp = 1 so far, fp32 "
-                 "master weights, FP8 on Hopper). \"cuda\" needs a build with CUDA and a usable "
+                 "Where the training step runs: \"cpu\" (the reference) or \"cuda\" (one GPU "
+                 "per rank: a lone process's first visible one, else its local rank's on its "
+                 "node; data parallelism only so far, parallel.pp = 1 and parallel.ep = 1, with "
+                 "the reductions on NCCL; fp32 master weights, FP8 on Hopper). \"cuda\" needs a "
+                 "build with CUDA and a usable "
                  "GPU, and is refused (exit 2, saying what is missing) where either lacks: never "
                  "a silent fallback to the CPU."),
       TANDEM_KEY_IN(train, threads, R::closed(0, 1024),

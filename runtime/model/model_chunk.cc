@@ -12,6 +12,7 @@ ModelChunk::ModelChunk(const ModelConfig& config, uint64_t seed, ChunkSpec spec,
     : spec_(spec),
       dtype_(config.dtype),
       d_model_(config.d_model),
+      device_(device),
       fp8_stats_(std::make_unique<kernels::Fp8Stats>()) {
   const Fp8Settings ffn_fp8 = Fp8Settings::from_config(fp8, fp8_stats_.get());
   Fp8Settings attention_fp8 = ffn_fp8;

@@ -75,6 +75,7 @@ class ModelChunk {
   const ChunkSpec& spec() const { return spec_; }
   DType dtype() const { return dtype_; }
   int64_t hidden_size() const { return d_model_; }
+  Device device() const { return device_; }  // where its parameters live and its kernels run
   std::vector<Parameter*> parameters();
   std::vector<MoeFfnBlock*> moe_blocks() const { return moe_blocks_; }
   // The blocks in forward order (embedding first when present) and the head (null when absent),
@@ -88,6 +89,7 @@ class ModelChunk {
   ChunkSpec spec_;
   DType dtype_;
   int64_t d_model_;
+  Device device_;
   std::unique_ptr<kernels::Fp8Stats> fp8_stats_;  // stable address: blocks point at it
   // Refuses a backward of a state that no training forward filled.
   void check_backward(const MicroBatchState& state) const;

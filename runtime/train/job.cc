@@ -114,19 +114,12 @@ JobResult run_job(Config config, const JobOutputs& outputs, const JobHooks& hook
   try {
     start_process_heartbeat();
     validate_config(config);
-    require_device(config.train.device);
     // The grid is checked before any rank talks to another (in one process too: parallel.ep = 4
-    // there is refused, not ignored).
+    // there is refused, not ignored), and so are the grids a GPU job runs on so far (data
+    // parallelism over NCCL), before whether this machine has a GPU.
     launch = comm::detect_launch();
-    // The multi-rank engine's exchanges (expert dispatch, pipeline messages, reductions) are
-    // host-side so far: a GPU job must not quietly run them through host memory.
-    TANDEM_USER_CHECK(
-        config.train.device == DeviceType::kCPU ||
-            (launch.world_size == 1 && config.parallel.pp == 1),
-        "config: train.device = \"cuda\" trains in one process so far (this job has ",
-        launch.world_size, " ranks", config.parallel.pp > 1 ? " and parallel.pp > 1" : "",
-        "); the multi-rank exchanges are not on NCCL yet: run one process with parallel.pp = 1, "
-        "or set train.device = \"cpu\"");
+    check_device_grid(config, launch.world_size);
+    require_device(config.train.device);
     comm::check_timeout_order(comm_timeout_ms(config.comm), rendezvous_timeout_ms(config.comm),
                               launch);
     parallel::make_grid_shape(launch.world_size, config);

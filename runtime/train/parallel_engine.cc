@@ -6,7 +6,9 @@
 #include <cmath>
 #include <cstdio>
 
+#include "comm/topology.h"
 #include "kernels/optimizer.h"
+#include "runtime/core/device_timer.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/output_file.h"
 
@@ -16,7 +18,30 @@ namespace {
 
 using parallel::Instruction;
 
+// This rank's device: the CPU, or the GPU of its local rank on its node (found from host
+// identities over the joined world, collective there), which NCCL refuses to share between ranks.
+Device engine_device(const Config& config, comm::World& world) {
+  check_device_grid(config, world.comm->size());
+  if (config.train.device == DeviceType::kCPU) return Device::cpu();
+  require_device(DeviceType::kCUDA);
+  const comm::Topology topology =
+      comm::discover_topology(*world.comm, static_cast<int>(config.comm.ranks_per_node));
+  return Device::cuda(comm::local_cuda_device(topology));
+}
+
 }  // namespace
+
+void check_device_grid(const Config& config, int world_size) {
+  if (config.train.device == DeviceType::kCPU) return;
+  const ParallelConfig& p = config.parallel;
+  TANDEM_USER_CHECK(p.pp == 1 && p.ep == 1, "config: train.device = \"",
+                    choice_name(config.train.device),
+                    "\" runs data parallelism so far (parallel.pp = 1, parallel.ep = 1; this job "
+                    "has pp ",
+                    p.pp, ", ep ", p.ep, " over ", world_size,
+                    " ranks): the pipeline's messages and the expert dispatch are not on NCCL yet; "
+                    "set parallel.pp = 1 and parallel.ep = 1, or train.device = \"cpu\"");
+}
 
 std::vector<MoeFfnBlock*> moe_blocks_by_layer(
     const std::vector<std::unique_ptr<ModelChunk>>& chunks) {
@@ -46,13 +71,14 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
     : config_(config),
       options_(std::move(options)),
       world_rank_(world.comm->rank()),
-      backends_(world, config.comm),
+      device_(engine_device(config, world)),
+      backends_(world, config.comm, device_.type == DeviceType::kCUDA ? device_.index : 0),
       shape_(parallel::make_grid_shape(world.comm->size(), config)),
       schedule_(parallel::make_schedule(config.parallel.schedule, shape_.pp,
                                         config.parallel.microbatches)),
       loader_(open_data_source(config, options_.data_source), config.model.seq_len),
       watchdog_(world.watchdog) {
-  const DeviceType device = DeviceType::kCPU;
+  const DeviceType device = device_.type;
   grid_ = std::make_unique<parallel::ProcessGrid>(
       shape_, schedule_.kind, world_rank_, backends_.for_traffic(comm::Traffic::kPipeline, device),
       backends_.for_traffic(comm::Traffic::kExpert, device),
@@ -67,10 +93,11 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
         config.model, seed,
         parallel::stage_chunk_spec(config.model, stage, layout.n_stages(),
                                    {at.ep_index, shape_.ep}),
-        config.fp8));
+        config.fp8, device_));
     chunk_ptrs.push_back(chunks_.back().get());
   }
   moe_blocks_ = moe_blocks_by_layer(chunks_);
+  host_world_ = device_.type == DeviceType::kCPU ? &grid_->data_world() : world.comm.get();
   const bool hierarchical = config.comm.dispatch == ExpertDispatchMode::kHierarchical;
   if (shape_.ep > 1 && hierarchical) {
     const comm::Topology topology =
@@ -188,7 +215,7 @@ nlohmann::json ParallelEngine::grid_description() const {
 }
 
 comm::Communicator* ParallelEngine::job_world() {
-  return &grid_->data_world();
+  return host_world_;
 }
 
 int ParallelEngine::pipeline_stage() const {
@@ -214,10 +241,13 @@ parallel::MicroBatches ParallelEngine::microbatches(Split split, int64_t batch) 
   const int64_t tokens = per_mb * config_.model.seq_len;
   parallel::MicroBatches out;
   for (int64_t g = 0; g < m; ++g) {
-    out.tokens.push_back(Tensor::empty({tokens}, DType::kI32));
-    out.targets.push_back(Tensor::empty({tokens}, DType::kI32));
+    Tensor tokens_here = Tensor::empty({tokens}, DType::kI32);
+    Tensor targets_here = Tensor::empty({tokens}, DType::kI32);
     loader_.fill(split, batch, grid_->coords().dp_index * per_rank + g * per_mb, per_mb,
-                 out.tokens.back(), out.targets.back());
+                 tokens_here, targets_here);
+    const bool on_cpu = device_.type == DeviceType::kCPU;
+    out.tokens.push_back(on_cpu ? tokens_here : tokens_here.to(device_));
+    out.targets.push_back(on_cpu ? targets_here : targets_here.to(device_));
   }
   return out;
 }
@@ -229,6 +259,7 @@ StepReport ParallelEngine::train_step(int64_t step) {
   const double global_tokens = static_cast<double>(t.batch_size * config_.model.seq_len);
   for (MoeFfnBlock* moe : moe_blocks_) moe->reset_expert_load();
   for (auto& chunk : chunks_) chunk->fp8_stats() = {};
+  DeviceTimer timer(device_);
 
   const parallel::MicroBatches data = microbatches(Split::kTrain, step);
   last_timeline_ =
@@ -242,7 +273,7 @@ StepReport ParallelEngine::train_step(int64_t step) {
   };
   sync_->finish();
   sync_waited();
-  comm::Communicator& world = grid_->data_world();
+  comm::Communicator& world = *host_world_;
   StepReport report;
 
   // Router balancing from the load over the whole global batch, as one process would see it:
@@ -254,7 +285,13 @@ StepReport ParallelEngine::train_step(int64_t step) {
       std::copy(moe_blocks_[i]->expert_load().begin(), moe_blocks_[i]->expert_load().end(),
                 load.data<int64_t>() + i * e);
     sync_start = std::chrono::steady_clock::now();
-    grid_->dense_replicas().all_reduce(load).wait();
+    if (device_.type == DeviceType::kCPU) {
+      grid_->dense_replicas().all_reduce(load).wait();
+    } else {  // the replicas' group is NCCL's, on device memory
+      Tensor on_device = load.to(device_);
+      grid_->dense_replicas().all_reduce(on_device).wait();
+      load = on_device.to(Device::cpu());
+    }
     sync_waited();
     const bool reports_load = grid_->dense_replicas().rank() == 0;
     for (size_t i = 0; i < moe_blocks_.size(); ++i) {
@@ -289,6 +326,7 @@ StepReport ParallelEngine::train_step(int64_t step) {
   report.pipeline_received_bytes = last_timeline_.pipeline_received_bytes;
   report.pipeline_wait_seconds = last_timeline_.seconds - last_timeline_.busy_seconds;
   report.sync_wait_seconds = sync_wait_seconds;
+  report.device_seconds = timer.stop_seconds();
 
   step_store_requests_ += store_requests() - requests_before;
   step_operations_ += recorded_operations() - operations_before;
@@ -312,13 +350,13 @@ double ParallelEngine::evaluate() {
   double total = 0;
   for (int64_t b = 0; b < t.eval_batches; ++b)
     total += executor_->evaluate(eval_program_, microbatches(Split::kHeldOut, b)).loss_sum;
-  return comm::all_reduce_value(grid_->data_world(), total) /
+  return comm::all_reduce_value(*host_world_, total) /
          (static_cast<double>(t.batch_size * config_.model.seq_len) *
           static_cast<double>(t.eval_batches));
 }
 
 void ParallelEngine::finish() {
-  comm::Communicator& world = grid_->data_world();
+  comm::Communicator& world = *host_world_;
   const double ranks = world.size();
   // The first step (warm-up: allocations, first messages) is left out unless it is the only one.
   const double measured_steps = static_cast<double>(std::max<int64_t>(1, steps_ - 1));
@@ -356,7 +394,7 @@ nlohmann::json ParallelEngine::summary_fields() const {
 
 // Rank 0 gathers every rank's events of the last step into one Chrome trace (one row per rank).
 void ParallelEngine::write_trace() {
-  comm::Communicator& world = grid_->data_world();
+  comm::Communicator& world = *host_world_;
   const std::vector<std::string> all = comm::gather_strings(
       world, parallel::chrome_trace_events(last_timeline_, world_rank_, 0.0), 0);
   if (world_rank_ != 0) return;

@@ -3,7 +3,10 @@
 // reduction and (optionally ZeRO-1) AdamW over the replicas. It sees the same global batch as
 // the single-process engine: each data-parallel rank takes an equal slice of its sequences, split
 // into micro-batches, and every reduction (loss, gradient, gradient norm, router load) sums over
-// exactly the ranks that hold the same thing.
+// exactly the ranks that hold the same thing. With train.device = "cuda" each rank trains on its
+// node's GPU of its local rank: gradient buckets, activations and AdamW's moments on the device,
+// the reductions on NCCL, and the host values (loss, norm, boundary agreement) over the world
+// the job joined.
 #pragma once
 
 #include <functional>
@@ -25,6 +28,12 @@ namespace tandem {
 // layers lays out their expert loads for one all-reduce.
 std::vector<MoeFfnBlock*> moe_blocks_by_layer(
     const std::vector<std::unique_ptr<ModelChunk>>& chunks);
+
+// The grids train.device = "cuda" runs on so far, refused otherwise (a configuration error,
+// before any rank talks): data parallelism (and ZeRO-1) with parallel.pp = 1 and parallel.ep = 1.
+// Pipeline messages need NCCL's point-to-point in one posting order per peer (the executor posts
+// receives ahead, in the order tags allow), and the expert dispatch plans its rows on the host.
+void check_device_grid(const Config& config, int world_size);
 
 struct ParallelEngineOptions {
   std::string trace_path;  // Chrome trace of the last training step, written by rank 0
@@ -71,6 +80,7 @@ class ParallelEngine final : public TrainEngine {
   Config config_;
   ParallelEngineOptions options_;
   int world_rank_;
+  Device device_;  // this rank's: the CPU, or its local GPU
   comm::BackendWorlds backends_;
   parallel::GridShape shape_;
   parallel::Schedule schedule_;
@@ -92,6 +102,9 @@ class ParallelEngine final : public TrainEngine {
   parallel::AllToAllStats all_to_all_;
   // What the watchdog costs: store requests and recorded operations over the training steps.
   std::shared_ptr<comm::Watchdog> watchdog_;
+  // Where host values (loss, gradient norm, statistics, the boundary's agreement) are reduced:
+  // the data-parallel world on the CPU; on the GPU, whose data world is NCCL's, the joined one.
+  comm::Communicator* host_world_ = nullptr;
   uint64_t step_store_requests_ = 0, step_operations_ = 0;
   std::string expert_exchange_ = "none";  // how expert rows moved: shared_memory or messages
   nlohmann::json finished_fields_ = nlohmann::json::object();

@@ -6,22 +6,27 @@
 //   - train.device = "cpu" and "cuda" engines over the same steps of a synthetic data source:
 //     each step's loss and gradient norm, and the router's expert load, against the CPU run's;
 //   - the same with FP8 (cuBLASLt's block-scaled GEMMs against the CPU's emulation: looser);
+//   - the parallel engine (its multi-rank data-parallel path, with and without ZeRO-1, over two
+//     micro-batches) as a world of one on the GPU, against the CPU's single-process engine;
 // then benchmarks: tokens per second of GPU training steps of each config named on the command
 // line, and their model FLOP/s as a fraction of an fp32 cuBLASLt GEMM measured in the same run.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "comm/world.h"
 #include "kernels/linear.h"
 #include "runtime/core/config.h"
 #include "runtime/core/device.h"
 #include "runtime/model/model_chunk.h"
 #include "runtime/model/model_stats.h"
+#include "runtime/train/parallel_engine.h"
 #include "runtime/train/trainer.h"
 #include "tests/gpu/check_report.h"
 
@@ -99,14 +104,25 @@ void check_gradients(const Config& config, double loss_tolerance, double grad_to
   expect(bad == 0, line);
 }
 
-// Training steps of both engines on the same data.
-void check_engines(Config config, int64_t steps, double tolerance, const char* label) {
+using EngineFactory = std::function<std::unique_ptr<TrainEngine>(
+    const Config&, const std::shared_ptr<const DataSource>&)>;
+
+std::unique_ptr<TrainEngine> single_process(const Config& config,
+                                            const std::shared_ptr<const DataSource>& source) {
+  return std::make_unique<SingleProcessEngine>(config, source);
+}
+
+// Training steps on the same data: the CPU's single-process engine against the engine that
+// make_gpu builds for train.device = "cuda".
+void check_engines(Config config, int64_t steps, double tolerance, const char* label,
+                   const EngineFactory& make_gpu = single_process) {
   config.train.steps = steps;
   const auto source = std::make_shared<ArithmeticSource>(config.model.vocab_size);
   config.train.device = DeviceType::kCPU;
   SingleProcessEngine cpu(config, source);
   config.train.device = DeviceType::kCUDA;
-  SingleProcessEngine gpu(config, source);
+  const std::unique_ptr<TrainEngine> owned_gpu = make_gpu(config, source);
+  TrainEngine& gpu = *owned_gpu;
   bool losses = true, norms = true, loads = true;
   for (int64_t step = 0; step < steps; ++step) {
     const StepReport a = cpu.train_step(step), b = gpu.train_step(step);
@@ -163,15 +179,21 @@ void benchmark(const std::string& path, double gemm_flops) {
   const int64_t warmup = 2, steps = 10;
   for (int64_t step = 0; step < warmup; ++step) engine.train_step(step);
   const auto start = std::chrono::steady_clock::now();
-  double loss = 0;
-  for (int64_t step = warmup; step < warmup + steps; ++step) loss = engine.train_step(step).loss;
-  const double seconds = seconds_since(start);  // each step ends with host reads: it is done
+  double loss = 0, device_seconds = 0;
+  for (int64_t step = warmup; step < warmup + steps; ++step) {
+    const StepReport report = engine.train_step(step);
+    loss = report.loss;
+    device_seconds += report.device_seconds;
+  }
+  const double seconds = seconds_since(start);  // each step waits for its last kernel
   const double tokens = static_cast<double>(steps * config.train.batch_size * config.model.seq_len);
   const double flops = tokens * model_stats(config.model).flops_per_token / seconds;
   std::printf(
       "bench: train step %s on the GPU: %.0f tokens/s, %.2f model TFLOP/s = %.3f of the fp32 "
-      "cuBLASLt GEMM's %.2f TFLOP/s (loss %.4f after %lld steps)\n",
-      path.c_str(), tokens / seconds, flops / 1e12, flops / gemm_flops, gemm_flops / 1e12, loss,
+      "cuBLASLt GEMM's %.2f TFLOP/s; %.2f ms/step, of which the device's span %.2f ms "
+      "(loss %.4f after %lld steps)\n",
+      path.c_str(), tokens / seconds, flops / 1e12, flops / gemm_flops, gemm_flops / 1e12,
+      seconds / steps * 1e3, device_seconds / steps * 1e3, loss,
       static_cast<long long>(warmup + steps));
 }
 
@@ -179,6 +201,10 @@ void benchmark(const std::string& path, double gemm_flops) {
 
 int main(int argc, char** argv) {
   if (gpu_check::skipped_without_gpu("train_step_check")) return 0;
+  // A world of one (no launcher: UCX's, without a store) for the parallel engine: one GPU cannot
+  // hold two NCCL ranks, so its multi-rank path runs here as one rank (buckets, ZeRO-1 shards,
+  // AdamW and the expert-load reduction on the device; NCCL's communicator and splits).
+  comm::World world = comm::join_world();
   const std::string base = argc > 1 ? argv[1] : "examples/configs/tiny.toml";
   try {
     Config config = load_config_file(base);
@@ -191,6 +217,19 @@ int main(int argc, char** argv) {
     // by an FP8 step: FP8's gradients are compared at its own resolution.
     check_gradients(fp8, 1e-3, 1e-1, "fp8");
     check_engines(fp8, 4, 2e-2, "fp8");
+    for (const bool zero1 : {false, true}) {
+      Config data_parallel = config;
+      data_parallel.parallel.zero1 = zero1;
+      data_parallel.parallel.microbatches = 2;
+      check_engines(
+          data_parallel, 4, 1e-4,
+          zero1 ? "parallel engine, ZeRO-1, 2 micro-batches" : "parallel engine, 2 micro-batches",
+          [&](const Config& c, const std::shared_ptr<const DataSource>& source) {
+            ParallelEngineOptions options;
+            options.data_source = source;
+            return std::make_unique<ParallelEngine>(c, world, options);
+          });
+    }
     const double gemm = fp32_gemm_flops();
     for (int i = 1; i < argc; ++i) benchmark(argv[i], gemm);
   } catch (const std::exception& e) {

@@ -312,6 +312,11 @@ TEST(Traffic, AutoPicksByDeviceAndConfiguredBackendsAreChecked) {
               backend_for(Traffic::kExpert, config, DeviceType::kCPU, true);
             }).find("comm.expert = \"nccl\" needs CUDA tensors"),
             std::string::npos);
+  // A host backend for GPU tensors would read device pointers as host memory.
+  EXPECT_NE(error_of([&] {
+              backend_for(Traffic::kPipeline, config, DeviceType::kCUDA, true);
+            }).find("comm.pipeline = \"ucx\" carries host memory, but train.device = \"cuda\""),
+            std::string::npos);
 }
 
 FakeEnvironment torchrun_env() {
