@@ -14,15 +14,18 @@ struct PermutePlan {
   int64_t n_tokens = 0;
   int64_t top_k = 0;
   std::vector<int64_t> expert_offsets;  // E + 1 entries; expert e owns rows [off[e], off[e+1])
-  std::vector<int64_t> row_of_slot;     // [N·k]: permuted row of (token t, slot j) at t·k + j
-  std::vector<int64_t> token_of_row;    // [N·k]: source token of each permuted row
-  // The same two indices as int64 tensors on the expert ids' device, for the kernels there
-  // (undefined for ids on the CPU, whose kernels read the vectors).
+  // For ids on the CPU (empty for ids on a GPU, whose plan stays there):
+  std::vector<int64_t> row_of_slot;   // [N·k]: permuted row of (token t, slot j) at t·k + j
+  std::vector<int64_t> token_of_row;  // [N·k]: source token of each permuted row
+  // For ids on a GPU (undefined for ids on the CPU): the same two indices as int64 tensors on
+  // the ids' device, made there.
   Tensor row_of_slot_on_device, token_of_row_on_device;
   int64_t rows_for_expert(int64_t e) const { return expert_offsets[e + 1] - expert_offsets[e]; }
 };
 
-// Stable counting sort of (token, slot) by expert id: within an expert, tokens keep their order.
+// Stable sort of (token, slot) by expert id: within an expert, tokens keep their order (a
+// counting sort on the CPU, CUB's radix sort on a GPU: the same plan). Only expert_offsets is on
+// the host for ids on a GPU.
 PermutePlan make_permute_plan(const Tensor& expert_ids, int64_t n_experts);
 
 // dst[i] = src[index[i]] for every row i of dst (rows of any dtype and shape).

@@ -205,8 +205,13 @@ int64_t fp8_payload_bytes(int64_t cols) {
 
 Tensor pack_fp8_rows(const BlockScaledFp8& q) {
   TANDEM_CHECK(q.granularity == ScaleGranularity::kTile1x128, "only 1x128-scaled rows are packed");
-  require_cpu({&q.codes, &q.scales}, "fp8 pack_fp8_rows");
   const int64_t rows = q.rows(), cols = q.cols(), width = fp8_payload_bytes(cols);
+  check_shape(q.scales, {rows, blocks(cols)}, "fp8 pack_fp8_rows scales");
+#ifdef TANDEM_HAVE_CUDA
+  if (device_of({&q.codes, &q.scales}, "fp8 pack_fp8_rows").type == DeviceType::kCUDA)
+    return cuda::pack_fp8_rows(q);
+#endif
+  require_cpu({&q.codes, &q.scales}, "fp8 pack_fp8_rows");
   Tensor payload = Tensor::empty({rows, width}, DType::kU8);
   auto* dst = payload.data<uint8_t>();
   const auto* codes = static_cast<const uint8_t*>(q.codes.raw_data());
@@ -220,10 +225,16 @@ Tensor pack_fp8_rows(const BlockScaledFp8& q) {
 
 BlockScaledFp8 unpack_fp8_rows(const Tensor& payload, int64_t cols, Fp8Format format) {
   check_dtype(payload, DType::kU8, "fp8 payload");
+  const int64_t width = fp8_payload_bytes(cols);
+  TANDEM_CHECK(payload.ndim() == 2 && payload.dim(1) == width, "fp8 payload ",
+               shape_string(payload.shape()), ": expected [rows, ", width, "] bytes for ", cols,
+               " columns");
+  const int64_t rows = payload.dim(0);
+#ifdef TANDEM_HAVE_CUDA
+  if (payload.device().type == DeviceType::kCUDA)
+    return cuda::unpack_fp8_rows(payload, cols, format);
+#endif
   require_cpu({&payload}, "fp8 unpack_fp8_rows");
-  const int64_t rows = payload.dim(0), width = fp8_payload_bytes(cols);
-  TANDEM_CHECK(payload.dim(1) == width, "fp8 payload rows of ", payload.dim(1), " bytes, expected ",
-               width, " for ", cols, " columns");
   BlockScaledFp8 q;
   q.format = format;
   q.codes = Tensor::empty({rows, cols}, dtype_of(format));

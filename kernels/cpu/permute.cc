@@ -15,15 +15,18 @@ namespace tandem::kernels {
 PermutePlan make_permute_plan(const Tensor& expert_ids, int64_t n_experts) {
   TANDEM_PROFILE_SCOPE("make_permute_plan");
   check_dtype(expert_ids, DType::kI32, "permute expert ids");
+  TANDEM_CHECK(expert_ids.ndim() == 2, "permute expert ids: expected [tokens, top_k], got ",
+               shape_string(expert_ids.shape()));
+#ifdef TANDEM_HAVE_CUDA
+  if (expert_ids.device().type == DeviceType::kCUDA)
+    return cuda::make_permute_plan(expert_ids, n_experts);
+#endif
+  require_cpu({&expert_ids}, "make_permute_plan");
   PermutePlan plan;
   plan.n_tokens = expert_ids.dim(0);
   plan.top_k = expert_ids.dim(1);
   const int64_t slots = plan.n_tokens * plan.top_k;
-  // The plan is made on the host (its row counts size the expert GEMMs and the all-to-all);
-  // ids on a GPU come over first, and the indices go back for the kernels there.
-  const Tensor host_ids =
-      expert_ids.device().type == DeviceType::kCPU ? expert_ids : expert_ids.to(Device::cpu());
-  const int32_t* ids = host_ids.data<int32_t>();
+  const int32_t* ids = expert_ids.data<int32_t>();
   plan.expert_offsets.assign(n_experts + 1, 0);
   for (int64_t s = 0; s < slots; ++s) {
     TANDEM_CHECK(ids[s] >= 0 && ids[s] < n_experts, "expert id ", ids[s], " of slot ", s,
@@ -38,15 +41,6 @@ PermutePlan make_permute_plan(const Tensor& expert_ids, int64_t n_experts) {
     const int64_t row = next[ids[s]]++;
     plan.row_of_slot[s] = row;
     plan.token_of_row[row] = s / plan.top_k;
-  }
-  if (expert_ids.device().type != DeviceType::kCPU) {
-    const auto on_device = [&](const std::vector<int64_t>& index) {
-      Tensor host = Tensor::empty({slots}, DType::kI64);
-      std::copy(index.begin(), index.end(), host.data<int64_t>());
-      return host.to(expert_ids.device());
-    };
-    plan.row_of_slot_on_device = on_device(plan.row_of_slot);
-    plan.token_of_row_on_device = on_device(plan.token_of_row);
   }
   return plan;
 }

@@ -186,6 +186,37 @@ __global__ void dequantize_kernel(const uint8_t* __restrict__ codes,
   }
 }
 
+// A dispatch payload row: the row's `cols` codes, then the bytes of its scales (scale_bytes of
+// them, at whatever alignment cols leaves). One thread per payload byte, in either direction.
+__global__ void pack_rows_kernel(const uint8_t* __restrict__ codes,
+                                 const uint8_t* __restrict__ scales, int64_t rows, int64_t cols,
+                                 int64_t scale_bytes, uint8_t* __restrict__ payload) {
+  const int64_t width = cols + scale_bytes;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < rows * width;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / width, b = i % width;
+    payload[i] = b < cols ? codes[r * cols + b] : scales[r * scale_bytes + (b - cols)];
+  }
+}
+
+__global__ void unpack_rows_kernel(const uint8_t* __restrict__ payload, int64_t rows, int64_t cols,
+                                   int64_t scale_bytes, uint8_t* __restrict__ codes,
+                                   uint8_t* __restrict__ scales) {
+  const int64_t width = cols + scale_bytes;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < rows * width;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / width, b = i % width;
+    if (b < cols)
+      codes[r * cols + b] = payload[i];
+    else
+      scales[r * scale_bytes + (b - cols)] = payload[i];
+  }
+}
+
+unsigned byte_grid(int64_t bytes) {
+  return static_cast<unsigned>(std::min<int64_t>((bytes + 255) / 256, 65535));
+}
+
 int64_t blocks_of(int64_t extent) {
   return (extent + kFp8Block - 1) / kFp8Block;
 }
@@ -290,6 +321,39 @@ Tensor dequantize(const BlockScaledFp8& q) {
       q.granularity == ScaleGranularity::kTile1x128, table, out.data<float>());
   TANDEM_CHECK_CUDA(cudaGetLastError());
   return out;
+}
+
+Tensor pack_fp8_rows(const BlockScaledFp8& q) {
+  check_on_cuda(q.codes, "fp8 codes");
+  const int64_t rows = q.rows(), cols = q.cols(), scale_bytes = blocks_of(cols) * 4;
+  Tensor payload = Tensor::empty({rows, cols + scale_bytes}, DType::kU8, q.codes.device());
+  if (payload.numel() == 0) return payload;
+  tandem::cuda::DeviceGuard guard(q.codes.device().index);
+  const cudaStream_t stream = tandem::cuda::compute_stream(q.codes.device().index).handle();
+  pack_rows_kernel<<<byte_grid(payload.numel()), 256, 0, stream>>>(
+      static_cast<const uint8_t*>(q.codes.raw_data()),
+      static_cast<const uint8_t*>(q.scales.raw_data()), rows, cols, scale_bytes,
+      payload.data<uint8_t>());
+  TANDEM_CHECK_CUDA(cudaGetLastError());
+  return payload;
+}
+
+BlockScaledFp8 unpack_fp8_rows(const Tensor& payload, int64_t cols, Fp8Format format) {
+  check_on_cuda(payload, "fp8 payload");
+  const Device device = payload.device();
+  const int64_t rows = payload.dim(0), scale_bytes = blocks_of(cols) * 4;
+  BlockScaledFp8 q;
+  q.format = format;
+  q.codes = Tensor::empty({rows, cols}, dtype_of(format), device);
+  q.scales = Tensor::empty({rows, blocks_of(cols)}, DType::kF32, device);
+  if (payload.numel() == 0) return q;
+  tandem::cuda::DeviceGuard guard(device.index);
+  const cudaStream_t stream = tandem::cuda::compute_stream(device.index).handle();
+  unpack_rows_kernel<<<byte_grid(payload.numel()), 256, 0, stream>>>(
+      payload.data<uint8_t>(), rows, cols, scale_bytes, static_cast<uint8_t*>(q.codes.raw_data()),
+      static_cast<uint8_t*>(q.scales.raw_data()));
+  TANDEM_CHECK_CUDA(cudaGetLastError());
+  return q;
 }
 
 }  // namespace tandem::kernels::cuda

@@ -1,7 +1,12 @@
-// Token permutation on the GPU: one thread block per output row (a gather) or per token (the
-// sums over its k slots, in slot order as the CPU reference adds them), the threads across the
-// row's columns. The plan itself is built on the host: its per-expert row counts size the expert
-// GEMMs and the all-to-all there.
+// Token permutation on the GPU: the plan from expert ids on the device (counts by atomics, their
+// scan and a stable radix sort of the slots by expert, on CUB), and one thread block per output
+// row (a gather) or per token (the sums over its k slots, in slot order as the CPU reference adds
+// them), the threads across the row's columns. Only the E + 1 offsets come back to the host (they
+// size the expert GEMMs), with the count of ids out of range.
+#include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_scan.cuh>
+#include <limits>
+
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/permute.h"
 #include "kernels/cuda/tensor_checks.h"
@@ -62,6 +67,33 @@ __global__ void unpermute_backward_kernel(const float* dy, const float* yp, cons
   }
 }
 
+// counts[e] += slots routed to e (counts[n_experts] stays 0 for the scan; counts[n_experts + 1]
+// counts ids outside [0, n_experts)); slot_index[s] = s, the values the sort carries.
+__global__ void count_experts_kernel(const int32_t* ids, int64_t slots, int64_t n_experts,
+                                     unsigned long long* counts, int64_t* slot_index) {
+  for (int64_t s = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; s < slots;
+       s += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int32_t e = ids[s];
+    atomicAdd(&counts[e >= 0 && e < n_experts ? e : n_experts + 1], 1ull);
+    slot_index[s] = s;
+  }
+}
+
+// Permuted row r holds slot sorted_slot[r]: its token, and the slot's row the other way.
+__global__ void plan_indices_kernel(const int64_t* sorted_slot, int64_t slots, int64_t top_k,
+                                    int64_t* token_of_row, int64_t* row_of_slot) {
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; r < slots;
+       r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t slot = sorted_slot[r];
+    token_of_row[r] = slot / top_k;
+    row_of_slot[slot] = r;
+  }
+}
+
+unsigned grid_for(int64_t n) {
+  return static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 4096));
+}
+
 cudaStream_t stream_of(const Tensor& t) {
   return tandem::cuda::compute_stream(t.device().index).handle();
 }
@@ -72,6 +104,68 @@ void require_device_plan(const PermutePlan& plan, const char* kernel) {
 }
 
 }  // namespace
+
+PermutePlan make_permute_plan(const Tensor& expert_ids, int64_t n_experts) {
+  PermutePlan plan;
+  plan.n_tokens = expert_ids.dim(0);
+  plan.top_k = expert_ids.dim(1);
+  const int64_t slots = plan.n_tokens * plan.top_k;
+  TANDEM_CHECK(slots <= std::numeric_limits<int>::max(), "make_permute_plan: ", slots,
+               " slots, past what CUB's sort takes in one call (2^31 - 1)");
+  const Device device = expert_ids.device();
+  tandem::cuda::DeviceGuard guard(device.index);
+  const cudaStream_t stream = tandem::cuda::compute_stream(device.index).handle();
+  Tensor counts = Tensor::zeros({n_experts + 2}, DType::kI64, device);
+  Tensor summary = Tensor::empty({n_experts + 2}, DType::kI64, device);  // offsets, then invalid
+  plan.row_of_slot_on_device = Tensor::empty({slots}, DType::kI64, device);
+  plan.token_of_row_on_device = Tensor::empty({slots}, DType::kI64, device);
+  if (slots > 0) {
+    Tensor slot_index = Tensor::empty({slots}, DType::kI64, device);
+    Tensor sorted_ids = Tensor::empty({slots}, DType::kI32, device);
+    Tensor sorted_slot = Tensor::empty({slots}, DType::kI64, device);
+    count_experts_kernel<<<grid_for(slots), 256, 0, stream>>>(
+        expert_ids.data<int32_t>(), slots, n_experts,
+        reinterpret_cast<unsigned long long*>(counts.data<int64_t>()), slot_index.data<int64_t>());
+    TANDEM_CHECK_CUDA(cudaGetLastError());
+    // Radix sort is stable: within an expert the slots keep their order, as the CPU's counting
+    // sort. Only the bits an id in range can have are sorted.
+    int end_bit = 1;
+    while ((int64_t{1} << end_bit) < n_experts) ++end_bit;
+    size_t temp_bytes = 0;
+    TANDEM_CHECK_CUDA(cub::DeviceRadixSort::SortPairs(
+        nullptr, temp_bytes, expert_ids.data<int32_t>(), sorted_ids.data<int32_t>(),
+        slot_index.data<int64_t>(), sorted_slot.data<int64_t>(), static_cast<int>(slots), 0,
+        end_bit, stream));
+    Tensor temp =
+        Tensor::empty({static_cast<int64_t>(std::max<size_t>(temp_bytes, 1))}, DType::kU8, device);
+    TANDEM_CHECK_CUDA(cub::DeviceRadixSort::SortPairs(
+        temp.raw_data(), temp_bytes, expert_ids.data<int32_t>(), sorted_ids.data<int32_t>(),
+        slot_index.data<int64_t>(), sorted_slot.data<int64_t>(), static_cast<int>(slots), 0,
+        end_bit, stream));
+    plan_indices_kernel<<<grid_for(slots), 256, 0, stream>>>(
+        sorted_slot.data<int64_t>(), slots, plan.top_k, plan.token_of_row_on_device.data<int64_t>(),
+        plan.row_of_slot_on_device.data<int64_t>());
+    TANDEM_CHECK_CUDA(cudaGetLastError());
+  }
+  size_t scan_bytes = 0;
+  const int64_t* counts_in = counts.data<int64_t>();
+  int64_t* offsets_out = summary.data<int64_t>();
+  TANDEM_CHECK_CUDA(cub::DeviceScan::ExclusiveSum(nullptr, scan_bytes, counts_in, offsets_out,
+                                                  static_cast<int>(n_experts + 1), stream));
+  Tensor scan_temp =
+      Tensor::empty({static_cast<int64_t>(std::max<size_t>(scan_bytes, 1))}, DType::kU8, device);
+  TANDEM_CHECK_CUDA(cub::DeviceScan::ExclusiveSum(scan_temp.raw_data(), scan_bytes, counts_in,
+                                                  offsets_out, static_cast<int>(n_experts + 1),
+                                                  stream));
+  TANDEM_CHECK_CUDA(cudaMemcpyAsync(offsets_out + n_experts + 1, counts_in + n_experts + 1,
+                                    sizeof(int64_t), cudaMemcpyDeviceToDevice, stream));
+  const Tensor host = summary.to(Device::cpu());  // the plan's one wait
+  const int64_t* values = host.data<int64_t>();
+  TANDEM_CHECK(values[n_experts + 1] == 0, "make_permute_plan: ", values[n_experts + 1], " of ",
+               slots, " expert ids on ", device.to_string(), " are outside [0, ", n_experts, ")");
+  plan.expert_offsets.assign(values, values + n_experts + 1);
+  return plan;
+}
 
 void gather_rows(const Tensor& src, const Tensor& index, Tensor& dst) {
   const int64_t rows = index.numel();

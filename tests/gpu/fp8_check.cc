@@ -4,7 +4,8 @@
 // both formats, both granularities, the transposed form, partial tiles, rows whose width is not a
 // multiple of 4 (the scalar path) and inputs holding NaN, ±inf, zeros, subnormals and huge values.
 // Then the quantisation's bandwidth against a device-to-device copy of the same bytes, and the
-// block-scaled GEMM (single and grouped over experts) against cuBLASLt's bf16 GEMM.
+// block-scaled GEMM (single and grouped over experts) against cuBLASLt's bf16 GEMM. The dispatch
+// payload (codes then scales per row) is packed and unpacked byte for byte as on the CPU.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/elementwise.h"
@@ -92,6 +94,25 @@ void compare(const char* what, int64_t rows, int64_t cols, ScaleGranularity gran
                 codes ? "equal" : "DIFFER", scales ? "equal" : "DIFFER", stats ? "equal" : "DIFFER",
                 static_cast<long long>(cpu_stats.saturated), values ? "equal" : "DIFFER");
   expect(codes && scales && stats && values, line);
+}
+
+// The dispatch payload packed on the GPU against the CPU's bytes, and unpacked back to the same
+// codes and scales, for widths with and without a partial last tile.
+void compare_payload(int64_t rows, int64_t cols, Fp8Format format, uint32_t seed) {
+  const Tensor x = random_input(rows, cols, seed, true);
+  const QuantizeOptions options{format, false, true};
+  const BlockScaledFp8 cpu = quantize(x, ScaleGranularity::kTile1x128, options);
+  const BlockScaledFp8 gpu = quantize(x.to(Device::cuda(0)), ScaleGranularity::kTile1x128, options);
+  const Tensor cpu_payload = pack_fp8_rows(cpu), gpu_payload = pack_fp8_rows(gpu);
+  const bool packed = same_bytes(cpu_payload, gpu_payload);
+  const BlockScaledFp8 back = unpack_fp8_rows(gpu_payload, cols, format);
+  const bool unpacked = same_bytes(cpu.codes, back.codes) && same_bytes(cpu.scales, back.scales);
+  char line[160];
+  std::snprintf(line, sizeof line, "fp8 payload [%lld x %lld] %s: packed %s, unpacked %s",
+                static_cast<long long>(rows), static_cast<long long>(cols),
+                format == Fp8Format::kE4M3 ? "e4m3" : "e5m2", packed ? "equal" : "DIFFER",
+                unpacked ? "equal" : "DIFFER");
+  expect(packed && unpacked, line);
 }
 
 // cuBLASLt's block-scaled GEMM against the CPU's (both FP32-accumulated, promoted per 128 of K:
@@ -257,6 +278,10 @@ int main() {
         compare("transposed", 200, 384, ScaleGranularity::kTile1x128, true, options, true, seed++);
       }
   compare("empty", 0, 128, ScaleGranularity::kTile1x128, false, {}, false, seed++);
+  for (const auto& [rows, cols] :
+       {std::pair<int64_t, int64_t>{0, 128}, {1, 7}, {37, 300}, {513, 7168}})
+    for (const Fp8Format format : {Fp8Format::kE4M3, Fp8Format::kE5M2})
+      compare_payload(rows, cols, format, seed++);
   for (const int64_t m : {1, 5, 128, 333})
     for (const ScaleGranularity g : {ScaleGranularity::kTile1x128, ScaleGranularity::kBlock128x128})
       compare_gemm(m, 256, 512, g, seed++);

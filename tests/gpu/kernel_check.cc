@@ -4,10 +4,11 @@
 // bit: the same adds in the same order), cross-entropy with its gradient (also in place), axpy,
 // scale and the sum of squares, the linear GEMMs (cuBLASLt, fp32 and bf16 operands), causal
 // attention forward and backward, the router (the CPU's expert choice exactly) and its backward and
-// bias update, the permutation plan, permute / unpermute and their backwards, bf16 conversion and
-// FP8 block transposes, each against the CPU reference on the same random inputs: bit for bit where
-// the same operations run in the same order, else to fp32 rounding (reductions run in another
-// order; expf may differ in the last bit). Then the device checks at kernel entries: tensors on two
+// bias update, the permutation plan (made on the GPU by CUB; ids out of range refused), permute /
+// unpermute and their backwards, bf16 conversion and FP8 block transposes, each against the CPU
+// reference on the same random inputs: bit for bit where the same operations run in the same
+// order, else to fp32 rounding (reductions run in another order; expf may differ in the last
+// bit). Then the device checks at kernel entries: tensors on two
 // devices are refused, and so is a CUDA tensor given to a kernel that has no CUDA implementation
 // yet.
 #include <algorithm>
@@ -326,9 +327,14 @@ void check_permute(int64_t n, int64_t e, int64_t k, int64_t d, uint32_t seed) {
   const PermutePlan plan = make_permute_plan(ids, e);
   const PermutePlan plang = make_permute_plan(ids.to(kGpu), e);
   const std::string shape = shape_text(n * k, d);
-  expect(plang.expert_offsets == plan.expert_offsets && plang.row_of_slot == plan.row_of_slot &&
-             plang.token_of_row == plan.token_of_row,
-         "permute plan from ids on the GPU " + shape + ": the CPU's");
+  const auto host_vector = [](const Tensor& t) {
+    const Tensor host = t.to(Device::cpu());
+    return std::vector<int64_t>(host.data<int64_t>(), host.data<int64_t>() + host.numel());
+  };
+  expect(plang.expert_offsets == plan.expert_offsets &&
+             host_vector(plang.row_of_slot_on_device) == plan.row_of_slot &&
+             host_vector(plang.token_of_row_on_device) == plan.token_of_row,
+         "permute plan made on the GPU (CUB radix sort) " + shape + ": the CPU's");
   Tensor xp = Tensor::empty({n * k, d}, DType::kF32),
          xpg = Tensor::empty(xp.shape(), DType::kF32, kGpu);
   permute_rows(x, plan, xp);
@@ -360,6 +366,24 @@ void check_permute(int64_t n, int64_t e, int64_t k, int64_t d, uint32_t seed) {
   gather_rows(bytes.to(kGpu), plan.token_of_row, gatheredg);
   expect(same_bits(gatheredg, gathered),
          "gather of 3-byte rows " + shape_text(n * k, 3) + ": the CPU's bits");
+}
+
+// Expert ids out of range are refused on the GPU as on the CPU, with how many there were.
+void check_permute_refusals() {
+  Tensor ids = Tensor::zeros({5, 2}, DType::kI32);
+  ids.data<int32_t>()[3] = 8, ids.data<int32_t>()[7] = -1;
+  std::string message;
+  try {
+    make_permute_plan(ids.to(kGpu), 8);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  expect(message.find("2 of 10 expert ids on cuda:0 are outside [0, 8)") != std::string::npos,
+         "permute plan on the GPU refuses ids out of range: " + message);
+  const PermutePlan empty = make_permute_plan(Tensor::empty({0, 2}, DType::kI32, kGpu), 8);
+  expect(empty.expert_offsets == std::vector<int64_t>(9, 0) &&
+             empty.row_of_slot_on_device.numel() == 0,
+         "permute plan of no tokens on the GPU: 9 zero offsets, no rows");
 }
 
 void check_conversions(int64_t rows, int64_t cols, uint32_t seed) {
@@ -422,6 +446,8 @@ int main() {
   check_permute(1, 4, 1, 8, seed += 10);
   check_permute(300, 8, 2, 128, seed += 10);
   check_permute(1024, 64, 6, 7, seed += 10);
+  check_permute(4096, 256, 8, 16, seed += 10);  // DeepSeek-V3's routing: 256 experts, top 8
+  check_permute_refusals();
   check_conversions(129, 300, seed += 10);
   check_conversions(1024, 1024, seed += 10);
   // Views that are not 16-byte aligned take AdamW's scalar path.
