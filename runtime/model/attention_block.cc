@@ -14,10 +14,17 @@ namespace {
 struct AttentionState final : BlockState {
   NormSaved norm;
   LinearSaved normed;
-  Tensor qkv;  // after RoPE
-  Tensor probs;
+  Tensor qkv;       // after RoPE
+  Tensor probs;     // kept form (CPU): [B, H, T, T]
+  Tensor lse, out;  // fused form (GPU): [B, H, T] and the attention output
   LinearSaved attended;
 };
+
+// On a GPU the fused attention (memory O(T) per head, where the probabilities take O(T²)); the
+// CPU keeps the probabilities, the reference the gradient checks run on.
+bool fused_attention_on(Device device) {
+  return device.type == DeviceType::kCUDA;
+}
 }  // namespace
 
 AttentionBlock::AttentionBlock(const ModelConfig& config, int64_t layer, DType dtype, uint64_t seed,
@@ -39,9 +46,15 @@ Tensor AttentionBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& sta
   st->qkv = linear(rmsnorm(x, norm_, config_.norm_eps, st->norm), wqkv_, fp8_, st->normed);
   kernels::rope_apply(st->qkv, config_.seq_len, config_.n_heads, config_.rope_theta, false);
   Tensor attended = Tensor::empty({n, config_.d_model}, x.dtype(), x.device());
-  st->probs = Tensor::empty({batch, config_.n_heads, config_.seq_len, config_.seq_len}, x.dtype(),
-                            x.device());
-  kernels::attention_forward(st->qkv, config_.seq_len, config_.n_heads, attended, st->probs);
+  if (fused_attention_on(x.device())) {
+    st->lse = Tensor::empty({batch, config_.n_heads, config_.seq_len}, x.dtype(), x.device());
+    kernels::fused_attention_forward(st->qkv, config_.seq_len, config_.n_heads, attended, st->lse);
+    st->out = attended;
+  } else {
+    st->probs = Tensor::empty({batch, config_.n_heads, config_.seq_len, config_.seq_len}, x.dtype(),
+                              x.device());
+    kernels::attention_forward(st->qkv, config_.seq_len, config_.n_heads, attended, st->probs);
+  }
   Tensor y = linear(attended, wo_, fp8_, st->attended);
   kernels::axpy(1.0, x, y);
   state = std::move(st);
@@ -52,8 +65,15 @@ Tensor AttentionBlock::backward_input(const Tensor& dy, BlockState& state) {
   auto& st = static_cast<AttentionState&>(state);
   Tensor dattended = linear_backward(dy, st.attended, wo_, fp8_, st);
   Tensor dqkv = Tensor::empty(st.qkv.shape(), dy.dtype(), dy.device());
-  kernels::attention_backward(dattended, st.qkv, st.probs, config_.seq_len, config_.n_heads, dqkv);
-  st.probs = Tensor();  // the largest activation; not needed by the weight gradients
+  if (st.lse.defined()) {
+    kernels::fused_attention_backward(dattended, st.qkv, st.out, st.lse, config_.seq_len,
+                                      config_.n_heads, dqkv);
+    st.lse = st.out = Tensor();
+  } else {
+    kernels::attention_backward(dattended, st.qkv, st.probs, config_.seq_len, config_.n_heads,
+                                dqkv);
+    st.probs = Tensor();  // the largest activation; not needed by the weight gradients
+  }
   kernels::rope_apply(dqkv, config_.seq_len, config_.n_heads, config_.rope_theta, true);
   Tensor dnormed = linear_backward(dqkv, st.normed, wqkv_, fp8_, st);
   Tensor dx = rmsnorm_backward(dnormed, st.norm, norm_, st);

@@ -3,14 +3,13 @@
 // forward / backward, AdamW, RoPE (both directions), the embedding lookup and its gradient (bit for
 // bit: the same adds in the same order), cross-entropy with its gradient (also in place), axpy,
 // scale and the sum of squares, the linear GEMMs (cuBLASLt, fp32 and bf16 operands), causal
-// attention forward and backward, the router (the CPU's expert choice exactly) and its backward and
-// bias update, the permutation plan (made on the GPU by CUB; ids out of range refused), permute /
-// unpermute and their backwards, bf16 conversion and FP8 block transposes, each against the CPU
-// reference on the same random inputs: bit for bit where the same operations run in the same
-// order, else to fp32 rounding (reductions run in another order; expf may differ in the last
-// bit). Then the device checks at kernel entries: tensors on two
-// devices are refused, and so is a CUDA tensor given to a kernel that has no CUDA implementation
-// yet.
+// attention forward and backward (kept probabilities, and fused), the router (the CPU's expert
+// choice exactly) and its backward and bias update, the permutation plan (made on the GPU by CUB;
+// ids out of range refused), permute / unpermute and their backwards, bf16 conversion and FP8 block
+// transposes, each against the CPU reference on the same random inputs: bit for bit where the same
+// operations run in the same order, else to fp32 rounding (reductions run in another order; expf
+// may differ in the last bit). Then the device checks at kernel entries: tensors on two devices are
+// refused, and so is a CUDA tensor given to a kernel that has no CUDA implementation yet.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -279,6 +278,22 @@ void check_attention(int64_t batch, int64_t seq_len, int64_t heads, int64_t head
   expect_close(std::string("attention probabilities ") + what, probsg, probs, 1e-5);
   expect_close(std::string("attention output ") + what, outg, out, 1e-5);
   expect_close(std::string("attention qkv gradient ") + what, dqkvg, dqkv, 1e-4);
+  // The fused form on the GPU (online softmax; probabilities recomputed from the log-sum-exp)
+  // against the CPU's fused form, and its output and gradients against the kept form's.
+  Tensor lse = Tensor::empty({batch, heads, seq_len}, DType::kF32), fused_out = out.clone();
+  Tensor fused_dqkv = dqkv.clone();
+  fused_attention_forward(qkv, seq_len, heads, fused_out, lse);
+  fused_attention_backward(dout, qkv, fused_out, lse, seq_len, heads, fused_dqkv);
+  Tensor lseg = Tensor::empty(lse.shape(), DType::kF32, kGpu);
+  fused_attention_forward(qkvg, seq_len, heads, outg, lseg);
+  fused_attention_backward(dout.to(kGpu), qkvg, outg, lseg, seq_len, heads, dqkvg);
+  expect_close(std::string("fused attention log-sum-exp ") + what, lseg, lse, 1e-5);
+  expect_close(std::string("fused attention output ") + what, outg, fused_out, 1e-5);
+  expect_close(std::string("fused attention output against the kept form's ") + what, outg, out,
+               1e-5);
+  expect_close(std::string("fused attention qkv gradient ") + what, dqkvg, fused_dqkv, 1e-4);
+  expect_close(std::string("fused attention qkv gradient against the kept form's ") + what, dqkvg,
+               dqkv, 1e-4);
 }
 
 void check_router(int64_t n, int64_t e, int64_t k, RouteLimit limit, uint32_t seed) {
@@ -439,6 +454,8 @@ int main() {
   check_attention(2, 37, 3, 16, seed += 10);
   check_attention(4, 128, 4, 32, seed += 10);
   check_attention(1, 512, 2, 64, seed += 10);
+  check_attention(2, 300, 2, 40, seed += 10);  // heads of 40 columns: lanes with one or two each
+  check_attention(1, 65, 1, 256, seed += 10);  // the fused kernels' widest head
   check_router(1, 2, 1, {}, seed += 10);
   check_router(333, 8, 2, {}, seed += 10);
   check_router(1024, 64, 6, {8, 3}, seed += 10);

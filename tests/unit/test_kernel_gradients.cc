@@ -181,6 +181,43 @@ TEST(KernelGradients, CausalAttention) {
   }
 }
 
+// The fused form (log-sum-exp kept, probabilities recomputed) against finite differences, its
+// output against the kept form's, and its lse against log Σ exp of the scores summed here.
+TEST(KernelGradients, FusedCausalAttention) {
+  const int64_t batch = 2, seq = 9, heads = 2, head_dim = 3, d = heads * head_dim;
+  Tensor qkv = random_tensor({batch * seq, 3 * d}, 13), r = random_tensor({batch * seq, d}, 14);
+  Tensor out = Tensor::empty({batch * seq, d}, kF64),
+         lse = Tensor::empty({batch, heads, seq}, kF64);
+  auto loss = [&] {
+    kernels::fused_attention_forward(qkv, seq, heads, out, lse);
+    return dot(out, r);
+  };
+  loss();
+  Tensor dqkv = Tensor::empty(qkv.shape(), kF64);
+  kernels::fused_attention_backward(r, qkv, out, lse, seq, heads, dqkv);
+  EXPECT_LT(gradient_error(qkv, dqkv, loss, 1e-6, 400), kBound);
+  Tensor kept = Tensor::empty(out.shape(), kF64),
+         probs = Tensor::empty({batch, heads, seq, seq}, kF64);
+  kernels::attention_forward(qkv, seq, heads, kept, probs);
+  loss();  // qkv as it was: gradient_error restores every entry it moves
+  for (int64_t i = 0; i < out.numel(); ++i)
+    EXPECT_NEAR(out.data<double>()[i], kept.data<double>()[i], 1e-12);
+  const double* x = qkv.data<double>();
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < seq; ++i) {
+        double sum = 0;
+        for (int64_t j = 0; j <= i; ++j) {
+          double score = 0;
+          for (int64_t c = 0; c < head_dim; ++c)
+            score += x[(b * seq + i) * 3 * d + h * head_dim + c] *
+                     x[(b * seq + j) * 3 * d + d + h * head_dim + c];
+          sum += std::exp(score / std::sqrt(double(head_dim)));
+        }
+        EXPECT_NEAR(lse.data<double>()[(b * heads + h) * seq + i], std::log(sum), 1e-12);
+      }
+}
+
 TEST(KernelGradients, SwiGlu) {
   Tensor gu = random_tensor({7, 10}, 13), r = random_tensor({7, 5}, 14);
   auto loss = [&] {
