@@ -112,28 +112,33 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Communicator& bootstr
     watchdog =
         std::make_shared<Watchdog>(nullptr, bootstrap.world_ranks()[bootstrap.rank()], options);
   }
-  return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(
-      comm, device, bootstrap.name() + "/nccl", bootstrap.world_ranks(), watchdog));
+  cudaStream_t stream = nullptr;
+  TANDEM_CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  SharedStream shared(stream, [](cudaStream_t s) { cudaStreamDestroy(s); });
+  return std::unique_ptr<NcclCommunicator>(
+      new NcclCommunicator(comm, device, bootstrap.name() + "/nccl", bootstrap.world_ranks(),
+                           watchdog, std::move(shared)));
 }
 
 NcclCommunicator::NcclCommunicator(ncclComm_t comm, int device, std::string name,
-                                   std::vector<int> world_ranks, std::shared_ptr<Watchdog> watchdog)
+                                   std::vector<int> world_ranks, std::shared_ptr<Watchdog> watchdog,
+                                   SharedStream stream)
     : comm_(comm),
       device_(device),
       name_(std::move(name)),
       world_ranks_(std::move(world_ranks)),
+      stream_owner_(std::move(stream)),
+      stream_(stream_owner_.get()),
       watchdog_(std::move(watchdog)) {
   TANDEM_CHECK_NCCL(ncclCommUserRank(comm_, &rank_));
   TANDEM_CHECK_NCCL(ncclCommCount(comm_, &size_));
   TANDEM_CHECK_CUDA(cudaSetDevice(device_));
-  TANDEM_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   TANDEM_CHECK_CUDA(cudaEventCreateWithFlags(&compute_done_, cudaEventDisableTiming));
 }
 
 NcclCommunicator::~NcclCommunicator() {
   if (stream_) cudaStreamSynchronize(stream_);
-  if (comm_) ncclCommDestroy(comm_);
-  if (stream_) cudaStreamDestroy(stream_);
+  if (comm_) ncclCommDestroy(comm_);  // the stream goes with its last communicator
   if (compute_done_) cudaEventDestroy(compute_done_);
 }
 
@@ -307,7 +312,7 @@ std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key) {
   return std::unique_ptr<Communicator>(new NcclCommunicator(
       comm, device_,
       name_ + "/split" + std::to_string(++splits_) + "(" + std::to_string(color) + ")", world,
-      watchdog_));
+      watchdog_, stream_owner_));
 }
 
 }  // namespace tandem::comm

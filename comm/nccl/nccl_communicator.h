@@ -1,14 +1,15 @@
-// The NCCL backend (NCCL 2.28): CUDA tensors, operations enqueued on this communicator's CUDA
-// stream after the work the device's compute stream has queued (an event orders them); a handle
-// completes when a CUDA event recorded after the operation has fired, and keeps the operation's
-// tensors alive until then. The NCCL
-// unique id travels over a bootstrap communicator (MPI or UCX), so any launcher works.
+// The NCCL backend (NCCL 2.28): CUDA tensors, operations enqueued on one CUDA stream (shared with
+// every group split from the communicator) after the work the device's compute stream has queued
+// (an event orders them); a handle completes when a CUDA event recorded after the operation has
+// fired, and keeps the operation's tensors alive until then. The NCCL unique id travels over a
+// bootstrap communicator (MPI or UCX), so any launcher works.
 #pragma once
 
 #include <cuda_runtime.h>
 #include <nccl.h>
 
 #include <memory>
+#include <type_traits>
 
 #include "comm/communicator.h"
 #include "comm/watchdog.h"
@@ -44,8 +45,13 @@ class NcclCommunicator final : public Communicator {
   cudaStream_t stream() const { return stream_; }
 
  private:
+  // The stream is shared by a communicator and every group split from it: NCCL's kernels on
+  // two communicators in two streams may run in either order on the GPU and deadlock (NCCL's
+  // guide, "Using multiple NCCL communicators concurrently"); in one stream they run in the
+  // order issued, which is the same on every rank.
+  using SharedStream = std::shared_ptr<std::remove_pointer_t<cudaStream_t>>;
   NcclCommunicator(ncclComm_t comm, int device, std::string name, std::vector<int> world_ranks,
-                   std::shared_ptr<Watchdog> watchdog);
+                   std::shared_ptr<Watchdog> watchdog, SharedStream stream);
   OpRecord begin(const char* op, size_t bytes, bool collective);
   CommHandle finish(OpRecord op, std::vector<Tensor> buffers);
 
@@ -54,6 +60,7 @@ class NcclCommunicator final : public Communicator {
   int rank_ = 0, size_ = 1;
   std::string name_;
   std::vector<int> world_ranks_;
+  SharedStream stream_owner_;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t compute_done_ = nullptr;  // recorded on the compute stream before each operation
   uint64_t seq_ = 0;

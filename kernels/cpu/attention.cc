@@ -92,6 +92,33 @@ std::vector<T> square_per_thread(int64_t seq_len) {
   return std::vector<T>(static_cast<size_t>(omp_get_max_threads()) * seq_len * seq_len);
 }
 
+// Both forms' CPU forward: the probabilities into *probs (kept form) or a per-thread scratch
+// (fused form, probs null), and each row's log-sum-exp into *lse when given.
+void forward_on_cpu(const Tensor& qkv, const AttentionShape& s, Tensor& out, Tensor* probs,
+                    Tensor* lse) {
+  dispatch_float(qkv.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* base = qkv.data<T>();
+    T* o = out.data<T>();
+    const T scale = T(1) / std::sqrt(T(s.head_dim));
+    const int64_t T_ = s.seq_len, hd = s.head_dim, W = s.width;
+    std::vector<T> scratch = probs ? std::vector<T>() : square_per_thread<T>(T_);
+    // One (sequence, head) per task; inside a parallel region OpenBLAS runs each GEMM on the
+    // calling thread.
+#pragma omp parallel for schedule(static) collapse(2)
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t h = 0; h < s.heads; ++h) {
+        const T* q = base + b * T_ * W + h * hd;
+        T* p = probs ? probs->data<T>() + (b * s.heads + h) * T_ * T_
+                     : scratch.data() + static_cast<size_t>(omp_get_thread_num()) * T_ * T_;
+        causal_softmax(q, q + s.d, T_, hd, W, scale, p,
+                       lse ? lse->data<T>() + (b * s.heads + h) * T_ : static_cast<T*>(nullptr));
+        gemm(false, false, T_, hd, T_, T(1), p, T_, q + 2 * s.d, W, T(0), o + b * T_ * s.d + h * hd,
+             s.d);
+      }
+  });
+}
+
 }  // namespace
 
 void attention_forward(const Tensor& qkv, int64_t seq_len, int64_t n_heads, Tensor& out,
@@ -106,25 +133,7 @@ void attention_forward(const Tensor& qkv, int64_t seq_len, int64_t n_heads, Tens
     return cuda::attention_forward(qkv, seq_len, n_heads, out, probs);
 #endif
   require_cpu({&qkv, &out, &probs}, "attention_forward");
-  dispatch_float(qkv.dtype(), [&](auto zero) {
-    using T = decltype(zero);
-    const T* base = qkv.data<T>();
-    T* o = out.data<T>();
-    T* p_all = probs.data<T>();
-    const T scale = T(1) / std::sqrt(T(s.head_dim));
-    const int64_t T_ = s.seq_len, hd = s.head_dim, W = s.width;
-    // One (sequence, head) per task; inside a parallel region OpenBLAS runs each GEMM on the
-    // calling thread.
-#pragma omp parallel for schedule(static) collapse(2)
-    for (int64_t b = 0; b < s.batch; ++b)
-      for (int64_t h = 0; h < s.heads; ++h) {
-        const T* q = base + b * T_ * W + h * hd;
-        T* p = p_all + (b * s.heads + h) * T_ * T_;
-        causal_softmax(q, q + s.d, T_, hd, W, scale, p, static_cast<T*>(nullptr));
-        gemm(false, false, T_, hd, T_, T(1), p, T_, q + 2 * s.d, W, T(0), o + b * T_ * s.d + h * hd,
-             s.d);
-      }
-  });
+  forward_on_cpu(qkv, s, out, &probs, nullptr);
 }
 
 void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs, int64_t seq_len,
@@ -174,24 +183,7 @@ void fused_attention_forward(const Tensor& qkv, int64_t seq_len, int64_t n_heads
     return cuda::fused_attention_forward(qkv, seq_len, n_heads, out, lse);
 #endif
   require_cpu({&qkv, &out, &lse}, "fused_attention_forward");
-  dispatch_float(qkv.dtype(), [&](auto zero) {
-    using T = decltype(zero);
-    const T* base = qkv.data<T>();
-    T* o = out.data<T>();
-    T* lse_all = lse.data<T>();
-    const T scale = T(1) / std::sqrt(T(s.head_dim));
-    const int64_t T_ = s.seq_len, hd = s.head_dim, W = s.width;
-    std::vector<T> scratch = square_per_thread<T>(T_);
-#pragma omp parallel for schedule(static) collapse(2)
-    for (int64_t b = 0; b < s.batch; ++b)
-      for (int64_t h = 0; h < s.heads; ++h) {
-        const T* q = base + b * T_ * W + h * hd;
-        T* p = scratch.data() + static_cast<size_t>(omp_get_thread_num()) * T_ * T_;
-        causal_softmax(q, q + s.d, T_, hd, W, scale, p, lse_all + (b * s.heads + h) * T_);
-        gemm(false, false, T_, hd, T_, T(1), p, T_, q + 2 * s.d, W, T(0), o + b * T_ * s.d + h * hd,
-             s.d);
-      }
-  });
+  forward_on_cpu(qkv, s, out, nullptr, &lse);
 }
 
 void fused_attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& out,

@@ -65,7 +65,7 @@ double sum_of_squares(const Tensor& x) {
 
 double sum_of_squares(const std::vector<const Tensor*>& tensors) {
   if (tensors.empty()) return 0;
-  const Device device = device_of(tensors, "sum_of_squares");
+  [[maybe_unused]] const Device device = device_of(tensors, "sum_of_squares");
 #ifdef TANDEM_HAVE_CUDA
   if (device.type == DeviceType::kCUDA) return cuda::sum_of_squares(tensors);
 #endif

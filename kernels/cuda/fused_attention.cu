@@ -69,6 +69,22 @@ __device__ float dot(const float* row, const float* other, int64_t head_dim) {
   return sum;
 }
 
+// acc (this lane's columns) += Σ_r weight_r · row (first + r) of qkv's part, for the chunk's
+// rows r < min(32, remaining), lane r holding weight_r.
+__device__ void add_weighted_rows(float (&acc)[kColumnsPerLane], float weight, const float* qkv,
+                                  const WarpRow& at, const Dims& s, int64_t first,
+                                  int64_t remaining, int part) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t rows = remaining < kWarp ? remaining : kWarp;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float w = __shfl_sync(0xffffffffu, weight, static_cast<int>(r));
+    for (int t = 0; t < kColumnsPerLane; ++t) {
+      const int64_t c = lane + t * kWarp;
+      if (c < s.head_dim) acc[t] += w * qkv[at.qkv_at(s, first + r, part, c)];
+    }
+  }
+}
+
 // out_i = Σ_j≤i softmax_j(s_ij) v_j with s_ij = q_i·k_j·scale; lse_i = log Σ_j≤i exp(s_ij).
 __global__ void fused_forward_kernel(const float* qkv, Dims s, float* out, float* lse) {
   __shared__ float q_rows[kWarpsPerBlock][kFusedAttentionMaxHeadDim];
@@ -88,14 +104,7 @@ __global__ void fused_forward_kernel(const float* qkv, Dims s, float* out, float
     const float rescale = expf(running_max - new_max);  // 0 on the first chunk
     running_sum = running_sum * rescale + warp_sum(p);
     for (int t = 0; t < kColumnsPerLane; ++t) acc[t] *= rescale;
-    const int64_t last = at.i - j0 + 1 < kWarp ? at.i - j0 + 1 : kWarp;
-    for (int64_t jj = 0; jj < last; ++jj) {
-      const float pj = __shfl_sync(0xffffffffu, p, static_cast<int>(jj));
-      for (int t = 0; t < kColumnsPerLane; ++t) {
-        const int64_t c = lane + t * kWarp;
-        if (c < s.head_dim) acc[t] += pj * qkv[at.qkv_at(s, j0 + jj, 2, c)];
-      }
-    }
+    add_weighted_rows(acc, p, qkv, at, s, j0, at.i - j0 + 1, 2);
     running_max = new_max;
   }
   for (int t = 0; t < kColumnsPerLane; ++t) {
@@ -140,14 +149,7 @@ __global__ void fused_dq_kernel(const float* qkv, const float* dout, const float
       const float p = expf(dot(q, qkv + at.qkv_at(s, j, 1, 0), s.head_dim) * s.scale - lse_i);
       ds = p * (dot(g, qkv + at.qkv_at(s, j, 2, 0), s.head_dim) - d_i) * s.scale;
     }
-    const int64_t last = at.i - j0 + 1 < kWarp ? at.i - j0 + 1 : kWarp;
-    for (int64_t jj = 0; jj < last; ++jj) {
-      const float dsj = __shfl_sync(0xffffffffu, ds, static_cast<int>(jj));
-      for (int t = 0; t < kColumnsPerLane; ++t) {
-        const int64_t c = lane + t * kWarp;
-        if (c < s.head_dim) acc[t] += dsj * qkv[at.qkv_at(s, j0 + jj, 1, c)];
-      }
-    }
+    add_weighted_rows(acc, ds, qkv, at, s, j0, at.i - j0 + 1, 1);
   }
   for (int t = 0; t < kColumnsPerLane; ++t) {
     const int64_t c = lane + t * kWarp;

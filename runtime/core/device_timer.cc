@@ -9,7 +9,7 @@ namespace tandem {
 
 namespace {
 // In the stream a device's kernels run in: the compute stream on CUDA; on the CPU, the host.
-void record_in_compute_stream(Event& event, Device device) {
+void record_in_compute_stream(Event& event, [[maybe_unused]] Device device) {
 #ifdef TANDEM_HAVE_CUDA
   if (device.type == DeviceType::kCUDA) return event.record(cuda::compute_stream(device.index));
 #endif

@@ -179,15 +179,14 @@ Tensor as_bf16(const Tensor& x) {
   return narrow;
 }
 
-// `groups` copies of one random [rows, cols] block stacked on the GPU, copy g scaled by 1 + g/64
-// so that no two are the same memory (a reused operand would sit in L2).
+// `groups` copies of one random [rows, cols] block stacked on the GPU (each its own memory, so no
+// group's operand is another's in L2), copy g scaled by 1 + g/64 so that the experts differ.
 Tensor stacked_input(int64_t groups, int64_t rows, int64_t cols, uint32_t seed) {
   const Tensor block = random_input(rows, cols, seed, false).to(Device::cuda(0));
   Tensor stacked = Tensor::empty({groups * rows, cols}, DType::kF32, Device::cuda(0));
   for (int64_t g = 0; g < groups; ++g) {
     Tensor part = stacked.rows(g * rows, (g + 1) * rows);
-    TANDEM_CHECK_CUDA(
-        cudaMemcpy(part.raw_data(), block.raw_data(), block.nbytes(), cudaMemcpyDefault));
+    part.copy_from(block);  // in the compute stream's order, before the scale
     scale(part, 1.0 + static_cast<double>(g) / 64);
   }
   return stacked;

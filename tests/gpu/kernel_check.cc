@@ -245,15 +245,17 @@ void check_linear(int64_t n, int64_t in, int64_t out, DType operands, uint32_t s
     linear_dgrad(dy, w, dx, accumulate);
     linear_dgrad(dy.to(kGpu), w.to(kGpu), dxg, accumulate);
     const std::string how = accumulate ? " (accumulating)" : "";
-    // fp32 accumulation over K in another order (and TF32 is never enabled): K·2^-24 relative;
-    // bf16 products are exact in fp32, so the bf16 operands' bound is the same.
-    expect_close("linear forward " + shape + how, yg, y, 2e-5);
-    expect_close("linear dgrad " + shape + how, dxg, dx, 2e-5);
+    // fp32 accumulation over K in another order (and TF32 is never enabled): K·2^-24 relative.
+    // bf16 products are exact in fp32, but tensor cores may sum them with truncation: 1e-4.
+    const double bound = operands == DType::kBF16 ? 1e-4 : 2e-5;
+    expect_close("linear forward " + shape + how, yg, y, bound);
+    expect_close("linear dgrad " + shape + how, dxg, dx, bound);
   }
   Tensor dw = dw0.clone(), dwg = dw0.to(kGpu);
   linear_wgrad(dy, x, dw);
   linear_wgrad(dy.to(kGpu), x.to(kGpu), dwg);
-  expect_close("linear wgrad (accumulating) " + shape, dwg, dw, 2e-5);
+  expect_close("linear wgrad (accumulating) " + shape, dwg, dw,
+               operands == DType::kBF16 ? 1e-4 : 2e-5);
 }
 
 void check_attention(int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim,

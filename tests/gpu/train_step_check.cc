@@ -6,8 +6,9 @@
 //   - train.device = "cpu" and "cuda" engines over the same steps of a synthetic data source:
 //     each step's loss and gradient norm, and the router's expert load, against the CPU run's;
 //   - the same with FP8 (cuBLASLt's block-scaled GEMMs against the CPU's emulation: looser);
-//   - the parallel engine (its multi-rank data-parallel path, with and without ZeRO-1, over two
-//     micro-batches) as a world of one on the GPU, against the CPU's single-process engine;
+//   - the parallel engine (its data-parallel path, with and without ZeRO-1, over two micro-batches)
+//     as a world of one on the GPU, against the CPU's single-process engine (a group of one
+//     skips the bucket reductions: NCCL's splits and the expert-load all-reduce run);
 // then benchmarks: tokens per second of GPU training steps of each config named on the command
 // line, and their model FLOP/s as a fraction of an fp32 cuBLASLt GEMM measured in the same run.
 #include <algorithm>
@@ -201,10 +202,6 @@ void benchmark(const std::string& path, double gemm_flops) {
 
 int main(int argc, char** argv) {
   if (gpu_check::skipped_without_gpu("train_step_check")) return 0;
-  // A world of one (no launcher: UCX's, without a store) for the parallel engine: one GPU cannot
-  // hold two NCCL ranks, so its multi-rank path runs here as one rank (buckets, ZeRO-1 shards,
-  // AdamW and the expert-load reduction on the device; NCCL's communicator and splits).
-  comm::World world = comm::join_world();
   const std::string base = argc > 1 ? argv[1] : "examples/configs/tiny.toml";
   try {
     Config config = load_config_file(base);
@@ -217,6 +214,11 @@ int main(int argc, char** argv) {
     // by an FP8 step: FP8's gradients are compared at its own resolution.
     check_gradients(fp8, 1e-3, 1e-1, "fp8");
     check_engines(fp8, 4, 2e-2, "fp8");
+    // A world of one (no launcher: UCX's, without a store) for the parallel engine: one GPU
+    // cannot hold two NCCL ranks, so its data-parallel path runs here as one rank: buckets,
+    // ZeRO-1 shards, AdamW and micro-batches on the device, NCCL's communicator, its splits and
+    // the expert-load all-reduce (the bucket reductions of a group of one are skipped).
+    comm::World world = comm::join_world();
     for (const bool zero1 : {false, true}) {
       Config data_parallel = config;
       data_parallel.parallel.zero1 = zero1;
