@@ -15,6 +15,9 @@ void attention_forward(const Tensor& qkv, int64_t seq_len, int64_t n_heads, Tens
 void attention_backward(const Tensor& dout, const Tensor& qkv, const Tensor& probs, int64_t seq_len,
                         int64_t n_heads, Tensor& dqkv);
 
+// The widest head the fused form takes on a GPU (each of a warp's lanes holds 1/32 of a row).
+inline constexpr int64_t kFusedAttentionGpuMaxHeadDim = 256;
+
 // The same output, and lse [B, H, T] = log Σ_j≤i exp(q_i·k_j / √head_dim) for each row.
 void fused_attention_forward(const Tensor& qkv, int64_t seq_len, int64_t n_heads, Tensor& out,
                              Tensor& lse);

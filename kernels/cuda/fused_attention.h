@@ -3,12 +3,12 @@
 // backward (memory O(T) per head where the kept form needs O(T²)).
 #pragma once
 
+#include "kernels/attention.h"
 #include "runtime/core/tensor.h"
 
 namespace tandem::kernels::cuda {
 
-// The largest head the fused kernels take (each lane holds head_dim / 32 of a row's columns).
-constexpr int64_t kFusedAttentionMaxHeadDim = 256;
+constexpr int64_t kFusedAttentionMaxHeadDim = kFusedAttentionGpuMaxHeadDim;
 
 void fused_attention_forward(const Tensor& qkv, int64_t seq_len, int64_t n_heads, Tensor& out,
                              Tensor& lse);

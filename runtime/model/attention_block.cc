@@ -20,10 +20,11 @@ struct AttentionState final : BlockState {
   LinearSaved attended;
 };
 
-// On a GPU the fused attention (memory O(T) per head, where the probabilities take O(T²)); the
-// CPU keeps the probabilities, the reference the gradient checks run on.
-bool fused_attention_on(Device device) {
-  return device.type == DeviceType::kCUDA;
+// On a GPU the fused attention (memory O(T) per head, where the probabilities take O(T²)) for
+// heads it takes, else the kept form; the CPU keeps the probabilities, the reference the gradient
+// checks run on.
+bool fused_attention_on(Device device, int64_t head_dim) {
+  return device.type == DeviceType::kCUDA && head_dim <= kernels::kFusedAttentionGpuMaxHeadDim;
 }
 }  // namespace
 
@@ -46,7 +47,7 @@ Tensor AttentionBlock::forward(const Tensor& x, std::unique_ptr<BlockState>& sta
   st->qkv = linear(rmsnorm(x, norm_, config_.norm_eps, st->norm), wqkv_, fp8_, st->normed);
   kernels::rope_apply(st->qkv, config_.seq_len, config_.n_heads, config_.rope_theta, false);
   Tensor attended = Tensor::empty({n, config_.d_model}, x.dtype(), x.device());
-  if (fused_attention_on(x.device())) {
+  if (fused_attention_on(x.device(), config_.d_model / config_.n_heads)) {
     st->lse = Tensor::empty({batch, config_.n_heads, config_.seq_len}, x.dtype(), x.device());
     kernels::fused_attention_forward(st->qkv, config_.seq_len, config_.n_heads, attended, st->lse);
     st->out = attended;

@@ -282,11 +282,20 @@ void check_attention(int64_t batch, int64_t seq_len, int64_t heads, int64_t head
   expect_close(std::string("attention qkv gradient ") + what, dqkvg, dqkv, 1e-4);
   // The fused form on the GPU (online softmax; probabilities recomputed from the log-sum-exp)
   // against the CPU's fused form, and its output and gradients against the kept form's.
-  Tensor lse = Tensor::empty({batch, heads, seq_len}, DType::kF32), fused_out = out.clone();
-  Tensor fused_dqkv = dqkv.clone();
+  // Fresh outputs full of NaN: an element a fused kernel does not write fails the comparisons.
+  const auto nans = [](const Shape& shape, Device device) {
+    Tensor t = Tensor::empty(shape, DType::kF32);
+    std::fill(t.data<float>(), t.data<float>() + t.numel(), NAN);
+    return t.to(device);
+  };
+  Tensor lse = nans({batch, heads, seq_len}, Device::cpu()),
+         fused_out = nans(out.shape(), Device::cpu());
+  Tensor fused_dqkv = nans(dqkv.shape(), Device::cpu());
   fused_attention_forward(qkv, seq_len, heads, fused_out, lse);
   fused_attention_backward(dout, qkv, fused_out, lse, seq_len, heads, fused_dqkv);
-  Tensor lseg = Tensor::empty(lse.shape(), DType::kF32, kGpu);
+  Tensor lseg = nans(lse.shape(), kGpu);
+  outg = nans(out.shape(), kGpu);
+  dqkvg = nans(dqkv.shape(), kGpu);
   fused_attention_forward(qkvg, seq_len, heads, outg, lseg);
   fused_attention_backward(dout.to(kGpu), qkvg, outg, lseg, seq_len, heads, dqkvg);
   expect_close(std::string("fused attention log-sum-exp ") + what, lseg, lse, 1e-5);
