@@ -182,4 +182,20 @@ void check_row_blocks(const Tensor& send, const std::vector<RowBlock>& sends, co
     }
 }
 
+std::unique_ptr<Communicator> Communicator::split_some(int color, int key) {
+  TANDEM_CHECK(color < size(), "split_some on ", name(), ": color ", color, " must be below ",
+               size(), " (the colors above are the ranks staying out)");
+  std::unique_ptr<Communicator> group = split(color < 0 ? size() + rank() : color, key);
+  if (color < 0) group.reset();
+  return group;
+}
+
+void connect_peers(Communicator& group) {
+  const std::vector<int64_t> ones(group.size(), 1);
+  Tensor send = Tensor::zeros({group.size()}, DType::kU8);
+  if (group.device().type != DeviceType::kCPU) send = send.to(group.device());
+  Tensor recv = Tensor::empty({group.size()}, DType::kU8, group.device());
+  group.all_to_all_v(send, ones, recv, ones).wait();
+}
+
 }  // namespace tandem::comm

@@ -74,6 +74,8 @@ class Communicator {
   // The job's watchdog (flight recorder, store), shared by every group of the process; null for
   // a communicator that has none.
   virtual std::shared_ptr<Watchdog> watchdog() const { return nullptr; }
+  // Where the tensors it moves must live: the host for MPI and UCX, the GPU for NCCL.
+  virtual Device device() const { return Device::cpu(); }
 
   // In place over every rank's tensor. Reductions need fp32, fp64, int32 or int64.
   virtual CommHandle all_reduce(Tensor& tensor, ReduceOp op = ReduceOp::kSum) = 0;
@@ -99,6 +101,10 @@ class Communicator {
   virtual CommHandle barrier() = 0;
   // Ranks with the same color form a new group, ordered by key (then by rank). Collective.
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+  // The same where a rank may stay out: with color < 0 it takes part and gets null, so disjoint
+  // groups are made in one call. The members' colors must be below size(): by default the ranks
+  // outside each form a group of one (color size() + rank), which is then dropped.
+  virtual std::unique_ptr<Communicator> split_some(int color, int key);
 };
 
 // Bytes per row of the leading dimension (0 for an empty tensor).
@@ -108,6 +114,11 @@ size_t row_bytes(const Tensor& tensor);
 size_t check_all_to_all_v(const Tensor& send, const std::vector<int64_t>& send_rows,
                           const Tensor& recv, const std::vector<int64_t>& recv_rows,
                           int group_size);
+// One byte to and from every rank of the group, waited for. NCCL connects a pair of ranks on
+// their first point-to-point operation, blocking the host until both reach it; groups whose
+// operations ranks issue in orders that differ (the two expert groups under F&B interleaving, the
+// pipeline channels) connect first, in one order on every rank. Collective.
+void connect_peers(Communicator& group);
 // One number reduced over the group, in fp64 (losses, norms, timings); blocks until done.
 double all_reduce_value(Communicator& group, double value, ReduceOp op = ReduceOp::kSum);
 

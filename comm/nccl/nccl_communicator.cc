@@ -1,6 +1,8 @@
 // NCCL backend: collectives, grouped send/recv for all-to-all-v, split.
 #include "comm/nccl/nccl_communicator.h"
 
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 
 #include "runtime/core/cuda/cuda_check.h"
@@ -53,12 +55,15 @@ void check_cuda_tensor(const Tensor& t, int device, const char* op) {
 class NcclWork final : public Work {
  public:
   NcclWork(cudaEvent_t event, OpRecord op, std::shared_ptr<Watchdog> watchdog, ncclComm_t comm,
-           std::vector<Tensor> buffers)
+           std::vector<Tensor> buffers, std::shared_ptr<std::atomic<int64_t>> in_flight)
       : event_(event),
         op_(std::move(op)),
         watchdog_(std::move(watchdog)),
         comm_(comm),
-        buffers_(std::move(buffers)) {}
+        buffers_(std::move(buffers)),
+        in_flight_(std::move(in_flight)) {
+    ++*in_flight_;
+  }
   ~NcclWork() override { cudaEventDestroy(event_); }
   bool test() override {
     if (done_) return true;
@@ -71,6 +76,7 @@ class NcclWork final : public Work {
     }
     TANDEM_CHECK_CUDA(status);
     done_ = true;
+    --*in_flight_;
     buffers_.clear();  // the caching allocator may hand them to the compute stream again
     watchdog_->complete(op_);
     return true;
@@ -88,6 +94,8 @@ class NcclWork final : public Work {
   // The operation's tensors, kept alive until its event: their memory, freed on the compute
   // stream, would otherwise be reused there while NCCL still reads or writes it.
   std::vector<Tensor> buffers_;
+  // The communicator's count of operations not seen complete (an abandoned one stays counted).
+  std::shared_ptr<std::atomic<int64_t>> in_flight_;
   bool done_ = false;
 };
 
@@ -102,6 +110,10 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Communicator& bootstr
   std::memcpy(bytes.raw_data(), &id, sizeof id);
   bootstrap.broadcast(bytes, 0).wait();
   std::memcpy(&id, bytes.raw_data(), sizeof id);
+  // Collectives connect their peers when a communicator is made, not on first use (NCCL's
+  // default since 2.22, which blocks the host until every peer reaches the same operation): the
+  // ranks issue operations of different groups in different orders. A value already set is kept.
+  setenv("NCCL_RUNTIME_CONNECT", "0", /*overwrite=*/0);
   ncclComm_t comm;
   TANDEM_CHECK_NCCL(ncclCommInitRank(&comm, bootstrap.size(), id, bootstrap.rank()));
   // The bootstrap's watchdog, so NCCL's operations are in the same flight record.
@@ -112,33 +124,34 @@ std::unique_ptr<NcclCommunicator> NcclCommunicator::create(Communicator& bootstr
     watchdog =
         std::make_shared<Watchdog>(nullptr, bootstrap.world_ranks()[bootstrap.rank()], options);
   }
-  cudaStream_t stream = nullptr;
-  TANDEM_CHECK_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  SharedStream shared(stream, [](cudaStream_t s) { cudaStreamDestroy(s); });
-  return std::unique_ptr<NcclCommunicator>(
-      new NcclCommunicator(comm, device, bootstrap.name() + "/nccl", bootstrap.world_ranks(),
-                           watchdog, std::move(shared)));
+  return std::unique_ptr<NcclCommunicator>(new NcclCommunicator(
+      comm, device, bootstrap.name() + "/nccl", bootstrap.world_ranks(), watchdog));
 }
 
 NcclCommunicator::NcclCommunicator(ncclComm_t comm, int device, std::string name,
-                                   std::vector<int> world_ranks, std::shared_ptr<Watchdog> watchdog,
-                                   SharedStream stream)
+                                   std::vector<int> world_ranks, std::shared_ptr<Watchdog> watchdog)
     : comm_(comm),
       device_(device),
       name_(std::move(name)),
       world_ranks_(std::move(world_ranks)),
-      stream_owner_(std::move(stream)),
-      stream_(stream_owner_.get()),
       watchdog_(std::move(watchdog)) {
   TANDEM_CHECK_NCCL(ncclCommUserRank(comm_, &rank_));
   TANDEM_CHECK_NCCL(ncclCommCount(comm_, &size_));
   TANDEM_CHECK_CUDA(cudaSetDevice(device_));
+  TANDEM_CHECK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   TANDEM_CHECK_CUDA(cudaEventCreateWithFlags(&compute_done_, cudaEventDisableTiming));
 }
 
 NcclCommunicator::~NcclCommunicator() {
-  if (stream_) cudaStreamSynchronize(stream_);
-  if (comm_) ncclCommDestroy(comm_);  // the stream goes with its last communicator
+  if (*in_flight_ > 0) {
+    // Left behind by an error (a receive whose peer is gone): waiting for the stream would hang
+    // the exit that reports it, so the communicator is aborted instead.
+    if (comm_) ncclCommAbort(comm_);
+  } else {
+    if (stream_) cudaStreamSynchronize(stream_);
+    if (comm_) ncclCommDestroy(comm_);
+  }
+  if (stream_) cudaStreamDestroy(stream_);
   if (compute_done_) cudaEventDestroy(compute_done_);
 }
 
@@ -161,8 +174,8 @@ CommHandle NcclCommunicator::finish(OpRecord op, std::vector<Tensor> buffers) {
   cudaEvent_t event;
   TANDEM_CHECK_CUDA(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
   TANDEM_CHECK_CUDA(cudaEventRecord(event, stream_));
-  return CommHandle(
-      std::make_unique<NcclWork>(event, std::move(op), watchdog_, comm_, std::move(buffers)));
+  return CommHandle(std::make_unique<NcclWork>(event, std::move(op), watchdog_, comm_,
+                                               std::move(buffers), in_flight_));
 }
 
 CommHandle NcclCommunicator::all_reduce(Tensor& tensor, ReduceOp op) {
@@ -283,12 +296,14 @@ CommHandle NcclCommunicator::barrier() {
 }
 
 std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key) {
+  TANDEM_CHECK(color >= 0, "split on ", name_, ": color ", color, " must be non-negative");
+  return split_some(color, key);
+}
+
+std::unique_ptr<Communicator> NcclCommunicator::split_some(int color, int key) {
   ncclComm_t comm = nullptr;
-  TANDEM_CHECK_NCCL(ncclCommSplit(comm_, color, key, &comm, nullptr));
-  TANDEM_CHECK(comm != nullptr, "ncclCommSplit gave no communicator for color ", color);
-  int new_rank = 0, new_size = 0;
-  TANDEM_CHECK_NCCL(ncclCommUserRank(comm, &new_rank));
-  TANDEM_CHECK_NCCL(ncclCommCount(comm, &new_size));
+  TANDEM_CHECK_NCCL(
+      ncclCommSplit(comm_, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &comm, nullptr));
   // World ranks of the new group: gather (color, key, world rank) on the parent over NCCL would
   // need device buffers; the members are recomputed from an all-gather on a host copy instead.
   Tensor mine = Tensor::empty({3}, DType::kI64);
@@ -298,6 +313,14 @@ std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key) {
   Tensor device_mine = mine.to(Device::cuda(device_));
   Tensor device_all = Tensor::empty({3 * size_}, DType::kI64, Device::cuda(device_));
   all_gather(device_mine, device_all).wait();
+  if (color < 0) {
+    TANDEM_CHECK(comm == nullptr, "ncclCommSplit gave a communicator to a rank that stayed out");
+    return nullptr;
+  }
+  TANDEM_CHECK(comm != nullptr, "ncclCommSplit gave no communicator for color ", color);
+  int new_rank = 0, new_size = 0;
+  TANDEM_CHECK_NCCL(ncclCommUserRank(comm, &new_rank));
+  TANDEM_CHECK_NCCL(ncclCommCount(comm, &new_size));
   const Tensor all = device_all.to(Device::cpu());
   std::vector<std::tuple<int64_t, int, int>> members;
   for (int p = 0; p < size_; ++p) {
@@ -312,7 +335,7 @@ std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key) {
   return std::unique_ptr<Communicator>(new NcclCommunicator(
       comm, device_,
       name_ + "/split" + std::to_string(++splits_) + "(" + std::to_string(color) + ")", world,
-      watchdog_, stream_owner_));
+      watchdog_));
 }
 
 }  // namespace tandem::comm

@@ -1,15 +1,23 @@
-// The NCCL backend (NCCL 2.28): CUDA tensors, operations enqueued on one CUDA stream (shared with
-// every group split from the communicator) after the work the device's compute stream has queued
-// (an event orders them); a handle completes when a CUDA event recorded after the operation has
-// fired, and keeps the operation's tensors alive until then. The NCCL unique id travels over a
-// bootstrap communicator (MPI or UCX), so any launcher works.
+// The NCCL backend (NCCL 2.28): CUDA tensors, each communicator's operations enqueued on its own
+// CUDA stream after the work the device's compute stream has queued (an event orders them); a
+// handle completes when a CUDA event recorded after the operation has fired, and keeps the
+// operation's tensors alive until then. The NCCL unique id travels over a bootstrap communicator
+// (MPI or UCX), so any launcher works.
+//
+// One stream per communicator, as PyTorch's ProcessGroupNCCL does: the executor issues the
+// operations of different groups in an order that differs between ranks (a forward micro-batch's
+// all-to-all and a backward one's, interleaved by which is ready first; a gradient bucket's
+// reduction and an expert exchange), and in one shared stream each rank's queue would then wait
+// behind an operation its peer issues only later — a deadlock. In separate streams they progress
+// side by side, which needs their kernels to fit on the GPU at once (NCCL's guide, "Using multiple
+// NCCL communicators concurrently"): a handful of groups with NCCL's few blocks each do.
 #pragma once
 
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <atomic>
 #include <memory>
-#include <type_traits>
 
 #include "comm/communicator.h"
 #include "comm/watchdog.h"
@@ -28,6 +36,7 @@ class NcclCommunicator final : public Communicator {
   const std::string& name() const override { return name_; }
   const std::vector<int>& world_ranks() const override { return world_ranks_; }
   std::shared_ptr<Watchdog> watchdog() const override { return watchdog_; }
+  Device device() const override { return Device::cuda(device_); }
 
   CommHandle all_reduce(Tensor& tensor, ReduceOp op) override;
   CommHandle reduce_scatter(const Tensor& input, Tensor& output, ReduceOp op) override;
@@ -41,17 +50,14 @@ class NcclCommunicator final : public Communicator {
   CommHandle recv(Tensor& tensor, int peer, int tag) override;
   CommHandle barrier() override;
   std::unique_ptr<Communicator> split(int color, int key) override;
+  // The ranks outside take part as NCCL_SPLIT_NOCOLOR.
+  std::unique_ptr<Communicator> split_some(int color, int key) override;
 
   cudaStream_t stream() const { return stream_; }
 
  private:
-  // The stream is shared by a communicator and every group split from it: NCCL's kernels on
-  // two communicators in two streams may run in either order on the GPU and deadlock (NCCL's
-  // guide, "Using multiple NCCL communicators concurrently"); in one stream they run in the
-  // order issued, which is the same on every rank.
-  using SharedStream = std::shared_ptr<std::remove_pointer_t<cudaStream_t>>;
   NcclCommunicator(ncclComm_t comm, int device, std::string name, std::vector<int> world_ranks,
-                   std::shared_ptr<Watchdog> watchdog, SharedStream stream);
+                   std::shared_ptr<Watchdog> watchdog);
   OpRecord begin(const char* op, size_t bytes, bool collective);
   CommHandle finish(OpRecord op, std::vector<Tensor> buffers);
 
@@ -60,10 +66,10 @@ class NcclCommunicator final : public Communicator {
   int rank_ = 0, size_ = 1;
   std::string name_;
   std::vector<int> world_ranks_;
-  SharedStream stream_owner_;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t compute_done_ = nullptr;  // recorded on the compute stream before each operation
   uint64_t seq_ = 0;
+  std::shared_ptr<std::atomic<int64_t>> in_flight_ = std::make_shared<std::atomic<int64_t>>(0);
   int splits_ = 0;
   std::shared_ptr<Watchdog> watchdog_;
 };

@@ -20,6 +20,7 @@ class LatencyCommunicator final : public comm::Communicator {
   int size() const override { return inner_.size(); }
   const std::string& name() const override { return inner_.name(); }
   const std::vector<int>& world_ranks() const override { return inner_.world_ranks(); }
+  Device device() const override { return inner_.device(); }
   comm::CommHandle all_reduce(Tensor& t, comm::ReduceOp op) override {
     return inner_.all_reduce(t, op);
   }
