@@ -126,6 +126,9 @@ ExpertDispatcher::ExpertDispatcher(Communicator& expert_group, int64_t n_experts
                             shared_->group_rank() == group_.rank()),
                "the shared memory given to the expert dispatcher on ", group_.name(),
                " was opened over a different group");
+  TANDEM_CHECK(!shared_ || group_.device().type == DeviceType::kCPU, "expert rows of ",
+               group_.name(), " are on ", group_.device().to_string(),
+               ", which the node's shared memory cannot hold; move them as messages");
   if (shared_) {
     control_ = shared_->empty({kControlLine * group_.size()}, DType::kI64);
     control_.zero_();
@@ -133,10 +136,14 @@ ExpertDispatcher::ExpertDispatcher(Communicator& expert_group, int64_t n_experts
   TANDEM_USER_CHECK(n_experts % expert_group.size() == 0, "model.n_routed_experts = ", n_experts,
                     " is not divisible by the expert-parallel group size ", expert_group.size());
   experts_per_rank_ = n_experts / expert_group.size();
+  // On NCCL the first exchange would connect the peers, which blocks until each peer reaches it:
+  // under F&B interleaving the forward's and the backward's groups meet in either order.
+  if (group_.device().type != DeviceType::kCPU) connect_peers(group_);
 }
 
 Tensor ExpertDispatcher::expert_output(Shape shape, DType dtype) {
-  return shared_ ? shared_->empty(std::move(shape), dtype) : Tensor::empty(std::move(shape), dtype);
+  return shared_ ? shared_->empty(std::move(shape), dtype)
+                 : Tensor::empty(std::move(shape), dtype, group_.device());
 }
 
 void ExpertDispatcher::check_previous_finished() {
@@ -159,11 +166,14 @@ PendingPlan ExpertDispatcher::start_plan(const Tensor& expert_ids) {
   DispatchLayout& layout = pending.layout;
   layout.tokens = expert_ids.dim(0);
   layout.plan = kernels::make_permute_plan(expert_ids, n_experts_);
-  // Counts for each peer's local experts travel as one int64 row per peer.
-  pending.send_counts = Tensor::empty({peers, local}, DType::kI64);
-  pending.recv_counts = Tensor::empty({peers, local}, DType::kI64);
+  // Counts for each peer's local experts travel as one int64 row per peer, in the memory the
+  // group moves (a GPU's for NCCL: the plan's offsets are on the host either way).
+  Tensor counts = Tensor::empty({peers, local}, DType::kI64);
   for (int64_t e = 0; e < peers * local; ++e)
-    pending.send_counts.data<int64_t>()[e] = layout.plan.rows_for_expert(e);
+    counts.data<int64_t>()[e] = layout.plan.rows_for_expert(e);
+  const Device device = group_.device();
+  pending.send_counts = device.type == DeviceType::kCPU ? counts : counts.to(device);
+  pending.recv_counts = Tensor::empty({peers, local}, DType::kI64, device);
   const std::vector<int64_t> ones(peers, 1);
   pending.handle = group_.all_to_all_v(pending.send_counts, ones, pending.recv_counts, ones);
   return pending;
@@ -174,7 +184,10 @@ DispatchLayout ExpertDispatcher::finish_plan(PendingPlan& pending) {
   const int peers = group_.size();
   const int64_t local = experts_per_rank_;
   DispatchLayout layout = std::move(pending.layout);
-  const int64_t* recv = pending.recv_counts.data<int64_t>();
+  const Tensor counts = pending.recv_counts.device().type == DeviceType::kCPU
+                            ? pending.recv_counts
+                            : pending.recv_counts.to(Device::cpu());
+  const int64_t* recv = counts.data<int64_t>();
   layout.recv_by_expert.assign(recv, recv + peers * local);
   layout.expert_offsets.assign(local + 1, 0);
   for (int p = 0; p < peers; ++p)
@@ -246,11 +259,11 @@ PendingRows ExpertDispatcher::start_exchange(const Tensor& source,
   PendingRows pending;
   pending.source = source;
   if (gather) {
-    pending.source =
-        Tensor::empty(with_rows(source, gather->n_tokens * gather->top_k), source.dtype());
+    pending.source = Tensor::empty(with_rows(source, gather->n_tokens * gather->top_k),
+                                   source.dtype(), source.device());
     kernels::permute_rows(source, *gather, pending.source);
   }
-  pending.rows = Tensor::empty(with_rows(source, rows), source.dtype());
+  pending.rows = Tensor::empty(with_rows(source, rows), source.dtype(), source.device());
   pending.bytes_to_peers =
       rows_to_peers(sends, group_.rank()) * static_cast<int64_t>(bytes_per_row(source));
   pending.handle = group_.exchange_rows(pending.source, sends, pending.rows, recvs);
@@ -378,13 +391,14 @@ PendingRows ExpertDispatcher::start_combine(const Tensor& expert_out, const Tens
   const int64_t slots = layout.tokens * layout.plan.top_k, d = expert_out.dim(1);
   // bf16 outputs travel as bf16 (half the bytes) and are summed in fp32.
   const DType sum_dtype = expert_out.dtype() == DType::kBF16 ? DType::kF32 : expert_out.dtype();
-  Tensor y = Tensor::empty({layout.tokens, d}, sum_dtype);
+  Tensor y = Tensor::empty({layout.tokens, d}, sum_dtype, expert_out.device());
 
   if (!shared_) {
     // The received rows are the rows kept for the backward: widened once when bf16, else as is.
     PendingRows pending = start_exchange(expert_out, nullptr, slots, expert_side, token_side);
     const Tensor back = pending.rows;
-    Tensor wide = back.dtype() == sum_dtype ? back : Tensor::empty(back.shape(), sum_dtype);
+    Tensor wide =
+        back.dtype() == sum_dtype ? back : Tensor::empty(back.shape(), sum_dtype, back.device());
     pending.finish = [back, wide, gate_weights, plan = layout.plan, y]() mutable {
       if (back.dtype() != wide.dtype()) kernels::convert(back, wide);
       kernels::unpermute_weighted(wide, gate_weights, plan, y);

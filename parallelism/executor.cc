@@ -4,6 +4,8 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "parallelism/pipeline_channels.h"
+
 namespace tandem::parallel {
 
 namespace {
@@ -82,14 +84,14 @@ StepTimeline PipelineExecutor::execute(const std::vector<Instruction>& program,
 
   // Message tags: (kind, direction, receiving stage, micro-batch) → a unique small integer, below
   // 2^23 (Open MPI's smallest MPI_TAG_UB among its transports).
-  const int64_t tags = 2LL * layout_.n_directions() * n_stages * microbatches;
+  const int64_t tags = int64_t{pipeline_message_classes(layout_)} * microbatches;
   TANDEM_USER_CHECK(tags < (int64_t{1} << 23), "pipeline message tags would reach ", tags, " (2 × ",
                     layout_.n_directions(), " directions × ", n_stages, " stages × ", microbatches,
                     " micro-batches), past the 2^23 the transports allow; lower "
                     "parallel.microbatches");
   auto tag = [&](int kind, int direction, int stage, int64_t mb) {
-    return static_cast<int>(
-        ((kind * layout_.n_directions() + direction) * n_stages + stage) * microbatches + mb);
+    return pipeline_message_tag(layout_, static_cast<PipelineMessageKind>(kind), direction, stage,
+                                mb);
   };
   auto activation = [&](int c) {
     const int64_t d = chunks_[c]->hidden_size();

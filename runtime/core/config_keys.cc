@@ -73,8 +73,9 @@ const std::vector<ConfigKey>& config_keys() {
       TANDEM_KEY(train, device,
                  "Where the training step runs: \"cpu\" (the reference) or \"cuda\" (one GPU "
                  "per rank: a lone process's first visible one, else its local rank's on its "
-                 "node; data parallelism only so far, parallel.pp = 1 and parallel.ep = 1, with "
-                 "the reductions on NCCL; fp32 master weights, FP8 on Hopper). \"cuda\" needs a "
+                 "node; pipeline messages, the expert dispatch and the reductions on NCCL, the "
+                 "expert rows as messages (comm.dispatch = \"flat\"); fp32 master weights, FP8 "
+                 "on Hopper). \"cuda\" needs a "
                  "build with CUDA and a usable "
                  "GPU, and is refused (exit 2, saying what is missing) where either lacks: never "
                  "a silent fallback to the CPU."),

@@ -115,8 +115,8 @@ JobResult run_job(Config config, const JobOutputs& outputs, const JobHooks& hook
     start_process_heartbeat();
     validate_config(config);
     // The grid is checked before any rank talks to another (in one process too: parallel.ep = 4
-    // there is refused, not ignored), and so are the grids a GPU job runs on so far (data
-    // parallelism over NCCL), before whether this machine has a GPU.
+    // there is refused, not ignored), and so are the expert exchanges a GPU job cannot use
+    // (through host memory), before whether this machine has a GPU.
     launch = comm::detect_launch();
     check_device_grid(config, launch.world_size);
     require_device(config.train.device);

@@ -8,6 +8,7 @@
 
 #include "comm/topology.h"
 #include "kernels/optimizer.h"
+#include "parallelism/pipeline_channels.h"
 #include "runtime/core/device_timer.h"
 #include "runtime/core/logging.h"
 #include "runtime/core/output_file.h"
@@ -32,15 +33,18 @@ Device engine_device(const Config& config, comm::World& world) {
 }  // namespace
 
 void check_device_grid(const Config& config, int world_size) {
-  if (config.train.device == DeviceType::kCPU) return;
-  const ParallelConfig& p = config.parallel;
-  TANDEM_USER_CHECK(p.pp == 1 && p.ep == 1, "config: train.device = \"",
-                    choice_name(config.train.device),
-                    "\" runs data parallelism so far (parallel.pp = 1, parallel.ep = 1; this job "
-                    "has pp ",
-                    p.pp, ", ep ", p.ep, " over ", world_size,
-                    " ranks): the pipeline's messages and the expert dispatch are not on NCCL yet; "
-                    "set parallel.pp = 1 and parallel.ep = 1, or train.device = \"cpu\"");
+  if (config.train.device == DeviceType::kCPU || config.parallel.ep == 1) return;
+  const CommConfig& c = config.comm;
+  // Both move expert rows through the node's host memory, which a GPU's rows are not in.
+  TANDEM_USER_CHECK(
+      c.dispatch == ExpertDispatchMode::kFlat, "config: comm.dispatch = \"",
+      choice_name(c.dispatch), "\" stages expert rows in host shared memory, but ",
+      "train.device = \"cuda\" keeps them on the GPU (parallel.ep = ", config.parallel.ep, " over ",
+      world_size, " ranks); set comm.dispatch = \"flat\", which moves them as NCCL messages");
+  TANDEM_USER_CHECK(c.expert_exchange != ExpertExchange::kSharedMemory,
+                    "config: comm.expert_exchange = \"shared_memory\" moves expert rows through ",
+                    "host memory, but train.device = \"cuda\" keeps them on the GPU; set ",
+                    "comm.expert_exchange = \"messages\" or \"auto\" (NCCL messages there)");
 }
 
 std::vector<MoeFfnBlock*> moe_blocks_by_layer(
@@ -119,10 +123,12 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
           "implemented for \"flat\"); the experts still compute in FP8");
   }
   if (shape_.ep > 1 && !hierarchical) {
-    std::string why_not;
-    std::shared_ptr<comm::NodeSharedMemory> shared = comm::shared_memory_for_rows(
-        grid_->expert(), config.comm.expert_exchange, static_cast<int>(config.comm.ranks_per_node),
-        comm_timeout_ms(config.comm), &why_not);
+    std::string why_not = "train.device = \"cuda\" moves them as NCCL messages";
+    std::shared_ptr<comm::NodeSharedMemory> shared;
+    if (device == DeviceType::kCPU)
+      shared = comm::shared_memory_for_rows(grid_->expert(), config.comm.expert_exchange,
+                                            static_cast<int>(config.comm.ranks_per_node),
+                                            comm_timeout_ms(config.comm), &why_not);
     note_expert_exchange(shared != nullptr, why_not, "expert rows move");
     auto dispatcher = [&](comm::Communicator& group) {
       comm::Communicator* used = &group;
@@ -138,8 +144,22 @@ ParallelEngine::ParallelEngine(const Config& config, comm::World& world,
   std::vector<parallel::ChunkComm> chunk_comm(
       chunks_.size(), parallel::ChunkComm{forward_dispatcher_.get(), backward_dispatcher_.get(),
                                           hierarchical_dispatcher_.get(), nullptr});
-  executor_ = std::make_unique<parallel::PipelineExecutor>(
-      layout, at.stage, grid_->pipeline(), chunk_ptrs, chunk_comm, config.parallel.overlap);
+  // NCCL pairs messages by order alone: each channel of the pipeline becomes a group of its own,
+  // once the programs this job runs (training, evaluation) are known to keep every channel in
+  // order. Host backends match by tag and need none, unless a test asks for the CPU twin.
+  comm::Communicator* pipeline = &grid_->pipeline();
+  if (shape_.pp > 1 && (device != DeviceType::kCPU || options_.ordered_pipeline_channels)) {
+    const std::vector<parallel::PipelineChannel> channels = parallel::pipeline_channels(
+        layout, {schedule_.ranks, parallel::forward_only(layout, config.parallel.microbatches)});
+    pipeline_channels_ = std::make_unique<comm::OrderedChannels>(
+        *pipeline, parallel::pipeline_message_classes(layout), parallel::channel_rounds(channels));
+    pipeline = pipeline_channels_.get();
+    if (world_rank_ == 0)
+      log_info("pipeline messages on ", channels.size(),
+               " ordered channels (a two-rank group each)");
+  }
+  executor_ = std::make_unique<parallel::PipelineExecutor>(layout, at.stage, *pipeline, chunk_ptrs,
+                                                           chunk_comm, config.parallel.overlap);
 
   // One bucket per (block, dense or expert) of each chunk. Later stages and later blocks finish
   // their backward first (under DualPipe, chunk 1 before chunk 0), so they are reduced first.

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "comm/expert_dispatch.h"
+#include "comm/ordered_channels.h"
 #include "comm/traffic.h"
 #include "parallelism/executor.h"
 #include "parallelism/gradient_sync.h"
@@ -29,10 +30,9 @@ namespace tandem {
 std::vector<MoeFfnBlock*> moe_blocks_by_layer(
     const std::vector<std::unique_ptr<ModelChunk>>& chunks);
 
-// The grids train.device = "cuda" runs on so far, refused otherwise (a configuration error,
-// before any rank talks): data parallelism (and ZeRO-1) with parallel.pp = 1 and parallel.ep = 1.
-// Pipeline messages need NCCL's point-to-point in one posting order per peer (the executor posts
-// receives ahead, in the order tags allow), and the expert dispatch plans its rows on the host.
+// What train.device = "cuda" cannot run, refused as a configuration error before any rank talks:
+// expert rows staged in the node's host shared memory (comm.dispatch = "hierarchical",
+// comm.expert_exchange = "shared_memory"); on the GPU they move as NCCL messages.
 void check_device_grid(const Config& config, int world_size);
 
 struct ParallelEngineOptions {
@@ -42,6 +42,9 @@ struct ParallelEngineOptions {
   // Receives every step's events (instructions, pipeline messages, all-to-alls, weight gradients,
   // reductions) when set; tests observe the schedule with it.
   StepEventLog* events = nullptr;
+  // The pipeline's messages on ordered channels on the CPU too, matched by order as NCCL
+  // matches them (tests run the GPU's pipeline transport on MPI and UCX with it).
+  bool ordered_pipeline_channels = false;
   // An embedding program's tokens instead of data.path's files.
   std::shared_ptr<const DataSource> data_source;
 };
@@ -85,6 +88,7 @@ class ParallelEngine final : public TrainEngine {
   parallel::GridShape shape_;
   parallel::Schedule schedule_;
   std::unique_ptr<parallel::ProcessGrid> grid_;
+  std::unique_ptr<comm::OrderedChannels> pipeline_channels_;  // on NCCL: the pipeline's
   DataLoader loader_;
   std::vector<std::unique_ptr<ModelChunk>> chunks_;
   std::vector<std::unique_ptr<comm::Communicator>> wrapped_expert_groups_;

@@ -67,11 +67,14 @@ want_rc=2 expect_error 'train.device = "cuda" needs model.dtype = "fp32", got "f
 want_rc=2 expect_error 'routes at most model.top_k = 32 experts' "$cfg" --set train.device=cuda \
   --set model.n_routed_experts=64 --set model.top_k=33
 want_rc=2 expect_error 'is not one of "cpu", "cuda"' "$cfg" --set train.device=gpu
-# The grids a GPU job cannot run yet (pipeline, expert parallelism) are refused as such, before
-# whether a GPU is there.
-want_rc=2 expect_error 'train.device = "cuda" runs data parallelism so far (parallel.pp = 1, parallel.ep = 1; this job has pp 2, ep 1 over 1 ranks)' \
-  "$cfg" --set train.device=cuda --set parallel.pp=2
-
+# The expert exchanges that stage rows in host memory are refused on the GPU as such, before
+# whether a GPU is there; a pipeline grid gets as far as the missing GPU.
+want_rc=2 expect_error 'comm.dispatch = "hierarchical" stages expert rows in host shared memory, but train.device = "cuda" keeps them on the GPU (parallel.ep = 2 over 1 ranks); set comm.dispatch = "flat"' \
+  "$cfg" --set train.device=cuda --set parallel.ep=2 --set comm.dispatch=hierarchical
+want_rc=2 expect_error 'comm.expert_exchange = "shared_memory" moves expert rows through host memory, but train.device = "cuda" keeps them on the GPU' \
+  "$cfg" --set train.device=cuda --set parallel.ep=2 --set comm.expert_exchange=shared_memory
+want_rc=2 expect_error 'train.device = "cuda" cannot be used here' "$cfg" --set train.device=cuda \
+  --set parallel.pp=2
 # Grids are refused before any rank talks to another (a torchrun-style environment of 3 ranks).
 expect_error "parallel.pp = 2 needs a multiple of 2 ranks, but this process runs alone" $cfg --set parallel.pp=2
 expect_error "parallel.schedule = \"dualpipe2\" is not one of \"1f1b\", \"zb-h1\", \"dualpipe\", \"dualpipev\"; did you mean \"dualpipe\"?" $cfg --set parallel.schedule=dualpipe2

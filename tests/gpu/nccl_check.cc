@@ -3,9 +3,11 @@
 // compared with what the rank computes on the host from all ranks' inputs.
 #include <cstdio>
 
+#include "comm/expert_dispatch.h"
 #include "comm/nccl/nccl_communicator.h"
 #include "comm/topology.h"
 #include "comm/world.h"
+#include "kernels/permute.h"
 #include "runtime/core/device.h"
 #include "tests/gpu/check_report.h"
 
@@ -65,6 +67,40 @@ int main() {
 
   auto half = nccl->split(rank % 2, rank);
   expect(half->size() == (n + 1 - rank % 2) / 2, "split");
+
+  // The expert dispatch and combine on device memory, over a group of this rank alone (one GPU
+  // cannot hold two NCCL ranks): the count exchange, the payload rows sent to the expert-major
+  // layout and the weighted sum back, against the CPU's plan and kernels on the same ids.
+  auto self = nccl->split(rank, 0);
+  {
+    const int64_t tokens = 37, k = 3, experts = 8, d = 24;
+    Tensor ids = Tensor::empty({tokens, k}, DType::kI32);
+    Tensor gates = Tensor::empty({tokens, k}, DType::kF32);
+    Tensor rows_in = Tensor::empty({tokens, d}, DType::kF32);
+    for (int64_t i = 0; i < tokens * k; ++i) {  // three distinct experts per token
+      ids.data<int32_t>()[i] = static_cast<int32_t>(((i / k) * 3 + (i % k) * 2) % experts);
+      gates.data<float>()[i] = 0.1f + 0.01f * static_cast<float>(i % 17);
+    }
+    for (int64_t i = 0; i < tokens * d; ++i) rows_in.data<float>()[i] = float(i % 29) - 14.5f;
+    ExpertDispatcher dispatcher(*self, experts);
+    const DispatchLayout layout = dispatcher.plan(ids.to(gpu));
+    const kernels::PermutePlan cpu_plan = kernels::make_permute_plan(ids, experts);
+    Tensor expected = Tensor::empty({tokens * k, d}, DType::kF32);
+    kernels::permute_rows(rows_in, cpu_plan, expected);
+    const Tensor dispatched = dispatcher.dispatch(rows_in.to(gpu), layout);
+    expect(dispatched.device() == gpu && layout.expert_offsets == cpu_plan.expert_offsets,
+           "expert dispatch: the layout from the device count exchange");
+    expect(gpu_check::largest_relative_difference(dispatched, expected) == 0,
+           "expert dispatch on device memory (rows bit-exact)");
+    Tensor slot_rows;
+    const Tensor combined = dispatcher.combine(dispatched, gates.to(gpu), layout, &slot_rows);
+    Tensor y = Tensor::empty({tokens, d}, DType::kF32);
+    kernels::unpermute_weighted(expected, gates, cpu_plan, y);
+    expect(gpu_check::largest_relative_difference(combined, y) < 1e-6,
+           "expert combine on device memory (weighted sum)");
+    expect(gpu_check::largest_relative_difference(slot_rows, expected) == 0,
+           "expert combine keeps the returned rows for its backward");
+  }
   nccl->barrier().wait();
   std::printf("nccl_check: %d ranks, %s\n", n, failures ? "FAILED" : "all passed");
   return failures ? 1 : 0;

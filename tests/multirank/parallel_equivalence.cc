@@ -5,7 +5,9 @@
 // single-process reference itself and compares.
 //   mpirun -np N parallel_equivalence --pp P --ep E --schedule S --microbatches M [--zero1]
 //       [--steps K] [--fp8] [--node-limited] [--hierarchical RANKS_PER_NODE]
-//       [--loss-rtol X] [--param-atol Y|none] [--displacement-rtol Z]
+//       [--ordered-channels] [--loss-rtol X] [--param-atol Y|none] [--displacement-rtol Z]
+// --ordered-channels runs the pipeline's messages on the GPU's transport, ordered channels matched
+// by order alone, over the host backend.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -46,6 +48,8 @@ Config test_config(int argc, char** argv) {
       c.fp8.enabled = true;
     else if (arg == "--messages")
       messages = true;
+    else if (arg == "--ordered-channels")
+      continue;                          // an engine option, read in main
     else if (arg == "--hierarchical") {  // nodes of this many ranks (simulated)
       c.comm.dispatch = ExpertDispatchMode::kHierarchical;
       c.comm.ranks_per_node = std::stoi(next());
@@ -133,7 +137,10 @@ int main(int argc, char** argv) {
     double held_out = 0;
     std::string mine;
     {
-      ParallelEngine engine(config, world);
+      ParallelEngineOptions options;
+      for (int i = 1; i < argc; ++i)
+        options.ordered_pipeline_channels |= std::strcmp(argv[i], "--ordered-channels") == 0;
+      ParallelEngine engine(config, world, options);
       for (int64_t s = 0; s < config.train.steps; ++s) {
         const StepReport report = engine.train_step(s);
         losses.push_back(report.loss);
