@@ -1,12 +1,12 @@
-// A caching allocator over a raw one (aligned_alloc on the host, cudaMalloc on a GPU): freed
-// blocks are kept by size class and handed out again, because a training step allocates the same
-// sizes every time and the raw calls are slow (page faults on the host; cudaMalloc synchronises
-// the device). On a GPU every block belongs to the device's compute stream, where the kernels run
-// in order, so a block freed there may be reused at once (stream-ordered reuse); memory a
-// communication stream still reads must be kept alive by its operation until its event.
-// When the raw allocator is out of memory, the cache is released and the call tried once more;
-// then the error says how much was asked, in use and cached. Freeing a pointer it did not hand
-// out, or twice, is an error, not a corruption.
+// A caching allocator over a raw one (aligned_alloc on the host, cudaMallocAsync on a GPU's
+// compute stream): freed blocks are kept by size class and handed out again, because a training
+// step allocates the same sizes every time and the raw calls are slow (page faults on the host, a
+// driver call on a GPU). On a GPU every block belongs to the device's compute stream, where the
+// kernels run in order, so a block freed there may be reused at once (stream-ordered reuse); memory
+// a communication stream still reads must be kept alive by its operation until its event. When the
+// raw allocator is out of memory, the cache is released and the call tried once more; then the
+// error says how much was asked, in use and cached. Freeing a pointer it did not hand out, or
+// twice, is an error, not a corruption.
 #pragma once
 
 #include <cstddef>

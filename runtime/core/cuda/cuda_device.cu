@@ -77,43 +77,61 @@ std::string unavailable_reason() {
   return "";
 }
 
-Allocator& device_allocator(int index) {
+namespace {
+
+// A device's compute stream and its allocator, made together on first use. The allocator takes
+// and returns memory in the stream's order (cudaMallocAsync, cudaFreeAsync), never waiting for
+// the device: cudaFree would wait for every stream, among them receives posted ahead on the
+// communication streams for peers that may first need this rank's next message. Declared after
+// the stream, the allocator is destroyed before it.
+struct DeviceResources {
+  explicit DeviceResources(int index)
+      : compute(index),
+        allocator(detail::concat("cuda:", index),
+                  RawAllocator{[index, stream = compute.handle()](size_t bytes) -> void* {
+                                 DeviceGuard guard(index);
+                                 void* pointer = nullptr;
+                                 const cudaError_t status =
+                                     cudaMallocAsync(&pointer, bytes, stream);
+                                 if (status == cudaErrorMemoryAllocation) {
+                                   cudaGetLastError();  // the caller releases and retries
+                                   return nullptr;
+                                 }
+                                 TANDEM_CHECK_CUDA(status);
+                                 return pointer;
+                               },
+                               [index, stream = compute.handle()](void* pointer) {
+                                 DeviceGuard guard(index);
+                                 // A cached block's last users are kernels queued before on the
+                                 // compute stream (a communication stream's operation keeps its
+                                 // buffers until its event), so it is freed after them there.
+                                 cudaFreeAsync(pointer, stream);
+                               }}) {}
+  CudaStream compute;
+  CachingAllocator allocator;
+};
+
+DeviceResources& device_resources(int index) {
   static std::mutex mutex;
-  static std::map<int, std::unique_ptr<CachingAllocator>> allocators;
-  TANDEM_CHECK(index >= 0 && index < device_count(), "CUDA device ", index, " requested but ",
-               device_count(), " are visible");
+  static std::map<int, std::unique_ptr<DeviceResources>> devices;
   std::lock_guard lock(mutex);
-  auto& slot = allocators[index];
-  if (!slot)
-    slot = std::make_unique<CachingAllocator>(
-        detail::concat("cuda:", index),
-        RawAllocator{[index](size_t bytes) -> void* {
-                       DeviceGuard guard(index);
-                       void* pointer = nullptr;
-                       const cudaError_t status = cudaMalloc(&pointer, bytes);
-                       if (status == cudaErrorMemoryAllocation) {
-                         cudaGetLastError();  // not sticky: the caller releases and retries
-                         return nullptr;
-                       }
-                       TANDEM_CHECK_CUDA(status);
-                       return pointer;
-                     },
-                     [index](void* pointer) {
-                       DeviceGuard guard(index);
-                       // The cache holds blocks whose last kernels may still run.
-                       cudaDeviceSynchronize();
-                       cudaFree(pointer);
-                     }});
+  auto& slot = devices[index];
+  if (!slot) {
+    TANDEM_CHECK(index >= 0 && index < device_count(), "CUDA device ", index, " requested but ",
+                 device_count(), " are visible");
+    slot = std::make_unique<DeviceResources>(index);
+  }
   return *slot;
 }
 
+}  // namespace
+
+Allocator& device_allocator(int index) {
+  return device_resources(index).allocator;
+}
+
 CudaStream& compute_stream(int index) {
-  static std::mutex mutex;
-  static std::map<int, std::unique_ptr<CudaStream>> streams;
-  std::lock_guard lock(mutex);
-  auto& slot = streams[index];
-  if (!slot) slot = std::make_unique<CudaStream>(index);
-  return *slot;
+  return device_resources(index).compute;
 }
 
 std::unique_ptr<Stream> make_stream(int index) {
@@ -132,13 +150,15 @@ void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src
     TANDEM_CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
     return;
   }
-  // Communication streams may still write what is read: all of the device's work first. The
-  // copy itself is in the compute stream, so kernels queued after it see its bytes, and it is
-  // waited for, because a pageable host buffer may be freed once this returns.
-  TANDEM_CHECK_CUDA(cudaDeviceSynchronize());
+  // Only the compute stream's work comes first, never the whole device's: receives posted ahead
+  // on the communication streams wait for peers that may first need this rank's next message, so
+  // a device-wide synchronisation could deadlock the job. A buffer NCCL writes is read only after
+  // its handle completes (the handle keeps it alive until then), and that completion is already
+  // seen by this thread. The copy is waited for, since a pageable host buffer may be freed once
+  // this returns.
   if (src_device.type == DeviceType::kCUDA && src_device.index != index) {
-    DeviceGuard source(src_device.index);  // between two GPUs: the source's work too
-    TANDEM_CHECK_CUDA(cudaDeviceSynchronize());
+    DeviceGuard source(src_device.index);  // between two GPUs: the source's compute work too
+    compute_stream(src_device.index).synchronize();
   }
   TANDEM_CHECK_CUDA(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream));
   TANDEM_CHECK_CUDA(cudaStreamSynchronize(stream));

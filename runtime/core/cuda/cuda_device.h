@@ -20,8 +20,9 @@ Allocator& device_allocator(int index);
 std::unique_ptr<Stream> make_stream(int index);
 std::unique_ptr<Event> make_event(int index);
 // On one device: in the compute stream's order, without waiting. Between host and device (or two
-// devices): after all of the device's work, in the compute stream, waited for, so the host may
-// read or reuse its side at once.
+// devices): after the compute stream's work (never the whole device's: communication streams may
+// hold receives waiting on peers), in the compute stream, waited for, so the host may read or
+// reuse its side at once.
 void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src, size_t bytes);
 void zero_bytes(int index, void* dst, size_t bytes);  // on the compute stream
 
