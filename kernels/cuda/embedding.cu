@@ -1,8 +1,10 @@
-// Embedding lookup and its weight gradient on the GPU: the lookup one thread per output element;
+// Embedding lookup and its weight gradient on the GPU: the lookup one thread per output element
+// (per four, with 16-byte accesses, where the width is a multiple of 4 and the pointers aligned);
 // the gradient one thread per column walking the tokens in order (no atomics: repeated ids add
 // in a fixed order, the CPU's). Token ids are checked on the host first, with the CPU's message.
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/tensor_checks.h"
+#include "kernels/cuda/vector_access.cuh"
 #include "runtime/core/cuda/cuda_check.h"
 #include "runtime/core/cuda/cuda_device.h"
 
@@ -17,6 +19,15 @@ __global__ void embedding_forward_kernel(const int32_t* ids, const float* table,
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < n * d;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x)
     out[e] = table[static_cast<int64_t>(ids[e / d]) * d + e % d];
+}
+
+__global__ void embedding_forward4_kernel(const int32_t* ids, const float* table, int64_t n,
+                                          int64_t d, float* out) {
+  const int64_t row_packs = d / 4;
+  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < n * row_packs;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    store_float4(out + 4 * e, load_float4(table + static_cast<int64_t>(ids[e / row_packs]) * d +
+                                          4 * (e % row_packs)));
 }
 
 __global__ void embedding_wgrad_kernel(const int32_t* ids, const float* dout, int64_t n, int64_t d,
@@ -44,10 +55,12 @@ void embedding_forward(const Tensor& tokens, const Tensor& table, Tensor& out) {
   if (n * d == 0) return;
   tandem::cuda::DeviceGuard guard(out.device().index);
   const cudaStream_t stream = tandem::cuda::compute_stream(out.device().index).handle();
-  const int64_t blocks = (n * d + kThreads - 1) / kThreads;
-  embedding_forward_kernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), kThreads, 0,
-                             stream>>>(tokens.data<int32_t>(), table.data<float>(), n, d,
-                                       out.data<float>());
+  const bool packed = d % 4 == 0 && aligned_16(table.data<float>(), out.data<float>());
+  const int64_t threads_needed = packed ? n * d / 4 : n * d;
+  const int64_t blocks = (threads_needed + kThreads - 1) / kThreads;
+  const auto kernel = packed ? embedding_forward4_kernel : embedding_forward_kernel;
+  kernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), kThreads, 0, stream>>>(
+      tokens.data<int32_t>(), table.data<float>(), n, d, out.data<float>());
   TANDEM_CHECK_CUDA(cudaGetLastError());
 }
 

@@ -5,6 +5,7 @@
 
 #include "kernels/cuda/optimizer.h"
 #include "kernels/cuda/tensor_checks.h"
+#include "kernels/cuda/vector_access.cuh"
 #include "runtime/core/cuda/cuda_check.h"
 #include "runtime/core/cuda/cuda_device.h"
 
@@ -45,10 +46,6 @@ __global__ void adamw_kernel4(float4* p, const float4* g, float4* m, float4* v, 
   }
 }
 
-bool aligned16(const void* p) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
-}
-
 }  // namespace
 
 void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWHyper& h) {
@@ -70,7 +67,7 @@ void adamw_update(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const
   float* vs = v.data<float>();
   const int64_t blocks_needed = (n + kThreads - 1) / kThreads;
   const unsigned blocks = static_cast<unsigned>(blocks_needed < 4096 ? blocks_needed : 4096);
-  if (n % 4 == 0 && aligned16(p) && aligned16(g) && aligned16(ms) && aligned16(vs)) {
+  if (n % 4 == 0 && aligned_16(p, g, ms, vs)) {
     adamw_kernel4<<<blocks, kThreads, 0, stream>>>(
         reinterpret_cast<float4*>(p), reinterpret_cast<const float4*>(g),
         reinterpret_cast<float4*>(ms), reinterpret_cast<float4*>(vs), n / 4, s);

@@ -8,8 +8,10 @@
 // ids out of range refused), permute / unpermute and their backwards, bf16 conversion and FP8 block
 // transposes, each against the CPU reference on the same random inputs: bit for bit where the same
 // operations run in the same order, else to fp32 rounding (reductions run in another order; expf
-// may differ in the last bit). Then the device checks at kernel entries: tensors on two devices are
-// refused, and so is a CUDA tensor given to a kernel that has no CUDA implementation yet.
+// may differ in the last bit); the memory-bound kernels both with 16-byte accesses and with the
+// scalar loops they take at unaligned addresses. Then the device checks at kernel entries: tensors
+// on two devices are refused, and so is a CUDA tensor given to a kernel that has no CUDA
+// implementation yet.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -50,6 +52,20 @@ Tensor random_tensor(Shape shape, uint32_t seed, float lo = -2, float hi = 2) {
 
 const Device kGpu = Device::cuda(0);
 
+// A GPU copy of `t`, `offset` elements into a larger block: at an offset of 1 its address is 4
+// bytes (fp32) or 2 (bf16) past 16-byte alignment, which the 16-byte kernels must not take.
+Tensor on_gpu(const Tensor& t, int64_t offset = 0) {
+  if (offset == 0) return t.to(kGpu);
+  Tensor block = Tensor::zeros({t.numel() + offset}, t.dtype(), kGpu);
+  Tensor view = block.rows(offset, t.numel() + offset).reshape(t.shape());
+  view.copy_from(t);
+  return view;
+}
+
+std::string at_offset(int64_t offset) {
+  return offset ? " at an offset of " + std::to_string(offset) : std::string();
+}
+
 std::string shape_text(int64_t rows, int64_t cols) {
   char text[64];
   std::snprintf(text, sizeof text, "[%lld x %lld]", static_cast<long long>(rows),
@@ -65,8 +81,8 @@ void expect_close(const std::string& what, const Tensor& gpu, const Tensor& cpu,
   expect(worst <= tolerance, line);
 }
 
-void check_rmsnorm(int64_t n, int64_t d, uint32_t seed) {
-  const std::string shape = shape_text(n, d);
+void check_rmsnorm(int64_t n, int64_t d, uint32_t seed, int64_t offset = 0) {
+  const std::string shape = shape_text(n, d) + at_offset(offset);
   const Tensor x = random_tensor({n, d}, seed), g = random_tensor({d}, seed + 1, 0.5f, 1.5f);
   const Tensor dy = random_tensor({n, d}, seed + 2);
   Tensor y = Tensor::empty({n, d}, DType::kF32), rstd = Tensor::empty({n}, DType::kF32);
@@ -76,9 +92,10 @@ void check_rmsnorm(int64_t n, int64_t d, uint32_t seed) {
   rmsnorm_dgrad(dy, x, g, rstd, dx);
   rmsnorm_wgrad(dy, x, rstd, dg);
 
-  const Tensor xg = x.to(kGpu), gg = g.to(kGpu), dyg = dy.to(kGpu);
-  Tensor yg = Tensor::empty({n, d}, DType::kF32, kGpu), rg = Tensor::empty({n}, DType::kF32, kGpu);
-  Tensor dxg = Tensor::empty({n, d}, DType::kF32, kGpu), dgg = dg_before.to(kGpu);
+  const Tensor xg = on_gpu(x, offset), gg = on_gpu(g, offset), dyg = on_gpu(dy, offset);
+  Tensor yg = on_gpu(Tensor::zeros({n, d}, DType::kF32), offset),
+         rg = Tensor::empty({n}, DType::kF32, kGpu);
+  Tensor dxg = on_gpu(Tensor::zeros({n, d}, DType::kF32), offset), dgg = dg_before.to(kGpu);
   rmsnorm_forward(xg, gg, 1e-6, yg, rg);
   rmsnorm_dgrad(dyg, xg, gg, rstd.to(kGpu), dxg);
   rmsnorm_wgrad(dyg, xg, rstd.to(kGpu), dgg);
@@ -88,17 +105,17 @@ void check_rmsnorm(int64_t n, int64_t d, uint32_t seed) {
   expect_close("rmsnorm wgrad (accumulated) " + shape, dgg, dg, 1e-5);
 }
 
-void check_swiglu(int64_t n, int64_t f, uint32_t seed) {
-  const std::string shape = shape_text(n, 2 * f);
+void check_swiglu(int64_t n, int64_t f, uint32_t seed, int64_t offset = 0) {
+  const std::string shape = shape_text(n, 2 * f) + at_offset(offset);
   const Tensor gate_up = random_tensor({n, 2 * f}, seed, -6, 6),
                dh = random_tensor({n, f}, seed + 1);
   Tensor h = Tensor::empty({n, f}, DType::kF32), dgu = Tensor::empty({n, 2 * f}, DType::kF32);
   swiglu_forward(gate_up, h);
   swiglu_backward(dh, gate_up, dgu);
-  Tensor hg = Tensor::empty({n, f}, DType::kF32, kGpu);
-  Tensor dgug = Tensor::empty({n, 2 * f}, DType::kF32, kGpu);
-  swiglu_forward(gate_up.to(kGpu), hg);
-  swiglu_backward(dh.to(kGpu), gate_up.to(kGpu), dgug);
+  Tensor hg = on_gpu(Tensor::zeros({n, f}, DType::kF32), offset);
+  Tensor dgug = on_gpu(Tensor::zeros({n, 2 * f}, DType::kF32), offset);
+  swiglu_forward(on_gpu(gate_up, offset), hg);
+  swiglu_backward(on_gpu(dh, offset), on_gpu(gate_up, offset), dgug);
   expect_close("swiglu forward " + shape, hg, h, 1e-6);
   expect_close("swiglu backward " + shape, dgug, dgu, 1e-6);
 }
@@ -167,17 +184,18 @@ bool same_bits(const Tensor& gpu, const Tensor& cpu) {
          std::memcmp(host.raw_data(), cpu.raw_data(), cpu.nbytes()) == 0;
 }
 
-void check_embedding(int64_t n, int64_t vocab, int64_t d, uint32_t seed) {
+void check_embedding(int64_t n, int64_t vocab, int64_t d, uint32_t seed, int64_t offset = 0) {
   const Tensor ids = random_ids(n, static_cast<int32_t>(vocab), seed);
   const Tensor table = random_tensor({vocab, d}, seed + 1), dout = random_tensor({n, d}, seed + 2);
   Tensor out = Tensor::empty({n, d}, DType::kF32), dtable = random_tensor({vocab, d}, seed + 3);
   const Tensor dtable_before = dtable.clone();
   embedding_forward(ids, table, out);
   embedding_wgrad(ids, dout, dtable);
-  Tensor outg = Tensor::empty({n, d}, DType::kF32, kGpu), dtableg = dtable_before.to(kGpu);
-  embedding_forward(ids.to(kGpu), table.to(kGpu), outg);
+  Tensor outg = on_gpu(Tensor::zeros({n, d}, DType::kF32), offset),
+         dtableg = dtable_before.to(kGpu);
+  embedding_forward(ids.to(kGpu), on_gpu(table, offset), outg);
   embedding_wgrad(ids.to(kGpu), dout.to(kGpu), dtableg);
-  const std::string shape = shape_text(n, d);
+  const std::string shape = shape_text(n, d) + at_offset(offset);
   expect(same_bits(outg, out), "embedding forward " + shape + ": the CPU's bits");
   expect(same_bits(dtableg, dtable),
          "embedding wgrad (repeated ids) " + shape + ": the CPU's bits");
@@ -207,20 +225,20 @@ void check_cross_entropy(int64_t n, int64_t v, uint32_t seed) {
   expect_close("cross-entropy gradient in place " + shape, inplace, dz, 1e-5);
 }
 
-void check_elementwise(int64_t n, uint32_t seed) {
+void check_elementwise(int64_t n, uint32_t seed, int64_t offset = 0) {
   const Tensor x = random_tensor({n}, seed);
   Tensor y = random_tensor({n}, seed + 1);
-  Tensor yg = y.to(kGpu);
+  const std::string shape = shape_text(1, n) + at_offset(offset);
+  Tensor yg = on_gpu(y, offset);
   axpy(0.375, x, y);
-  axpy(0.375, x.to(kGpu), yg);
-  expect(same_bits(yg, y), "axpy " + shape_text(1, n) + ": the CPU's bits");
+  axpy(0.375, on_gpu(x, offset), yg);
+  expect(same_bits(yg, y), "axpy " + shape + ": the CPU's bits");
   scale(y, -1.5);
   scale(yg, -1.5);
-  expect(same_bits(yg, y), "scale " + shape_text(1, n) + ": the CPU's bits");
+  expect(same_bits(yg, y), "scale " + shape + ": the CPU's bits");
   const double s = sum_of_squares(y), sg = sum_of_squares(yg);
   char line[160];
-  std::snprintf(line, sizeof line, "sum of squares %s: %.17g vs CPU %.17g",
-                shape_text(1, n).c_str(), sg, s);
+  std::snprintf(line, sizeof line, "sum of squares %s: %.17g vs CPU %.17g", shape.c_str(), sg, s);
   expect(std::fabs(sg - s) <= 1e-10 * s, line);
 }
 
@@ -412,20 +430,20 @@ void check_permute_refusals() {
          "permute plan of no tokens on the GPU: 9 zero offsets, no rows");
 }
 
-void check_conversions(int64_t rows, int64_t cols, uint32_t seed) {
+void check_conversions(int64_t rows, int64_t cols, uint32_t seed, int64_t offset = 0) {
   Tensor x = random_tensor({rows, cols}, seed, -1e4f, 1e4f);
   x.data<float>()[0] = NAN;
+  const std::string shape = shape_text(rows, cols) + at_offset(offset);
   Tensor b = Tensor::empty(x.shape(), DType::kBF16),
-         bg = Tensor::empty(x.shape(), DType::kBF16, kGpu);
+         bg = on_gpu(Tensor::zeros(x.shape(), DType::kBF16), offset);
   convert(x, b);
-  convert(x.to(kGpu), bg);
-  expect(same_bits(bg, b),
-         "fp32 -> bf16 " + shape_text(rows, cols) + " (NaN kept): the CPU's bits");
+  convert(on_gpu(x, offset), bg);
+  expect(same_bits(bg, b), "fp32 -> bf16 " + shape + " (NaN kept): the CPU's bits");
   Tensor f = Tensor::empty(x.shape(), DType::kF32),
-         fg = Tensor::empty(x.shape(), DType::kF32, kGpu);
+         fg = on_gpu(Tensor::zeros(x.shape(), DType::kF32), offset);
   convert(b, f);
-  convert(b.to(kGpu), fg);
-  expect(same_bits(fg, f), "bf16 -> fp32 " + shape_text(rows, cols) + ": the CPU's bits");
+  convert(on_gpu(b, offset), fg);
+  expect(same_bits(fg, f), "bf16 -> fp32 " + shape + ": the CPU's bits");
   const QuantizeOptions options;
   const BlockScaledFp8 q = quantize(x.rows(1, rows), ScaleGranularity::kBlock128x128, options);
   const BlockScaledFp8 t = transpose_blocks(q);
@@ -443,15 +461,19 @@ int main() {
   for (const auto& [n, d] :
        {std::pair<int64_t, int64_t>{1, 7}, {64, 256}, {333, 1000}, {512, 7168}})
     check_rmsnorm(n, d, seed += 10);
+  check_rmsnorm(64, 256, seed += 10, 1);  // widths of 4s at unaligned addresses: the scalar loops
   for (const auto& [n, f] : {std::pair<int64_t, int64_t>{1, 3}, {128, 96}, {1000, 2048}})
     check_swiglu(n, f, seed += 10);
+  check_swiglu(128, 96, seed += 10, 1);
   for (const int64_t n : {1, 4, 1023, 1 << 20}) check_adamw(n, seed += 10);
   for (const auto& [n, vocab, d] :
        {std::tuple<int64_t, int64_t, int64_t>{1, 1, 5}, {512, 256, 128}, {4096, 1000, 7168}})
     check_embedding(n, vocab, d, seed += 10);
+  check_embedding(512, 256, 128, seed += 10, 1);
   for (const auto& [n, v] : {std::pair<int64_t, int64_t>{1, 2}, {64, 256}, {300, 32000}})
     check_cross_entropy(n, v, seed += 10);
   for (const int64_t n : {1, 1000, 1 << 22}) check_elementwise(n, seed += 10);
+  check_elementwise(1000, seed += 10, 1);
   check_rope(1, 1, 1, 2, seed += 10);
   check_rope(2, 128, 4, 32, seed += 10);
   check_rope(4, 4096, 16, 128, seed += 10);
@@ -476,7 +498,9 @@ int main() {
   check_permute(1024, 64, 6, 7, seed += 10);
   check_permute(4096, 256, 8, 16, seed += 10);  // DeepSeek-V3's routing: 256 experts, top 8
   check_permute_refusals();
+  check_conversions(3, 5, seed += 10);  // 15 values: the scalar loops
   check_conversions(129, 300, seed += 10);
+  check_conversions(129, 300, seed += 10, 1);
   check_conversions(1024, 1024, seed += 10);
   // Views that are not 16-byte aligned take AdamW's scalar path.
   {
