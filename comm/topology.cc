@@ -46,6 +46,15 @@ int local_cuda_device(const Topology& topology) {
   return devices > 0 ? topology.local_rank % devices : 0;
 }
 
+std::optional<std::pair<int, int>> ranks_sharing_a_gpu(const std::vector<int64_t>& gpu_identity) {
+  std::map<int64_t, int> first_rank;
+  for (int r = 0; r < static_cast<int>(gpu_identity.size()); ++r) {
+    const auto [it, inserted] = first_rank.emplace(gpu_identity[r], r);
+    if (!inserted) return std::pair{it->second, r};
+  }
+  return std::nullopt;
+}
+
 std::unique_ptr<Communicator> node_group(Communicator& group, const Topology& topology) {
   return group.split(topology.node, group.rank());
 }

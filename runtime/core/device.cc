@@ -73,6 +73,14 @@ int cuda_device_count() {
 #endif
 }
 
+int64_t cuda_device_identity([[maybe_unused]] int index) {
+#ifdef TANDEM_HAVE_CUDA
+  return cuda::device_identity(index);
+#else
+  return 0;
+#endif
+}
+
 std::string device_unavailable_reason(DeviceType type) {
   if (type == DeviceType::kCPU) return "";
 #ifdef TANDEM_HAVE_CUDA

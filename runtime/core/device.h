@@ -70,6 +70,9 @@ std::unique_ptr<Event> make_event(Device device);
 
 // Number of usable CUDA devices: 0 when the build has no CUDA or no driver/GPU answers.
 int cuda_device_count();
+// Which physical GPU CUDA device `index` is (a hash of its UUID), comparable between processes
+// that number their devices differently; 0 without CUDA.
+int64_t cuda_device_identity(int index);
 // Why `type` cannot be used here ("" when it can): for CUDA, a build without it, or no driver
 // or GPU (with the runtime's own words).
 std::string device_unavailable_reason(DeviceType type);

@@ -25,9 +25,25 @@ Device engine_device(const Config& config, comm::World& world) {
   check_device_grid(config, world.comm->size());
   if (config.train.device == DeviceType::kCPU) return Device::cpu();
   require_device(DeviceType::kCUDA);
+  comm::Communicator& group = *world.comm;
   const comm::Topology topology =
-      comm::discover_topology(*world.comm, static_cast<int>(config.comm.ranks_per_node));
-  return Device::cuda(comm::local_cuda_device(topology));
+      comm::discover_topology(group, static_cast<int>(config.comm.ranks_per_node));
+  const int index = comm::local_cuda_device(topology);
+  // Every rank sees every rank's choice, so all of them refuse together instead of NCCL hanging
+  // or failing on some ("duplicate GPU") when a node has more ranks than GPUs.
+  Tensor mine = Tensor::empty({1}, DType::kI64);
+  mine.data<int64_t>()[0] = cuda_device_identity(index);
+  Tensor all = Tensor::empty({group.size()}, DType::kI64);
+  group.all_gather(mine, all).wait();
+  const int64_t* identities = all.data<int64_t>();
+  if (const auto shared =
+          comm::ranks_sharing_a_gpu(std::vector<int64_t>(identities, identities + group.size())))
+    TANDEM_USER_FAIL("train.device = \"cuda\": ranks ", shared->first, " and ", shared->second,
+                     " would share one GPU, which NCCL cannot run (this rank is local rank ",
+                     topology.local_rank, " of ", topology.local_size, " and sees ",
+                     cuda_device_count(), " GPUs); start at most one rank per GPU on each node, ",
+                     "or give each rank its own through CUDA_VISIBLE_DEVICES");
+  return Device::cuda(index);
 }
 
 }  // namespace

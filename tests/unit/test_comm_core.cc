@@ -1,5 +1,6 @@
 // The communication layer's local rules, without peers: handles never swallow an error or wait
-// silently, the flight recorder's text reads back, and the message tag's fields never overlap.
+// silently, the flight recorder's text reads back, the message tag's fields never overlap, and two
+// ranks on one GPU are found.
 #include <gtest/gtest.h>
 
 #include <set>
@@ -7,6 +8,7 @@
 #include "comm/communicator.h"
 #include "comm/flight_recorder.h"
 #include "comm/p2p_collectives.h"
+#include "comm/topology.h"
 #include "tests/unit/error_text.h"
 
 namespace tandem::comm {
@@ -169,6 +171,16 @@ TEST(TagLayout, FieldsNeverOverlap) {
               TagLayout::collective(1, C::kAllGather, 1, TagLayout::kMaxParts, 0);
             }).find("part"),
             std::string::npos);
+}
+
+// A GPU is its identity (UUID hash), whatever index each rank's CUDA_VISIBLE_DEVICES gave it and
+// whichever node number the topology gave the rank.
+TEST(Topology, RanksSharingAGpuAreTheFirstRepeatedIdentity) {
+  EXPECT_FALSE(ranks_sharing_a_gpu({}));
+  EXPECT_FALSE(ranks_sharing_a_gpu({11, 12, 13, 14}));
+  const auto shared = ranks_sharing_a_gpu({11, 12, 13, 12, 11});
+  ASSERT_TRUE(shared);
+  EXPECT_EQ(*shared, std::pair(1, 3));  // the first repeat in rank order
 }
 
 }  // namespace

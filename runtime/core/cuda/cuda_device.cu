@@ -126,6 +126,17 @@ DeviceResources& device_resources(int index) {
 
 }  // namespace
 
+int64_t device_identity(int index) {
+  cudaDeviceProp properties{};
+  TANDEM_CHECK_CUDA(cudaGetDeviceProperties(&properties, index));
+  uint64_t hash = 14695981039346656037ull;  // FNV-1a over the 16 bytes
+  for (const char byte : properties.uuid.bytes) {
+    hash ^= static_cast<unsigned char>(byte);
+    hash *= 1099511628211ull;
+  }
+  return static_cast<int64_t>(hash);
+}
+
 Allocator& device_allocator(int index) {
   return device_resources(index).allocator;
 }

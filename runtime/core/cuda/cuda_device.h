@@ -16,6 +16,8 @@ namespace tandem::cuda {
 int device_count();
 // "" when a device answers; else what the runtime said (cudaGetDeviceCount's error, or none).
 std::string unavailable_reason();
+// A hash of device `index`'s UUID: the same physical GPU whatever CUDA_VISIBLE_DEVICES numbers it.
+int64_t device_identity(int index);
 Allocator& device_allocator(int index);
 std::unique_ptr<Stream> make_stream(int index);
 std::unique_ptr<Event> make_event(int index);
