@@ -24,14 +24,16 @@ run() {
   local name=$1; shift
   local port=$((29700 + RANDOM % 200))
   read -r tx0 rx0 < <("$cluster" bytes 0)
+  local pids=() pid failed=0
   for node in 0 1; do
     "$cluster" exec $node env TANDEM_RUN_ID="$name-$$" UCX_TLS=tcp,self,sm OMP_NUM_THREADS=1 \
       "$bin/tandem-launch" --nnodes 2 --node-rank $node --nproc-per-node 2 --master-addr "$master" \
       --master-port $port -- "$bin/parallel_equivalence" "$@" > "$tmp/$name.node$node.log" 2>&1 &
+    pids+=($!)
   done
-  local failed=0
-  wait -n || failed=1
-  wait -n || failed=1
+  # Each node's launcher by its pid: bash's `wait -n` can report 127 (no child) when both exit
+  # at once, which once failed this test with a job that had exited 2 as asked.
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   read -r tx1 rx1 < <("$cluster" bytes 0)
   if [ $failed = 1 ]; then
     cat "$tmp/$name".node*.log; fail "$name failed"
@@ -54,14 +56,16 @@ done
 # Shared memory asked for an expert group that spans the two nodes: refused (exit 2), naming
 # the fix, never silently replaced by messages.
 port=$((29900 + RANDOM % 90))
+pids=()
 for node in 0 1; do
   "$cluster" exec $node env TANDEM_RUN_ID="shm-$$" UCX_TLS=tcp,self,sm OMP_NUM_THREADS=1 \
     "$bin/tandem-launch" --nnodes 2 --node-rank $node --nproc-per-node 2 --master-addr "$master" \
     --master-port $port -- "$bin/tandem-train" examples/configs/tiny.toml --set train.steps=1 \
     --set parallel.ep=4 --set comm.expert_exchange=shared_memory > "$tmp/shm.node$node.log" 2>&1 &
+  pids+=($!)
 done
 codes=()
-for _ in 0 1; do c=0; wait -n || c=$?; codes+=("$c"); done
+for pid in "${pids[@]}"; do c=0; wait "$pid" || c=$?; codes+=("$c"); done
 grep -h "shared" "$tmp"/shm.node*.log | grep -i -E "error|refuse|cannot" | head -1
 [ "${codes[*]}" = "2 2" ] || { cat "$tmp"/shm.node*.log; fail "shared memory across nodes: exits ${codes[*]}, expected 2 2"; }
 echo "netns_equivalence: passed"

@@ -32,15 +32,28 @@ for ((r = 0; r < n; r++)); do
 done
 failed=0
 for ((left = n; left > 0; left--)); do
+  pid=
   wait -n -p pid
   rc=$?
+  # bash's `wait -n` can answer 127 without a pid when ranks exit at once: the rest by pid below.
+  [ -z "$pid" ] && break
+  r=${rank_of[$pid]}
+  unset "rank_of[$pid]"
   [ $rc -eq 0 ] && continue
-  echo "launch_env: rank ${rank_of[$pid]} failed (exit $rc); stopping the others"
+  echo "launch_env: rank $r failed (exit $rc); stopping the others"
   failed=1
   kill "${!rank_of[@]}" 2> /dev/null
   wait
   break
 done
+if [ $failed -eq 0 ]; then
+  for pid in "${!rank_of[@]}"; do
+    wait "$pid" && continue
+    rc=$?
+    echo "launch_env: rank ${rank_of[$pid]} failed (exit $rc)"
+    failed=1
+  done
+fi
 for ((r = 0; r < n; r++)); do sed "s/^/[rank $r] /" "$dir/rank$r.log"; done
 [ $failed -eq 0 ] && echo "launch_env: $n ranks started the $mode way (store port $port) all passed"
 exit $failed
