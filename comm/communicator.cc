@@ -192,8 +192,7 @@ std::unique_ptr<Communicator> Communicator::split_some(int color, int key) {
 
 void connect_peers(Communicator& group) {
   const std::vector<int64_t> ones(group.size(), 1);
-  Tensor send = Tensor::zeros({group.size()}, DType::kU8);
-  if (group.device().type != DeviceType::kCPU) send = send.to(group.device());
+  const Tensor send = Tensor::zeros({group.size()}, DType::kU8, group.device());
   Tensor recv = Tensor::empty({group.size()}, DType::kU8, group.device());
   group.all_to_all_v(send, ones, recv, ones).wait();
 }

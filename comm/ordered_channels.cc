@@ -37,8 +37,7 @@ OrderedChannels::OrderedChannels(Communicator& group, int message_classes,
     // Connected now, pair by pair in the round (NCCL connects on the first message and blocks
     // until the peer is there: a receive posted ahead would otherwise wait on a peer blocked in
     // connecting another channel).
-    Tensor token = Tensor::zeros({1}, DType::kU8);
-    if (comm->device().type != DeviceType::kCPU) token = token.to(comm->device());
+    Tensor token = Tensor::zeros({1}, DType::kU8, comm->device());
     (key == 0 ? comm->send(token, 1, 0) : comm->recv(token, 0, 0)).wait();
     TANDEM_CHECK(channels_.emplace(*mine, std::move(comm)).second, "channel ", mine->from, " → ",
                  mine->to, " (class ", mine->message_class, ") listed twice on ", group.name());

@@ -75,9 +75,8 @@ const std::vector<ConfigKey>& config_keys() {
                  "per rank: a lone process's first visible one, else its local rank's on its "
                  "node; pipeline messages, the expert dispatch and the reductions on NCCL, the "
                  "expert rows as messages (comm.dispatch = \"flat\"); fp32 master weights, FP8 "
-                 "on Hopper). \"cuda\" needs a "
-                 "build with CUDA and a usable "
-                 "GPU, and is refused (exit 2, saying what is missing) where either lacks: never "
+                 "on Hopper). \"cuda\" needs a build with CUDA and a usable GPU, and is refused "
+                 "(exit 2, saying what is missing) where either lacks: never "
                  "a silent fallback to the CPU."),
       TANDEM_KEY_IN(train, threads, R::closed(0, 1024),
                     "CPU threads per rank; 0 = cores available divided by ranks on this node."),
